@@ -1,0 +1,146 @@
+"""The `bertonnx` command: a thin typer layer over the Python API.
+
+Errors a user can cause become one line on stderr and exit code 1; set
+BERTONNX_DEBUG=1 to see the traceback instead.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+from collections.abc import Callable
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from engine.bundle import BundleError, load_bundle
+from engine.progress import status_spinner
+
+app = typer.Typer(
+    name="bertonnx",
+    help="Static and contextual BERT word embeddings, served fast from ONNX bundles.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+out = Console()
+err = Console(stderr=True)
+
+
+class CliError(Exception):
+    """A user-facing error: printed as one line, exit code 1."""
+
+
+def friendly_errors(command: Callable[..., None]) -> Callable[..., None]:
+    """Turn the errors a user can cause into one line on stderr and exit code 1."""
+
+    @functools.wraps(command)
+    def run(*args: Any, **kwargs: Any) -> None:
+        try:
+            command(*args, **kwargs)
+        except (CliError, ValueError, OSError, RuntimeError, ImportError) as error:
+            if os.environ.get("BERTONNX_DEBUG"):
+                raise
+            message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            err.print(f"error: {message}", markup=False, highlight=False, soft_wrap=True)
+            raise typer.Exit(1) from None
+
+    return run
+
+
+class Quantize(str, Enum):
+    int8 = "int8"
+
+
+@app.command()
+@friendly_errors
+def export(
+    model: Annotated[
+        str | None, typer.Argument(help="Hugging Face model folder or hub id; default: all-MiniLM-L6-v2")
+    ] = None,
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Bundle directory to create")] = Path("bundle"),
+    optimize: Annotated[bool, typer.Option(help="Fuse the graph with ONNX Runtime's transformer optimiser")] = False,
+    quantize: Annotated[Quantize | None, typer.Option(help="Dynamic int8, settings searched for fidelity")] = None,
+    fp16: Annotated[bool, typer.Option(help="Half-precision graph for the CUDA provider")] = False,
+    opset: Annotated[int, typer.Option(help="ONNX opset")] = 17,
+    min_cosine: Annotated[
+        float | None, typer.Option(help="Refuse a bundle below this cosine (default 0.99999 fp32, 0.95 int8)")
+    ] = None,
+    force: Annotated[bool, typer.Option(help="Replace an existing --out")] = False,
+) -> None:
+    """Export a BERT-family model to a validated ONNX bundle."""
+    from export import export_bundle
+
+    with status_spinner(err, "exporting") as step:
+        result = export_bundle(
+            model,
+            out_dir,
+            optimize=optimize,
+            quantize=quantize.value if quantize else None,
+            fp16=fp16,
+            opset=opset,
+            min_cosine=min_cosine,
+            force=force,
+            progress=step,
+        )
+    out.print(validation_table(result.manifest["validation"]))
+    out.print(f"bundle written to [bold]{result.path}[/] ({result.manifest['onnx']['precision']})")
+
+
+@app.command()
+@friendly_errors
+def info(
+    bundle: Annotated[Path, typer.Argument(help="Bundle directory")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the whole manifest as JSON")] = False,
+) -> None:
+    """Describe a bundle and check its files against the manifest."""
+    checked = load_bundle(bundle)
+    manifest = checked.manifest
+    if as_json:
+        out.print_json(json.dumps(manifest))
+        return
+    table = Table(title=str(checked.path), show_header=False)
+    table.add_column("field", style="bold")
+    table.add_column("value")
+    source, model, onnx = manifest["source"], manifest["model"], manifest["onnx"]
+    table.add_row("source", f"{source['model']} ({source['model_type']})")
+    table.add_row("weights sha256", source["weights_sha256"][:16] + "…")
+    table.add_row("hidden size", str(model["hidden_size"]))
+    table.add_row("vocabulary", str(model["vocab_size"]))
+    table.add_row("max length", str(model["max_length"]))
+    table.add_row("layers / heads", f"{model['num_layers']} / {model['num_heads']}")
+    table.add_row("precision", onnx["precision"] + (" (optimised)" if onnx["optimized"] else ""))
+    table.add_row("opset", str(onnx["opset"]))
+    table.add_row("outputs", f"static: {onnx['outputs']['static']}, contextual: {onnx['outputs']['contextual']}")
+    for name, entry in manifest["files"].items():
+        table.add_row(name, f"{entry['bytes'] / 1e6:.1f} MB, sha256 ok")
+    out.print(table)
+    out.print(validation_table(manifest["validation"]))
+
+
+def validation_table(validation: dict[str, Any]) -> Table:
+    """Fidelity against PyTorch, per output, at token and word level."""
+    final = validation["final"]
+    table = Table(title=f"validation against PyTorch ({final['texts']} texts, {final['tokens']} tokens)")
+    for column in ("output", "level", "max abs diff", "min cosine", "mean cosine"):
+        table.add_column(column, justify="left" if column in ("output", "level") else "right")
+    for name, fidelity in final["outputs"].items():
+        for level in ("token", "word"):
+            table.add_row(
+                name,
+                level,
+                f"{fidelity[f'{level}_max_abs_diff']:.3g}",
+                f"{fidelity[f'{level}_min_cosine']:.7f}",
+                f"{fidelity[f'{level}_mean_cosine']:.7f}",
+            )
+    return table
+
+
+def main() -> None:
+    """Console entry point."""
+    app()

@@ -1,0 +1,128 @@
+"""Pure numpy pooling: word pieces -> words, tokens -> sentences.
+
+Everything here works on flat, contiguous runs of pieces so that a whole batch
+is pooled with one `reduceat` (or one fancy index) per call, never a Python
+loop per word.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, get_args
+
+import numpy as np
+from numpy.typing import NDArray
+
+WordPooling = Literal["mean", "first", "last", "first_last", "max", "sum"]
+SentencePooling = Literal["mean", "cls"]
+WORD_POOLING_MODES: tuple[str, ...] = get_args(WordPooling)
+SENTENCE_POOLING_MODES: tuple[str, ...] = get_args(SentencePooling)
+
+
+def check_mode(mode: str, allowed: tuple[str, ...], what: str = "pooling") -> None:
+    """Raise a ValueError naming the allowed choices when `mode` is not one of them."""
+    if mode not in allowed:
+        raise ValueError(f"unknown {what} {mode!r}; expected one of {', '.join(allowed)}")
+
+
+def run_starts(keys: NDArray[np.int64]) -> NDArray[np.int64]:
+    """Start index of every run of equal consecutive values in `keys` (P,)."""
+    if keys.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    change = np.flatnonzero(keys[1:] != keys[:-1]) + 1
+    return np.concatenate(([0], change)).astype(np.int64)
+
+
+def pool_pieces(
+    pieces: NDArray[np.floating], starts: NDArray[np.int64], mode: str = "mean"
+) -> NDArray[np.float32]:
+    """Pool contiguous runs of piece vectors into one vector per word.
+
+    Args:
+        pieces: (P, H) piece vectors; word w owns rows starts[w]:starts[w+1].
+        starts: (W,) strictly increasing, starts[0] == 0 when P > 0.
+        mode: one of WORD_POOLING_MODES. first_last concatenates to (W, 2H).
+
+    Returns:
+        (W, H) float32, or (W, 2H) for first_last.
+    """
+    check_mode(mode, WORD_POOLING_MODES)
+    n_pieces, dim = pieces.shape
+    n_words = starts.shape[0]
+    if n_words == 0:
+        width = 2 * dim if mode == "first_last" else dim
+        return np.zeros((0, width), dtype=np.float32)
+    ends = np.append(starts[1:], n_pieces)  # (W,) one past each word's last piece
+    if mode == "first":
+        return np.ascontiguousarray(pieces[starts], dtype=np.float32)
+    if mode == "last":
+        return np.ascontiguousarray(pieces[ends - 1], dtype=np.float32)
+    if mode == "first_last":
+        return np.concatenate([pieces[starts], pieces[ends - 1]], axis=1).astype(np.float32)
+    if mode == "max":
+        return np.maximum.reduceat(pieces, starts, axis=0).astype(np.float32, copy=False)
+    summed = np.add.reduceat(pieces, starts, axis=0, dtype=np.float32)  # (W, H)
+    if mode == "sum":
+        return summed
+    counts = (ends - starts).astype(np.float32)
+    return summed / counts[:, None]
+
+
+def pool_batch_words(
+    hidden: NDArray[np.floating], word_ids: NDArray[np.int64], mode: str = "mean"
+) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
+    """Pool a padded batch of token vectors into word vectors, all rows at once.
+
+    Args:
+        hidden: (B, T, H) token vectors.
+        word_ids: (B, T) word index of each token, -1 for special tokens and padding.
+            The pieces of one word must be adjacent within their row.
+        mode: one of WORD_POOLING_MODES.
+
+    Returns:
+        vectors: (W, H) words of row 0, then row 1, ... in order of appearance.
+        words_per_row: (B,) how many of those words belong to each row.
+    """
+    batch, length = word_ids.shape
+    rows, cols = np.nonzero(word_ids >= 0)  # (P,) each, row-major order
+    key = rows.astype(np.int64) * (length + 1) + word_ids[rows, cols]  # unique per (row, word)
+    starts = run_starts(key)
+    vectors = pool_pieces(hidden[rows, cols], starts, mode)
+    words_per_row = np.bincount(rows[starts], minlength=batch).astype(np.int64)
+    return vectors, words_per_row
+
+
+def pool_sentences(
+    hidden: NDArray[np.floating], attention_mask: NDArray[np.integer], mode: str = "mean"
+) -> NDArray[np.float32]:
+    """Sentence vectors the way sentence-transformers makes them.
+
+    mean averages every attended token, [CLS] and [SEP] included, which is
+    what sentence-transformers' Pooling module does; cls takes position 0.
+
+    Args:
+        hidden: (B, T, H) token vectors.
+        attention_mask: (B, T) 1 for real tokens, 0 for padding.
+        mode: "mean" or "cls".
+    """
+    check_mode(mode, SENTENCE_POOLING_MODES)
+    if mode == "cls":
+        return np.ascontiguousarray(hidden[:, 0], dtype=np.float32)
+    mask = attention_mask.astype(np.float32)[:, :, None]  # (B, T, 1)
+    summed = (hidden * mask).sum(axis=1, dtype=np.float32)  # (B, H)
+    counts = np.maximum(mask.sum(axis=1), 1e-9)  # (B, 1)
+    return summed / counts
+
+
+def l2_normalize(vectors: NDArray[np.floating]) -> NDArray[np.float32]:
+    """Scale rows to unit length; all-zero rows stay zero instead of becoming NaN."""
+    norms = np.linalg.norm(vectors, axis=-1, keepdims=True)
+    return (vectors / np.maximum(norms, 1e-12)).astype(np.float32, copy=False)
+
+
+def cosine_rows(a: NDArray[np.floating], b: NDArray[np.floating]) -> NDArray[np.float64]:
+    """Row-wise cosine similarity of two (N, H) arrays, computed in float64."""
+    a64 = a.astype(np.float64)
+    b64 = b.astype(np.float64)
+    dot = (a64 * b64).sum(axis=-1)
+    norm = np.linalg.norm(a64, axis=-1) * np.linalg.norm(b64, axis=-1)
+    return dot / np.maximum(norm, 1e-300)

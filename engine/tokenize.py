@@ -1,0 +1,214 @@
+"""Text -> word pieces with word alignment, and pieces -> padded model inputs.
+
+Tokenization runs in the `tokenizers` library (Rust, multi-threaded); this
+module only turns its output into flat numpy arrays. Special tokens are added
+here, at packing time, so that a long text can be cut into windows first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from numpy.typing import NDArray
+from tokenizers import Encoding
+from tokenizers import Tokenizer as HFTokenizer
+
+from engine.pooling import run_starts
+
+TextInput = str | Sequence[str]
+"""A raw string, or a text already split into words."""
+
+
+@dataclass(frozen=True)
+class TextPieces:
+    """One text as content pieces (no special tokens) aligned to its words."""
+
+    ids: NDArray[np.int64]  # (n,) piece ids
+    piece_word: NDArray[np.int64]  # (n,) word index of each piece, nondecreasing
+    words: tuple[str, ...]  # (W,) the words, as they appear in the input
+
+    @property
+    def word_starts(self) -> NDArray[np.int64]:
+        """(W,) index of each word's first piece."""
+        return run_starts(self.piece_word)
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """A padded batch ready for the model."""
+
+    input_ids: NDArray[np.int64]  # (B, T)
+    attention_mask: NDArray[np.int64]  # (B, T)
+    token_type_ids: NDArray[np.int64]  # (B, T)
+    content_rows: NDArray[np.int64]  # (P,) batch row of every content piece, in input order
+    content_cols: NDArray[np.int64]  # (P,) its position in that row
+
+    def feeds(self, names: Sequence[str]) -> dict[str, NDArray[np.int64]]:
+        """The inputs a graph declares, by name; graphs differ (DistilBERT has no token types)."""
+        available = {
+            "input_ids": self.input_ids,
+            "attention_mask": self.attention_mask,
+            "token_type_ids": self.token_type_ids,
+        }
+        missing = [name for name in names if name not in available]
+        if missing:
+            raise ValueError(f"the model asks for inputs {missing}; bertonnx provides {list(available)}")
+        return {name: available[name] for name in names}
+
+
+class EmptyWordError(ValueError):
+    """A pre-split word produced no word pieces (empty or whitespace only)."""
+
+
+class Tokenizer:
+    """A `tokenizers` tokenizer set up for embedding: no truncation, no padding."""
+
+    def __init__(self, backend: HFTokenizer, max_length: int) -> None:
+        backend.no_truncation()
+        backend.no_padding()
+        self.backend = backend
+        self.max_length = max_length
+        self.prefix_ids, self.suffix_ids = _special_template(backend)
+        self.pad_id = _token_id(backend, ("[PAD]", "<pad>"), default=0)
+        self.unk_id = _token_id(backend, ("[UNK]", "<unk>"), default=-1)
+
+    @classmethod
+    def from_file(cls, path: Path, max_length: int) -> Tokenizer:
+        return cls(HFTokenizer.from_file(str(path)), max_length)
+
+    @property
+    def window(self) -> int:
+        """Content pieces that fit in one model run, next to the special tokens."""
+        return self.max_length - len(self.prefix_ids) - len(self.suffix_ids)
+
+    def split(self, texts: Sequence[TextInput]) -> list[TextPieces]:
+        """Tokenize raw strings or pre-split word lists, keeping each piece's word.
+
+        Raw strings are split into words by the tokenizer's own pre-tokenizer
+        ("The king is wise." -> The, king, is, wise, .), so the words match what
+        the model was trained on. A raw text without words gives zero pieces.
+
+        Raises:
+            EmptyWordError: a pre-split word is empty or whitespace only.
+        """
+        raw = [index for index, text in enumerate(texts) if isinstance(text, str)]
+        split = [index for index, text in enumerate(texts) if not isinstance(text, str)]
+        result: list[TextPieces | None] = [None] * len(texts)
+        if raw:
+            strings: list[str] = [texts[i] for i in raw]  # type: ignore[misc]
+            encodings = self.backend.encode_batch(strings, add_special_tokens=False)
+            for index, text, enc in zip(raw, strings, encodings):
+                result[index] = _from_raw(text, enc)
+        if split:
+            word_lists = [list(texts[i]) for i in split]
+            encodings = self.backend.encode_batch(word_lists, is_pretokenized=True, add_special_tokens=False)
+            for index, words, enc in zip(split, word_lists, encodings):
+                result[index] = _from_words(words, enc, index)
+        return result  # type: ignore[return-value]
+
+    def split_words(self, words: Sequence[str]) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+        """Pieces of many isolated words in one tokenizer call: the static path's input.
+
+        The words go in as one pre-tokenized sequence, so each is normalised,
+        pre-tokenized and split exactly as it would be alone, but the Python
+        overhead is one Encoding per chunk instead of one per word.
+
+        Returns:
+            ids: (P,) piece ids.
+            starts: (W,) index of each word's first piece.
+
+        Raises:
+            EmptyWordError: a word produced no pieces.
+        """
+        chunk = 8192
+        groups = [list(words[i : i + chunk]) for i in range(0, len(words), chunk)]
+        encodings = self.backend.encode_batch(groups, is_pretokenized=True, add_special_tokens=False)
+        ids = np.concatenate([np.asarray(e.ids, dtype=np.int64) for e in encodings] or [_EMPTY])
+        piece_word = np.concatenate(
+            [_word_ids(e) + offset for e, offset in zip(encodings, range(0, len(words), chunk))]
+            or [_EMPTY]
+        )
+        counts = np.bincount(piece_word, minlength=len(words)) if len(words) else _EMPTY
+        if (counts == 0).any():
+            first = int(np.flatnonzero(counts == 0)[0])
+            raise EmptyWordError(f"word {first} ({words[first]!r}) has no word pieces: it is empty or blank")
+        return ids, run_starts(piece_word)
+
+    def pack(self, sequences: Sequence[NDArray[np.int64]]) -> Encoded:
+        """Add special tokens and pad a batch of content-piece sequences, without a per-row loop."""
+        prefix = np.asarray(self.prefix_ids, dtype=np.int64)
+        suffix = np.asarray(self.suffix_ids, dtype=np.int64)
+        lengths = np.fromiter((len(s) for s in sequences), dtype=np.int64, count=len(sequences))
+        batch = len(sequences)
+        total = lengths + len(prefix) + len(suffix)  # (B,)
+        width = int(total.max()) if batch else 0
+        input_ids = np.full((batch, width), self.pad_id, dtype=np.int64)
+        attention_mask = (np.arange(width)[None, :] < total[:, None]).astype(np.int64)  # (B, T)
+        input_ids[:, : len(prefix)] = prefix
+        rows = np.repeat(np.arange(batch, dtype=np.int64), lengths)  # (P,)
+        starts = np.cumsum(lengths) - lengths
+        cols = np.arange(int(lengths.sum()), dtype=np.int64) - np.repeat(starts, lengths) + len(prefix)
+        if batch:
+            input_ids[rows, cols] = np.concatenate(sequences)
+        suffix_cols = (lengths + len(prefix))[:, None] + np.arange(len(suffix))[None, :]  # (B, S)
+        input_ids[np.arange(batch)[:, None], suffix_cols] = suffix
+        return Encoded(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            token_type_ids=np.zeros_like(input_ids),
+            content_rows=rows,
+            content_cols=cols,
+        )
+
+
+_EMPTY = np.zeros(0, dtype=np.int64)
+
+
+def _word_ids(encoding: Encoding) -> NDArray[np.int64]:
+    """Word ids as int64; content pieces always belong to a word when no specials are added."""
+    return np.asarray(encoding.word_ids, dtype=np.int64)
+
+
+def _from_raw(text: str, encoding: Encoding) -> TextPieces:
+    ids = np.asarray(encoding.ids, dtype=np.int64)
+    piece_word = _word_ids(encoding)
+    if ids.size == 0:
+        return TextPieces(ids=ids, piece_word=piece_word, words=())
+    offsets = np.asarray(encoding.offsets, dtype=np.int64)  # (n, 2) character spans in `text`
+    starts = run_starts(piece_word)
+    ends = np.append(starts[1:], ids.size) - 1
+    char_start, char_end = offsets[starts, 0], offsets[ends, 1]
+    words = tuple(text[a:b] for a, b in zip(char_start.tolist(), char_end.tolist()))
+    # Renumber 0..W-1: pre-tokenizer word ids can skip numbers for removed characters.
+    piece_word = np.cumsum(np.diff(piece_word, prepend=piece_word[0]) != 0).astype(np.int64)
+    return TextPieces(ids=ids, piece_word=piece_word, words=words)
+
+
+def _from_words(words: list[str], encoding: Encoding, text_index: int) -> TextPieces:
+    piece_word = _word_ids(encoding)
+    counts = np.bincount(piece_word, minlength=len(words)) if len(words) else _EMPTY
+    if (counts == 0).any():
+        first = int(np.flatnonzero(counts == 0)[0])
+        raise EmptyWordError(
+            f"text {text_index}: word {first} ({words[first]!r}) has no word pieces: it is empty or blank"
+        )
+    return TextPieces(ids=np.asarray(encoding.ids, dtype=np.int64), piece_word=piece_word, words=tuple(words))
+
+
+def _special_template(backend: HFTokenizer) -> tuple[list[int], list[int]]:
+    """The special ids around a single sequence ([CLS] ... [SEP] for BERT), read off the tokenizer."""
+    plain = backend.encode("a", add_special_tokens=False).ids
+    full = backend.encode("a", add_special_tokens=True).ids
+    cut = next(i for i in range(len(full)) if full[i : i + len(plain)] == plain)
+    return full[:cut], full[cut + len(plain) :]
+
+
+def _token_id(backend: HFTokenizer, candidates: tuple[str, ...], default: int) -> int:
+    for token in candidates:
+        token_id = backend.token_to_id(token)
+        if token_id is not None:
+            return token_id
+    return default

