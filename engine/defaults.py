@@ -1,0 +1,39 @@
+"""Where the default model's bundle lives, and building it on first use."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+from engine.bundle import MANIFEST
+
+DEFAULT_BUNDLE_NAME = "all-MiniLM-L6-v2"
+
+
+def bundle_home() -> Path:
+    """$BERTONNX_HOME, else $XDG_CACHE_HOME/bertonnx, else ~/.cache/bertonnx."""
+    if os.environ.get("BERTONNX_HOME"):
+        return Path(os.environ["BERTONNX_HOME"]).expanduser()
+    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(cache).expanduser() / "bertonnx"
+
+
+def default_bundle_path() -> Path:
+    return bundle_home() / "bundles" / DEFAULT_BUNDLE_NAME
+
+
+def ensure_default_bundle(progress: Callable[[str], None] | None = None) -> Path:
+    """The default model's bundle, exported first if it is not there yet (needs bertonnx[export,model])."""
+    path = default_bundle_path()
+    if (path / MANIFEST).is_file():
+        return path
+    from export import export_bundle
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return export_bundle(None, path, force=path.exists(), progress=progress).path
+
+
+def resolve_bundle(bundle: Path | None, progress: Callable[[str], None] | None = None) -> Path:
+    """The bundle a command was given, or the default one."""
+    return bundle if bundle is not None else ensure_default_bundle(progress)

@@ -1,0 +1,105 @@
+"""A damaged or foreign bundle is caught at load, with an error naming the file."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from engine import BundleError, Embedder, ProviderError, load_bundle
+from engine.bundle import sha256_file
+
+
+@pytest.fixture()
+def bundle_copy(tiny_bundle: Path, tmp_path: Path) -> Path:
+    return Path(shutil.copytree(tiny_bundle, tmp_path / "bundle"))
+
+
+def edit_manifest(bundle: Path, change) -> None:
+    path = bundle / "manifest.json"
+    manifest = json.loads(path.read_text())
+    change(manifest)
+    path.write_text(json.dumps(manifest))
+
+
+def reseal(bundle: Path, name: str) -> None:
+    """Record a replaced file's checksum, so only the check under test can catch it."""
+    path = bundle / name
+    entry = {"sha256": sha256_file(path), "bytes": path.stat().st_size}
+    edit_manifest(bundle, lambda m: m["files"].update({name: entry}))
+
+
+def test_a_good_bundle_loads(tiny_bundle: Path) -> None:
+    bundle = load_bundle(tiny_bundle)
+    assert bundle.hidden_size == 32 and bundle.precision == "fp32"
+
+
+def test_missing_directory(tmp_path: Path) -> None:
+    with pytest.raises(BundleError, match="no bundle here"):
+        load_bundle(tmp_path / "absent")
+
+
+def test_missing_model_file(bundle_copy: Path) -> None:
+    (bundle_copy / "model.onnx").unlink()
+    with pytest.raises(BundleError, match=r"model\.onnx: missing from the bundle"):
+        load_bundle(bundle_copy)
+
+
+def test_truncated_model_file(bundle_copy: Path) -> None:
+    data = (bundle_copy / "model.onnx").read_bytes()
+    (bundle_copy / "model.onnx").write_bytes(data[: len(data) // 2])
+    with pytest.raises(BundleError, match=r"model\.onnx: \d+ bytes, the manifest says \d+"):
+        load_bundle(bundle_copy)
+
+
+def test_corrupted_file_fails_its_checksum(bundle_copy: Path) -> None:
+    path = bundle_copy / "tokenizer.json"
+    data = bytearray(path.read_bytes())
+    data[10] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(BundleError, match=r"tokenizer\.json: checksum does not match"):
+        load_bundle(bundle_copy)
+    assert load_bundle(bundle_copy, verify=False).hidden_size == 32  # sizes still agree
+
+
+def test_table_of_the_wrong_shape(bundle_copy: Path) -> None:
+    np.save(bundle_copy / "static_table.npy", np.zeros((3, 32), np.float32))
+    reseal(bundle_copy, "static_table.npy")
+    with pytest.raises(BundleError, match=r"static_table\.npy: expected a float32 table of shape"):
+        Embedder.load(bundle_copy, provider="cpu")
+
+
+def test_pickled_table_is_never_loaded(bundle_copy: Path) -> None:
+    np.save(bundle_copy / "static_table.npy", np.array([{"evil": 1}], dtype=object), allow_pickle=True)
+    reseal(bundle_copy, "static_table.npy")
+    with pytest.raises(BundleError, match="not a plain numpy array"):
+        Embedder.load(bundle_copy, provider="cpu")
+
+
+def test_newer_format_version(bundle_copy: Path) -> None:
+    edit_manifest(bundle_copy, lambda m: m.update(format_version=99))
+    with pytest.raises(BundleError, match="bundle format 99 is newer than this bertonnx reads"):
+        load_bundle(bundle_copy)
+
+
+@pytest.mark.parametrize("name", ["../outside.json", "/etc/passwd", "sub/../../x"])
+def test_manifest_paths_cannot_escape_the_bundle(bundle_copy: Path, name: str) -> None:
+    edit_manifest(bundle_copy, lambda m: m["files"].update({name: {"sha256": "0" * 64}}))
+    with pytest.raises(BundleError, match="points outside the bundle"):
+        load_bundle(bundle_copy)
+
+
+def test_manifest_that_is_not_json(bundle_copy: Path) -> None:
+    (bundle_copy / "manifest.json").write_text("{not json")
+    with pytest.raises(BundleError, match=r"manifest\.json: not valid JSON"):
+        load_bundle(bundle_copy)
+
+
+def test_graph_that_onnxruntime_cannot_read(bundle_copy: Path) -> None:
+    (bundle_copy / "model.onnx").write_bytes(b"\x00garbage" * 100)
+    reseal(bundle_copy, "model.onnx")
+    with pytest.raises(ProviderError, match=r"model\.onnx: ONNX Runtime cannot load it"):
+        Embedder.load(bundle_copy, provider="cpu")

@@ -1,0 +1,86 @@
+"""Provider choice and fallback, decided from what the installed onnxruntime offers."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import pytest
+
+from engine import Embedder, ProviderError
+from engine.session import CPU, CUDA, check_active, check_threads, choose_providers
+
+CPU_ONLY = [CPU]
+WITH_CUDA = ["TensorrtExecutionProvider", CUDA, CPU]
+
+
+@pytest.mark.parametrize(
+    "requested,available,expected",
+    [
+        ("cpu", CPU_ONLY, [CPU]),
+        ("cpu", WITH_CUDA, [CPU]),
+        ("auto", CPU_ONLY, [CPU]),
+        ("auto", WITH_CUDA, [CUDA, CPU]),
+        ("cuda", WITH_CUDA, [CUDA, CPU]),
+    ],
+)
+def test_provider_choice(requested: str, available: list[str], expected: list[str]) -> None:
+    assert choose_providers(requested, available) == expected
+
+
+def test_cuda_without_cuda_names_what_is_available() -> None:
+    with pytest.raises(ProviderError, match="provider 'cuda' is not available; this onnxruntime offers CPUExecution"):
+        choose_providers("cuda", CPU_ONLY)
+
+
+def test_unknown_provider_names_the_choices() -> None:
+    with pytest.raises(ProviderError, match="unknown provider 'tpu'; expected one of auto, cpu, cuda"):
+        choose_providers("tpu", WITH_CUDA)
+
+
+def test_silent_onnxruntime_fallback_is_an_error_for_cuda_and_a_warning_for_auto() -> None:
+    with pytest.raises(ProviderError, match="could not use it"):
+        check_active("cuda", [CUDA, CPU], [CPU])
+    with pytest.warns(RuntimeWarning, match="running on CPUExecutionProvider"):
+        check_active("auto", [CUDA, CPU], [CPU])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        check_active("auto", [CPU], [CPU])
+        check_active("cuda", [CUDA, CPU], [CUDA, CPU])
+
+
+@pytest.mark.parametrize("threads", [0, -2, 1.5, True])
+def test_bad_thread_counts(threads: object) -> None:
+    with pytest.raises(ValueError, match="threads must be a positive whole number"):
+        check_threads(threads)  # type: ignore[arg-type]
+
+
+def test_real_session_on_this_machine(tiny_bundle: Path) -> None:
+    import onnxruntime
+
+    embedder = Embedder.load(tiny_bundle, provider="auto", threads=2)
+    assert embedder.session.info.threads == 2
+    if CUDA not in onnxruntime.get_available_providers():
+        assert embedder.session.info.provider == CPU
+        with pytest.raises(ProviderError, match="not available"):
+            Embedder.load(tiny_bundle, provider="cuda")
+
+
+def test_engine_runs_without_torch_or_transformers(tiny_bundle: Path) -> None:
+    script = f"""
+import sys
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("torch", "transformers", "optimum", "sentence_transformers"):
+            raise ImportError("blocked: " + name)
+sys.meta_path.insert(0, Block())
+from engine import Embedder
+e = Embedder.load({str(tiny_bundle)!r}, provider="cpu")
+print(e.static(["king"]).shape, len(e.contextual(["the king is wise."])[0].words), e.sentences(["a"]).shape)
+assert not any(m.split(".")[0] in ("torch", "transformers") for m in sys.modules)
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "(1, 32) 5 (1, 32)"
