@@ -80,7 +80,8 @@ class Bundle:
                 f"{self.table_path}: expected a float32 table of shape {expected}, "
                 f"found {table.dtype} {table.shape}"
             )
-        return table
+        # A plain ndarray over the same mapping: np.memmap's __getitem__ costs more than the gather.
+        return table.view(np.ndarray)
 
 
 def load_bundle(path: str | Path, verify: bool = True) -> Bundle:

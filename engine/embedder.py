@@ -160,7 +160,7 @@ class Embedder:
         if isinstance(words, str):
             raise TypeError("static() takes a list of words, not one string")
         ids, starts = self.tokenizer.split_words(words)
-        vectors = pool_pieces(self.table[ids], starts, pooling)  # (W, H)
+        vectors = pool_pieces(self.table, starts, pooling, index=ids)  # (W, H)
         is_unknown = self._unknown(ids, starts)
         if is_unknown.any():
             if unknown == "error":

@@ -33,7 +33,10 @@ def run_starts(keys: NDArray[np.int64]) -> NDArray[np.int64]:
 
 
 def pool_pieces(
-    pieces: NDArray[np.floating], starts: NDArray[np.int64], mode: str = "mean"
+    pieces: NDArray[np.floating],
+    starts: NDArray[np.int64],
+    mode: str = "mean",
+    index: NDArray[np.int64] | None = None,
 ) -> NDArray[np.float32]:
     """Pool contiguous runs of piece vectors into one vector per word.
 
@@ -41,30 +44,41 @@ def pool_pieces(
         pieces: (P, H) piece vectors; word w owns rows starts[w]:starts[w+1].
         starts: (W,) strictly increasing, starts[0] == 0 when P > 0.
         mode: one of WORD_POOLING_MODES. first_last concatenates to (W, 2H).
+        index: (P,) optional; pool pieces[index] without materialising that
+            gather (the static path pools table rows straight from the table).
 
     Returns:
         (W, H) float32, or (W, 2H) for first_last.
     """
     check_mode(mode, WORD_POOLING_MODES)
-    n_pieces, dim = pieces.shape
+    position = np.arange(pieces.shape[0]) if index is None else index  # (P,) row of each piece
+    n_pieces, dim = position.shape[0], pieces.shape[1]
     n_words = starts.shape[0]
     if n_words == 0:
-        width = 2 * dim if mode == "first_last" else dim
-        return np.zeros((0, width), dtype=np.float32)
+        return np.zeros((0, 2 * dim if mode == "first_last" else dim), dtype=np.float32)
     ends = np.append(starts[1:], n_pieces)  # (W,) one past each word's last piece
-    if mode == "first":
-        return np.ascontiguousarray(pieces[starts], dtype=np.float32)
-    if mode == "last":
-        return np.ascontiguousarray(pieces[ends - 1], dtype=np.float32)
-    if mode == "first_last":
-        return np.concatenate([pieces[starts], pieces[ends - 1]], axis=1).astype(np.float32)
-    if mode == "max":
-        return np.maximum.reduceat(pieces, starts, axis=0).astype(np.float32, copy=False)
-    summed = np.add.reduceat(pieces, starts, axis=0, dtype=np.float32)  # (W, H)
-    if mode == "sum":
-        return summed
-    counts = (ends - starts).astype(np.float32)
-    return summed / counts[:, None]
+    if mode in ("first", "last", "first_last"):
+        first, last = pieces[position[starts]], pieces[position[ends - 1]]  # (W, H) each
+        chosen = {"first": first, "last": last}.get(mode)
+        pooled = np.concatenate([first, last], axis=1) if chosen is None else chosen
+        return np.ascontiguousarray(pooled, dtype=np.float32)
+    # Words with the same number of pieces form one dense (n, k, H) block, reduced along k:
+    # a loop over the few distinct lengths, not over words. Faster than reduceat on axis 0.
+    counts = ends - starts  # (W,)
+    pooled = np.empty((n_words, dim), dtype=np.float32)
+    for k in np.unique(counts).tolist():
+        words = np.flatnonzero(counts == k)  # (n,)
+        if k == 1:
+            pooled[words] = pieces[position[starts[words]]]
+            continue
+        block = pieces[position[starts[words][:, None] + np.arange(k)]]  # (n, k, H)
+        if mode == "max":
+            pooled[words] = block.max(axis=1)
+        elif mode == "sum":
+            pooled[words] = block.sum(axis=1, dtype=np.float32)
+        else:
+            pooled[words] = block.mean(axis=1, dtype=np.float32)
+    return pooled
 
 
 def pool_batch_words(

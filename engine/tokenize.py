@@ -7,6 +7,7 @@ here, at packing time, so that a long text can be cut into windows first.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -110,11 +111,12 @@ class Tokenizer:
         return result  # type: ignore[return-value]
 
     def split_words(self, words: Sequence[str]) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
-        """Pieces of many isolated words in one tokenizer call: the static path's input.
+        """Pieces of many isolated words: the static path's input.
 
-        The words go in as one pre-tokenized sequence, so each is normalised,
-        pre-tokenized and split exactly as it would be alone, but the Python
-        overhead is one Encoding per chunk instead of one per word.
+        Words that are themselves one vocabulary piece are looked up in a
+        table verified against the tokenizer (see `single_pieces`); only the
+        rest go through the tokenizer, as one pre-tokenized sequence per chunk,
+        so each is normalised and split exactly as it would be alone.
 
         Returns:
             ids: (P,) piece ids.
@@ -123,19 +125,52 @@ class Tokenizer:
         Raises:
             EmptyWordError: a word produced no pieces.
         """
+        single = self.single_pieces
+        found = np.fromiter((single.get(w, -1) for w in words), dtype=np.int64, count=len(words))  # (W,)
+        missing = np.flatnonzero(found < 0)
+        miss_ids, miss_word = self._encode_words([words[i] for i in missing.tolist()])
+        miss_counts = np.bincount(miss_word, minlength=missing.size) if missing.size else _EMPTY
+        if (miss_counts == 0).any():
+            first = int(missing[np.flatnonzero(miss_counts == 0)[0]])
+            raise EmptyWordError(f"word {first} ({words[first]!r}) has no word pieces: it is empty or blank")
+        counts = np.ones(len(words), dtype=np.int64)
+        counts[missing] = miss_counts
+        starts = np.cumsum(counts) - counts  # (W,)
+        ids = np.empty(int(counts.sum()), dtype=np.int64)
+        ids[starts] = found
+        miss_starts = starts[missing]  # where each looked-up-by-tokenizer word begins
+        ids[np.repeat(miss_starts - (np.cumsum(miss_counts) - miss_counts), miss_counts) + np.arange(miss_ids.size)] = (
+            miss_ids
+        )
+        return ids, starts
+
+    @functools.cached_property
+    def single_pieces(self) -> dict[str, int]:
+        """Vocabulary entries that the tokenizer maps, as a word alone, to exactly themselves.
+
+        Built once by tokenizing the whole vocabulary, so a lookup here gives
+        the tokenizer's own answer: "king" -> [king] qualifies, "##ing" (which
+        splits into #, #, ing) and "King" on an uncased model do not.
+        """
+        vocab = self.backend.get_vocab()
+        candidates = list(vocab)
+        ids, piece_word = self._encode_words(candidates)
+        counts = np.bincount(piece_word, minlength=len(candidates))
+        first = np.cumsum(counts) - counts
+        expected = np.fromiter((vocab[c] for c in candidates), dtype=np.int64, count=len(candidates))
+        ok = (counts == 1) & (ids[np.minimum(first, ids.size - 1)] == expected)
+        return {candidates[i]: int(expected[i]) for i in np.flatnonzero(ok).tolist()}
+
+    def _encode_words(self, words: list[str]) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+        """(P,) piece ids and (P,) word index of each piece, for isolated words."""
         chunk = 8192
-        groups = [list(words[i : i + chunk]) for i in range(0, len(words), chunk)]
+        groups = [words[i : i + chunk] for i in range(0, len(words), chunk)]
         encodings = self.backend.encode_batch(groups, is_pretokenized=True, add_special_tokens=False)
         ids = np.concatenate([np.asarray(e.ids, dtype=np.int64) for e in encodings] or [_EMPTY])
         piece_word = np.concatenate(
-            [_word_ids(e) + offset for e, offset in zip(encodings, range(0, len(words), chunk))]
-            or [_EMPTY]
+            [_word_ids(e) + offset for e, offset in zip(encodings, range(0, len(words), chunk))] or [_EMPTY]
         )
-        counts = np.bincount(piece_word, minlength=len(words)) if len(words) else _EMPTY
-        if (counts == 0).any():
-            first = int(np.flatnonzero(counts == 0)[0])
-            raise EmptyWordError(f"word {first} ({words[first]!r}) has no word pieces: it is empty or blank")
-        return ids, run_starts(piece_word)
+        return ids, piece_word
 
     def pack(self, sequences: Sequence[NDArray[np.int64]]) -> Encoded:
         """Add special tokens and pad a batch of content-piece sequences, without a per-row loop."""

@@ -98,3 +98,11 @@ def test_sentence_mean_ignores_padding_and_cls_takes_first_token() -> None:
 def test_normalize_leaves_zero_rows_zero() -> None:
     out = l2_normalize(np.array([[3.0, 4.0], [0.0, 0.0]]))
     np.testing.assert_allclose(out, [[0.6, 0.8], [0, 0]])
+
+
+@pytest.mark.parametrize("mode", WORD_POOLING_MODES)
+def test_pooling_through_an_index_equals_pooling_the_gathered_rows(mode: str) -> None:
+    table = np.random.default_rng(1).normal(size=(50, 4)).astype(np.float32)
+    ids = np.array([3, 3, 7, 49, 0, 12, 12, 12, 5])
+    starts = np.array([0, 2, 3, 5, 8])
+    np.testing.assert_array_equal(pool_pieces(table, starts, mode, index=ids), pool_pieces(table[ids], starts, mode))
