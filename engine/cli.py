@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import sys
 from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
@@ -18,8 +19,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from engine.bundle import BundleError, load_bundle
-from engine.progress import status_spinner
+from engine.bulk import BulkOptions, BulkReport, embed_file, embed_to_stream
+from engine.bundle import load_bundle
+from engine.pooling import SENTENCE_POOLING_MODES, WORD_POOLING_MODES
+from engine.progress import bytes_bar, status_spinner
 
 app = typer.Typer(
     name="bertonnx",
@@ -121,6 +124,119 @@ def info(
         table.add_row(name, f"{entry['bytes'] / 1e6:.1f} MB, sha256 ok")
     out.print(table)
     out.print(validation_table(manifest["validation"]))
+
+
+class Pooling(str, Enum):
+    mean = "mean"
+    first = "first"
+    last = "last"
+    first_last = "first_last"
+    max = "max"
+    sum = "sum"
+    cls = "cls"
+
+
+class Provider(str, Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+class OnError(str, Enum):
+    fail = "fail"
+    skip = "skip"
+
+
+class UnknownPolicy(str, Enum):
+    error = "error"
+    unk = "unk"
+    zero = "zero"
+
+
+class LongText(str, Enum):
+    window = "window"
+    truncate = "truncate"
+    error = "error"
+
+
+@app.command()
+@friendly_errors
+def embed(
+    bundle: Annotated[Path, typer.Argument(help="Bundle directory")],
+    static: Annotated[bool, typer.Option("--static", help="One word per line -> its static vector")] = False,
+    contextual: Annotated[
+        bool, typer.Option("--contextual", help="One text per line -> a contextual vector per word")
+    ] = False,
+    sentences: Annotated[bool, typer.Option("--sentences", help="One text per line -> one vector")] = False,
+    input_path: Annotated[str, typer.Option("--input", "-i", help="UTF-8 input file, or - for stdin")] = "-",
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Output: .npy .npz .txt .bin (word2vec) .jsonl")
+    ] = None,
+    pooling: Annotated[Pooling, typer.Option(help="Word pooling; for --sentences: mean or cls")] = Pooling.mean,
+    normalize: Annotated[bool, typer.Option(help="--sentences: unit-length vectors")] = False,
+    unknown: Annotated[
+        UnknownPolicy, typer.Option(help="--static: a word mapping to [UNK] is an error, or gets [UNK]'s row, or 0")
+    ] = UnknownPolicy.error,
+    long_text: Annotated[LongText, typer.Option(help="Texts over the model maximum")] = LongText.window,
+    on_error: Annotated[OnError, typer.Option(help="A bad line stops the job, or is skipped and reported")] = (
+        OnError.fail
+    ),
+    batch_tokens: Annotated[int, typer.Option(help="Padded tokens per model run")] = 8192,
+    chunk_lines: Annotated[int, typer.Option(help="Lines per checkpointed chunk")] = 20_000,
+    resume: Annotated[bool, typer.Option(help="Continue a killed job, keeping its finished chunks")] = False,
+    provider: Annotated[Provider, typer.Option(help="ONNX Runtime execution provider")] = Provider.auto,
+    threads: Annotated[int | None, typer.Option(help="ONNX Runtime threads (default: all cores)")] = None,
+) -> None:
+    """Embed a file of words or texts in bulk, streaming in chunks, written atomically."""
+    from engine.embedder import Embedder
+
+    modes = [name for name, chosen in (("static", static), ("contextual", contextual), ("sentences", sentences))
+             if chosen]
+    if len(modes) != 1:
+        raise CliError("choose exactly one of --static, --contextual, --sentences")
+    mode = modes[0]
+    if (mode == "sentences") != (pooling.value in SENTENCE_POOLING_MODES) and pooling != Pooling.mean:
+        allowed = SENTENCE_POOLING_MODES if mode == "sentences" else WORD_POOLING_MODES
+        raise CliError(f"--pooling {pooling.value} does not apply to --{mode}; choose from {', '.join(allowed)}")
+    source = None if input_path == "-" else Path(input_path)
+    if source is not None and not source.is_file():
+        raise CliError(f"{source}: no such input file")
+    options = BulkOptions(
+        mode=mode,
+        pooling=pooling.value,
+        unknown=unknown.value,
+        long_text=long_text.value,
+        normalize=normalize,
+        on_error=on_error.value,
+        chunk_lines=chunk_lines,
+    )
+    embedder = Embedder.load(bundle, provider=provider.value, threads=threads, batch_tokens=batch_tokens)
+    if output is None:
+        report = embed_to_stream(embedder, source, sys.stdout.buffer, options)
+        _summary(report)
+        return
+    total = source.stat().st_size if source is not None else None
+    with bytes_bar(err, total, f"embedding ({mode})") as bar:
+        task = bar.add_task(f"embedding ({mode})", total=total, items=0)
+        report = embed_file(
+            embedder, source, output, options, resume=resume,
+            progress=lambda done, lines: bar.update(task, completed=done, items=lines),
+        )
+    _summary(report)
+
+
+def _summary(report: BulkReport) -> None:
+    for number, reason in report.skipped[:20]:
+        err.print(f"skipped line {number}: {reason}", markup=False, highlight=False)
+    if len(report.skipped) > 20:
+        err.print(f"... and {len(report.skipped) - 20} more skipped lines")
+    resumed = f", {report.resumed_chunks} chunks kept from the killed run" if report.resumed_chunks else ""
+    where = f" -> {report.output}" if report.output else ""
+    err.print(
+        f"{report.rows} vectors from {report.lines} lines{where} ({len(report.skipped)} skipped{resumed})",
+        markup=False,
+        highlight=False,
+    )
 
 
 def validation_table(validation: dict[str, Any]) -> Table:

@@ -173,6 +173,11 @@ class Embedder:
                 vectors[is_unknown] = 0.0
         return vectors
 
+    def find_unknown(self, words: Sequence[str]) -> NDArray[np.bool_]:
+        """(W,) True for each word with a piece that is the unknown token, e.g. most emoji."""
+        ids, starts = self.tokenizer.split_words(words)
+        return self._unknown(ids, starts)
+
     def contextual(
         self, texts: Sequence[TextInput], pooling: str = "mean", long_text: str = "window"
     ) -> list[WordVectors]:

@@ -1,0 +1,205 @@
+"""Bulk jobs: a file of words or texts -> a vector file, in chunks, resumable.
+
+The input is read as a stream of lines and cut into fixed chunks of lines; each
+chunk is embedded and stored by a VectorSink before the next is read, so memory
+stays bounded and a killed job resumes at the first unfinished chunk.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from itertools import islice
+from pathlib import Path
+from typing import BinaryIO, Literal, get_args
+
+import numpy as np
+from numpy.typing import NDArray
+
+from engine.embedder import Embedder
+from engine.sinks import JobSpec, VectorSink, jsonl_records
+
+Mode = Literal["static", "contextual", "sentences"]
+MODES: tuple[str, ...] = get_args(Mode)
+OnError = Literal["fail", "skip"]
+DEFAULT_CHUNK_LINES = 20_000
+
+
+class InputError(ValueError):
+    """A line of the input cannot be embedded (not UTF-8, blank, unknown word)."""
+
+
+@dataclass(frozen=True)
+class Line:
+    number: int  # 1-based line number in the input
+    text: str
+    end_byte: int  # offset just past this line, for progress
+
+
+@dataclass(frozen=True)
+class BulkOptions:
+    """How a bulk job embeds: everything that changes its output."""
+
+    mode: str = "static"
+    pooling: str = "mean"
+    unknown: str = "error"  # static: what a word mapping to the unknown token gets
+    long_text: str = "window"
+    normalize: bool = False  # sentences only
+    on_error: str = "fail"  # fail, or skip the line and report it
+    chunk_lines: int = DEFAULT_CHUNK_LINES
+
+
+@dataclass
+class BulkReport:
+    lines: int = 0
+    rows: int = 0
+    skipped: list[tuple[int, str]] = field(default_factory=list)  # (line number, reason)
+    resumed_chunks: int = 0
+    output: Path | None = None
+
+
+def read_lines(stream: BinaryIO, name: str) -> Iterator[Line]:
+    """Lines as text without their line ending (LF or CRLF); a missing final newline is fine.
+
+    Raises:
+        InputError: a line is not UTF-8, naming the line and the byte offset.
+    """
+    offset = 0
+    for number, raw in enumerate(stream, start=1):
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as error:
+            raise InputError(
+                f"{name}: line {number} is not valid UTF-8 (byte offset {offset + error.start})"
+            ) from error
+        offset += len(raw)
+        yield Line(number=number, text=text.rstrip("\r\n"), end_byte=offset)
+
+
+def input_fingerprint(path: Path) -> dict[str, object]:
+    """Size and sha256 of the input: a resumed job must read the same bytes."""
+    digest = hashlib.sha256()
+    with path.open("rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return {"input": str(path.resolve()), "bytes": path.stat().st_size, "sha256": digest.hexdigest()}
+
+
+def embed_file(
+    embedder: Embedder,
+    source: Path | None,
+    out: Path,
+    options: BulkOptions,
+    resume: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+) -> BulkReport:
+    """Embed every line of `source` (None: stdin) into `out`, atomically and resumably.
+
+    Args:
+        embedder: the loaded bundle.
+        source: a UTF-8 file, one word (static) or text per line; None reads stdin.
+        out: the output; its suffix picks the format (.npy .npz .txt .bin .jsonl).
+        options: mode, pooling and error handling.
+        resume: keep the chunks a killed run of the same job finished.
+        progress: called with (bytes read, lines read) after each chunk.
+
+    Raises:
+        InputError: a bad line with on_error="fail".
+    """
+    if source is None and resume:
+        raise InputError("--resume needs an input file; standard input cannot be read twice")
+    if options.chunk_lines < 1:
+        raise ValueError(f"chunk_lines must be at least 1, got {options.chunk_lines}")
+    width = embedder.dim * (2 if options.mode != "sentences" and options.pooling == "first_last" else 1)
+    fingerprint = {
+        **(input_fingerprint(source) if source is not None else {"input": "-"}),
+        "bundle": embedder.bundle.manifest["files"]["model.onnx"]["sha256"],
+        **{name: getattr(options, name) for name in BulkOptions.__dataclass_fields__},
+    }
+    sink = VectorSink.open(out, JobSpec(fingerprint=fingerprint, dim=width), resume=resume)
+    report = BulkReport(resumed_chunks=sink.done_chunks)
+    stream = sys.stdin.buffer if source is None else source.open("rb")
+    try:
+        lines = read_lines(stream, "stdin" if source is None else str(source))
+        for index, chunk in enumerate(_chunks(lines, options.chunk_lines)):
+            report.lines += len(chunk)
+            if index < sink.done_chunks:
+                continue
+            keys, vectors = embed_lines(embedder, chunk, options, report)
+            sink.write_chunk(index, keys, vectors)
+            report.rows += len(keys)
+            if progress is not None:
+                progress(chunk[-1].end_byte, report.lines)
+    finally:
+        if source is not None:
+            stream.close()
+    report.output = sink.finish()
+    return report
+
+
+def embed_to_stream(
+    embedder: Embedder, source: Path | None, stream: BinaryIO, options: BulkOptions
+) -> BulkReport:
+    """Embed `source` (None: stdin) and write JSON lines to `stream` as each chunk is done.
+
+    For pipes: nothing is atomic or resumable here; write to a file for that.
+    """
+    report = BulkReport()
+    handle = sys.stdin.buffer if source is None else source.open("rb")
+    try:
+        for chunk in _chunks(read_lines(handle, "stdin" if source is None else str(source)), options.chunk_lines):
+            report.lines += len(chunk)
+            keys, vectors = embed_lines(embedder, chunk, options, report)
+            stream.write(jsonl_records(keys, vectors))
+            stream.flush()
+            report.rows += len(keys)
+    finally:
+        if source is not None:
+            handle.close()
+    return report
+
+
+def embed_lines(
+    embedder: Embedder, chunk: list[Line], options: BulkOptions, report: BulkReport
+) -> tuple[list[str], NDArray[np.float32]]:
+    """One chunk of lines -> (keys, vectors); bad lines fail or are skipped into the report."""
+    usable = [line for line in chunk if _usable(line, options, report)]
+    if options.mode == "static":
+        words = [line.text.strip() for line in usable]
+        if options.unknown == "error":
+            positions = np.flatnonzero(embedder.find_unknown(words)).tolist()
+            for position in positions:
+                _bad(usable[position], "maps to the unknown token (--unknown unk|zero keeps it)", options, report)
+            for position in reversed(positions):
+                del words[position]
+        return words, embedder.static(words, pooling=options.pooling, unknown=options.unknown)
+    texts = [line.text for line in usable]
+    if options.mode == "sentences":
+        vectors = embedder.sentences(texts, pooling=options.pooling, normalize=options.normalize,
+                                     long_text=options.long_text)
+        return texts, vectors
+    results = embedder.contextual(texts, pooling=options.pooling, long_text=options.long_text)
+    keys = [word for result in results for word in result.words]
+    width = embedder.dim * (2 if options.pooling == "first_last" else 1)
+    vectors = np.concatenate([r.vectors for r in results] or [np.zeros((0, width), np.float32)])
+    return keys, vectors
+
+
+def _usable(line: Line, options: BulkOptions, report: BulkReport) -> bool:
+    if line.text.strip():
+        return True
+    _bad(line, "is blank", options, report)
+    return False
+
+
+def _bad(line: Line, reason: str, options: BulkOptions, report: BulkReport) -> None:
+    if options.on_error == "fail":
+        raise InputError(f"line {line.number} {reason!s} (use --on-error skip to skip such lines)")
+    report.skipped.append((line.number, reason))
+
+
+def _chunks(lines: Iterator[Line], size: int) -> Iterator[list[Line]]:
+    while chunk := list(islice(lines, size)):
+        yield chunk

@@ -1,0 +1,197 @@
+"""The bertonnx command, through typer's CliRunner and, for kills, a real subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from engine import Embedder
+from engine.cli import app
+from engine.sinks import partial_dir, read_vectors
+
+runner = CliRunner()
+WORDS = "king\nqueen\nunable\nembedding\napple\n"
+TEXTS = "The king is wise.\nThe queen is one of the great bands in history.\nHow much is an Apple music account?\n"
+
+
+def run(*args: str, stdin: str | bytes | None = None):  # noqa: ANN201 - click Result
+    return runner.invoke(app, [str(a) for a in args], input=stdin)
+
+
+def one_line_error(result, pattern: str) -> None:
+    assert result.exit_code == 1, result.output
+    lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and pattern in lines[0], result.stderr
+    assert "Traceback" not in result.output
+
+
+@pytest.fixture()
+def words_file(tmp_path: Path) -> Path:
+    path = tmp_path / "words.txt"
+    path.write_text(WORDS, encoding="utf-8")
+    return path
+
+
+def test_export_then_info(tiny_model: Path, tmp_path: Path) -> None:
+    result = run("export", tiny_model, "--out", tmp_path / "b")
+    assert result.exit_code == 0, result.output
+    assert "validation against PyTorch" in result.stdout and "last_hidden_state" in result.stdout
+    info = run("info", tmp_path / "b")
+    assert info.exit_code == 0 and "sha256 ok" in info.stdout and "max length" in info.stdout
+    manifest = json.loads(run("info", tmp_path / "b", "--json").stdout)
+    assert manifest["format"] == "bertonnx-bundle"
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["export", "/no/such/model", "--out", "{tmp}/b"], "no such folder"),
+        (["info", "{tmp}/missing"], "no bundle here"),
+        (["embed", "{tmp}/missing", "--static", "-i", "{words}"], "no bundle here"),
+        (["embed", "{bundle}", "--static", "--contextual", "-i", "{words}"], "exactly one of"),
+        (["embed", "{bundle}", "--static", "-i", "{tmp}/nope.txt"], "no such input file"),
+        (["embed", "{bundle}", "--static", "-i", "{words}", "-o", "{tmp}/out.csv"], "unsupported suffix '.csv'"),
+        (["embed", "{bundle}", "--sentences", "--pooling", "max", "-i", "{words}"], "does not apply to --sentences"),
+        (["embed", "{bundle}", "--static", "--provider", "cuda", "-i", "{words}"], "provider 'cuda' is not available"),
+        (["embed", "{bundle}", "--static", "--threads", "0", "-i", "{words}"], "threads must be a positive"),
+    ],
+)
+def test_bad_requests_are_one_line_errors(
+    args: list[str], message: str, tiny_bundle: Path, words_file: Path, tmp_path: Path
+) -> None:
+    filled = [a.format(tmp=tmp_path, bundle=tiny_bundle, words=words_file) for a in args]
+    one_line_error(run(*filled), message)
+
+
+def test_existing_bundle_is_refused_without_force(tiny_model: Path, tiny_bundle: Path) -> None:
+    one_line_error(run("export", tiny_model, "--out", tiny_bundle), "already exists; pass --force")
+
+
+@pytest.mark.parametrize("suffix", [".npy", ".npz", ".txt", ".bin", ".jsonl"])
+def test_static_embed_every_format_round_trips(
+    tiny_bundle: Path, words_file: Path, tmp_path: Path, suffix: str
+) -> None:
+    out = tmp_path / f"static{suffix}"
+    result = run("embed", tiny_bundle, "--static", "-i", words_file, "-o", out)
+    assert result.exit_code == 0, result.output
+    keys, vectors = read_vectors(out)
+    assert keys == WORDS.split()
+    expected = Embedder.load(tiny_bundle, provider="cpu").static(WORDS.split())
+    np.testing.assert_array_equal(vectors, expected)
+    assert not partial_dir(out).exists()
+
+
+@pytest.mark.parametrize("suffix,binary", [(".txt", False), (".bin", True)])
+def test_word2vec_output_loads_in_gensim(tiny_bundle: Path, words_file: Path, tmp_path: Path, suffix: str,
+                                        binary: bool) -> None:
+    from gensim.models import KeyedVectors
+
+    out = tmp_path / f"w2v{suffix}"
+    assert run("embed", tiny_bundle, "--static", "-i", words_file, "-o", out).exit_code == 0
+    loaded = KeyedVectors.load_word2vec_format(str(out), binary=binary)
+    expected = Embedder.load(tiny_bundle, provider="cpu").static(["queen"])[0]
+    np.testing.assert_allclose(loaded["queen"], expected, rtol=1e-6)
+    assert loaded.vector_size == 32 and len(loaded.index_to_key) == 5
+
+
+def test_contextual_and_sentences_from_stdin(tiny_bundle: Path) -> None:
+    result = run("embed", tiny_bundle, "--contextual", stdin=TEXTS)
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [r["key"] for r in rows[:5]] == ["The", "king", "is", "wise", "."]
+    embedder = Embedder.load(tiny_bundle, provider="cpu")
+    np.testing.assert_allclose(rows[1]["vector"], embedder.contextual(["The king is wise."])[0].vectors[1], rtol=1e-5)
+    sentences = run("embed", tiny_bundle, "--sentences", "--normalize", stdin=TEXTS)
+    vectors = np.array([json.loads(line)["vector"] for line in sentences.stdout.splitlines()])
+    assert vectors.shape == (3, 32)
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1, rtol=1e-6)
+
+
+def test_crlf_and_missing_final_newline_are_read_as_lines(tiny_bundle: Path, tmp_path: Path) -> None:
+    path = tmp_path / "crlf.txt"
+    path.write_bytes(b"king\r\nqueen\r\napple")
+    out = tmp_path / "out.npy"
+    assert run("embed", tiny_bundle, "--static", "-i", path, "-o", out).exit_code == 0
+    assert read_vectors(out)[0] == ["king", "queen", "apple"]
+
+
+def test_empty_input_writes_an_empty_output(tiny_bundle: Path, tmp_path: Path) -> None:
+    path = tmp_path / "empty.txt"
+    path.write_bytes(b"")
+    out = tmp_path / "out.npy"
+    assert run("embed", tiny_bundle, "--static", "-i", path, "-o", out).exit_code == 0
+    assert read_vectors(out)[1].shape == (0, 32)
+
+
+def test_non_utf8_input_names_line_and_byte_offset(tiny_bundle: Path, tmp_path: Path) -> None:
+    path = tmp_path / "latin1.txt"
+    path.write_bytes("king\nqueen\ncaf\xe9\n".encode("latin-1"))
+    out = tmp_path / "out.npy"
+    one_line_error(run("embed", tiny_bundle, "--static", "-i", path, "-o", out),
+                   "line 3 is not valid UTF-8 (byte offset 14)")
+    assert not out.exists()
+
+
+def test_bad_lines_fail_or_are_skipped_as_asked(tiny_bundle: Path, tmp_path: Path) -> None:
+    path = tmp_path / "mixed.txt"
+    path.write_text("king\n\n   \n🙂\nqueen\n", encoding="utf-8")
+    out = tmp_path / "out.jsonl"
+    one_line_error(run("embed", tiny_bundle, "--static", "-i", path, "-o", out), "line 2 is blank")
+    assert not out.exists()
+    skipped = run("embed", tiny_bundle, "--static", "-i", path, "-o", out, "--on-error", "skip")
+    assert skipped.exit_code == 0
+    assert "skipped line 4: maps to the unknown token" in skipped.stderr
+    assert read_vectors(out)[0] == ["king", "queen"]
+    kept = run("embed", tiny_bundle, "--static", "-i", path, "-o", out, "--on-error", "skip", "--unknown", "unk")
+    assert kept.exit_code == 0 and read_vectors(out)[0] == ["king", "🙂", "queen"]
+
+
+def test_a_killed_bulk_job_resumes_to_identical_bytes(tiny_bundle: Path, tmp_path: Path) -> None:
+    source = tmp_path / "corpus.txt"
+    rng = np.random.default_rng(0)
+    vocabulary = "the king queen man woman apple music rule kingdom wise kind great band".split()
+    source.write_text(
+        "\n".join(" ".join(rng.choice(vocabulary, size=rng.integers(3, 30))) for _ in range(6000)) + "\n"
+    )
+    args = ["embed", str(tiny_bundle), "--contextual", "-i", str(source), "--chunk-lines", "100",
+            "--threads", "1"]
+    reference = tmp_path / "reference.npy"
+    assert run(*args, "-o", reference).exit_code == 0
+
+    out = tmp_path / "killed.npy"
+    command = [sys.executable, "-c", "from engine.cli import main; main()", *args, "-o", str(out)]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while len(list(partial_dir(out).glob("chunk-*.npy"))) < 3 and time.monotonic() < deadline:
+        assert process.poll() is None, "the job finished before it could be killed"
+        time.sleep(0.02)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    assert not out.exists(), "a killed job left an output that looks complete"
+    done = len(list(partial_dir(out).glob("chunk-*.npy")))
+    assert 3 <= done < 60
+
+    resumed = run(*args, "-o", out, "--resume")
+    assert resumed.exit_code == 0, resumed.output
+    assert "chunks kept from the killed run" in resumed.stderr
+    assert out.read_bytes() == reference.read_bytes()
+    assert out.with_name("killed.keys.txt").read_bytes() == reference.with_name("reference.keys.txt").read_bytes()
+
+
+def test_resume_refuses_a_different_job(tiny_bundle: Path, words_file: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out.npy"
+    work = partial_dir(out)
+    work.mkdir()
+    (work / "state.json").write_text(json.dumps({"format": "bertonnx-sink-partial", "version": 1, "dim": 32,
+                                                  "fingerprint": {"mode": "contextual"}}))
+    result = run("embed", tiny_bundle, "--static", "-i", words_file, "-o", out, "--resume")
+    one_line_error(result, "mode")
