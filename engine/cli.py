@@ -21,6 +21,8 @@ from rich.table import Table
 
 from engine.bulk import BulkOptions, BulkReport, embed_file, embed_to_stream
 from engine.bundle import load_bundle
+from engine.choices import LongText, OnError, Pooling, Provider, UnknownPolicy
+from engine.cli_compare import compare
 from engine.pooling import SENTENCE_POOLING_MODES, WORD_POOLING_MODES
 from engine.progress import bytes_bar, status_spinner
 
@@ -126,39 +128,6 @@ def info(
     out.print(validation_table(manifest["validation"]))
 
 
-class Pooling(str, Enum):
-    mean = "mean"
-    first = "first"
-    last = "last"
-    first_last = "first_last"
-    max = "max"
-    sum = "sum"
-    cls = "cls"
-
-
-class Provider(str, Enum):
-    auto = "auto"
-    cpu = "cpu"
-    cuda = "cuda"
-
-
-class OnError(str, Enum):
-    fail = "fail"
-    skip = "skip"
-
-
-class UnknownPolicy(str, Enum):
-    error = "error"
-    unk = "unk"
-    zero = "zero"
-
-
-class LongText(str, Enum):
-    window = "window"
-    truncate = "truncate"
-    error = "error"
-
-
 @app.command()
 @friendly_errors
 def embed(
@@ -237,6 +206,9 @@ def _summary(report: BulkReport) -> None:
         markup=False,
         highlight=False,
     )
+
+
+app.command("compare")(friendly_errors(compare))
 
 
 def validation_table(validation: dict[str, Any]) -> Table:

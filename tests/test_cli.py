@@ -195,3 +195,16 @@ def test_resume_refuses_a_different_job(tiny_bundle: Path, words_file: Path, tmp
                                                   "fingerprint": {"mode": "contextual"}}))
     result = run("embed", tiny_bundle, "--static", "-i", words_file, "-o", out, "--resume")
     one_line_error(result, "mode")
+
+
+def test_cli_choices_match_the_engine() -> None:
+    from engine.choices import LongText, Pooling, Provider, UnknownPolicy, WordPooling
+    from engine.embedder import LONG_TEXT_POLICIES, UNKNOWN_POLICIES
+    from engine.pooling import SENTENCE_POOLING_MODES, WORD_POOLING_MODES
+    from engine.session import PROVIDERS
+
+    assert tuple(p.value for p in Provider) == PROVIDERS
+    assert tuple(p.value for p in WordPooling) == WORD_POOLING_MODES
+    assert set(p.value for p in Pooling) == set(WORD_POOLING_MODES + SENTENCE_POOLING_MODES)
+    assert tuple(p.value for p in UnknownPolicy) == UNKNOWN_POLICIES
+    assert tuple(p.value for p in LongText) == LONG_TEXT_POLICIES

@@ -1,0 +1,112 @@
+"""`bertonnx compare`: the static-versus-contextual study as a command.
+
+Registered in engine.cli as `app.command("compare")(friendly_errors(compare))`.
+This module does not import engine.cli, so that engine.cli can import it.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from engine.choices import Provider, WordPooling
+from engine.defaults import resolve_bundle
+from engine.embedder import Embedder
+from engine.progress import status_spinner
+from engine.study import DEFAULT_CONTEXTS, METRICS, StudyResult, load_contexts, run_study, write_outputs
+
+out = Console()
+err = Console(stderr=True)
+
+
+class Metric(str, Enum):
+    cosine = "cosine"
+    euclidean = "euclidean"
+    both = "both"
+
+
+def compare(
+    bundle: Annotated[Path | None, typer.Argument(help="Bundle directory; default: all-MiniLM-L6-v2")] = None,
+    contexts: Annotated[
+        Path | None,
+        typer.Option(help="JSON or YAML file of word -> context sentences; default: the seed's king/queen study"),
+    ] = None,
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Directory for the figures and study.json")] = Path(
+        "compare-out"
+    ),
+    metric: Annotated[Metric, typer.Option(help="Which heatmaps and tables")] = Metric.both,
+    pooling: Annotated[WordPooling, typer.Option(help="How a word's pieces become one vector")] = WordPooling.mean,
+    provider: Annotated[Provider, typer.Option(help="ONNX Runtime provider")] = Provider.auto,
+) -> None:
+    """Compare static and contextual vectors of words read in context sentences."""
+    study = load_contexts(contexts) if contexts is not None else DEFAULT_CONTEXTS
+    metrics = METRICS if metric.value == "both" else (metric.value,)
+    n_sentences = sum(len(sentences) for sentences in study.values())
+    with status_spinner(err, "opening the bundle") as step:
+        path = resolve_bundle(bundle, step)
+        step(f"loading {path}")
+        embedder = Embedder.load(path, provider=provider.value)
+        step(f"reading {len(study)} words in {n_sentences} sentences")
+        result = run_study(embedder, study, pooling=pooling.value)
+        step(f"writing {out_dir}")
+        written = write_outputs(result, out_dir, metrics)
+    for metric_name in metrics:
+        for table in matrix_tables(result, metric_name):
+            out.print(table)
+    if len(result.panels) > 2:
+        out.print(across_table(result, metrics))
+    if any(panel.analogy is not None for panel in result.panels):
+        out.print(analogy_table(result))
+    out.print("wrote " + ", ".join(str(file) for file in written))
+
+
+def matrix_tables(result: StudyResult, metric: str) -> list[Table]:
+    """One table per kind: the words against each other."""
+    tables = []
+    for panel in result.panels:
+        table = Table(title=f"{metric} · {panel.kind}", title_justify="left")
+        table.add_column("", style="bold")
+        for word in result.words:
+            table.add_column(word, justify="right")
+        for word, row in zip(result.words, panel.matrix(metric)):
+            table.add_row(word, *(_number(value, metric) for value in row))
+        tables.append(table)
+    return tables
+
+
+def across_table(result: StudyResult, metrics: tuple[str, ...]) -> Table:
+    """Each word against itself in every other context: how far context moves it."""
+    n_contexts = len(result.panels) - 1
+    pairs = [(a, b) for a in range(n_contexts) for b in range(a + 1, n_contexts)]
+    table = Table(title="word vs itself across contexts", title_justify="left")
+    table.add_column("word", style="bold")
+    for metric in metrics:
+        for a, b in pairs:
+            table.add_column(f"{metric} {a + 1}↔{b + 1}", justify="right")
+    matrices = [result.across_contexts(metric) for metric in metrics]  # each (W, K, K)
+    for index, word in enumerate(result.words):
+        table.add_row(
+            word, *(_number(m[index, a, b], metric) for metric, m in zip(metrics, matrices) for a, b in pairs)
+        )
+    return table
+
+
+def analogy_table(result: StudyResult) -> Table:
+    """queen − king ≈ woman − man, per kind: small gap and cosine near 1 mean it holds."""
+    table = Table(title="analogy: queen − king ≈ woman − man", title_justify="left")
+    for column in ("kind", "‖queen − king‖", "‖woman − man‖", "‖gap‖", "cos(offsets)"):
+        table.add_column(column, justify="left" if column == "kind" else "right")
+    for panel in result.panels:
+        if panel.analogy is not None:
+            a = panel.analogy
+            table.add_row(panel.kind, f"{a.royal:.3f}", f"{a.gender:.3f}", f"{a.gap:.3f}", f"{a.cosine:.3f}")
+    return table
+
+
+def _number(value: float, metric: str) -> str:
+    return f"{value:.3f}" if metric == "cosine" else f"{value:.2f}"
