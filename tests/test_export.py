@@ -145,3 +145,22 @@ def test_default_model_exports_within_fidelity(default_bundle: Path) -> None:
     assert final["outputs"][STATIC_OUTPUT]["token_max_abs_diff"] == 0.0
     assert final["outputs"][CONTEXTUAL_OUTPUT]["token_min_cosine"] >= 0.99999
     assert final["tokens"] > 512  # the maximum-length probe was in the batch
+
+
+def test_fp16_graph_keeps_fp32_inputs_outputs_and_an_exact_table(tiny_model: Path, tiny_torch, tmp_path: Path) -> None:
+    import onnx
+
+    result = export_bundle(str(tiny_model), tmp_path / "half", fp16=True)
+    assert result.manifest["onnx"]["precision"] == "fp16"
+    assert list(result.stages) == ["export", "fp16"]
+    assert result.report.min_cosine >= 0.999
+    graph = onnx.load(str(tmp_path / "half" / "model.onnx")).graph
+    assert any(init.data_type == onnx.TensorProto.FLOAT16 for init in graph.initializer)
+    assert {o.type.tensor_type.elem_type for o in graph.output} == {onnx.TensorProto.FLOAT}
+    table = load_bundle(tmp_path / "half").load_table()
+    np.testing.assert_array_equal(table, tiny_torch.get_input_embeddings().weight.detach().numpy())
+
+
+def test_quantize_and_fp16_exclude_each_other(tiny_model: Path, tmp_path: Path) -> None:
+    with pytest.raises(ExportError, match="exclude each other"):
+        export_bundle(str(tiny_model), tmp_path / "x", quantize="int8", fp16=True)
