@@ -65,10 +65,10 @@ class Quantize(str, Enum):
 @app.command()
 @friendly_errors
 def export(
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Bundle directory to create")],
     model: Annotated[
         str | None, typer.Argument(help="Hugging Face model folder or hub id; default: all-MiniLM-L6-v2")
     ] = None,
-    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Bundle directory to create")],
     optimize: Annotated[bool, typer.Option(help="Fuse the graph with ONNX Runtime's transformer optimiser")] = False,
     quantize: Annotated[Quantize | None, typer.Option(help="Dynamic int8, settings searched for fidelity")] = None,
     fp16: Annotated[bool, typer.Option(help="Half-precision graph for the CUDA provider")] = False,
