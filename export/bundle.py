@@ -43,6 +43,7 @@ from export.convert import (
 )
 from export.optimize import (
     QuantSettings,
+    graph_inputs,
     has_fused_attention,
     optimize_graph,
     quant_search_space,
@@ -250,7 +251,7 @@ def _manifest(
             "opset": opset,
             "precision": precision,
             "optimized": optimized or precision == "fp16",
-            "inputs": ["input_ids", "attention_mask", "token_type_ids"],
+            "inputs": graph_inputs(work / MODEL_FILE),
             "outputs": {"static": STATIC_OUTPUT, "contextual": CONTEXTUAL_OUTPUT},
         },
         "static_table": {"file": TABLE_FILE, "shape": [loaded.vocab_size, loaded.hidden_size], "dtype": "float32"},

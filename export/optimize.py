@@ -118,10 +118,18 @@ def ffn_down_projections(model: Any) -> list[str]:
 
 
 def has_fused_attention(path: Path) -> bool:
+    return any(node.op_type == "Attention" for node in _graph(path).node)
+
+
+def graph_inputs(path: Path) -> list[str]:
+    """The inputs the graph declares: DistilBERT, for one, takes no token_type_ids."""
+    return [value.name for value in _graph(path).input]
+
+
+def _graph(path: Path) -> Any:
     import onnx
 
-    graph = onnx.load(str(path), load_external_data=False).graph
-    return any(node.op_type == "Attention" for node in graph.node)
+    return onnx.load(str(path), load_external_data=False).graph
 
 
 def _take_graph(scratch: Path, out: Path) -> None:

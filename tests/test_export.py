@@ -164,3 +164,30 @@ def test_fp16_graph_keeps_fp32_inputs_outputs_and_an_exact_table(tiny_model: Pat
 def test_quantize_and_fp16_exclude_each_other(tiny_model: Path, tmp_path: Path) -> None:
     with pytest.raises(ExportError, match="exclude each other"):
         export_bundle(str(tiny_model), tmp_path / "x", quantize="int8", fp16=True)
+
+
+def test_distilbert_exports_without_token_types(tiny_model: Path, tmp_path: Path) -> None:
+    import shutil
+
+    import torch
+    from transformers import DistilBertConfig, DistilBertModel
+
+    from engine import Embedder
+
+    folder = Path(shutil.copytree(tiny_model, tmp_path / "distil"))
+    (folder / "model.safetensors").unlink()
+    torch.manual_seed(0)
+    vocab = load_bundle_vocab(folder)
+    config = DistilBertConfig(vocab_size=vocab, dim=32, n_layers=2, n_heads=4, hidden_dim=64,
+                              max_position_embeddings=64)
+    DistilBertModel(config).save_pretrained(folder)
+    result = export_bundle(str(folder), tmp_path / "b")
+    assert result.manifest["source"]["model_type"] == "distilbert"
+    assert result.manifest["onnx"]["inputs"] == ["input_ids", "attention_mask"]
+    assert result.report.min_cosine >= 0.99999
+    embedder = Embedder.load(tmp_path / "b", provider="cpu")
+    assert embedder.contextual(["the king is wise"])[0].vectors.shape == (4, 32)
+
+
+def load_bundle_vocab(folder: Path) -> int:
+    return len(json.loads((folder / "tokenizer.json").read_text())["model"]["vocab"])
