@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import shutil
@@ -12,6 +13,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import typer
+from reference import pool_block
 from typer.testing import CliRunner
 
 from engine import Embedder
@@ -71,14 +73,7 @@ def reference_vectors(model, folder: Path, contexts: dict[str, list[str]], mode:
 
     tokenizer = AutoTokenizer.from_pretrained(folder)
     table = model.get_input_embeddings().weight.detach().numpy()  # (V, H)
-    pool = {
-        "mean": lambda b: b.mean(0),
-        "sum": lambda b: b.sum(0),
-        "max": lambda b: b.max(0),
-        "first": lambda b: b[0],
-        "last": lambda b: b[-1],
-        "first_last": lambda b: np.concatenate([b[0], b[-1]]),
-    }[mode]
+    pool = functools.partial(pool_block, mode=mode)
     words = list(contexts)
     kinds = [np.array([pool(table[tokenizer(w, add_special_tokens=False).input_ids]) for w in words])]
     for k in range(len(contexts[words[0]])):

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from reference import pool_block
 
 from engine import Embedder, EmptyWordError, TextTooLongError, UnknownWordError
 from engine.batching import plan_windows
@@ -42,16 +43,7 @@ def reference_words(model, folder: Path, text: str, mode: str = "mean") -> tuple
         positions = [i for i, w in enumerate(word_ids) if w == word]
         block = hidden[positions]
         words.append(text[offsets[positions[0]][0] : offsets[positions[-1]][1]])
-        vectors.append(
-            {
-                "mean": block.mean(0),
-                "sum": block.sum(0),
-                "max": block.max(0),
-                "first": block[0],
-                "last": block[-1],
-                "first_last": np.concatenate([block[0], block[-1]]),
-            }[mode]
-        )
+        vectors.append(pool_block(block, mode))
     return words, np.array(vectors)
 
 
@@ -99,10 +91,7 @@ def test_static_equals_pooled_embedding_rows(tiny: Embedder, tiny_torch, tiny_mo
         vectors = tiny.static(words, pooling=mode)
         for word, vector in zip(words, vectors):
             rows = table[tokenizer(word, add_special_tokens=False)["input_ids"]]
-            expected = {
-                "mean": rows.mean(0), "sum": rows.sum(0), "max": rows.max(0), "first": rows[0],
-                "last": rows[-1], "first_last": np.concatenate([rows[0], rows[-1]]),
-            }[mode]
+            expected = pool_block(rows, mode)
             np.testing.assert_allclose(vector, expected, rtol=1e-6, atol=1e-7)
 
 
