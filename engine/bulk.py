@@ -7,6 +7,7 @@ stays bounded and a killed job resumes at the first unfinished chunk.
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import sys
 from collections.abc import Callable, Iterator
@@ -19,11 +20,13 @@ import numpy as np
 from numpy.typing import NDArray
 
 from engine.embedder import Embedder
+from engine.pooling import check_mode
 from engine.sinks import JobSpec, VectorSink, jsonl_records
 
 Mode = Literal["static", "contextual", "sentences"]
 MODES: tuple[str, ...] = get_args(Mode)
 OnError = Literal["fail", "skip"]
+ON_ERROR: tuple[str, ...] = get_args(OnError)
 DEFAULT_CHUNK_LINES = 20_000
 
 
@@ -50,6 +53,12 @@ class BulkOptions:
     on_error: str = "fail"  # fail, or skip the line and report it
     chunk_lines: int = DEFAULT_CHUNK_LINES
 
+    def __post_init__(self) -> None:
+        check_mode(self.mode, MODES, "mode")
+        check_mode(self.on_error, ON_ERROR, "on_error policy")
+        if isinstance(self.chunk_lines, bool) or not isinstance(self.chunk_lines, int) or self.chunk_lines < 1:
+            raise ValueError(f"chunk_lines must be at least 1, got {self.chunk_lines!r}")
+
 
 @dataclass
 class BulkReport:
@@ -63,16 +72,20 @@ class BulkReport:
 def read_lines(stream: BinaryIO, name: str) -> Iterator[Line]:
     """Lines as text without their line ending (LF or CRLF); a missing final newline is fine.
 
+    A byte-order mark at the start of the input (as Windows editors write) is
+    dropped, so that it does not become part of the first word.
+
     Raises:
         InputError: a line is not UTF-8, naming the line and the byte offset.
     """
     offset = 0
     for number, raw in enumerate(stream, start=1):
+        bom = len(codecs.BOM_UTF8) if number == 1 and raw.startswith(codecs.BOM_UTF8) else 0
         try:
-            text = raw.decode("utf-8")
+            text = raw[bom:].decode("utf-8")
         except UnicodeDecodeError as error:
             raise InputError(
-                f"{name}: line {number} is not valid UTF-8 (byte offset {offset + error.start})"
+                f"{name}: line {number} is not valid UTF-8 (byte offset {offset + bom + error.start})"
             ) from error
         offset += len(raw)
         yield Line(number=number, text=text.rstrip("\r\n"), end_byte=offset)
@@ -110,8 +123,6 @@ def embed_file(
     """
     if source is None and resume:
         raise InputError("--resume needs an input file; standard input cannot be read twice")
-    if options.chunk_lines < 1:
-        raise ValueError(f"chunk_lines must be at least 1, got {options.chunk_lines}")
     width = embedder.dim * (2 if options.mode != "sentences" and options.pooling == "first_last" else 1)
     fingerprint = {
         **(input_fingerprint(source) if source is not None else {"input": "-"}),
@@ -164,18 +175,20 @@ def embed_to_stream(
 def embed_lines(
     embedder: Embedder, chunk: list[Line], options: BulkOptions, report: BulkReport
 ) -> tuple[list[str], NDArray[np.float32]]:
-    """One chunk of lines -> (keys, vectors); bad lines fail or are skipped into the report."""
-    usable = [line for line in chunk if _usable(line, options, report)]
+    """One chunk of lines -> (keys, vectors); bad lines fail or are skipped into the report, in line order."""
+    problems = [_problem(line) for line in chunk]
+    _flag(problems, ~embedder.tokenizer.has_pieces(_texts(chunk, problems)),
+          "has no words (only characters the tokenizer drops)")
+    if options.mode == "static" and options.unknown == "error":
+        _flag(problems, embedder.find_unknown([t.strip() for t in _texts(chunk, problems)]),
+              "maps to the unknown token (--unknown unk|zero keeps it)")
+    for line, problem in zip(chunk, problems):
+        if problem is not None:
+            _bad(line, problem, options, report)
+    texts = _texts(chunk, problems)
     if options.mode == "static":
-        words = [line.text.strip() for line in usable]
-        if options.unknown == "error":
-            positions = np.flatnonzero(embedder.find_unknown(words)).tolist()
-            for position in positions:
-                _bad(usable[position], "maps to the unknown token (--unknown unk|zero keeps it)", options, report)
-            for position in reversed(positions):
-                del words[position]
+        words = [text.strip() for text in texts]
         return words, embedder.static(words, pooling=options.pooling, unknown=options.unknown)
-    texts = [line.text for line in usable]
     if options.mode == "sentences":
         vectors = embedder.sentences(texts, pooling=options.pooling, normalize=options.normalize,
                                      long_text=options.long_text)
@@ -187,11 +200,26 @@ def embed_lines(
     return keys, vectors
 
 
-def _usable(line: Line, options: BulkOptions, report: BulkReport) -> bool:
-    if line.text.strip():
-        return True
-    _bad(line, "is blank", options, report)
-    return False
+def _problem(line: Line) -> str | None:
+    """Why a line cannot be embedded, from its text alone; None when it looks fine."""
+    if "\x00" in line.text:  # binary or UTF-16 input; and .npz cannot store a key ending in NUL
+        return "contains a NUL byte (binary or UTF-16 input?)"
+    if not line.text.strip():
+        return "is blank"
+    return None
+
+
+def _texts(chunk: list[Line], problems: list[str | None]) -> list[str]:
+    """The texts of the lines without a problem so far."""
+    return [line.text for line, problem in zip(chunk, problems) if problem is None]
+
+
+def _flag(problems: list[str | None], bad: NDArray[np.bool_], reason: str) -> None:
+    """Mark with `reason` the lines flagged in `bad`, which has one entry per line without a problem."""
+    clean = [index for index, problem in enumerate(problems) if problem is None]
+    for index, flagged in zip(clean, bad.tolist()):
+        if flagged:
+            problems[index] = reason
 
 
 def _bad(line: Line, reason: str, options: BulkOptions, report: BulkReport) -> None:

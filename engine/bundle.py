@@ -103,7 +103,7 @@ def load_bundle(path: str | Path, verify: bool = True) -> Bundle:
         raise BundleError(f"{manifest_path}: missing; is {root} a bertonnx bundle?")
     try:
         manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
         raise BundleError(f"{manifest_path}: not valid JSON ({error})") from error
     _check_format(manifest, manifest_path)
     files = manifest.get("files")
@@ -140,13 +140,22 @@ def _check_format(manifest: Any, manifest_path: Path) -> None:
         block = manifest.get(section)
         if not isinstance(block, dict) or any(key not in block for key in keys):
             raise BundleError(f"{manifest_path}: section {section!r} needs {', '.join(keys)}")
+    for key in ("hidden_size", "vocab_size", "max_length"):
+        value = manifest["model"][key]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise BundleError(f"{manifest_path}: model.{key} must be a positive whole number, found {value!r}")
 
 
 def _check_file(root: Path, name: str, entry: Any, verify: bool) -> None:
-    target = (root / name).resolve()
+    try:
+        target = (root / name).resolve()
+        is_file = target.is_file()
+    except (OSError, ValueError) as error:  # a NUL byte, a name too long for the filesystem
+        reason = error.strerror if isinstance(error, OSError) and error.strerror else error
+        raise BundleError(f"{root / MANIFEST}: file name {name[:80]!r} is not a usable path ({reason})") from error
     if not target.is_relative_to(root) or target == root:
-        raise BundleError(f"{root / MANIFEST}: file name {name!r} points outside the bundle")
-    if not target.is_file():
+        raise BundleError(f"{root / MANIFEST}: file name {name[:80]!r} points outside the bundle")
+    if not is_file:
         raise BundleError(f"{target}: missing from the bundle")
     if not isinstance(entry, dict) or not isinstance(entry.get("sha256"), str):
         raise BundleError(f"{root / MANIFEST}: entry for {name} has no sha256")

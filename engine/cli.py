@@ -169,7 +169,8 @@ def embed(
         raise CliError(f"--pooling {pooling.value} does not apply to --{mode}; choose from {', '.join(allowed)}")
     source = None if input_path == "-" else Path(input_path)
     if source is not None and not source.is_file():
-        raise CliError(f"{source}: no such input file")
+        problem = "not a regular file (use -i - for a pipe or stdin)" if source.exists() else "no such input file"
+        raise CliError(f"{source}: {problem}")
     options = BulkOptions(
         mode=mode,
         pooling=pooling.value,

@@ -28,7 +28,7 @@ from engine.pooling import (
     run_starts,
 )
 from engine.session import Session
-from engine.tokenize import TextInput, TextPieces, Tokenizer
+from engine.tokenize import TextInput, TextPieces, Tokenizer, preview
 
 LongText = Literal["window", "truncate", "error"]
 LONG_TEXT_POLICIES: tuple[str, ...] = get_args(LongText)
@@ -166,7 +166,7 @@ class Embedder:
             if unknown == "error":
                 first = int(np.flatnonzero(is_unknown)[0])
                 raise UnknownWordError(
-                    f"word {first} ({words[first]!r}) maps to the unknown token; "
+                    f"word {first} ({preview(words[first])}) maps to the unknown token; "
                     "pass unknown='unk' or 'zero' to embed it anyway"
                 )
             if unknown == "zero":

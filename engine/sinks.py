@@ -363,7 +363,10 @@ class _Parts:
 
     def vectors(self, index: int) -> NDArray[np.float32]:
         path = _vectors_file(self.work, index)
-        vectors: NDArray[np.float32] = np.load(path, mmap_mode="r", allow_pickle=False)
+        try:
+            vectors: NDArray[np.float32] = np.load(path, mmap_mode="r", allow_pickle=False)
+        except ValueError as error:  # pickled objects, a damaged header
+            raise ValueError(f"{path}: not a plain numpy array ({error}); start over without resume") from error
         if vectors.dtype != _VECTOR_DTYPE or vectors.ndim != 2 or vectors.shape[1] != self.dim:
             found = f"{vectors.dtype} {vectors.shape}"
             raise ValueError(f"{path}: expected <f4 vectors of dim {self.dim}, found {found}")

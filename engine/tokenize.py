@@ -8,7 +8,8 @@ here, at packing time, so that a long text can be cut into windows first.
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,6 +74,11 @@ class Tokenizer:
         self.backend = backend
         self.max_length = max_length
         self.prefix_ids, self.suffix_ids = _special_template(backend)
+        if self.window < 1:
+            raise ValueError(
+                f"max_length {max_length} leaves no room for text next to the "
+                f"{len(self.prefix_ids) + len(self.suffix_ids)} special tokens"
+            )
         self.pad_id = _token_id(backend, ("[PAD]", "<pad>"), default=0)
         self.unk_id = _token_id(backend, ("[UNK]", "<unk>"), default=-1)
 
@@ -100,12 +106,24 @@ class Tokenizer:
         result: list[TextPieces | None] = [None] * len(texts)
         if raw:
             strings: list[str] = [texts[i] for i in raw]  # type: ignore[misc]
-            encodings = self.backend.encode_batch(strings, add_special_tokens=False)
+            try:
+                encodings = self.backend.encode_batch(strings, add_special_tokens=False)
+            except (TypeError, ValueError) as error:
+                explained = _bad_input(strings, raw, "text")
+                if explained is None:
+                    raise
+                raise explained from error
             for index, text, enc in zip(raw, strings, encodings):
                 result[index] = _from_raw(text, enc)
         if split:
-            word_lists = [list(texts[i]) for i in split]
-            encodings = self.backend.encode_batch(word_lists, is_pretokenized=True, add_special_tokens=False)
+            try:
+                word_lists = [list(texts[i]) for i in split]
+                encodings = self.backend.encode_batch(word_lists, is_pretokenized=True, add_special_tokens=False)
+            except (TypeError, ValueError) as error:
+                explained = _bad_word_lists(texts, split)
+                if explained is None:
+                    raise
+                raise explained from error
             for index, words, enc in zip(split, word_lists, encodings):
                 result[index] = _from_words(words, enc, index)
         return result  # type: ignore[return-value]
@@ -126,13 +144,19 @@ class Tokenizer:
             EmptyWordError: a word produced no pieces.
         """
         single = self.single_pieces
-        found = np.fromiter((single.get(w, -1) for w in words), dtype=np.int64, count=len(words))  # (W,)
-        missing = np.flatnonzero(found < 0)
-        miss_ids, miss_word = self._encode_words([words[i] for i in missing.tolist()])
+        try:
+            found = np.fromiter((single.get(w, -1) for w in words), dtype=np.int64, count=len(words))  # (W,)
+            missing = np.flatnonzero(found < 0)
+            miss_ids, miss_word = self._encode_words([words[i] for i in missing.tolist()])
+        except (TypeError, ValueError) as error:
+            explained = _bad_input(words, range(len(words)), "word")
+            if explained is None:
+                raise
+            raise explained from error
         miss_counts = np.bincount(miss_word, minlength=missing.size) if missing.size else _EMPTY
         if (miss_counts == 0).any():
             first = int(missing[np.flatnonzero(miss_counts == 0)[0]])
-            raise EmptyWordError(f"word {first} ({words[first]!r}) has no word pieces: it is empty or blank")
+            raise EmptyWordError(f"word {first} ({preview(words[first])}) has no word pieces: it is empty or blank")
         counts = np.ones(len(words), dtype=np.int64)
         counts[missing] = miss_counts
         starts = np.cumsum(counts) - counts  # (W,)
@@ -143,6 +167,21 @@ class Tokenizer:
             miss_ids
         )
         return ids, starts
+
+    def has_pieces(self, texts: Sequence[str]) -> NDArray[np.bool_]:
+        """(N,) False for each text that gives no word pieces at all.
+
+        Not only blank strings: BERT's normaliser deletes NUL and other control
+        characters, zero-width and format characters, and (when it strips
+        accents) combining marks, so a text of only those has no words either.
+        An ASCII letter or digit survives BERT's normaliser, so only texts
+        without one are tokenized here.
+        """
+        result = np.ones(len(texts), dtype=bool)
+        check = [index for index, text in enumerate(texts) if not _ASCII_ALNUM.search(text)]
+        encodings = self.backend.encode_batch([texts[i] for i in check], add_special_tokens=False)
+        result[[index for index, enc in zip(check, encodings) if not enc.ids]] = False
+        return result
 
     @functools.cached_property
     def single_pieces(self) -> dict[str, int]:
@@ -200,6 +239,46 @@ class Tokenizer:
 
 
 _EMPTY = np.zeros(0, dtype=np.int64)
+_ASCII_ALNUM = re.compile(r"[0-9A-Za-z]")
+_PREVIEW_CHARS = 40
+
+
+def preview(text: str) -> str:
+    """repr for error messages, cut short: a 1 MB word must not make a 1 MB message."""
+    if len(text) <= _PREVIEW_CHARS:
+        return repr(text)
+    return f"{text[:_PREVIEW_CHARS]!r}... ({len(text)} characters)"
+
+
+def _refusal(item: object) -> Exception | None:
+    """Why the tokenizer cannot take one string (not a str, or a lone surrogate), or None."""
+    if not isinstance(item, str):
+        return TypeError(f"is {type(item).__name__}; expected str")
+    try:
+        item.encode("utf-8")
+    except UnicodeEncodeError as error:
+        return ValueError(f"is not valid Unicode ({error.reason} at character {error.start})")
+    return None
+
+
+def _bad_input(items: Sequence[object], positions: Iterable[int], what: str) -> Exception | None:
+    """The error naming the first of `items` the tokenizer refuses, if one explains it."""
+    for position, item in zip(positions, items):
+        if (reason := _refusal(item)) is not None:
+            return type(reason)(f"{what} {position} {reason}")
+    return None
+
+
+def _bad_word_lists(texts: Sequence[object], positions: Iterable[int]) -> Exception | None:
+    """The error naming the first pre-split text, or word in it, the tokenizer refuses, if one explains it."""
+    for position in positions:
+        words = texts[position]
+        if isinstance(words, (bytes, bytearray)) or not isinstance(words, Iterable):
+            return TypeError(f"text {position} is {type(words).__name__}; expected a str or a list of words")
+        for index, word in enumerate(words):
+            if (reason := _refusal(word)) is not None:
+                return type(reason)(f"text {position}: word {index} {reason}")
+    return None
 
 
 def _word_ids(encoding: Encoding) -> NDArray[np.int64]:
@@ -228,7 +307,7 @@ def _from_words(words: list[str], encoding: Encoding, text_index: int) -> TextPi
     if (counts == 0).any():
         first = int(np.flatnonzero(counts == 0)[0])
         raise EmptyWordError(
-            f"text {text_index}: word {first} ({words[first]!r}) has no word pieces: it is empty or blank"
+            f"text {text_index}: word {first} ({preview(words[first])}) has no word pieces: it is empty or blank"
         )
     return TextPieces(ids=np.asarray(encoding.ids, dtype=np.int64), piece_word=piece_word, words=tuple(words))
 

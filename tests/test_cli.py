@@ -198,7 +198,8 @@ def test_resume_refuses_a_different_job(tiny_bundle: Path, words_file: Path, tmp
 
 
 def test_cli_choices_match_the_engine() -> None:
-    from engine.choices import LongText, Pooling, Provider, UnknownPolicy, WordPooling
+    from engine.bulk import ON_ERROR
+    from engine.choices import LongText, OnError, Pooling, Provider, UnknownPolicy, WordPooling
     from engine.embedder import LONG_TEXT_POLICIES, UNKNOWN_POLICIES
     from engine.pooling import SENTENCE_POOLING_MODES, WORD_POOLING_MODES
     from engine.session import PROVIDERS
@@ -208,3 +209,4 @@ def test_cli_choices_match_the_engine() -> None:
     assert set(p.value for p in Pooling) == set(WORD_POOLING_MODES + SENTENCE_POOLING_MODES)
     assert tuple(p.value for p in UnknownPolicy) == UNKNOWN_POLICIES
     assert tuple(p.value for p in LongText) == LONG_TEXT_POLICIES
+    assert tuple(p.value for p in OnError) == ON_ERROR

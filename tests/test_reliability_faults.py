@@ -1,0 +1,329 @@
+"""Faults (issue 6): SIGKILL at random points, a full disk, and one Embedder under 8 threads.
+
+Kills and full disks need a real process: the CLI runs as `python -c "from
+engine.cli import main; main()"`, always with --threads 1 so that every run
+computes bit-identical vectors and outputs can be compared byte for byte.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+from test_cli import run
+from test_sinks import leftovers, output_bytes, output_files
+
+from engine import Embedder
+from engine.sinks import partial_dir, sidecar_path
+
+CLI = [sys.executable, "-c", "from engine.cli import main; main()"]
+ENV = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+VOCABULARY = "the king queen man woman apple music rule kingdom wise kind great band unable embedding , .".split()
+CHUNK_LINES = 100
+CORPUS_CHUNKS = 24
+RANDOM = random.Random(6)  # the "random" kill points, fixed so that a failure can be replayed
+KILL_AFTER_CHUNKS = RANDOM.sample(range(1, 18), 2)
+KILL_AT_FRACTION = round(RANDOM.uniform(0.05, 1.0), 2)  # of the uninterrupted run's duration
+
+
+def write_corpus(path: Path, lines: int, words: tuple[int, int] = (3, 30), seed: int = 0) -> Path:
+    rng = np.random.default_rng(seed)
+    path.write_text("\n".join(" ".join(rng.choice(VOCABULARY, size=rng.integers(*words))) for _ in range(lines)) + "\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_corpus(tmp_path_factory.mktemp("corpus") / "corpus.txt", CORPUS_CHUNKS * CHUNK_LINES)
+
+
+@pytest.fixture(scope="module")
+def reference_outputs(
+    tiny_bundle: Path, corpus: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Callable[[str, str], tuple[dict[str, bytes], float]]:
+    """The uninterrupted run's output files for (mode, suffix) and its duration, computed once each."""
+    cache: dict[tuple[str, str], tuple[dict[str, bytes], float]] = {}
+
+    def reference(mode: str, suffix: str) -> tuple[dict[str, bytes], float]:
+        if (mode, suffix) not in cache:
+            out = tmp_path_factory.mktemp("reference") / f"out{suffix}"
+            started = time.monotonic()
+            assert run(*embed_args(tiny_bundle, mode, corpus, out)).exit_code == 0
+            cache[mode, suffix] = output_bytes(out), time.monotonic() - started
+        return cache[mode, suffix]
+
+    return reference
+
+
+def embed_args(bundle: Path, mode: str, source: Path, out: Path | None) -> list[str]:
+    target = [] if out is None else ["-o", str(out)]
+    return ["embed", str(bundle), f"--{mode}", "-i", str(source), *target, "--chunk-lines", str(CHUNK_LINES),
+            "--threads", "1"]
+
+
+def temps_of(out: Path) -> list[Path]:
+    """Temp files of OUT's own files, which only finish() writes."""
+    return [temp for path in output_files(out) for temp in path.parent.glob(f".{path.name}.*.tmp")]
+
+
+def finished_chunks(out: Path) -> int:
+    return len(list(partial_dir(out).glob("chunk-*.npy")))
+
+
+def kill_when(command: list[str], condition: Callable[[], bool], timeout: float = 120) -> bool:
+    """Start `command`, SIGKILL it as soon as `condition()` holds; False if it ended first."""
+    process = subprocess.Popen(command, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + timeout
+    try:
+        while not condition():
+            if process.poll() is not None:
+                return False
+            assert time.monotonic() < deadline, "the condition never held"
+            time.sleep(0.001)
+    finally:
+        process.kill()  # SIGKILL; nothing if it already ended
+        process.wait()
+    return True
+
+
+def check_after_kill(out: Path, reference: dict[str, bytes]) -> None:
+    """The only thing a kill may leave under OUT's name is the complete, correct output."""
+    if out.exists():
+        assert output_bytes(out) == reference, "a killed job left an output that is not the complete one"
+
+
+# (mode, suffix, how the kill point is chosen, parameter)
+KILLS = [
+    ("contextual", ".npy", "after chunks", KILL_AFTER_CHUNKS[0]),
+    ("sentences", ".jsonl", "after chunks", KILL_AFTER_CHUNKS[1]),
+    ("contextual", ".txt", "during finish", None),
+    ("contextual", ".npy", "during finish", None),
+    ("sentences", ".npz", "at a time", KILL_AT_FRACTION),
+]
+
+
+@pytest.mark.parametrize("mode,suffix,point,parameter", KILLS,
+                         ids=[f"{m}{s}-{p.replace(' ', '-')}" for m, s, p, _ in KILLS])
+def test_sigkill_at_a_random_point_then_resume(
+    tiny_bundle: Path,
+    corpus: Path,
+    reference_outputs: Callable[[str, str], tuple[dict[str, bytes], float]],
+    tmp_path: Path,
+    mode: str,
+    suffix: str,
+    point: str,
+    parameter: float | None,
+) -> None:
+    """Killed after a random number of chunks (then again while resuming), while finish() writes
+    the output, or a random fraction of a run's time in: whenever OUT exists it is the complete
+    output, and a resumed run writes exactly the bytes of an uninterrupted one."""
+    reference, seconds = reference_outputs(mode, suffix)
+
+    out = tmp_path / "run" / f"out{suffix}"
+    out.parent.mkdir()
+    command = [*CLI, *embed_args(tiny_bundle, mode, corpus, out)]
+    if point == "after chunks":
+        assert kill_when(command, lambda: finished_chunks(out) >= parameter), "finished before the kill"
+        assert not out.exists()
+        done = finished_chunks(out)
+        assert parameter <= done < CORPUS_CHUNKS
+        # Killed again while resuming, a few chunks later.
+        assert kill_when([*command, "--resume"], lambda: finished_chunks(out) >= done + 3)
+        assert not out.exists()
+    elif point == "during finish":
+        assert kill_when(command, lambda: bool(temps_of(out))), "finished before the kill"
+        assert finished_chunks(out) == CORPUS_CHUNKS
+        check_after_kill(out, reference)
+    else:  # a moment into the job proper (its work directory exists): mid-chunk, mid-write or mid-rename
+        started: list[float] = []
+
+        def moment() -> bool:
+            if not started and partial_dir(out).exists():
+                started.append(time.monotonic())
+            return bool(started) and time.monotonic() - started[0] >= parameter * seconds
+
+        kill_when(command, moment)
+        check_after_kill(out, reference)
+
+    resumed = run(*embed_args(tiny_bundle, mode, corpus, out), "--resume")
+    assert resumed.exit_code == 0, resumed.output
+    assert output_bytes(out) == reference
+    assert leftovers(out.parent, out) == []  # no work directory, no temp file
+
+
+# -- a full disk --------------------------------------------------------------
+
+
+def file_size_limit(limit: int) -> Callable[[], None]:
+    """For preexec_fn: writes past `limit` bytes fail with EFBIG instead of killing the process."""
+
+    def apply() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    return apply
+
+
+@pytest.mark.parametrize(
+    "limit,failing",
+    [(120_000, "could not write chunk 1:"), (1_000_000, "could not write {out}:")],
+    ids=["during a chunk", "during finish"],
+)
+def test_a_full_disk_is_a_clear_error_and_leaves_no_output(tiny_bundle: Path, tmp_path: Path, limit: int,
+                                                          failing: str) -> None:
+    """RLIMIT_FSIZE as the full disk. Chunk 0 (short lines) fits under 120 kB and chunk 1 (long
+    lines) does not; under 1 MB every chunk fits but the assembled output does not."""
+    source = tmp_path / "corpus.txt"
+    short = write_corpus(tmp_path / "short.txt", CHUNK_LINES, words=(3, 6), seed=1).read_text()
+    source.write_text(short + write_corpus(tmp_path / "long.txt", 400, words=(20, 40), seed=2).read_text())
+    out = tmp_path / "run" / "out.npy"
+    out.parent.mkdir()
+    done = subprocess.run([*CLI, *embed_args(tiny_bundle, "contextual", source, out)], env=ENV,
+                          preexec_fn=file_size_limit(limit), capture_output=True, text=True, timeout=120)
+
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert done.returncode == 1 and len(errors) == 1, done.stderr
+    assert failing.format(out=out) in errors[0] and "File too large" in errors[0]
+    assert f"{out} was not written" in errors[0]
+    assert "Traceback" not in done.stderr
+    assert not any(path.exists() for path in output_files(out)) and temps_of(out) == []
+    assert leftovers(out.parent, out) == [partial_dir(out).name]
+
+    reference = tmp_path / "reference.npy"
+    assert run(*embed_args(tiny_bundle, "contextual", source, reference)).exit_code == 0
+    resumed = run(*embed_args(tiny_bundle, "contextual", source, out), "--resume")
+    assert resumed.exit_code == 0, resumed.output
+    assert out.read_bytes() == reference.read_bytes()
+    assert sidecar_path(out).read_bytes() == sidecar_path(reference).read_bytes()
+
+
+# Runs as root in a private mount namespace (unshare -m): mounts a small tmpfs, runs the
+# job into it until the disk is full, then grows the tmpfs and resumes. Prints JSON.
+TMPFS_DRIVER = """
+import json, os, subprocess, sys
+directory, size, cli = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", directory], check=True)
+out = os.path.join(directory, "out.npy")
+first = subprocess.run(cli + ["-o", out], capture_output=True, text=True)
+listing = sorted(os.listdir(directory))
+subprocess.run(["mount", "-o", "remount,size=64m", directory], check=True)
+second = subprocess.run(cli + ["-o", out, "--resume"], capture_output=True, text=True)
+print(json.dumps({
+    "returncode": first.returncode, "stderr": first.stderr, "listing": listing,
+    "resumed": second.returncode, "final": sorted(os.listdir(directory)),
+    "out": open(out, "rb").read().hex() if os.path.exists(out) else None,
+}))
+"""
+
+
+def private_tmpfs_works() -> bool:
+    if shutil.which("unshare") is None or os.geteuid() != 0:
+        return False
+    probe = subprocess.run(["unshare", "-m", "sh", "-c", "mount -t tmpfs tmpfs /mnt && umount /mnt"],
+                           capture_output=True, timeout=30)
+    return probe.returncode == 0
+
+
+@pytest.mark.skipif(not private_tmpfs_works(), reason="needs root and unshare -m to mount a private tmpfs")
+@pytest.mark.parametrize(
+    "size,failing",
+    [("64k", "could not write chunk 0:"), ("600k", "could not write {out}:")],
+    ids=["full during chunks", "full during finish"],
+)
+def test_a_real_full_disk_enospc(tiny_bundle: Path, tmp_path: Path, size: str, failing: str) -> None:
+    """ENOSPC from a real filesystem, not a process limit. The chunks take ~400 kB, the output as much again."""
+    source = write_corpus(tmp_path / "corpus.txt", 400, words=(3, 12), seed=3)
+    reference = tmp_path / "reference.npy"
+    assert run(*embed_args(tiny_bundle, "contextual", source, reference)).exit_code == 0
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    cli = [*CLI, *embed_args(tiny_bundle, "contextual", source, None)]
+    done = subprocess.run(["unshare", "-m", sys.executable, "-c", TMPFS_DRIVER, str(mount), size, json.dumps(cli)],
+                          env=ENV, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    errors = [line for line in result["stderr"].splitlines() if line.startswith("error:")]
+    assert result["returncode"] == 1 and len(errors) == 1, result["stderr"]
+    assert failing.format(out=mount / "out.npy") in errors[0], errors[0]
+    assert "No space left on device" in errors[0] and "Traceback" not in result["stderr"]
+    assert result["listing"] == [".out.npy.partial"]  # no output, no temp file
+    assert result["resumed"] == 0 and result["final"] == ["out.keys.txt", "out.npy"]
+    assert bytes.fromhex(result["out"]) == reference.read_bytes()
+
+
+# -- concurrency --------------------------------------------------------------
+
+CALLS = 10_000
+THREADS = 8
+
+
+def make_calls(count: int, seed: int) -> list[tuple[str, object, dict[str, object]]]:
+    """Mixed calls: static, contextual (some long enough for windows) and sentences, varied texts."""
+    rng = random.Random(seed)
+    words = [*VOCABULARY, "Queen", "🙂", "語", "x", "zq"]
+
+    def text() -> str:
+        length = rng.choice([0, 1, 3, 8, 20]) if rng.random() > 0.02 else 150
+        return " ".join(rng.choices(words, k=length))
+
+    calls: list[tuple[str, object, dict[str, object]]] = []
+    for _ in range(count):
+        kind = rng.choice(["static", "contextual", "sentences"])
+        if kind == "static":
+            pooling = rng.choice(["mean", "first", "last", "first_last", "max", "sum"])
+            calls.append((kind, rng.choices(words, k=rng.randint(1, 6)), {"pooling": pooling, "unknown": "unk"}))
+        elif kind == "contextual":
+            pooling = rng.choice(["mean", "first_last", "max"])
+            calls.append((kind, [text() for _ in range(rng.randint(1, 3))], {"pooling": pooling}))
+        else:
+            options = {"pooling": rng.choice(["mean", "cls"]), "normalize": rng.random() < 0.5}
+            calls.append((kind, [text() for _ in range(rng.randint(1, 3))], options))
+    return calls
+
+
+def perform(embedder: Embedder, call: tuple[str, object, dict[str, object]]) -> list[np.ndarray]:
+    kind, inputs, options = call
+    if kind == "contextual":
+        return [result.vectors for result in embedder.contextual(inputs, **options)]  # type: ignore[arg-type]
+    return [getattr(embedder, kind)(inputs, **options)]
+
+
+def test_one_embedder_shared_by_8_threads_matches_serial_use(tiny_bundle: Path) -> None:
+    """10,000 mixed calls, serially and then from 8 threads at once: identical results, exact
+    counters, no crash; a deadlock fails at the timeout instead of hanging the suite."""
+    embedder = Embedder.load(tiny_bundle, provider="cpu", threads=2)
+    calls = make_calls(CALLS, seed=6)
+    serial = [perform(embedder, call) for call in calls]
+    texts_after_serial = embedder.stats.texts
+
+    order = list(range(CALLS))
+    random.Random(7).shuffle(order)
+    start = threading.Barrier(THREADS)
+
+    def worker(share: list[int]) -> list[tuple[int, list[np.ndarray]]]:
+        start.wait()
+        return [(index, perform(embedder, calls[index])) for index in share]
+
+    with ThreadPoolExecutor(max_workers=THREADS) as pool:
+        futures = [pool.submit(worker, order[t::THREADS]) for t in range(THREADS)]
+        threaded = [item for future in futures for item in future.result(timeout=600)]
+
+    assert sorted(index for index, _ in threaded) == list(range(CALLS))
+    for index, arrays in threaded:
+        assert len(arrays) == len(serial[index])
+        for got, expected in zip(arrays, serial[index]):
+            assert np.array_equal(got, expected), f"call {index} {calls[index][0]} differs under threads"
+    assert embedder.stats.texts == 2 * texts_after_serial  # RunStats counted every call exactly once

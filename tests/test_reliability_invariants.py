@@ -1,0 +1,192 @@
+"""Invariants (issue 6), property-tested with hypothesis on the tiny model.
+
+Examples are few and derandomized (a fixed sequence per test), so a run is
+repeatable; each model call costs about a millisecond here.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from numpy.typing import NDArray
+from test_batching import context_bound
+from test_pooling import slow_pool
+from test_reliability_input import HOSTILE_ALPHABET, run_alone
+
+from engine import Embedder
+from engine.batching import plan_windows
+from engine.bulk import BulkOptions, embed_file
+from engine.pooling import WORD_POOLING_MODES, pool_pieces
+
+PROPERTY = settings(max_examples=50, deadline=None, derandomize=True)
+TOLERANCE = 1e-6  # float32 kernels may round differently for another batch shape; a wrong row is off by ~1
+WORDS = [
+    "the", "king", "queen", "Queen", "man", "woman", "apple", "music", "kingdom", "wise",  # one piece
+    "unable", "embedding", "embeddings", "played", "kingly", "zq",  # several pieces
+    ",", ".", "?", "🙂", "語",  # punctuation; [UNK]
+]
+GIANT = "zq" * 35  # 70 pieces: longer than a window (62), so its pieces come from several windows
+
+word_lists = st.lists(st.sampled_from(WORDS), max_size=30)
+texts = word_lists.map(" ".join) | word_lists.filter(bool)  # raw strings or pre-split words
+long_texts = st.lists(st.sampled_from([*WORDS, GIANT]), min_size=70, max_size=220).map(" ".join)
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_bundle: Path) -> Embedder:
+    return Embedder.load(tiny_bundle, provider="cpu", threads=1)
+
+
+def with_budget(embedder: Embedder, batch_tokens: int) -> Embedder:
+    """The same session and tokenizer under another token budget."""
+    return Embedder(embedder.bundle, embedder.session, embedder.tokenizer, embedder.table, batch_tokens)
+
+
+def window_states(embedder: Embedder, ids: NDArray[np.int64]) -> NDArray[np.float32]:
+    """(n, H) the content pieces' states of `ids` run on their own."""
+    prefix = len(embedder.tokenizer.prefix_ids)
+    return run_alone(embedder, ids)[prefix : prefix + ids.size]
+
+
+@PROPERTY
+@given(
+    batch=st.lists(texts | long_texts, min_size=1, max_size=10),
+    batch_tokens=st.sampled_from([1, 7, 64, 300, 8192]),
+    data=st.data(),
+)
+def test_vectors_do_not_depend_on_companions_batch_size_or_order(
+    tiny: Embedder, batch: list, batch_tokens: int, data: st.DataObject
+) -> None:
+    order = data.draw(st.permutations(range(len(batch))), label="order")
+    embedder = with_budget(tiny, batch_tokens)
+    shuffled = [batch[i] for i in order]
+    together = embedder.contextual(shuffled)
+    sentences = embedder.sentences(shuffled)
+    for position, index in enumerate(order):
+        alone = tiny.contextual([batch[index]])[0]
+        assert together[position].words == alone.words
+        assert together[position].spans.tolist() == alone.spans.tolist()
+        np.testing.assert_allclose(together[position].vectors, alone.vectors, rtol=0, atol=TOLERANCE)
+        np.testing.assert_allclose(sentences[position], tiny.sentences([batch[index]])[0], rtol=0, atol=TOLERANCE)
+
+
+@PROPERTY
+@given(words=word_lists.filter(bool))
+def test_pre_split_words_equal_the_same_words_as_a_raw_string(tiny: Embedder, words: list[str]) -> None:
+    raw = tiny.contextual([" ".join(words)])[0]
+    split = tiny.contextual([words])[0]
+    assert raw.words == split.words == tuple(words)
+    np.testing.assert_array_equal(raw.vectors, split.vectors)
+    np.testing.assert_array_equal(tiny.sentences([" ".join(words)]), tiny.sentences([words]))
+
+
+@settings(max_examples=60, deadline=None, derandomize=True)
+@given(text=st.text(alphabet=HOSTILE_ALPHABET, max_size=40))
+def test_the_words_of_any_raw_string_give_it_back_pre_split(tiny: Embedder, text: str) -> None:
+    """The other way round, on hostile text: the words a raw string splits into, passed pre-split."""
+    raw = tiny.contextual([text])[0]
+    split = tiny.contextual([list(raw.words)])[0]
+    assert split.words == raw.words
+    np.testing.assert_array_equal(split.vectors, raw.vectors)
+
+
+@settings(max_examples=60, deadline=None, derandomize=True)
+@given(
+    sizes=st.lists(st.integers(1, 5), min_size=1, max_size=20),
+    seed=st.integers(0, 2**16),
+    mode=st.sampled_from(WORD_POOLING_MODES),
+)
+def test_pooling_through_an_index_matches_the_slow_reference(sizes: list[int], seed: int, mode: str) -> None:
+    """The static path pools table rows through `index` without gathering them first."""
+    rng = np.random.default_rng(seed)
+    table = rng.normal(size=(50, 3)).astype(np.float32)
+    ids = rng.integers(0, 50, size=sum(sizes))
+    starts = np.cumsum([0, *sizes])[:-1].astype(np.int64)
+    groups = [list(range(a, a + k)) for a, k in zip(starts.tolist(), sizes)]
+    expected = slow_pool(table[ids], groups, mode).reshape(len(sizes), -1)
+    np.testing.assert_allclose(pool_pieces(table, starts, mode, index=ids), expected, rtol=1e-6, atol=1e-7)
+
+
+@PROPERTY
+@given(batch=st.lists(word_lists.filter(bool), min_size=1, max_size=5), mode=st.sampled_from(WORD_POOLING_MODES))
+def test_pooling_modes_match_the_slow_reference_on_the_model(tiny: Embedder, batch: list[list[str]],
+                                                              mode: str) -> None:
+    """Word-id layouts from real tokenization (multi-piece words, [UNK]) in a batch of texts:
+    contextual and static pooling against a per-word loop over each text run alone."""
+    results = tiny.contextual(batch, pooling=mode)
+    for words, result, pieces in zip(batch, results, tiny.tokenizer.split(batch)):
+        states = window_states(tiny, pieces.ids)
+        groups = [np.flatnonzero(pieces.piece_word == w).tolist() for w in range(len(words))]
+        np.testing.assert_allclose(result.vectors, slow_pool(states, groups, mode), rtol=1e-5, atol=1e-5)
+        rows = [tiny.table[tiny.tokenizer.backend.encode(word, add_special_tokens=False).ids] for word in words]
+        expected = slow_pool(np.concatenate(rows), np.split(np.arange(sum(map(len, rows))),
+                                                            np.cumsum([len(r) for r in rows])[:-1]), mode)
+        np.testing.assert_allclose(tiny.static(words, pooling=mode, unknown="unk"), expected, rtol=1e-6, atol=1e-7)
+
+
+@PROPERTY
+@given(
+    words=st.lists(st.sampled_from(WORDS), max_size=60),
+    cuts=st.lists(st.integers(0, 60), max_size=8),
+    mode=st.sampled_from(WORD_POOLING_MODES),
+    unknown=st.sampled_from(["unk", "zero"]),
+)
+def test_static_vectors_do_not_depend_on_chunking(tiny: Embedder, words: list[str], cuts: list[int], mode: str,
+                                                  unknown: str) -> None:
+    whole = tiny.static(words, pooling=mode, unknown=unknown)
+    bounds = sorted({0, len(words), *(cut for cut in cuts if cut <= len(words))})
+    parts = [tiny.static(words[a:b], pooling=mode, unknown=unknown) for a, b in zip(bounds, bounds[1:])]
+    np.testing.assert_array_equal(np.concatenate([whole[:0], *parts]), whole)
+
+
+def test_static_chunking_across_the_tokenizers_own_groups(tiny: Embedder) -> None:
+    """20k words that are not single pieces cross the tokenizer's internal 8192-word groups."""
+    words = [f"{WORDS[i % 16]}{i}" for i in range(20_000)]  # "king123" -> king ##1 ##2 ##3
+    whole = tiny.static(words)
+    rng = random.Random(6)
+    bounds = sorted({0, len(words), *rng.sample(range(len(words)), 12)})
+    parts = [tiny.static(words[a:b]) for a, b in zip(bounds, bounds[1:])]
+    np.testing.assert_array_equal(np.concatenate(parts), whole)
+
+
+def test_bulk_output_does_not_depend_on_chunk_lines(tiny: Embedder, tmp_path: Path) -> None:
+    source = tmp_path / "words.txt"
+    source.write_text("\n".join(f"{WORDS[i % 16]}{i % 50}" for i in range(40)) + "\n")
+    outputs = set()
+    for chunk_lines in (1, 7, 40, 20_000):
+        out = tmp_path / f"out{chunk_lines}.txt"
+        embed_file(tiny, source, out, BulkOptions(mode="static", chunk_lines=chunk_lines))
+        outputs.add(out.read_bytes())
+    assert len(outputs) == 1
+
+
+@settings(max_examples=25, deadline=None, derandomize=True)
+@given(text=long_texts)
+def test_each_word_of_a_long_text_is_its_windows_own_vector(tiny: Embedder, text: str) -> None:
+    """Stitching windows gives every word the vector of its pieces in the window it was given,
+    run alone; that window leaves it the context the plan promises on both sides; and the
+    sentence vector is the token-weighted mean of the windows' own."""
+    result = tiny.contextual([text])[0]
+    pieces = tiny.tokenizer.split([text])[0]
+    window = tiny.tokenizer.window
+    plan = plan_windows(pieces.piece_word, window)
+    assert plan.starts.size >= 2
+    alone = [run_alone(tiny, pieces.ids[a:b]) for a, b in zip(plan.starts.tolist(), plan.ends.tolist())]
+    prefix = len(tiny.tokenizer.prefix_ids)
+    states = np.stack([alone[k][prefix + offset] for k, offset in zip(plan.piece_window.tolist(),
+                                                                      plan.piece_offset.tolist())])
+    np.testing.assert_allclose(result.vectors, pool_pieces(states, pieces.word_starts, "mean"), rtol=0, atol=1e-5)
+    n, stride = pieces.ids.size, max(1, window // 2)
+    for first, end in result.spans.tolist():
+        if end - first <= window:
+            k = int(plan.piece_window[first])
+            margin = min(first - int(plan.starts[k]), int(plan.ends[k]) - end)
+            assert margin >= context_bound(first, end, n, window, stride)
+    tokens = np.array([len(states) for states in alone], dtype=np.float64)[:, None]
+    weighted = (np.stack([states.mean(0) for states in alone]) * tokens).sum(0) / tokens.sum()
+    np.testing.assert_allclose(tiny.sentences([text])[0], weighted, rtol=0, atol=1e-5)
