@@ -23,6 +23,7 @@ from engine.bulk import BulkOptions, BulkReport, embed_file, embed_to_stream
 from engine.bundle import load_bundle
 from engine.choices import LongText, OnError, Pooling, Provider, UnknownPolicy
 from engine.cli_compare import compare
+from engine.cli_serve import serve
 from engine.pooling import SENTENCE_POOLING_MODES, WORD_POOLING_MODES
 from engine.progress import bytes_bar, status_spinner
 
@@ -210,6 +211,7 @@ def _summary(report: BulkReport) -> None:
 
 
 app.command("compare")(friendly_errors(compare))
+app.command("serve")(friendly_errors(serve))
 
 
 def validation_table(validation: dict[str, Any]) -> Table:

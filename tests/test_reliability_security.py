@@ -152,7 +152,7 @@ def dotted(node: ast.expr) -> str:
     return ""
 
 
-@pytest.mark.parametrize("path", sorted(ENGINE.glob("*.py")), ids=lambda path: path.name)
+@pytest.mark.parametrize("path", sorted(ENGINE.rglob("*.py")), ids=lambda path: str(path.relative_to(ENGINE)))
 def test_the_runtime_has_no_way_to_run_code_from_data(path: Path) -> None:
     """No pickle-like module, no eval/exec/unsafe loaders, and every np.load says allow_pickle=False."""
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):

@@ -1,0 +1,67 @@
+"""`bertonnx serve`: the HTTP service as a command.
+
+Registered in engine.cli as `app.command("serve")(friendly_errors(serve))`. The
+web stack (the `serve` extra) is imported only when the command runs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from engine.choices import Provider
+from engine.defaults import resolve_bundle
+from engine.progress import status_spinner
+from engine.serve.settings import SERVE_BATCH_TOKENS, ServeSettings
+
+err = Console(stderr=True)
+DEFAULTS = ServeSettings()
+
+
+def serve(
+    bundle: Annotated[Path | None, typer.Argument(help="Bundle directory; default: all-MiniLM-L6-v2")] = None,
+    host: Annotated[str, typer.Option(help="Address to listen on; 0.0.0.0 for every interface")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port; 0 picks a free one")] = 8080,
+    max_batch_tokens: Annotated[
+        int, typer.Option(help="Tokens of concurrent requests merged into one batch; 1 turns merging off")
+    ] = DEFAULTS.max_batch_tokens,
+    batch_tokens: Annotated[
+        int, typer.Option(help="Padded tokens per ONNX Runtime run, cut from a length-sorted batch")
+    ] = SERVE_BATCH_TOKENS,
+    max_wait_ms: Annotated[
+        float, typer.Option(help="How long a batch may wait for requests already on their way to it")
+    ] = DEFAULTS.max_wait_ms,
+    max_queue: Annotated[
+        int, typer.Option(help="Tokens that may wait for the model; past that, 503 with Retry-After")
+    ] = DEFAULTS.max_queue,
+    max_body_bytes: Annotated[int, typer.Option(help="Largest request body")] = DEFAULTS.max_body_bytes,
+    max_texts: Annotated[int, typer.Option(help="Most texts (or words) in one request")] = DEFAULTS.max_texts,
+    max_text_chars: Annotated[int, typer.Option(help="Longest text, in characters")] = DEFAULTS.max_text_chars,
+    threads: Annotated[int | None, typer.Option(help="ONNX Runtime threads (default: all cores)")] = None,
+    provider: Annotated[Provider, typer.Option(help="ONNX Runtime execution provider")] = Provider["auto"],
+    access_log: Annotated[bool, typer.Option(help="Log every request")] = False,
+) -> None:
+    """Serve embeddings over HTTP: OpenAI-compatible /v1/embeddings, plus word-level endpoints."""
+    try:
+        from engine.serve.app import create_app, run_server
+    except ImportError as error:
+        raise ImportError(f"bertonnx serve needs the serve extra: pip install 'bertonnx[serve]' ({error})") from error
+    from engine.embedder import Embedder
+
+    settings = ServeSettings(
+        max_batch_tokens=max_batch_tokens,
+        max_wait_ms=max_wait_ms,
+        max_queue=max_queue,
+        max_body_bytes=max_body_bytes,
+        max_texts=max_texts,
+        max_text_chars=max_text_chars,
+    )
+    with status_spinner(err, "opening the bundle") as step:
+        path = resolve_bundle(bundle, step)
+        step(f"loading {path}")
+        embedder = Embedder.load(path, provider=provider.value, threads=threads, batch_tokens=batch_tokens)
+    err.print(f"serving {path} ({embedder.bundle.manifest['source']['model']}, {embedder.dim} dims)", highlight=False)
+    run_server(create_app(embedder, settings), host, port, access_log=access_log)

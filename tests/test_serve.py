@@ -1,0 +1,566 @@
+"""bertonnx serve: the real server on loopback, spoken to over HTTP.
+
+Most tests share one uvicorn server running in a thread of this process, so
+answers can be checked against direct Embedder calls; the shutdown test runs the
+command in a subprocess and sends it SIGTERM.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+import selectors
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+httpx = pytest.importorskip("httpx")
+uvicorn = pytest.importorskip("uvicorn")
+pytest.importorskip("fastapi")
+
+from engine import Embedder  # noqa: E402
+from engine.serve.app import create_app  # noqa: E402
+from engine.serve.settings import ServeSettings  # noqa: E402
+
+TEXTS = [
+    "The king is wise.",
+    "The queen is one of the great bands in history.",
+    "How much is an Apple music account?",
+    "unable embedding",
+    "a",
+]
+
+
+class Gate:
+    """Holds sentence-model calls while closed, so a test can line requests up behind one."""
+
+    def __init__(self) -> None:
+        self.open = threading.Event()
+        self.open.set()
+        self.holding = threading.Event()  # a call is waiting at the closed gate
+
+    def wrap(self, call: Callable[..., Any]) -> Callable[..., Any]:
+        def held(*args: Any, **kwargs: Any) -> Any:
+            if not self.open.is_set():
+                self.holding.set()
+                self.open.wait(30)
+            return call(*args, **kwargs)
+
+        return held
+
+
+@dataclass(frozen=True)
+class Server:
+    url: str
+    embedder: Embedder
+    gate: Gate
+
+    def post(self, path: str, body: Any = None, **kwargs: Any) -> httpx.Response:
+        return httpx.post(self.url + path, json=body, timeout=30, **kwargs)
+
+
+@contextmanager
+def serving(bundle: Path, **settings: Any) -> Iterator[Server]:
+    """A uvicorn server in a background thread, on a loopback port the OS picked."""
+    embedder = Embedder.load(bundle)  # the reference answers, outside the server
+    gate = Gate()
+    served = Embedder.load(bundle)
+    served.sentences = gate.wrap(served.sentences)  # type: ignore[method-assign]
+    server = uvicorn.Server(uvicorn.Config(create_app(served, ServeSettings(**settings)), log_level="warning"))
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
+        time.sleep(0.01)
+    try:
+        yield Server(f"http://127.0.0.1:{sock.getsockname()[1]}", embedder, gate)
+    finally:
+        server.should_exit = True
+        thread.join(20)
+        sock.close()
+
+
+@pytest.fixture(scope="module")
+def server(tiny_bundle: Path) -> Iterator[Server]:
+    with serving(tiny_bundle, max_texts=64, max_text_chars=5000, max_body_bytes=64 * 1024) as running:
+        yield running
+
+
+def metric(url: str, name: str) -> float:
+    found = re.search(rf"^{name} (\S+)$", httpx.get(url + "/metrics").text, re.M)
+    assert found, name
+    return float(found.group(1))
+
+
+def wait_for(url: str, name: str, at_least: float, timeout: float = 20) -> None:
+    """Until one of the server's metrics reaches a value."""
+    deadline = time.monotonic() + timeout
+    while metric(url, name) < at_least:
+        assert time.monotonic() < deadline, f"{name} stayed below {at_least}"
+        time.sleep(0.02)
+
+
+@contextmanager
+def model_held(server: Server) -> Iterator[Callable[[], None]]:
+    """Hold the model on one request, so the requests sent meanwhile queue; yields what lets it go."""
+    server.gate.holding.clear()
+    server.gate.open.clear()
+    with ThreadPoolExecutor(1) as pool:
+        try:
+            blocker = pool.submit(server.post, "/v1/embeddings", {"input": "the king"})
+            assert server.gate.holding.wait(20), "the blocking request never reached the model"
+            yield server.gate.open.set
+        finally:
+            server.gate.open.set()
+        assert blocker.result().status_code == 200
+
+
+def floats(data: Any) -> np.ndarray:
+    return np.asarray(data, dtype=np.float32)
+
+
+def error_of(response: httpx.Response, status: int) -> str:
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert set(error) == {"message", "type"} and error["message"], error
+    return error["message"]
+
+
+# --- /v1/embeddings ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("encoding", ["float", "base64"])
+def test_embeddings_match_the_library(server: Server, encoding: str) -> None:
+    reply = server.post("/v1/embeddings", {"input": TEXTS, "model": "my-model", "encoding_format": encoding})
+    assert reply.status_code == 200, reply.text
+    body = reply.json()
+    assert body["object"] == "list" and body["model"] == "my-model"
+    assert [item["index"] for item in body["data"]] == list(range(len(TEXTS)))
+    if encoding == "base64":
+        got = np.stack([np.frombuffer(base64.b64decode(item["embedding"]), dtype="<f4") for item in body["data"]])
+    else:
+        got = floats([item["embedding"] for item in body["data"]])
+    expected = server.embedder.sentences(TEXTS, pooling="mean", normalize=True)
+    np.testing.assert_array_equal(got, expected)
+    np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, rtol=1e-5)
+    tokens = sum(len(p.ids) + 2 for p in server.embedder.tokenizer.split(TEXTS))
+    assert body["usage"] == {"prompt_tokens": tokens, "total_tokens": tokens}
+
+
+def test_embeddings_one_string_and_default_model(server: Server) -> None:
+    body = server.post("/v1/embeddings", {"input": "The king is wise."}).json()
+    assert len(body["data"]) == 1 and len(body["data"][0]["embedding"]) == server.embedder.dim
+    assert body["model"] == server.embedder.bundle.manifest["source"]["model"]
+
+
+def test_openai_client(server: Server) -> None:
+    openai = pytest.importorskip("openai")
+    client = openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0)
+    expected = server.embedder.sentences(TEXTS, pooling="mean", normalize=True)
+    default = client.embeddings.create(model="tiny", input=TEXTS)  # the client asks for base64 by default
+    as_floats = client.embeddings.create(model="tiny", input=TEXTS, encoding_format="float")
+    for response in (default, as_floats):
+        np.testing.assert_array_equal(floats([d.embedding for d in response.data]), expected)
+        assert response.model == "tiny" and response.usage.total_tokens > len(TEXTS)
+    with pytest.raises(openai.BadRequestError):
+        client.embeddings.create(model="tiny", input="")
+
+
+# --- word-level endpoints ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("pooling", ["mean", "first_last"])
+def test_contextual_words_match_the_library(server: Server, pooling: str) -> None:
+    texts: list[Any] = [*TEXTS, ["un", "believable", "kingdom"], "", "  "]
+    body = server.post("/embed/words", {"texts": texts, "pooling": pooling}).json()
+    expected = server.embedder.contextual(texts, pooling=pooling)
+    assert body["kind"] == "contextual" and body["dim"] == expected[0].vectors.shape[1]
+    for item, want in zip(body["data"], expected, strict=True):
+        assert tuple(item["words"]) == want.words
+        np.testing.assert_array_equal(floats(item["vectors"]).reshape(-1, body["dim"]), want.vectors)
+        assert item["spans"] == want.spans.tolist() and item["unknown"] == want.unknown.tolist()
+    assert body["data"][-1]["words"] == [] and body["data"][-1]["vectors"] == []
+
+
+def test_static_words_of_texts(server: Server) -> None:
+    texts = ["The king is wise 🙂", "embedding", ""]
+    body = server.post("/embed/words", {"texts": texts, "kind": "static", "encoding_format": "base64"}).json()
+    contextual = server.embedder.contextual(texts)
+    for item, want in zip(body["data"], contextual, strict=True):
+        assert tuple(item["words"]) == want.words and item["spans"] == want.spans.tolist()
+        assert item["unknown"] == want.unknown.tolist()
+        vectors = np.frombuffer(base64.b64decode(item["vectors"]), dtype="<f4").reshape(-1, body["dim"])
+        np.testing.assert_array_equal(vectors, server.embedder.static(list(want.words), unknown="unk"))
+    assert body["data"][0]["unknown"] == [False, False, False, False, True]
+
+
+def test_static_endpoint(server: Server) -> None:
+    words = ["king", "unable", "Embeddings", "🙂"]
+    refused = server.post("/embed/static", {"words": words})
+    assert "unknown token" in error_of(refused, 400)
+    body = server.post("/embed/static", {"words": words, "unknown": "zero", "pooling": "max"}).json()
+    np.testing.assert_array_equal(
+        floats([item["vector"] for item in body["data"]]), server.embedder.static(words, "max", "zero")
+    )
+    assert [item["unknown"] for item in body["data"]] == [False, False, False, True]
+    assert [item["word"] for item in body["data"]] == words
+
+
+# --- dynamic batching -------------------------------------------------------------------------
+
+
+def test_concurrent_requests_merge_and_match_unbatched_calls(server: Server) -> None:
+    texts = [f"{' '.join(['the king'] * (i % 9))} is wise number {i}" for i in range(24)]
+
+    def ask(i: int) -> tuple[str, Any]:
+        if i % 2:
+            return "words", server.post("/embed/words", {"texts": [texts[i]]}).json()
+        return "sentences", server.post("/v1/embeddings", {"input": texts[i]}).json()
+
+    batches = metric(server.url, "bertonnx_batch_requests_count")
+    with model_held(server) as release, ThreadPoolExecutor(len(texts)) as pool:
+        pending = [pool.submit(ask, i) for i in range(len(texts))]
+        wait_for(server.url, "bertonnx_queue_requests", len(texts))
+        release()
+        answers = [future.result() for future in pending]
+    assert metric(server.url, "bertonnx_batch_requests_count") == batches + 2  # the blocker, then all 24 at once
+    for text, (kind, body) in zip(texts, answers):
+        if kind == "sentences":
+            alone = server.embedder.sentences([text], normalize=True)[0]
+            np.testing.assert_array_equal(floats(body["data"][0]["embedding"]), alone)
+        else:
+            alone = server.embedder.contextual([text])[0].vectors
+            np.testing.assert_array_equal(floats(body["data"][0]["vectors"]), alone)
+
+
+def test_a_bad_request_does_not_fail_the_ones_merged_with_it(server: Server) -> None:
+    long_text = " ".join(["king"] * 200)  # over the tiny model's 64 tokens
+
+    def ask(text: str) -> httpx.Response:
+        return server.post("/embed/words", {"texts": [text], "long_text": "error"})
+
+    batches = metric(server.url, "bertonnx_batch_requests_count")
+    with model_held(server) as release, ThreadPoolExecutor(4) as pool:
+        pending = [pool.submit(ask, text) for text in [TEXTS[0], long_text, TEXTS[1], TEXTS[2]]]
+        wait_for(server.url, "bertonnx_queue_requests", 4)
+        release()
+        replies = [future.result() for future in pending]
+    assert metric(server.url, "bertonnx_batch_requests_count") == batches + 2
+    assert "word pieces" in error_of(replies[1], 400)
+    for reply, text in zip([replies[0], *replies[2:]], [TEXTS[0], TEXTS[1], TEXTS[2]]):
+        assert reply.status_code == 200
+        np.testing.assert_array_equal(
+            floats(reply.json()["data"][0]["vectors"]), server.embedder.contextual([text])[0].vectors
+        )
+
+
+# --- bad input, limits, overload --------------------------------------------------------------
+
+BAD_BODIES = [
+    ("/v1/embeddings", {}),
+    ("/v1/embeddings", {"input": None}),
+    ("/v1/embeddings", {"input": []}),
+    ("/v1/embeddings", {"input": ""}),
+    ("/v1/embeddings", {"input": " \t\n"}),
+    ("/v1/embeddings", {"input": "\x00\x00"}),
+    ("/v1/embeddings", {"input": 12}),
+    ("/v1/embeddings", {"input": [1, 2, 3]}),
+    ("/v1/embeddings", {"input": [[1, 2], [3]]}),
+    ("/v1/embeddings", {"input": [["nested"]]}),
+    ("/v1/embeddings", {"input": ["ok", None]}),
+    ("/v1/embeddings", {"input": {"text": "x"}}),
+    ("/v1/embeddings", {"input": "x", "encoding_format": "int8"}),
+    ("/v1/embeddings", {"input": "x", "dimensions": 7}),
+    ("/v1/embeddings", {"input": "x", "dimensions": 10**30}),
+    ("/v1/embeddings", {"input": "x", "dimensions": 1e308}),
+    ("/v1/embeddings", {"input": "x", "model": 5}),
+    ("/v1/embeddings", {"input": "x", "surprise": True}),
+    ("/v1/embeddings", ["input", "x"]),
+    ("/v1/embeddings", None),
+    ("/embed/words", {"texts": []}),
+    ("/embed/words", {"texts": "not a list"}),
+    ("/embed/words", {"texts": ["x"], "kind": "both"}),
+    ("/embed/words", {"texts": ["x"], "pooling": "cls"}),
+    ("/embed/words", {"texts": ["x"], "long_text": "ignore"}),
+    ("/embed/words", {"texts": [["ok", ""]]}),
+    ("/embed/words", {"texts": [["ok", "   "]]}),
+    ("/embed/words", {"texts": [[["deep"]]]}),
+    ("/embed/words", {"texts": [1.5]}),
+    ("/embed/words", {"texts": ["x"], "kind": None}),
+    ("/embed/static", {"words": []}),
+    ("/embed/static", {"words": [""]}),
+    ("/embed/static", {"words": ["\x00"]}),
+    ("/embed/static", {"words": ["king"], "unknown": "guess"}),
+    ("/embed/static", {"words": [True]}),
+    ("/embed/static", {"text": ["king"]}),
+]
+
+
+@pytest.mark.parametrize("path,body", BAD_BODIES, ids=[f"{p}-{i}" for i, (p, _) in enumerate(BAD_BODIES)])
+def test_bad_json_is_a_4xx_with_a_json_error(server: Server, path: str, body: Any) -> None:
+    reply = server.post(path, body)
+    assert 400 <= reply.status_code < 500, reply.text
+    error_of(reply, reply.status_code)
+
+
+RAW_BODIES = [
+    (b"", "application/json"),
+    (b"{", "application/json"),
+    (b"not json at all", "application/json"),
+    (b'{"input": "x"}', "text/plain"),
+    (b'{"input": "x"}', "application/x-www-form-urlencoded"),
+    (b'{"input": "\\ud800"}', "application/json"),
+    (b'{"input": "x", "dimensions": 1' + b"0" * 5000 + b"}", "application/json"),
+    (b'{"input": NaN}', "application/json"),
+    (b'{"input": "x"} trailing', "application/json"),
+    (b"\xff\xfe\x00garbage", "application/json"),
+    (b"[" * 5000 + b"]" * 5000, "application/json"),
+]
+
+
+@pytest.mark.parametrize("raw,content_type", RAW_BODIES)
+def test_non_json_bodies_are_4xx(server: Server, raw: bytes, content_type: str) -> None:
+    reply = httpx.post(server.url + "/v1/embeddings", content=raw, headers={"content-type": content_type})
+    assert 400 <= reply.status_code < 500, reply.text
+    error_of(reply, reply.status_code)
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
+    max_leaves=8,
+)
+TEXT = st.text(max_size=40) | st.builds(
+    lambda word, n: " ".join([word] * n), st.sampled_from(["king", "unable", "🙂", "a.b", "\x00"]), st.integers(0, 150)
+)
+
+
+FIELDS: dict[str, dict[str, st.SearchStrategy[Any]]] = {  # the first field is the required one
+    "/v1/embeddings": {
+        "input": TEXT | st.lists(TEXT, min_size=1, max_size=3),
+        "model": st.text(max_size=20),
+        "encoding_format": st.sampled_from(["float", "base64"]),
+        "dimensions": st.integers(-1, 64),
+        "user": st.text(max_size=5),
+    },
+    "/embed/words": {
+        "texts": st.lists(TEXT | st.lists(st.text(max_size=10), max_size=3), min_size=1, max_size=3),
+        "kind": st.sampled_from(["contextual", "static"]),
+        "pooling": st.sampled_from(["mean", "first", "last", "first_last", "max", "sum"]),
+        "long_text": st.sampled_from(["window", "truncate", "error"]),
+        "encoding_format": st.sampled_from(["float", "base64"]),
+    },
+    "/embed/static": {
+        "words": st.lists(st.text(max_size=12), min_size=1, max_size=3),
+        "pooling": st.sampled_from(["mean", "max", "first_last"]),
+        "unknown": st.sampled_from(["error", "unk", "zero"]),
+        "encoding_format": st.sampled_from(["float", "base64"]),
+    },
+}
+
+
+def bodies(path: str) -> st.SearchStrategy[Any]:
+    """Well-typed bodies with odd values, bodies with wrong types here and there, and any JSON."""
+    fields = FIELDS[path]
+    required, *others = fields
+    typed = st.fixed_dictionaries({required: fields[required]}, optional={name: fields[name] for name in others})
+    mixed = st.fixed_dictionaries({}, optional={name: value | JSON for name, value in fields.items()})
+    return st.one_of(typed, typed, typed, mixed, st.dictionaries(st.text(max_size=6), JSON, max_size=3), JSON)
+
+
+@pytest.fixture(scope="module")
+def fuzz_server(tiny_bundle: Path) -> Iterator[Server]:
+    with serving(tiny_bundle, max_wait_ms=0, max_texts=3, max_text_chars=600, max_queue=500) as running:
+        yield running
+
+
+@pytest.mark.parametrize("path", list(FIELDS))
+def test_no_request_body_gets_a_500(fuzz_server: Server, path: str) -> None:
+    @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(body=bodies(path))
+    def check(body: Any) -> None:
+        reply = fuzz_server.post(path, body)
+        assert reply.status_code < 500, (body, reply.text)
+        if reply.status_code >= 400:
+            error_of(reply, reply.status_code)
+        else:
+            assert reply.json()["data"] is not None
+
+    check()
+
+
+def test_unknown_routes_and_methods(server: Server) -> None:
+    error_of(httpx.get(server.url + "/v2/nothing"), 404)
+    error_of(httpx.get(server.url + "/v1/embeddings"), 405)
+
+
+def test_limits(server: Server) -> None:
+    assert "at most 64" in error_of(server.post("/v1/embeddings", {"input": ["x"] * 65}), 413)
+    assert "at most 5000" in error_of(server.post("/embed/words", {"texts": ["a " * 2501]}), 413)
+    assert "at most 5000" in error_of(server.post("/embed/words", {"texts": [["ab"] * 2501]}), 413)
+    assert "bytes" in error_of(server.post("/embed/static", {"words": ["k" * 70_000]}), 413)
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: the limit must hold for a streamed body too
+        yield b'{"words": ["'
+        for _ in range(20):
+            yield b"k" * 4096
+        yield b'"]}'
+
+    streamed = httpx.post(server.url + "/embed/static", content=chunks(), headers={"content-type": "application/json"})
+    assert "bytes" in error_of(streamed, 413)
+
+
+def test_odd_but_valid_text(server: Server) -> None:
+    texts = ["emoji 🙂🙂 and NUL \x00 byte", "tabs\tand\nnewlines", "ÜNÏCÖDÉ ñ 中文", "\u200b zero width"]
+    reply = server.post("/embed/words", {"texts": texts})
+    assert reply.status_code == 200, reply.text
+    assert [tuple(d["words"]) for d in reply.json()["data"]] == [r.words for r in server.embedder.contextual(texts)]
+
+
+def test_a_megabyte_string_when_the_limits_allow_it(tiny_bundle: Path) -> None:
+    text = "the king is wise and the queen is kind " * 27_000  # ~1 MB
+    limits = {"max_body_bytes": 2 * 1024 * 1024, "max_text_chars": len(text), "max_queue": 1_000_000}
+    with serving(tiny_bundle, **limits) as big, ThreadPoolExecutor(1) as pool:
+        pending = pool.submit(big.post, "/v1/embeddings", {"input": text})
+        pauses = []
+        while not pending.done():  # the event loop keeps answering while the model works
+            sent = time.perf_counter()
+            assert httpx.get(big.url + "/health", timeout=5).status_code == 200
+            pauses.append(time.perf_counter() - sent)
+            time.sleep(0.05)
+        assert len(pauses) > 3 and max(pauses) < 1.0, pauses
+        reply = pending.result()
+        assert reply.status_code == 200, reply.text
+        assert reply.json()["usage"]["prompt_tokens"] > 200_000
+        np.testing.assert_array_equal(
+            floats(reply.json()["data"][0]["embedding"]), big.embedder.sentences([text], normalize=True)[0]
+        )
+
+
+def test_overload_is_503_with_retry_after(tiny_bundle: Path) -> None:
+    # One request runs, one waits with 27 of the 40 tokens the queue holds; a third finds no room.
+    with serving(tiny_bundle, max_queue=40) as small:
+        text = " ".join(["king"] * 25)
+        with model_held(small) as release, ThreadPoolExecutor(1) as pool:
+            queued = pool.submit(small.post, "/v1/embeddings", {"input": text})
+            wait_for(small.url, "bertonnx_queue_requests", 1)
+            refused = small.post("/v1/embeddings", {"input": text})
+            assert "queue is full" in error_of(refused, 503)
+            assert int(refused.headers["retry-after"]) >= 1
+            release()
+            assert queued.result().status_code == 200
+        too_big = small.post("/v1/embeddings", {"input": " ".join(["king"] * 50)})
+        assert "queues at most 40" in error_of(too_big, 413)
+        metrics = httpx.get(small.url + "/metrics").text
+        assert 'bertonnx_errors_total{code="503",endpoint="/v1/embeddings"} 1' in metrics
+
+
+# --- health, info, metrics --------------------------------------------------------------------
+
+
+def test_health_and_info(server: Server) -> None:
+    assert httpx.get(server.url + "/health").json() == {"status": "ok"}
+    info = httpx.get(server.url + "/info").json()
+    assert info["manifest"] == server.embedder.bundle.manifest
+    assert info["settings"]["max_texts"] == 64 and info["dim"] == server.embedder.dim
+
+
+METRIC_LINE = re.compile(r'^[a-z_]+(\{[a-z_]+="[^"]*"(,[a-z_]+="[^"]*")*\})? -?[0-9.e+-]+$')
+
+
+def test_metrics_are_prometheus_text(server: Server) -> None:
+    server.post("/v1/embeddings", {"input": "The king is wise."})
+    server.post("/v1/embeddings", {"input": ""})
+    reply = httpx.get(server.url + "/metrics")
+    assert reply.headers["content-type"].startswith("text/plain; version=0.0.4")
+    lines = reply.text.strip().splitlines()
+    for line in lines:
+        assert line.startswith("# HELP ") or line.startswith("# TYPE ") or METRIC_LINE.match(line), line
+    text = reply.text
+    for name in (
+        "bertonnx_requests_total",
+        "bertonnx_errors_total",
+        "bertonnx_request_duration_seconds_bucket",
+        "bertonnx_batch_texts_bucket",
+        "bertonnx_batch_tokens_sum",
+        "bertonnx_tokens_total",
+        "bertonnx_queue_requests",
+        "bertonnx_queue_tokens",
+    ):
+        assert name in text, name
+    assert re.search(r'bertonnx_errors_total\{code="400",endpoint="/v1/embeddings"\} [1-9]', text)
+
+
+# --- graceful shutdown ------------------------------------------------------------------------
+
+
+SLOW_SERVE = """
+import time, typer
+from engine.embedder import Embedder
+model = Embedder.sentences
+Embedder.sentences = lambda self, *args, **kwargs: time.sleep(1.0) or model(self, *args, **kwargs)
+from engine.cli_serve import serve
+typer.run(serve)
+"""
+
+
+def test_sigterm_lets_in_flight_requests_finish(tiny_bundle: Path) -> None:
+    # `bertonnx serve` as a process, its model slowed to 1 s a call: one request runs, one waits.
+    process = subprocess.Popen(
+        [sys.executable, "-c", SLOW_SERVE, str(tiny_bundle), "--port", "0"], stderr=subprocess.PIPE, text=True
+    )
+    try:
+        url = _wait_for_url(process)
+        with ThreadPoolExecutor(2) as pool:
+            started = time.monotonic()
+            running = pool.submit(httpx.post, url + "/v1/embeddings", json={"input": "the king"}, timeout=30)
+            wait_for(url, "bertonnx_requests_in_flight", 1)
+            time.sleep(0.1)
+            queued = pool.submit(httpx.post, url + "/v1/embeddings", json={"input": "the queen"}, timeout=30)
+            wait_for(url, "bertonnx_queue_requests", 1)
+            process.send_signal(signal.SIGTERM)
+            replies = [running.result(), queued.result()]
+        assert [reply.status_code for reply in replies] == [200, 200]
+        assert time.monotonic() - started >= 2.0  # both model calls ran after the signal came
+        assert process.wait(timeout=30) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.communicate()
+
+
+def _wait_for_url(process: subprocess.Popen[str], timeout: float = 60) -> str:
+    """Read the server's log until uvicorn says where it listens."""
+    assert process.stderr is not None
+    selector = selectors.DefaultSelector()
+    selector.register(process.stderr, selectors.EVENT_READ)
+    deadline = time.monotonic() + timeout
+    log = []
+    while time.monotonic() < deadline:
+        if not selector.select(timeout=deadline - time.monotonic()):
+            break
+        line = process.stderr.readline()
+        if not line:
+            break
+        log.append(line)
+        found = re.search(r"running on (http://127\.0\.0\.1:\d+)", line)
+        if found:
+            return found.group(1)
+    raise AssertionError("the server did not start:\n" + "".join(log))
