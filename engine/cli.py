@@ -19,11 +19,13 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from benchmarks.cli_bench import bench
 from engine.bulk import BulkOptions, BulkReport, embed_file, embed_to_stream
 from engine.bundle import load_bundle
 from engine.choices import LongText, OnError, Pooling, Provider, UnknownPolicy
 from engine.cli_compare import compare
 from engine.cli_serve import serve
+from engine.embedder import DEFAULT_BATCH_TOKENS
 from engine.pooling import SENTENCE_POOLING_MODES, WORD_POOLING_MODES
 from engine.progress import bytes_bar, status_spinner
 
@@ -151,7 +153,7 @@ def embed(
     on_error: Annotated[OnError, typer.Option(help="A bad line stops the job, or is skipped and reported")] = (
         OnError.fail
     ),
-    batch_tokens: Annotated[int, typer.Option(help="Padded tokens per model run")] = 8192,
+    batch_tokens: Annotated[int, typer.Option(help="Padded tokens per model run")] = DEFAULT_BATCH_TOKENS,
     chunk_lines: Annotated[int, typer.Option(help="Lines per checkpointed chunk")] = 20_000,
     resume: Annotated[bool, typer.Option(help="Continue a killed job, keeping its finished chunks")] = False,
     provider: Annotated[Provider, typer.Option(help="ONNX Runtime execution provider")] = Provider.auto,
@@ -212,6 +214,7 @@ def _summary(report: BulkReport) -> None:
 
 app.command("compare")(friendly_errors(compare))
 app.command("serve")(friendly_errors(serve))
+app.command("bench")(friendly_errors(bench))
 
 
 def validation_table(validation: dict[str, Any]) -> Table:

@@ -1,0 +1,222 @@
+"""A benchmark report as rich tables, report.json, report.md and PNG plots.
+
+Every table row that carries a speed figure carries the same row's fidelity
+against PyTorch: token- and word-level minimum and mean cosine.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from benchmarks.harness import Measurement, Report
+from benchmarks.workloads import FAMILIES
+
+JSON_FILE = "report.json"
+MARKDOWN_FILE = "report.md"
+PLOT_FILES = ("speedup_batch.png", "speedup_seq.png", "peak.png")
+COLUMNS = (
+    "case",
+    "system",
+    "p50 ms",
+    "p90 ms",
+    "p99 ms",
+    "tokens/s",
+    "items/s",
+    "× PyTorch",
+    "× ST",
+    "GFLOP/s (peak %)",
+    "peak MB",
+    "token cos min / mean",
+    "word cos min / mean",
+)
+
+
+def write_report(report: Report, out_dir: Path) -> list[Path]:
+    """report.json, report.md and the plots; returns the files written."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = [out_dir / JSON_FILE, out_dir / MARKDOWN_FILE]
+    written[0].write_text(json.dumps(report.to_dict(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    written[1].write_text(markdown(report), encoding="utf-8")
+    return written + plots(report, out_dir)
+
+
+def print_report(report: Report, written: Sequence[Path], out: Console, err: Console) -> None:
+    """The tables on `out`; what was not measured, and the files written, on `err`."""
+    for table in tables(report):
+        out.print(table)
+    for skipped in report.skipped:
+        err.print(f"not measured: {skipped.what}: {skipped.reason}", markup=False, highlight=False)
+    err.print("wrote " + ", ".join(str(path) for path in written), markup=False, highlight=False)
+
+
+def rows(measurements: Sequence[Measurement]) -> list[list[str]]:
+    """The table cells of each measurement, in COLUMNS order."""
+    return [
+        [
+            m.case.name,
+            m.system,
+            f"{m.latency.p50_ms:.2f}",
+            f"{m.latency.p90_ms:.2f}",
+            f"{m.latency.p99_ms:.2f}",
+            f"{m.tokens_per_s:,.0f}",
+            f"{m.items_per_s:,.0f}",
+            _ratio(m.vs_pytorch),
+            _ratio(m.vs_sentence_transformers),
+            "–" if m.gflops is None else f"{m.gflops:.1f}" + ("" if m.peak_share is None else f" ({m.peak_share:.0%})"),
+            "–" if m.peak_rss_mb is None else f"{m.peak_rss_mb:,.0f}",
+            f"{m.fidelity.token_min_cosine:.6f} / {m.fidelity.token_mean_cosine:.6f}",
+            f"{m.fidelity.word_min_cosine:.6f} / {m.fidelity.word_mean_cosine:.6f}",
+        ]
+        for m in measurements
+    ]
+
+
+def tables(report: Report) -> list[Table]:
+    """One rich table per workload family, then the targets."""
+    found = []
+    for family in FAMILIES:
+        mine = [m for m in report.measurements if m.case.family == family]
+        if not mine:
+            continue
+        table = Table(title=f"{family} · {_items(mine[0])} · {_noise(mine)}", title_justify="left")
+        for column in COLUMNS:
+            table.add_column(column, justify="left" if column in ("case", "system") else "right")
+        for cells in rows(mine):
+            table.add_row(*(escape(cell) for cell in cells))
+        found.append(table)
+    if report.targets:
+        table = Table(title="engine targets", title_justify="left")
+        for column in ("target", "bound", "measured", "met"):
+            table.add_column(column)
+        for t in report.targets:
+            table.add_row(escape(t.name), t.target, escape(t.measured), "[green]yes[/]" if t.met else "[red]no[/]")
+        found.append(table)
+    return found
+
+
+def markdown(report: Report) -> str:
+    """The whole report as markdown: machine, method, targets, one table per family, what was skipped."""
+    m = report.machine
+    threads = report.settings["threads"]
+    lines = [f"# bertonnx bench: {report.title}", ""]
+    if report.note:
+        lines += [f"> {report.note}", ""]
+    lines += [
+        f"- Machine: {m.cpu} ({m.vendor}, family {m.family}), {m.cores} cores usable, "
+        f"{m.ghz:.2f} GHz nominal; SIMD: {', '.join(m.flags) or 'none found'}",
+        f"- fp32 peak for {threads} thread(s): {m.peak_gflops(threads):.0f} GFLOP/s "
+        f"= {min(threads, m.cores)} × {m.ghz:.2f} GHz × {m.flops_per_cycle} FLOP/cycle ({m.peak_basis}); "
+        "an estimate: the real clock differs from the nominal one (shares near or above 100% mean it ran "
+        "faster), and int8 matmuls (VNNI) are not bound by the fp32 peak",
+        f"- Libraries: {', '.join(f'{k} {v}' for k, v in m.versions.items())}",
+        f"- ONNX Runtime providers: {', '.join(m.ort_providers)}; GPU: {m.gpu or 'none'}",
+        f"- Load average when the run started: {', '.join(f'{x:.2f}' for x in m.load_average)}",
+        f"- Created {report.created}; threads {threads} for every system",
+        "",
+        "Method:",
+        "",
+    ]
+    lines += [f"- {key}: {value}" for key, value in report.settings["method"].items()]
+    lines += ["", "Bundles: " + ", ".join(f"{Path(b.path).name} ({b.label})" for b in report.bundles), ""]
+    if report.targets:
+        lines += ["## Engine targets", "", "| target | bound | measured | met |", "|---|---|---|---|"]
+        lines += [f"| {t.name} | {t.target} | {t.measured} | {'yes' if t.met else '**no**'} |" for t in report.targets]
+        lines.append("")
+    for family in FAMILIES:
+        mine = [x for x in report.measurements if x.case.family == family]
+        if not mine:
+            continue
+        lines += [f"## {family}: {_items(mine[0])}", "", f"While these cases ran, {_noise(mine)}.", ""]
+        lines += ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+        lines += ["| " + " | ".join(cells) + " |" for cells in rows(mine)]
+        lines.append("")
+    if report.skipped:
+        lines += ["## Not measured", ""]
+        lines += [f"- {s.what}: {s.reason}" for s in report.skipped]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def plots(report: Report, out_dir: Path) -> list[Path]:
+    """Speed-up against batch size and sequence length, and GFLOP/s against the fp32 peak."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    grid = [m for m in report.measurements if m.case.family == "grid" and m.provider == "cpu"]
+    contextual = [m for m in report.measurements if m.case.path == "contextual" and m.provider == "cpu"]
+    fast = list(dict.fromkeys(m.system for m in grid if m.system.startswith("bertonnx ")))
+    written = []
+    for name, x_key, line_key in (
+        ("speedup_batch.png", "batch_size", "seq_len"),
+        ("speedup_seq.png", "seq_len", "batch_size"),
+    ):
+        if not fast:
+            continue
+        figure, axes = plt.subplots(1, len(fast), figsize=(4.2 * len(fast), 3.6), sharey=True, squeeze=False)
+        for axis, system in zip(axes[0], fast):
+            mine = [m for m in grid if m.system == system and m.vs_pytorch is not None]
+            for line in sorted({getattr(m.case, line_key) for m in mine}):
+                points = sorted(
+                    (getattr(m.case, x_key), m.vs_pytorch) for m in mine if getattr(m.case, line_key) == line
+                )
+                axis.plot(*zip(*points), marker="o", label=f"{'T' if line_key == 'seq_len' else 'B'}={line}")
+            axis.axhline(1.0, color="grey", linewidth=0.8, linestyle="--")
+            axis.set_xscale("log", base=2)
+            ticks = sorted({getattr(m.case, x_key) for m in mine})
+            axis.set_xticks(ticks, [str(t) for t in ticks])
+            axis.minorticks_off()
+            axis.set_title(system)
+            axis.set_xlabel("batch size" if x_key == "batch_size" else "sequence length (tokens)")
+            axis.legend(fontsize=8)
+        axes[0][0].set_ylabel("speed-up vs PyTorch (×)")
+        figure.suptitle(f"{report.title}: bertonnx speed-up over PyTorch (threads: {report.settings['threads']})")
+        figure.tight_layout()
+        figure.savefig(out_dir / name, dpi=100)
+        plt.close(figure)
+        written.append(out_dir / name)
+    if contextual:
+        cases = list(dict.fromkeys(m.case.name for m in contextual))
+        peak = report.machine.peak_gflops(report.settings["threads"])
+        figure, axis = plt.subplots(figsize=(max(6.0, 0.55 * len(cases) + 3), 4.2))
+        for system in dict.fromkeys(m.system for m in contextual):
+            achieved = {m.case.name: m.gflops for m in contextual if m.system == system}
+            # NaN where a system did not run a case, so its line breaks there instead of bridging the gap.
+            axis.plot(range(len(cases)), [achieved.get(c) or float("nan") for c in cases], marker="o", label=system)
+        axis.axhline(peak, color="black", linestyle="--", linewidth=1)
+        axis.text(0, peak, f" fp32 peak ≈ {peak:.0f} GFLOP/s (estimate)", va="bottom", fontsize=8)
+        axis.set_ylim(0, max([peak] + [m.gflops or 0.0 for m in contextual]) * 1.12)
+        axis.set_xticks(range(len(cases)), cases, rotation=45, ha="right", fontsize=8)
+        axis.set_ylabel("useful GFLOP/s")
+        share = axis.secondary_yaxis("right", functions=(lambda g: 100 * g / peak, lambda p: p * peak / 100))
+        share.set_ylabel("% of fp32 peak")
+        axis.legend(fontsize=8)
+        axis.set_title(f"{report.title}: achieved throughput against the CPU's fp32 peak")
+        figure.tight_layout()
+        figure.savefig(out_dir / "peak.png", dpi=100)
+        plt.close(figure)
+        written.append(out_dir / "peak.png")
+    return written
+
+
+def _ratio(value: float | None) -> str:
+    return "–" if value is None else f"{value:.2f}×"
+
+
+def _noise(measurements: Sequence[Measurement]) -> str:
+    """How much of the CPU other processes took while the cases ran: the figures' noise."""
+    loads = [m.others_load for m in measurements if m.others_load is not None]
+    if not loads:
+        return "other processes' CPU use unknown"
+    return f"other processes took {min(loads):.0%}–{max(loads):.0%} of the CPU"
+
+
+def _items(m: Measurement) -> str:
+    return "items are words" if m.case.path == "static" else "items are texts"

@@ -1,0 +1,393 @@
+"""The systems compared: each does the same job on the same inputs, with the same thread count.
+
+Contextual path (texts -> last hidden states):
+    pytorch                transformers AutoModel, eager, inference_mode; naive batches of 32
+                           in input order, padded to the longest text of each batch.
+    sentence-transformers  its own `encode` (batches of 32, sorted by length), same weights.
+    bertonnx <bundle>      `Embedder.contextual`: tokenization, token-budget batches, word pooling.
+Static path (words -> context-free vectors):
+    pytorch embedding      the transformers tokenizer, then the model's nn.Embedding and a
+                           segment mean (index_add_).
+    numpy (naive)          the tokenizers library, then a Python loop of table[ids].mean(0).
+    bertonnx static        `Embedder.static`.
+
+Every system runs timed (`run`) and untimed for fidelity (`outputs`): token
+vectors (N, H) of every real token, and mean-pooled word vectors (W, H), both
+compared with PyTorch's on identical token ids.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+from numpy.typing import NDArray
+
+from benchmarks.workloads import Skipped
+from engine.bundle import CONTEXTUAL_OUTPUT, load_bundle
+from engine.embedder import Embedder
+from engine.pooling import pool_pieces, run_starts
+from engine.session import CPU, CUDA
+
+BASELINE_BATCH = 32
+"""Texts per batch for the PyTorch and sentence-transformers baselines (both libraries' default)."""
+FIDELITY_CHUNK = 64
+
+
+@dataclass(frozen=True)
+class Outputs:
+    """What a system produced for some inputs, for comparison with PyTorch."""
+
+    tokens: NDArray[np.float32]  # (N, H) every real token of every input, in order (static: word pieces)
+    words: NDArray[np.float32]  # (W, H) mean-pooled words, in order
+
+
+@dataclass(frozen=True)
+class SystemSpec:
+    """How to build one system; plain data so a subprocess can build it too."""
+
+    kind: str  # pytorch | sentence-transformers | bertonnx | pytorch-embedding | numpy | bertonnx-static
+    label: str  # name in tables, e.g. "bertonnx int8"
+    path: str  # "contextual" or "static"
+    source: str  # bundle directory (bertonnx, numpy) or Hugging Face model folder (torch, ST)
+    provider: str  # "cpu" or "cuda"
+    threads: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class System(Protocol):
+    spec: SystemSpec
+
+    def run(self, inputs: Sequence[str]) -> object:
+        """The timed call: the whole job, tokenization included, results on the host."""
+
+    def outputs(self, inputs: Sequence[str], token_word: NDArray[np.int64]) -> Outputs:
+        """Untimed: vectors for fidelity. token_word: (N,) word of each token, -1 for special tokens."""
+
+    def cannot_run(self, longest: int) -> str | None:
+        """Why a case whose longest text has `longest` tokens cannot run here, or None."""
+
+
+@dataclass(frozen=True)
+class Availability:
+    """What this machine can run, detected once; plain so planning can be tested anywhere."""
+
+    ort_providers: tuple[str, ...]
+    torch_cuda: bool
+    sentence_transformers: bool
+
+    @classmethod
+    def detect(cls) -> Availability:
+        import onnxruntime
+        import torch
+
+        return cls(
+            ort_providers=tuple(onnxruntime.get_available_providers()),
+            torch_cuda=bool(torch.cuda.is_available()),
+            sentence_transformers=importlib.util.find_spec("sentence_transformers") is not None,
+        )
+
+
+@dataclass(frozen=True)
+class BundleFacts:
+    """What planning needs to know about a bundle."""
+
+    path: str
+    precision: str  # fp32 | fp16 | int8
+    optimized: bool
+
+    @property
+    def label(self) -> str:
+        return "optimized" if self.precision == "fp32" and self.optimized else self.precision
+
+    @classmethod
+    def read(cls, path: str | Path) -> BundleFacts:
+        bundle = load_bundle(path, verify=False)
+        return cls(str(bundle.path), bundle.precision, bool(bundle.manifest["onnx"].get("optimized", False)))
+
+
+def plan_systems(
+    bundles: Sequence[BundleFacts],
+    torch_model: str,
+    providers: Sequence[str],
+    threads: int,
+    available: Availability,
+) -> tuple[list[SystemSpec], list[Skipped]]:
+    """Which systems to build for these providers, and why each one left out was.
+
+    CUDA runs only where both ONNX Runtime and torch can use a GPU, so that
+    every GPU figure has a GPU baseline; fp16 bundles run only on CUDA, int8
+    bundles only on CPU (dynamic int8 kernels are CPU kernels). The static path
+    is a host-side table lookup and runs once, on CPU.
+    """
+    unknown = sorted(set(providers) - {"cpu", "cuda"})
+    if unknown:
+        raise ValueError(f"unknown provider {', '.join(unknown)}; expected cpu and/or cuda")
+    labels = _bundle_labels(bundles)
+    specs: list[SystemSpec] = []
+    skipped: list[Skipped] = []
+    for provider in providers:
+        suffix = "" if provider == "cpu" else " [cuda]"
+        reason = cuda_unavailable(available) if provider == "cuda" else None
+        if reason is not None:
+            skipped.append(Skipped("every system on cuda", reason))
+            continue
+        specs.append(SystemSpec("pytorch", "pytorch" + suffix, "contextual", torch_model, provider, threads))
+        if available.sentence_transformers:
+            specs.append(
+                SystemSpec(
+                    "sentence-transformers",
+                    "sentence-transformers" + suffix,
+                    "contextual",
+                    torch_model,
+                    provider,
+                    threads,
+                )
+            )
+        else:
+            skipped.append(Skipped("sentence-transformers" + suffix, "sentence-transformers is not installed"))
+        for facts, label in zip(bundles, labels):
+            name = f"bertonnx {label}{suffix}"
+            if facts.precision == "fp16" and provider == "cpu":
+                skipped.append(Skipped(name, "fp16 graphs are for the CUDA provider"))
+            elif facts.precision == "int8" and provider == "cuda":
+                skipped.append(Skipped(name, "dynamic int8 graphs run on CPU kernels"))
+            else:
+                specs.append(SystemSpec("bertonnx", name, "contextual", facts.path, provider, threads))
+    static_bundle = next((b for b in bundles if b.precision != "fp16"), bundles[0] if bundles else None)
+    if static_bundle is not None:
+        for kind, label in (("pytorch-embedding", "pytorch embedding"), ("numpy", "numpy (naive)")):
+            source = torch_model if kind == "pytorch-embedding" else static_bundle.path
+            specs.append(SystemSpec(kind, label, "static", source, "cpu", threads))
+        specs.append(SystemSpec("bertonnx-static", "bertonnx static", "static", static_bundle.path, "cpu", threads))
+    return specs, skipped
+
+
+def cuda_unavailable(available: Availability) -> str | None:
+    """Why the CUDA comparison cannot run here, or None when it can."""
+    missing = []
+    if CUDA not in available.ort_providers:
+        missing.append(f"onnxruntime offers {', '.join(available.ort_providers) or 'no providers'} (no {CUDA})")
+    if not available.torch_cuda:
+        missing.append("torch.cuda.is_available() is False")
+    return "; ".join(missing) if missing else None
+
+
+def build_system(spec: SystemSpec) -> System:
+    """Load the model behind a spec (and set torch's thread count where torch is involved)."""
+    builders = {
+        "pytorch": TorchContextual,
+        "sentence-transformers": SentenceTransformerContextual,
+        "bertonnx": BertonnxContextual,
+        "pytorch-embedding": TorchStatic,
+        "numpy": NumpyStatic,
+        "bertonnx-static": BertonnxStatic,
+    }
+    if spec.kind not in builders:
+        raise ValueError(f"unknown system kind {spec.kind!r}; expected one of {', '.join(builders)}")
+    return builders[spec.kind](spec)
+
+
+def set_torch_threads(threads: int) -> None:
+    """The same intra-op thread count as ONNX Runtime; one inter-op thread, as ORT's sessions use."""
+    import torch
+
+    torch.set_num_threads(threads)
+    try:
+        torch.set_num_interop_threads(1)
+    except RuntimeError:  # torch allows it once, before any parallel work; a second call is harmless to skip
+        pass
+
+
+def pool_words(tokens: NDArray[np.float32], token_word: NDArray[np.int64]) -> NDArray[np.float32]:
+    """Mean of each word's tokens; token_word (N,) numbers words globally, -1 on special tokens."""
+    keep = token_word >= 0
+    return pool_pieces(tokens[keep], run_starts(token_word[keep]), "mean")
+
+
+class TorchContextual:
+    """transformers, eager, inference_mode, naive padded batches of 32."""
+
+    def __init__(self, spec: SystemSpec) -> None:
+        import torch
+        from transformers import AutoModel, AutoTokenizer
+
+        set_torch_threads(spec.threads)
+        self.spec = spec
+        self.torch = torch
+        self.device = torch.device(spec.provider if spec.provider == "cpu" else "cuda")
+        self.tokenizer = AutoTokenizer.from_pretrained(spec.source, use_fast=True)
+        self.model = AutoModel.from_pretrained(spec.source).eval().to(self.device)
+        self.max_length = int(self.model.config.max_position_embeddings)
+
+    def _forward(self, texts: Sequence[str]) -> tuple[NDArray[np.float32], NDArray[np.bool_]]:
+        encoded = self.tokenizer(list(texts), padding=True, return_tensors="pt").to(self.device)
+        with self.torch.inference_mode():
+            hidden = self.model(**encoded).last_hidden_state  # (B, T, H)
+        if self.device.type == "cuda":
+            self.torch.cuda.synchronize()
+        return hidden.float().cpu().numpy(), encoded["attention_mask"].cpu().numpy().astype(bool)
+
+    def run(self, inputs: Sequence[str]) -> object:
+        return [self._forward(inputs[i : i + BASELINE_BATCH])[0] for i in range(0, len(inputs), BASELINE_BATCH)]
+
+    def outputs(self, inputs: Sequence[str], token_word: NDArray[np.int64]) -> Outputs:
+        parts = []
+        for start in range(0, len(inputs), FIDELITY_CHUNK):
+            hidden, mask = self._forward(inputs[start : start + FIDELITY_CHUNK])
+            parts.append(hidden[mask])  # (n, H) real tokens, row-major
+        tokens = np.concatenate(parts)
+        return Outputs(tokens=tokens, words=pool_words(tokens, token_word))
+
+    def cannot_run(self, longest: int) -> str | None:
+        return None if longest <= self.max_length else f"longer than the model's {self.max_length} positions"
+
+
+class SentenceTransformerContextual:
+    """sentence-transformers' own encode on the same weights (its own batching and sorting)."""
+
+    def __init__(self, spec: SystemSpec) -> None:
+        from sentence_transformers import SentenceTransformer
+
+        set_torch_threads(spec.threads)
+        self.spec = spec
+        self.model = SentenceTransformer(spec.source, device=spec.provider)
+
+    def run(self, inputs: Sequence[str]) -> object:
+        return self.model.encode(list(inputs), batch_size=BASELINE_BATCH, show_progress_bar=False)
+
+    def outputs(self, inputs: Sequence[str], token_word: NDArray[np.int64]) -> Outputs:
+        found = self.model.encode(
+            list(inputs), batch_size=BASELINE_BATCH, output_value="token_embeddings", show_progress_bar=False
+        )
+        tokens = np.concatenate([t.float().cpu().numpy() for t in found])  # (N, H), padding already trimmed
+        return Outputs(tokens=tokens, words=pool_words(tokens, token_word))
+
+    def cannot_run(self, longest: int) -> str | None:
+        limit = int(self.model.max_seq_length)
+        return None if longest <= limit else f"its max_seq_length is {limit}: it would truncate"
+
+
+class BertonnxContextual:
+    """Embedder.contextual on one bundle."""
+
+    def __init__(self, spec: SystemSpec) -> None:
+        self.spec = spec
+        self.embedder = Embedder.load(spec.source, provider=spec.provider, threads=spec.threads)
+        wanted = CUDA if spec.provider == "cuda" else CPU
+        if self.embedder.session.info.provider != wanted:
+            raise RuntimeError(
+                f"{spec.label}: asked for {wanted}, the session runs on {self.embedder.session.info.provider}"
+            )
+
+    def run(self, inputs: Sequence[str]) -> object:
+        return self.embedder.contextual(inputs)
+
+    def outputs(self, inputs: Sequence[str], token_word: NDArray[np.int64]) -> Outputs:
+        tokenizer, session = self.embedder.tokenizer, self.embedder.session
+        parts = []
+        for start in range(0, len(inputs), FIDELITY_CHUNK):
+            pieces = tokenizer.split(list(inputs[start : start + FIDELITY_CHUNK]))
+            encoded = tokenizer.pack([p.ids for p in pieces])
+            hidden = session.run(CONTEXTUAL_OUTPUT, encoded.feeds(session.info.inputs))  # (B, T, H)
+            parts.append(hidden[encoded.attention_mask.astype(bool)])
+        words = [w.vectors for w in self.embedder.contextual(inputs)]
+        return Outputs(tokens=np.concatenate(parts), words=np.concatenate(words))
+
+    def cannot_run(self, longest: int) -> str | None:
+        return None  # longer texts are windowed
+
+
+class TorchStatic:
+    """The transformers tokenizer and the model's own embedding layer, pooled with index_add_."""
+
+    def __init__(self, spec: SystemSpec) -> None:
+        import torch
+        from transformers import AutoModel, AutoTokenizer
+
+        set_torch_threads(spec.threads)
+        self.spec = spec
+        self.torch = torch
+        self.tokenizer = AutoTokenizer.from_pretrained(spec.source, use_fast=True)
+        self.embedding = AutoModel.from_pretrained(spec.source).eval().get_input_embeddings()
+
+    def _pieces(self, words: Sequence[str]) -> tuple[Any, Any]:
+        ids = self.tokenizer(list(words), add_special_tokens=False)["input_ids"]
+        counts = self.torch.tensor([len(i) for i in ids])  # (W,)
+        flat = self.torch.tensor([piece for word in ids for piece in word], dtype=self.torch.long)  # (P,)
+        return flat, counts
+
+    def _pool(self, rows: Any, counts: Any) -> Any:
+        owner = self.torch.repeat_interleave(self.torch.arange(counts.numel()), counts)  # (P,)
+        summed = self.torch.zeros(counts.numel(), rows.shape[1]).index_add_(0, owner, rows)
+        return summed / counts.clamp(min=1)[:, None]
+
+    def run(self, inputs: Sequence[str]) -> object:
+        with self.torch.inference_mode():
+            flat, counts = self._pieces(inputs)
+            return self._pool(self.embedding(flat), counts).numpy()
+
+    def outputs(self, inputs: Sequence[str], token_word: NDArray[np.int64]) -> Outputs:
+        with self.torch.inference_mode():
+            flat, counts = self._pieces(inputs)
+            rows = self.embedding(flat)
+            return Outputs(tokens=rows.numpy(), words=self._pool(rows, counts).numpy())
+
+    def cannot_run(self, longest: int) -> str | None:
+        return None
+
+
+class NumpyStatic:
+    """What one writes first: tokenize each word, average its table rows in a Python loop."""
+
+    def __init__(self, spec: SystemSpec) -> None:
+        from tokenizers import Tokenizer
+
+        self.spec = spec
+        bundle = load_bundle(spec.source, verify=False)
+        self.table = np.load(bundle.table_path, allow_pickle=False)  # (V, H)
+        self.backend = Tokenizer.from_file(str(bundle.tokenizer_path))
+        self.backend.no_padding()  # a saved tokenizer.json may pad every word to a fixed length
+        self.backend.no_truncation()
+
+    def run(self, inputs: Sequence[str]) -> object:
+        encodings = self.backend.encode_batch(list(inputs), add_special_tokens=False)
+        return np.stack([self.table[e.ids].mean(axis=0) for e in encodings])
+
+    def outputs(self, inputs: Sequence[str], token_word: NDArray[np.int64]) -> Outputs:
+        encodings = self.backend.encode_batch(list(inputs), add_special_tokens=False)
+        tokens = self.table[np.concatenate([np.asarray(e.ids, dtype=np.int64) for e in encodings])]
+        return Outputs(tokens=tokens, words=np.asarray(self.run(inputs), dtype=np.float32))
+
+    def cannot_run(self, longest: int) -> str | None:
+        return None
+
+
+class BertonnxStatic:
+    """Embedder.static: the table lookup, never the transformer."""
+
+    def __init__(self, spec: SystemSpec) -> None:
+        self.spec = spec
+        self.embedder = Embedder.load(spec.source, provider="cpu", threads=spec.threads)
+
+    def run(self, inputs: Sequence[str]) -> object:
+        return self.embedder.static(inputs, unknown="unk")
+
+    def outputs(self, inputs: Sequence[str], token_word: NDArray[np.int64]) -> Outputs:
+        ids, _ = self.embedder.tokenizer.split_words(inputs)
+        return Outputs(tokens=self.embedder.table[ids], words=self.embedder.static(inputs, unknown="unk"))
+
+    def cannot_run(self, longest: int) -> str | None:
+        return None
+
+
+def _bundle_labels(bundles: Sequence[BundleFacts]) -> list[str]:
+    """fp32 / optimized / int8 / fp16; the directory name is added where two bundles would share one."""
+    plain = [b.label for b in bundles]
+    return [label if plain.count(label) == 1 else f"{label} ({Path(b.path).name})" for b, label in zip(bundles, plain)]
