@@ -24,6 +24,7 @@ from engine.bulk import BulkOptions, BulkReport, embed_file, embed_to_stream
 from engine.bundle import load_bundle
 from engine.choices import LongText, OnError, Pooling, Provider, UnknownPolicy
 from engine.cli_compare import compare
+from engine.cli_distributed import embed_distributed
 from engine.cli_serve import serve
 from engine.embedder import DEFAULT_BATCH_TOKENS
 from engine.pooling import SENTENCE_POOLING_MODES, WORD_POOLING_MODES
@@ -215,6 +216,7 @@ def _summary(report: BulkReport) -> None:
 app.command("compare")(friendly_errors(compare))
 app.command("serve")(friendly_errors(serve))
 app.command("bench")(friendly_errors(bench))
+app.command("embed-distributed")(friendly_errors(embed_distributed))
 
 
 def validation_table(validation: dict[str, Any]) -> Table:
