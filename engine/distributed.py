@@ -316,13 +316,13 @@ def _span_lines(span: Span) -> Iterator[Line]:
     with open(span.path, "rb") as stream:
         stream.seek(span.start)
         data = stream.read(span.stop - span.start)
-    # Past the file's start, a blank first line stands in for the lines before, so that read_lines
-    # numbers ours from 2 and takes none of them for the file's first, whose byte-order mark it drops.
-    shift = 1 if span.start == 0 else 2
-    lines = read_lines(io.BytesIO(data if shift == 1 else b"\n" + data), span.path)
-    for line in islice(lines, shift - 1, None):
-        number, end_byte = span.first + line.number - shift, span.start + line.end_byte - (shift - 1)
-        yield Line(number=number, text=line.text, end_byte=end_byte)
+    if span.start == 0:
+        yield from read_lines(io.BytesIO(data), span.path)
+        return
+    # Mid-file, a blank line put first stands in for the lines before: read_lines then numbers ours
+    # from 2, and drops no byte-order mark from our first line (it does so at a file's start only).
+    for line in islice(read_lines(io.BytesIO(b"\n" + data), span.path), 1, None):
+        yield Line(number=span.first + line.number - 2, text=line.text, end_byte=span.start + line.end_byte - 1)
 
 
 def _parquet_texts(span: Span, column: str) -> list[str]:

@@ -14,14 +14,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import typer
 from typer.testing import CliRunner
 
 from engine import Embedder, distributed
 from engine.bulk import BulkOptions
-from engine.cli import app as main_app
-from engine.cli import friendly_errors
-from engine.cli_distributed import embed_distributed
+from engine.cli import app
 from engine.distributed import (
     EmbedBatch,
     Workers,
@@ -40,9 +37,6 @@ ray = pytest.importorskip("ray", reason="needs the distributed extra: pip instal
 pyarrow = pytest.importorskip("pyarrow")
 
 runner = CliRunner()
-app = typer.Typer(pretty_exceptions_enable=False)  # registered as engine.cli registers it
-app.callback()(lambda: None)
-app.command("embed-distributed")(friendly_errors(embed_distributed))
 
 VOCAB = (
     "the a king queen man woman apple music account is are wise kind strong friends rule kingdom eats every "
@@ -84,12 +78,12 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[Path]]:
     return files
 
 
-def run(application: typer.Typer, *args: object):  # noqa: ANN201 - click Result
-    return runner.invoke(application, [str(arg) for arg in args])
+def run(*args: object):  # noqa: ANN201 - click Result
+    return runner.invoke(app, [str(arg) for arg in args])
 
 
 def single_process(bundle: Path, source: Path, out: Path, *args: str) -> tuple[list[str], np.ndarray]:
-    result = run(main_app, "embed", bundle, "-i", source, "-o", out, *args)
+    result = run("embed", bundle, "-i", source, "-o", out, *args)
     assert result.exit_code == 0, result.output
     return read_vectors(out)
 
@@ -123,7 +117,7 @@ def test_equals_single_process_row_for_row(
     out = tmp_path / "out"
     glob = inputs[0].parent / f"{inputs[0].stem[:-2]}-[01].txt"  # the two parts, not their concatenation
     result = run(
-        app, "embed-distributed", tiny_bundle, "-i", glob,
+        "embed-distributed", tiny_bundle, "-i", glob,
         "-o", out, f"--{mode}", "--format", fmt, "--num-workers", 2, "--batch-size", 32, "--shard-rows", 200,
         *extra,
     )
@@ -183,7 +177,7 @@ def test_skipped_lines_are_reported_with_their_file(
     whole.write_text(first.read_text() + second.read_text(), encoding="utf-8")
     keys, vectors = single_process(tiny_bundle, whole, tmp_path / "single.npy", "--static", "--on-error", "skip")
     result = run(
-        app, "embed-distributed", tiny_bundle, "-i", first, "-i", second, "-o", tmp_path / "out", "--static",
+        "embed-distributed", tiny_bundle, "-i", first, "-i", second, "-o", tmp_path / "out", "--static",
         "--on-error", "skip",
     )
     assert result.exit_code == 0, result.output
@@ -231,7 +225,7 @@ def test_a_bad_line_stops_the_job_naming_file_and_line(
     ray_cluster: None, tiny_bundle: Path, tmp_path: Path
 ) -> None:
     (tmp_path / "in.txt").write_text("the king\n\nthe queen\n", encoding="utf-8")
-    result = run(app, "embed-distributed", tiny_bundle, "-i", tmp_path / "in.txt", "-o", tmp_path / "out",
+    result = run("embed-distributed", tiny_bundle, "-i", tmp_path / "in.txt", "-o", tmp_path / "out",
                  "--contextual")
     one_line_error(result, f"{tmp_path / 'in.txt'}: line 2 is blank")
     assert not (tmp_path / "out").exists()
@@ -249,7 +243,7 @@ def test_a_bad_line_stops_the_job_naming_file_and_line(
 )
 def test_user_errors_fail_before_ray_starts(tiny_bundle: Path, tmp_path: Path, args: str, message: str) -> None:
     (tmp_path / "in.txt").write_text("king\n", encoding="utf-8")
-    one_line_error(run(app, "embed-distributed", tiny_bundle, *args.format(tmp=tmp_path).split()), message)
+    one_line_error(run("embed-distributed", tiny_bundle, *args.format(tmp=tmp_path).split()), message)
 
 
 def test_inputs_in_jsonl_and_parquet_read_as_text_lines(ray_cluster: None, tmp_path: Path) -> None:
