@@ -20,14 +20,30 @@ from rich.console import Console
 from rich.table import Table
 
 from benchmarks.cli_bench import bench
-from engine.bulk import BulkOptions, BulkReport, embed_file, embed_to_stream
+from engine.bulk import DEFAULT_CHUNK_LINES, BulkReport, embed_file, embed_to_stream
 from engine.bundle import load_bundle
-from engine.choices import LongText, OnError, Pooling, Provider, UnknownPolicy
+from engine.choices import (
+    BatchTokensOption,
+    ContextualFlag,
+    LongText,
+    LongTextOption,
+    NormalizeOption,
+    OnError,
+    OnErrorOption,
+    Pooling,
+    PoolingOption,
+    Provider,
+    ProviderOption,
+    SentencesFlag,
+    StaticFlag,
+    UnknownOption,
+    UnknownPolicy,
+    bulk_options,
+)
 from engine.cli_compare import compare
 from engine.cli_distributed import embed_distributed
 from engine.cli_serve import serve
 from engine.embedder import DEFAULT_BATCH_TOKENS
-from engine.pooling import SENTENCE_POOLING_MODES, WORD_POOLING_MODES
 from engine.progress import bytes_bar, status_spinner
 
 app = typer.Typer(
@@ -136,62 +152,42 @@ def info(
 @friendly_errors
 def embed(
     bundle: Annotated[Path, typer.Argument(help="Bundle directory")],
-    static: Annotated[bool, typer.Option("--static", help="One word per line -> its static vector")] = False,
-    contextual: Annotated[
-        bool, typer.Option("--contextual", help="One text per line -> a contextual vector per word")
-    ] = False,
-    sentences: Annotated[bool, typer.Option("--sentences", help="One text per line -> one vector")] = False,
+    static: StaticFlag = False,
+    contextual: ContextualFlag = False,
+    sentences: SentencesFlag = False,
     input_path: Annotated[str, typer.Option("--input", "-i", help="UTF-8 input file, or - for stdin")] = "-",
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="Output: .npy .npz .txt .bin (word2vec) .jsonl")
     ] = None,
-    pooling: Annotated[Pooling, typer.Option(help="Word pooling; for --sentences: mean or cls")] = Pooling.mean,
-    normalize: Annotated[bool, typer.Option(help="--sentences: unit-length vectors")] = False,
-    unknown: Annotated[
-        UnknownPolicy, typer.Option(help="--static: a word mapping to [UNK] is an error, or gets [UNK]'s row, or 0")
-    ] = UnknownPolicy.error,
-    long_text: Annotated[LongText, typer.Option(help="Texts over the model maximum")] = LongText.window,
-    on_error: Annotated[OnError, typer.Option(help="A bad line stops the job, or is skipped and reported")] = (
-        OnError.fail
-    ),
-    batch_tokens: Annotated[int, typer.Option(help="Padded tokens per model run")] = DEFAULT_BATCH_TOKENS,
-    chunk_lines: Annotated[int, typer.Option(help="Lines per checkpointed chunk")] = 20_000,
+    pooling: PoolingOption = Pooling.mean,
+    normalize: NormalizeOption = False,
+    unknown: UnknownOption = UnknownPolicy.error,
+    long_text: LongTextOption = LongText.window,
+    on_error: OnErrorOption = OnError.fail,
+    batch_tokens: BatchTokensOption = DEFAULT_BATCH_TOKENS,
+    chunk_lines: Annotated[int, typer.Option(help="Lines per checkpointed chunk")] = DEFAULT_CHUNK_LINES,
     resume: Annotated[bool, typer.Option(help="Continue a killed job, keeping its finished chunks")] = False,
-    provider: Annotated[Provider, typer.Option(help="ONNX Runtime execution provider")] = Provider.auto,
+    provider: ProviderOption = Provider.auto,
     threads: Annotated[int | None, typer.Option(help="ONNX Runtime threads (default: all cores)")] = None,
 ) -> None:
     """Embed a file of words or texts in bulk, streaming in chunks, written atomically."""
     from engine.embedder import Embedder
 
-    modes = [name for name, chosen in (("static", static), ("contextual", contextual), ("sentences", sentences))
-             if chosen]
-    if len(modes) != 1:
-        raise CliError("choose exactly one of --static, --contextual, --sentences")
-    mode = modes[0]
-    if (mode == "sentences") != (pooling.value in SENTENCE_POOLING_MODES) and pooling != Pooling.mean:
-        allowed = SENTENCE_POOLING_MODES if mode == "sentences" else WORD_POOLING_MODES
-        raise CliError(f"--pooling {pooling.value} does not apply to --{mode}; choose from {', '.join(allowed)}")
+    options = bulk_options(
+        static, contextual, sentences, pooling, normalize, unknown, long_text, on_error, chunk_lines=chunk_lines
+    )
     source = None if input_path == "-" else Path(input_path)
     if source is not None and not source.is_file():
         problem = "not a regular file (use -i - for a pipe or stdin)" if source.exists() else "no such input file"
         raise CliError(f"{source}: {problem}")
-    options = BulkOptions(
-        mode=mode,
-        pooling=pooling.value,
-        unknown=unknown.value,
-        long_text=long_text.value,
-        normalize=normalize,
-        on_error=on_error.value,
-        chunk_lines=chunk_lines,
-    )
     embedder = Embedder.load(bundle, provider=provider.value, threads=threads, batch_tokens=batch_tokens)
     if output is None:
         report = embed_to_stream(embedder, source, sys.stdout.buffer, options)
         _summary(report)
         return
     total = source.stat().st_size if source is not None else None
-    with bytes_bar(err, total, f"embedding ({mode})") as bar:
-        task = bar.add_task(f"embedding ({mode})", total=total, items=0)
+    with bytes_bar(err, total, f"embedding ({options.mode})") as bar:
+        task = bar.add_task(f"embedding ({options.mode})", total=total, items=0)
         report = embed_file(
             embedder, source, output, options, resume=resume,
             progress=lambda done, lines: bar.update(task, completed=done, items=lines),

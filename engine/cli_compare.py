@@ -14,7 +14,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from engine.choices import Provider, WordPooling
+from engine.choices import Provider, ProviderOption, WordPooling
 from engine.defaults import resolve_bundle
 from engine.embedder import Embedder
 from engine.progress import status_spinner
@@ -41,7 +41,7 @@ def compare(
     ),
     metric: Annotated[Metric, typer.Option(help="Which heatmaps and tables")] = Metric.both,
     pooling: Annotated[WordPooling, typer.Option(help="How a word's pieces become one vector")] = WordPooling.mean,
-    provider: Annotated[Provider, typer.Option(help="ONNX Runtime provider")] = Provider.auto,
+    provider: ProviderOption = Provider.auto,
 ) -> None:
     """Compare static and contextual vectors of words read in context sentences."""
     study = load_contexts(contexts) if contexts is not None else DEFAULT_CONTEXTS

@@ -14,9 +14,25 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from engine.bulk import BulkOptions
 from engine.bundle import load_bundle
-from engine.choices import LongText, OnError, Pooling, Provider, UnknownPolicy
+from engine.choices import (
+    BatchTokensOption,
+    ContextualFlag,
+    LongText,
+    LongTextOption,
+    NormalizeOption,
+    OnError,
+    OnErrorOption,
+    Pooling,
+    PoolingOption,
+    Provider,
+    ProviderOption,
+    SentencesFlag,
+    StaticFlag,
+    UnknownOption,
+    UnknownPolicy,
+    bulk_options,
+)
 from engine.distributed import (
     DEFAULT_BATCH_LINES,
     DEFAULT_SHARD_ROWS,
@@ -31,7 +47,6 @@ from engine.distributed import (
     rich_progress,
 )
 from engine.embedder import DEFAULT_BATCH_TOKENS
-from engine.pooling import SENTENCE_POOLING_MODES, WORD_POOLING_MODES
 
 err = Console(stderr=True)
 
@@ -48,24 +63,18 @@ def embed_distributed(
         typer.Option("--input", "-i", help="Input file or glob (repeatable): text lines, .jsonl or .parquet"),
     ],
     output: Annotated[Path, typer.Option("--output", "-o", help="Output directory: shards + manifest.json")],
-    static: Annotated[bool, typer.Option("--static", help="One word per line -> its static vector")] = False,
-    contextual: Annotated[
-        bool, typer.Option("--contextual", help="One text per line -> a contextual vector per word")
-    ] = False,
-    sentences: Annotated[bool, typer.Option("--sentences", help="One text per line -> one vector")] = False,
+    static: StaticFlag = False,
+    contextual: ContextualFlag = False,
+    sentences: SentencesFlag = False,
     output_format: Annotated[OutputFormat, typer.Option("--format", help="numpy shards or Parquet")] = (
         OutputFormat.npy
     ),
     column: Annotated[str, typer.Option(help="JSONL field or Parquet column holding the text")] = "text",
-    pooling: Annotated[Pooling, typer.Option(help="Word pooling; for --sentences: mean or cls")] = Pooling.mean,
-    normalize: Annotated[bool, typer.Option(help="--sentences: unit-length vectors")] = False,
-    unknown: Annotated[
-        UnknownPolicy, typer.Option(help="--static: a word mapping to [UNK] is an error, or gets [UNK]'s row, or 0")
-    ] = UnknownPolicy.error,
-    long_text: Annotated[LongText, typer.Option(help="Texts over the model maximum")] = LongText.window,
-    on_error: Annotated[OnError, typer.Option(help="A bad line stops the job, or is skipped and reported")] = (
-        OnError.fail
-    ),
+    pooling: PoolingOption = Pooling.mean,
+    normalize: NormalizeOption = False,
+    unknown: UnknownOption = UnknownPolicy.error,
+    long_text: LongTextOption = LongText.window,
+    on_error: OnErrorOption = OnError.fail,
     address: Annotated[
         str, typer.Option(help="Ray: 'local' starts one here; 'auto' or HOST:6379 joins a running cluster")
     ] = "local",
@@ -76,29 +85,21 @@ def embed_distributed(
         int | None, typer.Option(help="ONNX Runtime threads and CPUs per actor (default: 1, or CPUs / workers)")
     ] = None,
     batch_size: Annotated[int, typer.Option(help="Lines per actor call (and per read task)")] = DEFAULT_BATCH_LINES,
-    batch_tokens: Annotated[int, typer.Option(help="Padded tokens per model run")] = DEFAULT_BATCH_TOKENS,
+    batch_tokens: BatchTokensOption = DEFAULT_BATCH_TOKENS,
     shard_rows: Annotated[int, typer.Option(help="Rows per output shard at most")] = DEFAULT_SHARD_ROWS,
-    provider: Annotated[Provider, typer.Option(help="ONNX Runtime execution provider")] = Provider.auto,
+    provider: ProviderOption = Provider.auto,
     force: Annotated[bool, typer.Option(help="Replace an existing --output directory")] = False,
 ) -> None:
     """Embed files of words or texts on a Ray cluster (local by default), in input order."""
-    mode = _mode(static, contextual, sentences, pooling)
+    options = bulk_options(static, contextual, sentences, pooling, normalize, unknown, long_text, on_error)
     load_bundle(bundle, verify=False)  # fail on a wrong path, output or input here, before Ray starts
     check_output(output, force)
     planned = plan_inputs(expand_inputs(inputs), column, batch_size)
-    options = BulkOptions(
-        mode=mode,
-        pooling=pooling.value,
-        unknown=unknown.value,
-        long_text=long_text.value,
-        normalize=normalize,
-        on_error=on_error.value,
-    )
     with ray_session(address):
         rich_progress()
         workers = plan_workers(num_workers, threads, *cluster_cpus())
         err.print(
-            f"embedding {planned.lines} lines of {len(planned.paths)} input file(s) ({mode}) with "
+            f"embedding {planned.lines} lines of {len(planned.paths)} input file(s) ({options.mode}) with "
             f"{workers.count} worker(s) x {workers.threads} thread(s)",
             markup=False,
             highlight=False,
@@ -117,18 +118,6 @@ def embed_distributed(
             force=force,
         )
     _summary(report)
-
-
-def _mode(static: bool, contextual: bool, sentences: bool, pooling: Pooling) -> str:
-    modes = [name for name, chosen in (("static", static), ("contextual", contextual), ("sentences", sentences))
-             if chosen]
-    if len(modes) != 1:
-        raise ValueError("choose exactly one of --static, --contextual, --sentences")
-    mode = modes[0]
-    if (mode == "sentences") != (pooling.value in SENTENCE_POOLING_MODES) and pooling != Pooling.mean:
-        allowed = SENTENCE_POOLING_MODES if mode == "sentences" else WORD_POOLING_MODES
-        raise ValueError(f"--pooling {pooling.value} does not apply to --{mode}; choose from {', '.join(allowed)}")
-    return mode
 
 
 def _summary(report: JobReport) -> None:

@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from engine.choices import Provider
+from engine.choices import Provider, ProviderOption
 from engine.defaults import resolve_bundle
 from engine.progress import status_spinner
 from engine.serve.settings import SERVE_BATCH_TOKENS, ServeSettings
@@ -41,7 +41,7 @@ def serve(
     max_texts: Annotated[int, typer.Option(help="Most texts (or words) in one request")] = DEFAULTS.max_texts,
     max_text_chars: Annotated[int, typer.Option(help="Longest text, in characters")] = DEFAULTS.max_text_chars,
     threads: Annotated[int | None, typer.Option(help="ONNX Runtime threads (default: all cores)")] = None,
-    provider: Annotated[Provider, typer.Option(help="ONNX Runtime execution provider")] = Provider["auto"],
+    provider: ProviderOption = Provider.auto,
     access_log: Annotated[bool, typer.Option(help="Log every request")] = False,
 ) -> None:
     """Serve embeddings over HTTP: OpenAI-compatible /v1/embeddings, plus word-level endpoints."""
