@@ -60,6 +60,23 @@ class BulkOptions:
             raise ValueError(f"chunk_lines must be at least 1, got {self.chunk_lines!r}")
 
 
+def output_width(dim: int, options: BulkOptions) -> int:
+    """The width of the vectors a job writes: first_last word pooling concatenates two."""
+    return dim * (2 if options.mode != "sentences" and options.pooling == "first_last" else 1)
+
+
+@dataclass(frozen=True)
+class Rows:
+    """What a chunk of lines gives: a key and a vector per row, and the line each row came from."""
+
+    keys: list[str]
+    vectors: NDArray[np.float32]  # (N, width)
+    lines: NDArray[np.int64]  # (N,) line numbers; contextual mode gives one row per word of a line
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+
 @dataclass
 class BulkReport:
     lines: int = 0
@@ -123,7 +140,7 @@ def embed_file(
     """
     if source is None and resume:
         raise InputError("--resume needs an input file; standard input cannot be read twice")
-    width = embedder.dim * (2 if options.mode != "sentences" and options.pooling == "first_last" else 1)
+    width = output_width(embedder.dim, options)
     fingerprint = {
         **(input_fingerprint(source) if source is not None else {"input": "-"}),
         "bundle": embedder.bundle.manifest["files"]["model.onnx"]["sha256"],
@@ -138,9 +155,9 @@ def embed_file(
             report.lines += len(chunk)
             if index < sink.done_chunks:
                 continue
-            keys, vectors = embed_lines(embedder, chunk, options, report)
-            sink.write_chunk(index, keys, vectors)
-            report.rows += len(keys)
+            rows = embed_lines(embedder, chunk, options, report)
+            sink.write_chunk(index, rows.keys, rows.vectors)
+            report.rows += len(rows)
             if progress is not None:
                 progress(chunk[-1].end_byte, report.lines)
     finally:
@@ -162,20 +179,18 @@ def embed_to_stream(
     try:
         for chunk in _chunks(read_lines(handle, "stdin" if source is None else str(source)), options.chunk_lines):
             report.lines += len(chunk)
-            keys, vectors = embed_lines(embedder, chunk, options, report)
-            stream.write(jsonl_records(keys, vectors))
+            rows = embed_lines(embedder, chunk, options, report)
+            stream.write(jsonl_records(rows.keys, rows.vectors))
             stream.flush()
-            report.rows += len(keys)
+            report.rows += len(rows)
     finally:
         if source is not None:
             handle.close()
     return report
 
 
-def embed_lines(
-    embedder: Embedder, chunk: list[Line], options: BulkOptions, report: BulkReport
-) -> tuple[list[str], NDArray[np.float32]]:
-    """One chunk of lines -> (keys, vectors); bad lines fail or are skipped into the report, in line order."""
+def embed_lines(embedder: Embedder, chunk: list[Line], options: BulkOptions, report: BulkReport) -> Rows:
+    """One chunk of lines -> its rows, in line order; bad lines fail or are skipped into the report."""
     problems = [_problem(line) for line in chunk]
     _flag(problems, ~embedder.tokenizer.has_pieces(_texts(chunk, problems)),
           "has no words (only characters the tokenizer drops)")
@@ -185,19 +200,21 @@ def embed_lines(
     for line, problem in zip(chunk, problems):
         if problem is not None:
             _bad(line, problem, options, report)
+    kept = np.array([line.number for line, problem in zip(chunk, problems) if problem is None], dtype=np.int64)
     texts = _texts(chunk, problems)
     if options.mode == "static":
         words = [text.strip() for text in texts]
-        return words, embedder.static(words, pooling=options.pooling, unknown=options.unknown)
+        return Rows(words, embedder.static(words, pooling=options.pooling, unknown=options.unknown), kept)
     if options.mode == "sentences":
         vectors = embedder.sentences(texts, pooling=options.pooling, normalize=options.normalize,
                                      long_text=options.long_text)
-        return texts, vectors
+        return Rows(texts, vectors, kept)
     results = embedder.contextual(texts, pooling=options.pooling, long_text=options.long_text)
+    counts = np.array([len(result.words) for result in results], dtype=np.int64)
     keys = [word for result in results for word in result.words]
-    width = embedder.dim * (2 if options.pooling == "first_last" else 1)
-    vectors = np.concatenate([r.vectors for r in results] or [np.zeros((0, width), np.float32)])
-    return keys, vectors
+    empty = np.zeros((0, output_width(embedder.dim, options)), np.float32)
+    vectors = np.concatenate([result.vectors for result in results] or [empty])
+    return Rows(keys, vectors, np.repeat(kept, counts))
 
 
 def _problem(line: Line) -> str | None:

@@ -43,14 +43,14 @@ from dataclasses import asdict, dataclass
 from glob import glob, has_magic
 from itertools import islice
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, cast, get_args
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 import numpy as np
 from numpy.typing import NDArray
 
-from engine.bulk import BulkOptions, BulkReport, InputError, Line, embed_lines, read_lines
+from engine.bulk import BulkOptions, BulkReport, InputError, Line, embed_lines, output_width, read_lines
 from engine.bundle import load_bundle
-from engine.embedder import DEFAULT_BATCH_TOKENS, Embedder, WordVectors
+from engine.embedder import DEFAULT_BATCH_TOKENS, Embedder
 from engine.sinks import escape_line, read_keys
 
 if TYPE_CHECKING:
@@ -398,29 +398,25 @@ class EmbedBatch:
         """Lines of one file through embed_lines; line numbers are unique within a file."""
         chunk = [Line(number=int(number), text=text, end_byte=0) for number, text in zip(numbers, texts)]
         report = BulkReport()
-        counter = _RowCounter(self.embedder)
         try:
-            keys, vectors = embed_lines(cast(Embedder, counter), chunk, self.options, report)
+            rows = embed_lines(self.embedder, chunk, self.options, report)
         except InputError as error:
             name = self.inputs[file] if file < len(self.inputs) else f"input {file}"
             raise InputError(f"{name}: {error}") from error
+        starts = np.flatnonzero(np.diff(rows.lines, prepend=-1))  # (L,) each line's first row
+        word = np.arange(len(rows)) - np.repeat(starts, np.diff(np.append(starts, len(rows))))
         reasons = dict(report.skipped)
-        kept = np.array([line.number for line in chunk if line.number not in reasons], dtype=np.int64)
-        counts = np.array(counter.rows, dtype=np.int64)  # (L,) rows of each kept line
-        assert kept.size == counts.size and counts.sum() == len(keys), "rows do not match their lines"
-        line = np.repeat(kept, counts)
-        word = np.arange(line.size) - np.repeat(np.cumsum(counts) - counts, counts)
         skipped_lines = np.array(list(reasons), dtype=np.int64)
-        rows = _rows(
+        batch = _rows(
             file,
-            np.concatenate([line, skipped_lines]),
+            np.concatenate([rows.lines, skipped_lines]),
             np.concatenate([word, np.zeros(skipped_lines.size, np.int64)]),
-            keys + [""] * skipped_lines.size,
-            np.concatenate([vectors, np.zeros((skipped_lines.size, self.width), np.float32)]),
-            [""] * line.size + list(reasons.values()),
+            rows.keys + [""] * skipped_lines.size,
+            np.concatenate([rows.vectors, np.zeros((skipped_lines.size, self.width), np.float32)]),
+            [""] * len(rows) + list(reasons.values()),
         )
-        order = np.argsort(rows["line"], kind="stable")  # skipped lines back in their place
-        return {name: column[order] for name, column in rows.items()}
+        order = np.argsort(batch["line"], kind="stable")  # skipped lines back in their place
+        return {name: column[order] for name, column in batch.items()}
 
 
 def _rows(
@@ -439,44 +435,6 @@ def _rows(
         "vector": vectors,
         "skipped": np.array(skipped, dtype=object),
     }
-
-
-def output_width(dim: int, options: BulkOptions) -> int:
-    """The width of the vectors a job writes: first_last word pooling concatenates two."""
-    return dim * (2 if options.mode != "sentences" and options.pooling == "first_last" else 1)
-
-
-class _RowCounter:
-    """The Embedder as embed_lines uses it, noting how many rows each text it embeds gives.
-
-    embed_lines returns a chunk's rows flattened; these counts, one per embedded
-    text in order, map each row back to its line (contextual: one row per word).
-    Everything but the three embedding calls passes straight through.
-    """
-
-    def __init__(self, embedder: Embedder) -> None:
-        self.embedder = embedder
-        self.rows: list[int] = []
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.embedder, name)
-
-    def static(self, words: Sequence[str], pooling: str = "mean", unknown: str = "error") -> NDArray[np.float32]:
-        vectors = self.embedder.static(words, pooling=pooling, unknown=unknown)
-        self.rows.extend([1] * len(words))
-        return vectors
-
-    def sentences(
-        self, texts: Sequence[str], pooling: str = "mean", normalize: bool = False, long_text: str = "window"
-    ) -> NDArray[np.float32]:
-        vectors = self.embedder.sentences(texts, pooling=pooling, normalize=normalize, long_text=long_text)
-        self.rows.extend([1] * len(texts))
-        return vectors
-
-    def contextual(self, texts: Sequence[str], pooling: str = "mean", long_text: str = "window") -> list[WordVectors]:
-        results = self.embedder.contextual(texts, pooling=pooling, long_text=long_text)
-        self.rows.extend(len(result.words) for result in results)
-        return results
 
 
 def embed_dataset(

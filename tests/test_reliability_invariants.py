@@ -10,7 +10,6 @@ import random
 from pathlib import Path
 
 import numpy as np
-import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from numpy.typing import NDArray
@@ -20,7 +19,7 @@ from test_reliability_input import HOSTILE_ALPHABET, run_alone
 
 from engine import Embedder
 from engine.batching import plan_windows
-from engine.bulk import BulkOptions, embed_file
+from engine.bulk import BulkOptions, BulkReport, Line, embed_file, embed_lines
 from engine.pooling import WORD_POOLING_MODES, pool_pieces
 
 PROPERTY = settings(max_examples=50, deadline=None, derandomize=True)
@@ -35,11 +34,6 @@ GIANT = "zq" * 35  # 70 pieces: longer than a window (62), so its pieces come fr
 word_lists = st.lists(st.sampled_from(WORDS), max_size=30)
 texts = word_lists.map(" ".join) | word_lists.filter(bool)  # raw strings or pre-split words
 long_texts = st.lists(st.sampled_from([*WORDS, GIANT]), min_size=70, max_size=220).map(" ".join)
-
-
-@pytest.fixture(scope="module")
-def tiny(tiny_bundle: Path) -> Embedder:
-    return Embedder.load(tiny_bundle, provider="cpu", threads=1)
 
 
 def with_budget(embedder: Embedder, batch_tokens: int) -> Embedder:
@@ -163,6 +157,30 @@ def test_bulk_output_does_not_depend_on_chunk_lines(tiny: Embedder, tmp_path: Pa
         embed_file(tiny, source, out, BulkOptions(mode="static", chunk_lines=chunk_lines))
         outputs.add(out.read_bytes())
     assert len(outputs) == 1
+
+
+@PROPERTY
+@given(lines=st.lists(texts.map(lambda text: text if isinstance(text, str) else " ".join(text)) | st.just("  "),
+                      min_size=1, max_size=12),
+       mode=st.sampled_from(["contextual", "sentences", "static"]))
+def test_each_bulk_row_names_the_line_it_came_from(tiny: Embedder, lines: list[str], mode: str) -> None:
+    """Rows.lines maps every row back to its line: each kept line's rows, in order, equal the line embedded alone."""
+    chunk = [Line(number=10 + index, text=text, end_byte=0) for index, text in enumerate(lines)]
+    options = BulkOptions(mode=mode, on_error="skip", unknown="unk")
+    report = BulkReport()
+    rows = embed_lines(tiny, chunk, options, report)
+    skipped = {number for number, _ in report.skipped}
+    assert skipped == {line.number for line in chunk if not line.text.strip()}
+    expected_lines, expected_keys = [], []
+    for line in chunk:
+        if line.number in skipped:
+            continue
+        alone = embed_lines(tiny, [line], options, BulkReport())
+        expected_lines += [line.number] * len(alone)
+        expected_keys += alone.keys
+        np.testing.assert_allclose(rows.vectors[rows.lines == line.number], alone.vectors, rtol=0, atol=TOLERANCE)
+    assert rows.lines.tolist() == expected_lines
+    assert rows.keys == expected_keys
 
 
 @settings(max_examples=25, deadline=None, derandomize=True)
