@@ -1,4 +1,4 @@
-"""Shared fixtures: a tiny random BERT built in code, and bundles exported from it.
+"""Shared fixtures: a tiny random BERT built in code, bundles exported from it, and the tiny bundle loaded.
 
 No network: the vocabulary, tokenizer and weights are made here. The model is
 small enough to export in a few seconds, but has every part of a real BERT.
@@ -7,10 +7,13 @@ small enough to export in a few seconds, but has every part of a real BERT.
 from __future__ import annotations
 
 import os
+import shutil
 import string
 from pathlib import Path
 
 import pytest
+
+from engine.embedder import Embedder
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -82,6 +85,18 @@ def tiny_bundle(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> P
     from export import export_bundle
 
     return export_bundle(str(tiny_model), tmp_path_factory.mktemp("bundles") / "tiny").path
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_bundle: Path) -> Embedder:
+    """The tiny bundle loaded on one CPU thread; one per test module, so no module sees another's changes."""
+    return Embedder.load(tiny_bundle, provider="cpu", threads=1)
+
+
+@pytest.fixture()
+def bundle_copy(tiny_bundle: Path, tmp_path: Path) -> Path:
+    """A copy of the tiny bundle that a test may damage."""
+    return Path(shutil.copytree(tiny_bundle, tmp_path / "bundle"))
 
 
 @pytest.fixture(scope="session")

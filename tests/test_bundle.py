@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -11,11 +10,6 @@ import pytest
 
 from engine import BundleError, Embedder, ProviderError, load_bundle
 from engine.bundle import sha256_file
-
-
-@pytest.fixture()
-def bundle_copy(tiny_bundle: Path, tmp_path: Path) -> Path:
-    return Path(shutil.copytree(tiny_bundle, tmp_path / "bundle"))
 
 
 def edit_manifest(bundle: Path, change) -> None:

@@ -44,11 +44,6 @@ PIECES_CONTEXTS = {
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.fixture(scope="module")
-def tiny(tiny_bundle: Path) -> Embedder:
-    return Embedder.load(tiny_bundle, provider="cpu", threads=1)
-
-
 @pytest.fixture
 def cli() -> typer.Typer:
     """The command registered exactly as engine.cli registers it."""

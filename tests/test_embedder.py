@@ -22,11 +22,6 @@ TEXTS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def tiny(tiny_bundle: Path) -> Embedder:
-    return Embedder.load(tiny_bundle, provider="cpu", threads=1)
-
-
 def reference_words(model, folder: Path, text: str, mode: str = "mean") -> tuple[list[str], np.ndarray]:
     """transformers on its own: fast tokenizer word ids, last_hidden_state, a Python loop per word."""
     import torch

@@ -8,7 +8,6 @@ already cover are not repeated here; the README's reliability section counts bot
 from __future__ import annotations
 
 import re
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -25,11 +24,6 @@ from engine.sinks import read_vectors
 
 MEGABYTE = 1 << 20
 SHORT_MESSAGE = 300  # characters: an error about a 1 MB string must not quote it whole
-
-
-@pytest.fixture(scope="module")
-def tiny(tiny_bundle: Path) -> Embedder:
-    return Embedder.load(tiny_bundle, provider="cpu", threads=1)
 
 
 def run_alone(embedder: Embedder, ids: NDArray[np.int64]) -> NDArray[np.float32]:
@@ -332,11 +326,6 @@ def test_a_file_without_text_writes_an_empty_output(tiny_bundle: Path, tmp_path:
 
 
 # -- bundles ------------------------------------------------------------------
-
-
-@pytest.fixture()
-def bundle_copy(tiny_bundle: Path, tmp_path: Path) -> Path:
-    return Path(shutil.copytree(tiny_bundle, tmp_path / "bundle"))
 
 
 @pytest.mark.parametrize("name", ["static_table.npy", "tokenizer.json"])

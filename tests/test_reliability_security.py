@@ -36,11 +36,6 @@ def booby_trapped_npy(path: Path, marker: Path) -> Path:
     return path
 
 
-@pytest.fixture()
-def bundle_copy(tiny_bundle: Path, tmp_path: Path) -> Path:
-    return Path(shutil.copytree(tiny_bundle, tmp_path / "bundle"))
-
-
 def test_the_trap_is_live(tmp_path: Path) -> None:
     """The payload really runs when something unpickles it, so the tests below mean something."""
     marker = tmp_path / "ran"
