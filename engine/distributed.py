@@ -104,11 +104,23 @@ def ray_session(address: str = "local") -> Iterator[None]:
     if ray.is_initialized():
         yield
         return
-    ray.init(address=address)
+    try:
+        ray.init(address=address)
+    except ConnectionError as error:
+        if address == "local":
+            raise
+        raise ConnectionError(f"could not join the Ray cluster at {address}: {error}{_auth_hint()}") from error
     try:
         yield
     finally:
         ray.shutdown()
+
+
+def _auth_hint() -> str:
+    """Ray >= 2.59 starts clusters with token authentication, but a driver joining one sends no token unless told."""
+    if os.environ.get("RAY_AUTH_MODE") == "token":
+        return "; is it running, and is RAY_AUTH_TOKEN (or ~/.ray/auth_token) the cluster's token?"
+    return "; is it running? If it uses token authentication, set RAY_AUTH_MODE=token (and its token)"
 
 
 def rich_progress() -> None:

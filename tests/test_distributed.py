@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import socket
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -320,6 +323,70 @@ def test_expand_inputs_keeps_a_stable_order(tmp_path: Path) -> None:
         (tmp_path / name).write_text("x\n")
     found = expand_inputs([str(tmp_path / "*.txt"), str(tmp_path / "c.jsonl"), str(tmp_path / "a.txt")])
     assert found == [tmp_path / "a.txt", tmp_path / "b.txt", tmp_path / "c.jsonl"]
+
+
+@pytest.fixture()
+def running_cluster() -> Iterator[str]:
+    """A one-CPU Ray head started with `ray start`, as an operator would; yields its address."""
+    ray_cli = Path(sys.executable).with_name("ray")
+    if not ray_cli.exists():
+        pytest.skip("the ray command is not installed next to this Python")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    head = subprocess.Popen(
+        [str(ray_cli), "start", "--head", "--block", f"--port={port}", "--num-cpus=1", "--include-dashboard=false",
+         "--disable-usage-stats"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+        env={**os.environ, "RAY_AUTH_MODE": "token"},  # as Ray >= 2.59 starts a head anyway
+    )
+    try:
+        assert head.stdout is not None
+        for line in head.stdout:  # --block prints this once every head process is up
+            if "Ray runtime started" in line:
+                break
+        else:
+            pytest.fail(f"ray start --head exited with {head.wait()}")
+        yield f"127.0.0.1:{port}"
+    finally:
+        os.killpg(head.pid, signal.SIGTERM)  # --block stops the head's processes when it is told to
+        try:
+            head.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(head.pid, signal.SIGKILL)
+            head.wait()
+
+
+def test_joins_a_running_cluster_by_address(
+    running_cluster: str, tiny_bundle: Path, corpus: dict[str, list[Path]], tmp_path: Path
+) -> None:
+    """A fresh driver process joins the cluster at --address, rather than starting Ray of its own."""
+    *inputs, whole = corpus["text"]
+    keys, vectors = single_process(tiny_bundle, whole, tmp_path / "single.npy", "--contextual")
+
+    def driver(auth_mode: str | None) -> subprocess.CompletedProcess[str]:
+        env = {name: value for name, value in os.environ.items() if name != "RAY_AUTH_MODE"}
+        if auth_mode is not None:
+            env["RAY_AUTH_MODE"] = auth_mode
+        return subprocess.run(
+            [sys.executable, "-c", "from engine.cli import main; main()", "embed-distributed", str(tiny_bundle),
+             "-i", str(inputs[0]), "-i", str(inputs[1]), "-o", str(tmp_path / "out"), "--contextual",
+             "--address", running_cluster],
+            capture_output=True, text=True, timeout=300, env=env,
+        )
+
+    refused = driver(auth_mode=None)  # a driver without the cluster's token is told what to set
+    assert refused.returncode == 1
+    last_line = refused.stderr.strip().splitlines()[-1]
+    assert last_line.startswith(f"error: could not join the Ray cluster at {running_cluster}")
+    assert "set RAY_AUTH_MODE=token" in refused.stderr and "Traceback" not in refused.stderr
+    assert not (tmp_path / "out").exists()
+    job = driver(auth_mode="token")
+    assert job.returncode == 0, job.stderr
+    assert "1 worker(s) x 1 thread(s)" in job.stderr  # the cluster's one CPU, not this machine's two
+    got_keys, got_vectors = read_output(tmp_path / "out")
+    assert got_keys == keys
+    np.testing.assert_allclose(got_vectors, vectors, rtol=0, atol=1e-6)
 
 
 def test_without_ray_the_error_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
