@@ -103,7 +103,7 @@ def main(
     options = BulkOptions(mode="contextual")
     inputs = plan_inputs([corpus], block_lines=batch_size)
     loaded = {threads: Embedder.load(path, threads=threads) for threads in {1, cpus}}
-    ray.init(num_cpus=cpus, logging_level=logging.WARNING)  # as `embed-distributed --address local` starts it
+    ray.init(address="local", num_cpus=cpus, logging_level=logging.WARNING)  # as `embed-distributed` starts it
     ray.data.DataContext.get_current().enable_progress_bars = False
     logging.getLogger("ray.data").setLevel(logging.WARNING)
     embed_files(path, inputs, work / "warm", options, workers=Workers(1, 1), force=True)
@@ -142,7 +142,8 @@ def main(
     identical = same_output(work / "single.npy", work / "ray")
     ray.shutdown()
     lines = sum(1 for _ in corpus.open("rb"))
-    write_report(out, list(results.values()), identical, texts=lines, batch_size=batch_size, bundle=path)
+    write_report(out, list(results.values()), identical, texts=lines, batch_size=batch_size, bundle=path,
+                 ray=ray.__version__)
     console.print((out / "report.md").read_text())
 
 

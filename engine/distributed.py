@@ -19,8 +19,8 @@ index among the rows of its line (contextual mode gives one row per word, the
 other modes one per line). A line skipped with on_error="skip" becomes one
 row with its reason in `skipped`, which the writer reports and leaves out.
 Ray retries the tasks of a worker that dies; the writer asks Ray to keep input
-order and checks that ids strictly increase, so a repeated row fails the job
-rather than corrupting it.
+order, checks that ids strictly increase and that every input line gave rows,
+so a batch repeated or lost fails the job rather than corrupting it.
 
 Every node reads the inputs and the bundle at the paths given: run on one
 machine or on a shared filesystem. Ray and pyarrow are optional (the
@@ -201,7 +201,8 @@ class Span:
     file: int  # index of the input among all inputs
     path: str  # absolute: a worker's working directory is not the driver's
     first: int  # 1-based number of the span's first line in its file
-    count: int
+    count: int  # lines
+    records: int  # lines that hold a text: all but a JSONL file's blank lines
     start: int = 0  # text and JSONL: the bytes [start, stop) of the file
     stop: int = 0
 
@@ -219,6 +220,11 @@ class Inputs:
     def lines(self) -> int:
         """Lines (Parquet: rows) of all the inputs."""
         return sum(span.count for span in self.spans)
+
+    @property
+    def records(self) -> int:
+        """Lines that hold a text, each of which the output must account for."""
+        return sum(span.records for span in self.spans)
 
 
 def plan_inputs(
@@ -262,16 +268,18 @@ def read_inputs(inputs: Inputs) -> Dataset:
 
 def _line_spans(file: int, path: Path, block_lines: int) -> list[Span]:
     """Spans of whole lines; every line is decoded, so that a bad one fails now."""
+    jsonl = path.suffix.lower() in JSONL_SUFFIXES
     spans = []
-    first, start, number, stop = 1, 0, 0, 0
+    first, start, number, stop, records = 1, 0, 0, 0, 0
     with path.open("rb") as stream:
         for line in read_lines(stream, str(path)):
             number, stop = line.number, line.end_byte
+            records += 1 if not jsonl or line.text.strip() else 0  # as _span_records reads them
             if number - first + 1 == block_lines:
-                spans.append(Span(file, str(path), first, block_lines, start, stop))
-                first, start = number + 1, stop
+                spans.append(Span(file, str(path), first, block_lines, records, start, stop))
+                first, start, records = number + 1, stop, 0
     if number >= first:
-        spans.append(Span(file, str(path), first, number - first + 1, start, stop))
+        spans.append(Span(file, str(path), first, number - first + 1, records, start, stop))
     return spans
 
 
@@ -290,7 +298,7 @@ def _parquet_spans(file: int, path: Path, column: str, block_lines: int) -> Iter
         rows = table.metadata.row_group(group).num_rows
         for offset in range(0, rows, block_lines):
             count = min(block_lines, rows - offset)
-            yield Span(file, str(path), first, count)
+            yield Span(file, str(path), first, count, count)
             first += count
 
 
@@ -512,6 +520,7 @@ def write_output(
     inputs: Sequence[str | Path] = (),
     job: dict[str, object] | None = None,
     force: bool = False,
+    expected_lines: int | None = None,
 ) -> JobReport:
     """Run `dataset` and write its rows, in input order, as shards listed by `out_dir/manifest.json`.
 
@@ -529,10 +538,11 @@ def write_output(
         inputs: the input files, by `file` id, recorded in the manifest.
         job: facts about the job (mode, bundle...) recorded in the manifest.
         force: replace an existing `out_dir`.
+        expected_lines: the input lines that must each give rows (or a skipped row): a check that no batch was lost.
 
     Raises:
         FileExistsError: `out_dir` exists and is not empty, without `force`.
-        RuntimeError: a row came out of order or twice.
+        RuntimeError: a row came out of order or twice, or lines are missing.
     """
     if fmt not in OUTPUT_FORMATS:
         raise ValueError(f"unknown output format {fmt!r}; expected one of {', '.join(OUTPUT_FORMATS)}")
@@ -549,6 +559,8 @@ def write_output(
     try:
         for batch in _batches(dataset, shard_rows):
             shards.add(batch)
+        if expected_lines is not None and shards.lines != expected_lines:
+            raise RuntimeError(f"expected rows from {expected_lines} input lines, found {shards.lines}: rows were lost")
         manifest = json.dumps(shards.manifest(job or {}), indent=2, ensure_ascii=False) + "\n"
         (work / MANIFEST).write_text(manifest, encoding="utf-8")
     except BaseException:
@@ -805,4 +817,4 @@ def embed_files(
         "workers": workers.count,
         "threads": workers.threads,
     }
-    return write_output(rows, Path(out_dir), width, fmt, shard_rows, inputs.paths, job, force)
+    return write_output(rows, Path(out_dir), width, fmt, shard_rows, inputs.paths, job, force, inputs.records)

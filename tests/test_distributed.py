@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -59,7 +61,7 @@ def make_texts(count: int, seed: int) -> list[str]:
 
 @pytest.fixture(scope="module")
 def ray_cluster() -> Iterator[None]:
-    ray.init(num_cpus=2, include_dashboard=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False)  # a new instance, whatever else runs here
     # Ray Data binds its log handler to the stderr of its first run: let that be the real one, not a CliRunner's.
     ray.data.range(1).materialize()
     yield
@@ -171,6 +173,27 @@ def test_a_dead_worker_loses_and_repeats_no_row(
     np.testing.assert_allclose(got_vectors, vectors, rtol=0, atol=1e-6)
 
 
+def test_a_lost_batch_fails_the_job_and_leaves_no_output(
+    ray_cluster: None, tiny_bundle: Path, corpus: dict[str, list[Path]], tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    class LosesABatch(EmbedBatch):
+        """Returns no rows for the batch holding line 17 of the first file, as a lost task would."""
+
+        def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+            rows = super().__call__(batch)
+            if ((batch["file"] == 0) & (batch["line"] == 17)).any():
+                return {name: column[:0] for name, column in rows.items()}
+            return rows
+
+    monkeypatch.setattr(distributed, "EmbedBatch", LosesABatch)
+    *inputs, _ = corpus["text"]
+    plan = plan_inputs(inputs, block_lines=16)
+    with pytest.raises(RuntimeError, match="expected rows from 300 input lines, found 284: rows were lost"):
+        embed_files(tiny_bundle, plan, tmp_path / "out", BulkOptions(mode="contextual"), workers=TWO_WORKERS)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_skipped_lines_are_reported_with_their_file(
     ray_cluster: None, tiny_bundle: Path, tmp_path: Path
 ) -> None:
@@ -266,6 +289,7 @@ def test_inputs_in_jsonl_and_parquet_read_as_text_lines(ray_cluster: None, tmp_p
 
 def test_a_jsonl_record_without_the_field_names_its_line(ray_cluster: None, tmp_path: Path) -> None:
     (tmp_path / "in.jsonl").write_text('{"text": "king"}\n\n{"body": "queen"}\n', encoding="utf-8")
+    assert plan_inputs([tmp_path / "in.jsonl"]).records == 2
     with pytest.raises(Exception, match=r"in.jsonl: line 3: expected a string field 'text', found no such field"):
         read_inputs(plan_inputs([tmp_path / "in.jsonl"], block_lines=2)).take_all()
 
@@ -311,6 +335,7 @@ def test_spans_read_lines_as_bertonnx_embed_does(tmp_path: Path) -> None:
     (tmp_path / "in.txt").write_text(f"{bom}one\ntwo\r\n{bom}three\n\nfive", encoding="utf-8")
     plan = plan_inputs([tmp_path / "in.txt"], block_lines=2)
     assert [(span.first, span.count) for span in plan.spans] == [(1, 2), (3, 2), (5, 1)] and plan.lines == 5
+    assert plan.records == 5  # a blank text line is a record (that fails or is skipped); in JSONL it holds none
     read = [(line.number, line.text) for span in plan.spans for line in distributed._span_lines(span)]
     assert read == [(1, "one"), (2, "two"), (3, f"{bom}three"), (4, ""), (5, "five")]
     (tmp_path / "bad.txt").write_bytes(b"fine\nbad \xff\n")
@@ -334,9 +359,11 @@ def running_cluster() -> Iterator[str]:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
+    # Its own temp dir (short: it holds Unix sockets), so that its address file does not outlive it in /tmp/ray.
+    temp_dir = tempfile.mkdtemp(prefix="ray-", dir="/tmp")
     head = subprocess.Popen(
         [str(ray_cli), "start", "--head", "--block", f"--port={port}", "--num-cpus=1", "--include-dashboard=false",
-         "--disable-usage-stats"],
+         "--disable-usage-stats", f"--temp-dir={temp_dir}"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
         env={**os.environ, "RAY_AUTH_MODE": "token"},  # as Ray >= 2.59 starts a head anyway
     )
@@ -355,6 +382,7 @@ def running_cluster() -> Iterator[str]:
         except subprocess.TimeoutExpired:
             os.killpg(head.pid, signal.SIGKILL)
             head.wait()
+        shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 def test_joins_a_running_cluster_by_address(
