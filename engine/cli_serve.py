@@ -46,10 +46,12 @@ def serve(
 ) -> None:
     """Serve embeddings over HTTP: OpenAI-compatible /v1/embeddings, plus word-level endpoints."""
     try:
-        from engine.serve.app import create_app, run_server
+        from engine.serve.app import check_can_listen, create_app, run_server
     except ImportError as error:
         raise ImportError(f"bertonnx serve needs the serve extra: pip install 'bertonnx[serve]' ({error})") from error
     from engine.embedder import Embedder
+
+    check_can_listen(host, port)  # a taken port fails before the model loads
 
     settings = ServeSettings(
         max_batch_tokens=max_batch_tokens,

@@ -546,6 +546,24 @@ def test_sigterm_lets_in_flight_requests_finish(tiny_bundle: Path) -> None:
         process.communicate()
 
 
+@pytest.mark.parametrize("host", ["127.0.0.1", "no-such-host.invalid"])
+def test_an_address_it_cannot_listen_on_is_a_one_line_error(tiny_bundle: Path, host: str) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-c", "from engine.cli import main; main()", "serve", str(tiny_bundle),
+             "--host", host, "--port", str(port)],
+            capture_output=True, text=True, timeout=120,
+        )
+    assert result.returncode == 1
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith(f"error: cannot listen on {host}:{port}: ")
+    if host == "127.0.0.1":
+        assert line.endswith("Address already in use")
+
+
 def _wait_for_url(process: subprocess.Popen[str], timeout: float = 60) -> str:
     """Read the server's log until uvicorn says where it listens."""
     assert process.stderr is not None
