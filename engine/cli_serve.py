@@ -41,6 +41,9 @@ def serve(
     max_texts: Annotated[int, typer.Option(help="Most texts (or words) in one request")] = DEFAULTS.max_texts,
     max_text_chars: Annotated[int, typer.Option(help="Longest text, in characters")] = DEFAULTS.max_text_chars,
     threads: Annotated[int | None, typer.Option(help="ONNX Runtime threads (default: all cores)")] = None,
+    spin: Annotated[
+        bool, typer.Option(help="ORT threads busy-wait between operators: lower latency, CPU burned while idle")
+    ] = False,
     provider: ProviderOption = Provider.auto,
     access_log: Annotated[bool, typer.Option(help="Log every request")] = False,
 ) -> None:
@@ -64,6 +67,8 @@ def serve(
     with status_spinner(err, "opening the bundle") as step:
         path = resolve_bundle(bundle, step)
         step(f"loading {path}")
-        embedder = Embedder.load(path, provider=provider.value, threads=threads, batch_tokens=batch_tokens)
+        embedder = Embedder.load(
+            path, provider=provider.value, threads=threads, batch_tokens=batch_tokens, spin=spin
+        )
     err.print(f"serving {path} ({embedder.bundle.manifest['source']['model']}, {embedder.dim} dims)", highlight=False)
     run_server(create_app(embedder, settings), host, port, access_log=access_log)

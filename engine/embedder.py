@@ -118,6 +118,7 @@ class Embedder:
         threads: int | None = None,
         batch_tokens: int = DEFAULT_BATCH_TOKENS,
         verify: bool = True,
+        spin: bool = False,
     ) -> Embedder:
         """Open a bundle: check it, start the ONNX Runtime session, map the table.
 
@@ -127,10 +128,12 @@ class Embedder:
             threads: ONNX Runtime intra-op threads; default every core this process may use.
             batch_tokens: padded tokens per model run (batch size x longest text).
             verify: check every file's sha256 against the manifest.
+            spin: let idle ONNX Runtime threads busy-wait for the next operator: lower latency
+                for short texts (~18 % for one sentence on 2 cores), CPU burned while idle.
         """
         bundle = load_bundle(bundle_dir, verify=verify)
         tokenizer = Tokenizer.from_file(bundle.tokenizer_path, bundle.max_length)
-        session = Session(bundle.model_path, provider=provider, threads=threads)
+        session = Session(bundle.model_path, provider=provider, threads=threads, spin=spin)
         return cls(bundle, session, tokenizer, bundle.load_table(), batch_tokens)
 
     @property

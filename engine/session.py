@@ -92,6 +92,7 @@ def check_threads(threads: int | None) -> int:
 class SessionInfo:
     provider: str  # the execution provider actually running the graph
     threads: int
+    spin: bool  # idle intra-op threads busy-wait, as ONNX Runtime reports its own setting
     inputs: tuple[str, ...]
     outputs: tuple[str, ...]
 
@@ -135,6 +136,7 @@ class Session:
         self.info = SessionInfo(
             provider=active[0],
             threads=n_threads,
+            spin=self._session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning") == "1",
             inputs=tuple(i.name for i in self._session.get_inputs()),
             outputs=tuple(o.name for o in self._session.get_outputs()),
         )

@@ -7,6 +7,7 @@ import sys
 import warnings
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from engine import Embedder, ProviderError
@@ -84,3 +85,12 @@ assert not any(m.split(".")[0] in ("torch", "transformers") for m in sys.modules
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "(1, 32) 5 (1, 32)"
+
+
+@pytest.mark.parametrize("spin", [False, True])
+def test_spinning_is_off_unless_asked_for_and_changes_no_vector(tiny_bundle: Path, spin: bool) -> None:
+    default = Embedder.load(tiny_bundle, threads=2)
+    chosen = Embedder.load(tiny_bundle, threads=2, spin=spin)
+    assert default.session.info.spin is False and chosen.session.info.spin is spin
+    texts = ["the queen of the kingdom", "apple music"]
+    np.testing.assert_array_equal(chosen.sentences(texts), default.sentences(texts))
