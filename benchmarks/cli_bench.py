@@ -39,7 +39,6 @@ def bench(
     corpus_texts: Annotated[int, typer.Option(help="Texts in the mixed-length corpus")] = 1000,
     million: Annotated[int, typer.Option(help="Words in the static bulk workload")] = 1_000_000,
     memory: Annotated[bool, typer.Option(help="Measure peak memory, one child process per system")] = True,
-    spin: Annotated[bool, typer.Option(help="bertonnx: ORT threads busy-wait between operators")] = False,
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Directory for report.json, report.md, plots")] = Path(
         "bench-out"
     ),
@@ -65,7 +64,6 @@ def bench(
             threads=threads or default_threads(),
             providers=_names(providers, "--providers"),
             memory=memory,
-            spin=spin,
         )
         report = run_benchmark(config, step)
         step(f"writing {out_dir}")

@@ -2,8 +2,7 @@
 
 Method:
     * every system gets the same inputs and the same thread count (torch's
-      intra-op threads = ONNX Runtime's; ORT spin-waiting off, the engine's default,
-      or on with --spin);
+      intra-op threads = ONNX Runtime's; ORT spin-waiting off, the engine's default);
     * warm-up runs come first and are not timed;
     * systems are interleaved, A B C, B C A, C A B, ..., so that a drifting
       machine (clock, noisy neighbours) hits them all alike, with the GC off
@@ -62,7 +61,6 @@ class BenchConfig:
     threads: int = 1  # for every system
     providers: tuple[str, ...] = ("cpu",)
     memory: bool = True  # measure peak memory in a child process per system
-    spin: bool = False  # bertonnx: ORT threads busy-wait between operators, as torch's OpenMP threads do
     fidelity_items: int = 256  # inputs of a case compared with PyTorch (the first ones)
     title: str = ""  # what this run is, e.g. the model
     note: str = ""  # printed with the report, e.g. "random weights: latency only"
@@ -163,7 +161,7 @@ def run_benchmark(config: BenchConfig, progress: Progress | None = None) -> Repo
     say("building workloads")
     workloads, skipped = build_workloads(config.workloads, tokenizer, shape)
     specs, left_out = plan_systems(
-        facts, str(config.torch_model), config.providers, config.threads, Availability.detect(), config.spin
+        facts, str(config.torch_model), config.providers, config.threads, Availability.detect()
     )
     skipped += left_out
     wanted_paths = {w.case.path for w in workloads}
@@ -440,9 +438,7 @@ def _settings(config: BenchConfig, max_length: int, memory_method: str) -> dict[
             "warmup": "one untimed call per system first (bulk workloads: their first 64 inputs)",
             "timer": "time.perf_counter_ns around the whole call, GC off while timed",
             "threads": "torch.set_num_threads = ONNX Runtime intra_op_num_threads; inter-op 1 for both",
-            "ort_spinning": "on (session.intra_op.allow_spinning = 1, --spin)"
-            if config.spin
-            else "off (session.intra_op.allow_spinning = 0, the engine's default)",
+            "ort_spinning": "off (session.intra_op.allow_spinning = 0)",
             "throughput": "real (non-padding) tokens, special tokens included, / median latency",
             "baselines": "PyTorch: naive padded batches of 32 in input order; sentence-transformers: encode, 32",
             "memory": memory_method,

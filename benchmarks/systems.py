@@ -56,7 +56,6 @@ class SystemSpec:
     source: str  # bundle directory (bertonnx, numpy) or Hugging Face model folder (torch, ST)
     provider: str  # "cpu" or "cuda"
     threads: int
-    spin: bool = False  # bertonnx: ONNX Runtime threads busy-wait between operators
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -119,7 +118,6 @@ def plan_systems(
     providers: Sequence[str],
     threads: int,
     available: Availability,
-    spin: bool = False,
 ) -> tuple[list[SystemSpec], list[Skipped]]:
     """Which systems to build for these providers, and why each one left out was.
 
@@ -161,7 +159,7 @@ def plan_systems(
             elif facts.precision == "int8" and provider == "cuda":
                 skipped.append(Skipped(name, "dynamic int8 graphs run on CPU kernels"))
             else:
-                specs.append(SystemSpec("bertonnx", name, "contextual", facts.path, provider, threads, spin))
+                specs.append(SystemSpec("bertonnx", name, "contextual", facts.path, provider, threads))
     static_bundle = next((b for b in bundles if b.precision != "fp16"), bundles[0] if bundles else None)
     if static_bundle is not None:
         for kind, label in (("pytorch-embedding", "pytorch embedding"), ("numpy", "numpy (naive)")):
@@ -281,7 +279,7 @@ class BertonnxContextual:
 
     def __init__(self, spec: SystemSpec) -> None:
         self.spec = spec
-        self.embedder = Embedder.load(spec.source, provider=spec.provider, threads=spec.threads, spin=spec.spin)
+        self.embedder = Embedder.load(spec.source, provider=spec.provider, threads=spec.threads)
         wanted = CUDA if spec.provider == "cuda" else CPU
         if self.embedder.session.info.provider != wanted:
             raise RuntimeError(
