@@ -42,7 +42,7 @@ import numpy as np
 import typer
 from rich.console import Console
 
-from benchmarks.machine import describe_machine
+from benchmarks.machine import cpu_times, describe_machine
 from benchmarks.workloads import Vocabulary
 from engine.bulk import BulkOptions, embed_file
 from engine.defaults import resolve_bundle
@@ -227,9 +227,11 @@ def wait_quiet(cpus: int, limit: float = 3600) -> None:
 
 
 def _machine_busy() -> float:
-    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
-    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in fields[:8])
-    return (user + nice + system + irq + softirq + steal) / TICKS
+    """CPU seconds every CPU has been busy (Linux: this benchmark reads /proc)."""
+    reading = cpu_times()
+    if reading is None:
+        raise SystemExit("benchmarks.scaling needs /proc (Linux) to tell whether the machine is quiet")
+    return reading.machine
 
 
 def _tree_cpu() -> dict[int, float]:
