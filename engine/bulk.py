@@ -19,6 +19,7 @@ from typing import BinaryIO, Literal, get_args
 import numpy as np
 from numpy.typing import NDArray
 
+from engine.bundle import Bundle
 from engine.embedder import Embedder
 from engine.pooling import check_mode
 from engine.sinks import JobSpec, VectorSink, jsonl_records
@@ -60,9 +61,10 @@ class BulkOptions:
             raise ValueError(f"chunk_lines must be at least 1, got {self.chunk_lines!r}")
 
 
-def output_width(dim: int, options: BulkOptions) -> int:
-    """The width of the vectors a job writes: first_last word pooling concatenates two."""
-    return dim * (2 if options.mode != "sentences" and options.pooling == "first_last" else 1)
+def output_width(bundle: Bundle, options: BulkOptions) -> int:
+    """The width of the vectors a job writes: the table's or the hidden size, doubled by first_last word pooling."""
+    width = bundle.embedding_size if options.mode == "static" else bundle.hidden_size
+    return width * (2 if options.mode != "sentences" and options.pooling == "first_last" else 1)
 
 
 @dataclass(frozen=True)
@@ -140,7 +142,7 @@ def embed_file(
     """
     if source is None and resume:
         raise InputError("--resume needs an input file; standard input cannot be read twice")
-    width = output_width(embedder.dim, options)
+    width = output_width(embedder.bundle, options)
     fingerprint = {
         **(input_fingerprint(source) if source is not None else {"input": "-"}),
         "bundle": embedder.bundle.manifest["files"]["model.onnx"]["sha256"],
@@ -212,7 +214,7 @@ def embed_lines(embedder: Embedder, chunk: list[Line], options: BulkOptions, rep
     results = embedder.contextual(texts, pooling=options.pooling, long_text=options.long_text)
     counts = np.array([len(result.words) for result in results], dtype=np.int64)
     keys = [word for result in results for word in result.words]
-    empty = np.zeros((0, output_width(embedder.dim, options)), np.float32)
+    empty = np.zeros((0, output_width(embedder.bundle, options)), np.float32)
     vectors = np.concatenate([result.vectors for result in results] or [empty])
     return Rows(keys, vectors, np.repeat(kept, counts))
 

@@ -45,6 +45,11 @@ class Bundle:
         return int(self.manifest["model"]["hidden_size"])
 
     @property
+    def embedding_size(self) -> int:
+        """Width of the static table; bundles written before it was recorded have it equal to hidden_size."""
+        return int(self.manifest["model"].get("embedding_size", self.hidden_size))
+
+    @property
     def vocab_size(self) -> int:
         return int(self.manifest["model"]["vocab_size"])
 
@@ -69,12 +74,12 @@ class Bundle:
         return self.path / TABLE_FILE
 
     def load_table(self) -> NDArray[np.float32]:
-        """The static table (V, H), memory-mapped: pages load on first touch."""
+        """The static table (V, E), memory-mapped: pages load on first touch. E = H except in e.g. ELECTRA-small."""
         try:
             table = np.load(self.table_path, mmap_mode="r", allow_pickle=False)
         except ValueError as error:
             raise BundleError(f"{self.table_path}: not a plain numpy array ({error})") from error
-        expected = (self.vocab_size, self.hidden_size)
+        expected = (self.vocab_size, self.embedding_size)
         if table.shape != expected or table.dtype != np.float32:
             raise BundleError(
                 f"{self.table_path}: expected a float32 table of shape {expected}, "
@@ -140,8 +145,8 @@ def _check_format(manifest: Any, manifest_path: Path) -> None:
         block = manifest.get(section)
         if not isinstance(block, dict) or any(key not in block for key in keys):
             raise BundleError(f"{manifest_path}: section {section!r} needs {', '.join(keys)}")
-    for key in ("hidden_size", "vocab_size", "max_length"):
-        value = manifest["model"][key]
+    for key in ("hidden_size", "vocab_size", "max_length", "embedding_size"):
+        value = manifest["model"].get(key, 1)  # embedding_size is optional
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise BundleError(f"{manifest_path}: model.{key} must be a positive whole number, found {value!r}")
 

@@ -136,6 +136,8 @@ def info(
     table.add_row("source", f"{source['model']} ({source['model_type']})")
     table.add_row("weights sha256", source["weights_sha256"][:16] + "…")
     table.add_row("hidden size", str(model["hidden_size"]))
+    if checked.embedding_size != checked.hidden_size:
+        table.add_row("static vector size", str(checked.embedding_size))
     table.add_row("vocabulary", str(model["vocab_size"]))
     table.add_row("max length", str(model["max_length"]))
     table.add_row("layers / heads", f"{model['num_layers']} / {model['num_heads']}")

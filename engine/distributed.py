@@ -400,7 +400,7 @@ class EmbedBatch:
         self.embedder = Embedder.load(bundle, provider=provider, threads=threads, batch_tokens=batch_tokens)
         self.options = options
         self.inputs = tuple(str(path) for path in inputs)
-        self.width = output_width(self.embedder.dim, options)
+        self.width = output_width(self.embedder.bundle, options)
 
     def __call__(self, batch: Batch) -> Batch:
         files = np.asarray(batch["file"], dtype=np.int64)  # (B,)
@@ -804,7 +804,7 @@ def embed_files(
         fmt: "npy" shards or "parquet".
     """
     checked = load_bundle(bundle, verify=False)
-    width = output_width(checked.hidden_size, options)
+    width = output_width(checked, options)
     workers = workers or plan_workers(None, None, *cluster_cpus())
     rows = embed_dataset(
         read_inputs(inputs), bundle, options, workers, inputs.block_lines, provider, batch_tokens, inputs.paths

@@ -138,7 +138,13 @@ class Embedder:
 
     @property
     def dim(self) -> int:
+        """Width of contextual and sentence vectors: the hidden size."""
         return self.bundle.hidden_size
+
+    @property
+    def static_dim(self) -> int:
+        """Width of static vectors: the embedding table's, narrower than `dim` in e.g. ELECTRA-small."""
+        return self.bundle.embedding_size
 
     def static(self, words: Sequence[str], pooling: str = "mean", unknown: str = "error") -> NDArray[np.float32]:
         """Context-free vectors: each word's pieces looked up in the embedding table and pooled.

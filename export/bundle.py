@@ -242,6 +242,7 @@ def _manifest(
         },
         "model": {
             "hidden_size": loaded.hidden_size,
+            "embedding_size": loaded.embedding_size,
             "vocab_size": loaded.vocab_size,
             "max_length": loaded.max_length,
             "num_layers": loaded.num_layers,
@@ -254,7 +255,7 @@ def _manifest(
             "inputs": graph_inputs(work / MODEL_FILE),
             "outputs": {"static": STATIC_OUTPUT, "contextual": CONTEXTUAL_OUTPUT},
         },
-        "static_table": {"file": TABLE_FILE, "shape": [loaded.vocab_size, loaded.hidden_size], "dtype": "float32"},
+        "static_table": {"file": TABLE_FILE, "shape": [loaded.vocab_size, loaded.embedding_size], "dtype": "float32"},
         "validation": {
             "min_cosine_required": threshold,
             "final": report.to_dict(),

@@ -43,6 +43,7 @@ class LoadedModel:
     tokenizer: Any  # transformers.PreTrainedTokenizerFast
     model_type: str
     hidden_size: int
+    embedding_size: int  # width of the word-embedding table: ELECTRA-small's is narrower than its hidden states
     vocab_size: int
     max_length: int
     num_layers: int
@@ -111,6 +112,7 @@ def load_model(source: Source) -> LoadedModel:
         tokenizer=tokenizer,
         model_type=model_type,
         hidden_size=int(config.hidden_size if hasattr(config, "hidden_size") else config.dim),
+        embedding_size=int(model.get_input_embeddings().weight.shape[1]),
         vocab_size=int(model.get_input_embeddings().weight.shape[0]),
         max_length=_max_length(config, tokenizer),
         num_layers=int(getattr(config, "num_hidden_layers", getattr(config, "n_layers", 0))),

@@ -87,12 +87,17 @@ def probe_batch(tokenizer: Tokenizer) -> tuple[Encoded, NDArray[np.int64]]:
     Returns:
         The batch, and (B, T) word ids (-1 on special tokens and padding).
     """
-    pieces = tokenizer.split(list(PROBE_TEXTS))
     filler = "the king and queen rule the kingdom of apples . " * tokenizer.max_length
-    long_text = tokenizer.split([filler])[0]
-    keep = int(np.searchsorted(long_text.piece_word, long_text.piece_word[tokenizer.window]))
-    sequences = [p.ids for p in pieces] + [long_text.ids[:keep]]
-    piece_words = [p.piece_word for p in pieces] + [long_text.piece_word[:keep]]
+    pieces = tokenizer.split([*PROBE_TEXTS, filler])
+    # Every probe, the filler above all, is cut to the model's window at a word boundary: a model with a short
+    # maximum or a small vocabulary (many pieces a word) would otherwise be fed more positions than it has.
+    keep = [
+        int(np.searchsorted(p.piece_word, p.piece_word[tokenizer.window])) if p.ids.size > tokenizer.window
+        else p.ids.size
+        for p in pieces
+    ]
+    sequences = [p.ids[:k] for p, k in zip(pieces, keep)]
+    piece_words = [p.piece_word[:k] for p, k in zip(pieces, keep)]
     encoded = tokenizer.pack(sequences)
     word_ids = np.full(encoded.input_ids.shape, -1, dtype=np.int64)
     word_ids[encoded.content_rows, encoded.content_cols] = np.concatenate(piece_words)

@@ -93,6 +93,7 @@ class Service:
         return {
             "model": self.model_name,
             "dim": self.embedder.dim,
+            "static_dim": self.embedder.static_dim,
             "max_length": self.embedder.bundle.max_length,
             "provider": session.provider,
             "threads": session.threads,
@@ -173,7 +174,9 @@ def _add_routes(app: FastAPI, service: Service) -> None:
             "model": service.model_name,
             "kind": body.kind,
             "pooling": body.pooling,
-            "dim": embedder.dim * (2 if body.pooling == "first_last" else 1),
+            "dim": (embedder.static_dim if body.kind == "static" else embedder.dim) * (
+                2 if body.pooling == "first_last" else 1
+            ),
             "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
         }
         items = (
