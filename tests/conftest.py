@@ -75,6 +75,59 @@ def build_tiny_bert(folder: Path, seed: int = 0) -> Path:
     return folder
 
 
+def build_tiny_roberta(folder: Path, seed: int = 0) -> Path:
+    """Save a random 2-layer RoBERTa and a byte-level BPE tokenizer trained here, on WORDS, to 400 entries.
+
+    The vocabulary is small on purpose: most words split into several pieces, many of them in one text.
+    """
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast, RobertaConfig, RobertaModel
+
+    specials = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
+    backend = Tokenizer(models.BPE())
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=400, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
+    backend.train_from_iterator([" ".join(WORDS[i : i + 7]) for i in range(len(WORDS))] * 3, trainer)
+    backend.post_processor = processors.RobertaProcessing(
+        sep=("</s>", backend.token_to_id("</s>")), cls=("<s>", backend.token_to_id("<s>")), add_prefix_space=False
+    )
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend, bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="<pad>",
+        mask_token="<mask>", cls_token="<s>", sep_token="</s>", model_max_length=TINY_MAX_LENGTH,
+    )
+    torch.manual_seed(seed)
+    config = RobertaConfig(
+        vocab_size=backend.get_vocab_size(), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+        intermediate_size=64, max_position_embeddings=TINY_MAX_LENGTH + 2, pad_token_id=1, bos_token_id=0,
+        eos_token_id=2, type_vocab_size=1,
+    )
+    folder.mkdir(parents=True, exist_ok=True)
+    RobertaModel(config).eval().save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def build_tiny_electra(folder: Path, seed: int = 0) -> Path:
+    """Save a random 2-layer ELECTRA whose embedding table (16) is narrower than its hidden states (32), as
+    ELECTRA-small's is (128 vs 256), with the tiny BERT's WordPiece tokenizer."""
+    import torch
+    from transformers import ElectraConfig, ElectraModel
+
+    build_tiny_bert(folder, seed)
+    (folder / "model.safetensors").unlink()
+    torch.manual_seed(seed)
+    config = ElectraConfig(
+        vocab_size=len(tiny_vocab()), embedding_size=16, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+        intermediate_size=64, max_position_embeddings=TINY_MAX_LENGTH,
+    )
+    ElectraModel(config).eval().save_pretrained(folder)
+    return folder
+
+
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny_bert(tmp_path_factory.mktemp("models") / "tiny-bert")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from reference import pool_block
+from reference import pool_block, reference_words
 
 from engine import Embedder, EmptyWordError, TextTooLongError, UnknownWordError
 from engine.batching import plan_windows
@@ -20,26 +20,6 @@ TEXTS = [
     "unable",
     "The king eats apple every day.",
 ]
-
-
-def reference_words(model, folder: Path, text: str, mode: str = "mean") -> tuple[list[str], np.ndarray]:
-    """transformers on its own: fast tokenizer word ids, last_hidden_state, a Python loop per word."""
-    import torch
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(folder)
-    encoding = tokenizer(text, return_tensors="pt", return_offsets_mapping=True)
-    offsets = encoding.pop("offset_mapping")[0].tolist()
-    with torch.inference_mode():
-        hidden = model(**encoding).last_hidden_state[0].numpy()
-    word_ids = encoding.word_ids(0)
-    words, vectors = [], []
-    for word in sorted({w for w in word_ids if w is not None}):
-        positions = [i for i, w in enumerate(word_ids) if w == word]
-        block = hidden[positions]
-        words.append(text[offsets[positions[0]][0] : offsets[positions[-1]][1]])
-        vectors.append(pool_block(block, mode))
-    return words, np.array(vectors)
 
 
 @pytest.mark.parametrize("mode", WORD_POOLING_MODES)

@@ -1,0 +1,98 @@
+"""BERT-family encoders other than BERT: RoBERTa (byte-level BPE, positions after the pad id) and ELECTRA
+(an embedding table narrower than the hidden states), each exported and checked against transformers
+at token (export validation), word, sentence and static level. DistilBERT is in test_export."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import TINY_MAX_LENGTH, build_tiny_electra, build_tiny_roberta
+from reference import reference_words
+from typer.testing import CliRunner
+
+from engine import Embedder
+from engine.cli import app
+from engine.pooling import WORD_POOLING_MODES
+from engine.sinks import read_vectors
+from export import export_bundle
+
+TEXTS = ["The king is unable to rule, kingly!", "apple music account", "How much is the Queen band?"]
+WORDS_ALONE = ["king", "unable", "Queen", "kingly", "embeddings"]
+
+
+@pytest.fixture(scope="module", params=["roberta", "electra"])
+def family(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path, Path]:
+    """(model type, Hugging Face folder, exported bundle)."""
+    build = {"roberta": build_tiny_roberta, "electra": build_tiny_electra}[request.param]
+    folder = build(tmp_path_factory.mktemp("models") / request.param)
+    result = export_bundle(str(folder), tmp_path_factory.mktemp("bundles") / request.param)
+    assert result.manifest["source"]["model_type"] == request.param
+    assert result.report.min_cosine >= 0.99999  # token and word level, both outputs, at full length too
+    return request.param, folder, result.path
+
+
+def torch_model(folder: Path):  # noqa: ANN201 - a transformers PreTrainedModel
+    from transformers import AutoModel
+
+    return AutoModel.from_pretrained(folder).eval()
+
+
+@pytest.mark.parametrize("mode", WORD_POOLING_MODES)
+def test_words_match_transformers(family: tuple[str, Path, Path], mode: str) -> None:
+    _, folder, bundle = family
+    model = torch_model(folder)
+    for text, result in zip(TEXTS, Embedder.load(bundle, provider="cpu").contextual(TEXTS, pooling=mode)):
+        words, expected = reference_words(model, folder, text, mode)
+        assert list(result.words) == words
+        np.testing.assert_allclose(result.vectors, expected, atol=2e-5)
+
+
+def test_sentences_match_transformers_mean_pooling(family: tuple[str, Path, Path]) -> None:
+    import torch
+    from transformers import AutoTokenizer
+
+    _, folder, bundle = family
+    tokenizer, model = AutoTokenizer.from_pretrained(folder), torch_model(folder)
+    encoded = tokenizer(TEXTS, padding=True, return_tensors="pt")
+    with torch.inference_mode():
+        hidden = model(**encoded).last_hidden_state
+    mask = encoded["attention_mask"].unsqueeze(-1).float()
+    expected = ((hidden * mask).sum(1) / mask.sum(1)).numpy()
+    np.testing.assert_allclose(Embedder.load(bundle).sentences(TEXTS), expected, atol=2e-5)
+
+
+def test_static_vectors_are_the_table_rows_of_the_word_alone(family: tuple[str, Path, Path]) -> None:
+    from transformers import AutoTokenizer
+
+    kind, folder, bundle = family
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    table = torch_model(folder).get_input_embeddings().weight.detach().numpy()
+    embedder = Embedder.load(bundle)
+    vectors = embedder.static(WORDS_ALONE)
+    assert vectors.shape == (len(WORDS_ALONE), 16 if kind == "electra" else 32)
+    assert embedder.static_dim == table.shape[1]
+    for word, vector in zip(WORDS_ALONE, vectors):
+        ids = tokenizer(word, add_special_tokens=False)["input_ids"]
+        np.testing.assert_array_equal(vector, table[ids].mean(0))
+
+
+def test_a_text_over_the_maximum_goes_through_windows(family: tuple[str, Path, Path]) -> None:
+    embedder = Embedder.load(family[2])
+    text = " ".join(["the king and queen rule the kingdom"] * TINY_MAX_LENGTH)
+    result = embedder.contextual([text])[0]
+    assert len(result.words) == 7 * TINY_MAX_LENGTH and not result.truncated
+    assert np.isfinite(result.vectors).all()
+
+
+def test_bulk_static_files_have_the_tables_width(family: tuple[str, Path, Path], tmp_path: Path) -> None:
+    kind, _, bundle = family
+    (tmp_path / "words.txt").write_text("\n".join(WORDS_ALONE) + "\n", encoding="utf-8")
+    result = CliRunner().invoke(
+        app, ["embed", str(bundle), "--static", "-i", str(tmp_path / "words.txt"), "-o", str(tmp_path / "w.npy")]
+    )
+    assert result.exit_code == 0, result.output
+    keys, vectors = read_vectors(tmp_path / "w.npy")
+    assert keys == WORDS_ALONE and vectors.shape == (5, 16 if kind == "electra" else 32)
+    np.testing.assert_array_equal(vectors, Embedder.load(bundle).static(WORDS_ALONE))
