@@ -190,9 +190,12 @@ def _check_target(target: Path, force: bool) -> None:
         raise ExportError(f"{target}: already exists; pass --force to replace it")
     if target.exists() and not target.is_dir():
         raise ExportError(f"{target}: exists and is not a directory")
-    parent = target.parent
-    if not parent.is_dir():
-        raise ExportError(f"{parent}: the parent folder of --out does not exist")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)  # as `mkdir -p`: `--out bundles/minilm` on a fresh clone
+    except FileExistsError as error:
+        raise ExportError(f"{target.parent}: exists and is not a folder, so --out cannot go in it") from error
+    except OSError as error:
+        raise ExportError(f"{target.parent}: cannot create the folder for --out ({error.strerror})") from error
 
 
 def _make_work_dir(target: Path) -> Path:

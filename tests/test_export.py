@@ -128,10 +128,19 @@ def test_a_model_that_is_not_an_encoder_is_refused(tmp_path: Path) -> None:
 def test_unwritable_output_location_is_a_clear_error(tiny_model: Path, tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("")
-    with pytest.raises(ExportError, match="parent folder of --out does not exist"):
+    with pytest.raises(ExportError, match="file: exists and is not a folder, so --out cannot go in it"):
         export_bundle(str(tiny_model), blocker / "bundle")
+    with pytest.raises(ExportError, match=r"file/deeper: cannot create the folder for --out \(Not a directory\)"):
+        export_bundle(str(tiny_model), blocker / "deeper" / "bundle")
     with pytest.raises(ExportError, match="cannot write here"):
         export_bundle(str(tiny_model), Path("/proc/bertonnx-bundle"))
+
+
+def test_missing_parent_folders_of_out_are_created(tiny_model: Path, tmp_path: Path) -> None:
+    """As the README's first command does on a fresh clone: `--out bundles/minilm` without a bundles/ folder."""
+    result = export_bundle(str(tiny_model), tmp_path / "bundles" / "nested" / "tiny")
+    assert result.path == (tmp_path / "bundles" / "nested" / "tiny").resolve()
+    assert (result.path / "manifest.json").is_file()
 
 
 @pytest.mark.slow
