@@ -17,7 +17,7 @@ def test_bundle_has_both_outputs_and_a_complete_manifest(tiny_bundle: Path) -> N
     manifest = json.loads((tiny_bundle / "manifest.json").read_text())
     assert manifest["onnx"]["outputs"] == {"static": STATIC_OUTPUT, "contextual": CONTEXTUAL_OUTPUT}
     assert manifest["model"] == {
-        "hidden_size": 32, "vocab_size": manifest["model"]["vocab_size"], "max_length": 64,
+        "hidden_size": 32, "embedding_size": 32, "vocab_size": manifest["model"]["vocab_size"], "max_length": 64,
         "num_layers": 2, "num_heads": 4,
     }
     assert len(manifest["source"]["weights_sha256"]) == 64
