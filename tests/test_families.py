@@ -96,3 +96,29 @@ def test_bulk_static_files_have_the_tables_width(family: tuple[str, Path, Path],
     keys, vectors = read_vectors(tmp_path / "w.npy")
     assert keys == WORDS_ALONE and vectors.shape == (5, 16 if kind == "electra" else 32)
     np.testing.assert_array_equal(vectors, Embedder.load(bundle).static(WORDS_ALONE))
+
+
+def test_info_and_the_server_give_each_kind_its_width(family: tuple[str, Path, Path]) -> None:
+    pytest.importorskip("uvicorn")
+    from test_serve import serving
+
+    kind, _, bundle = family
+    static_width = 16 if kind == "electra" else 32
+    info = CliRunner().invoke(app, ["info", str(bundle)])
+    assert info.exit_code == 0, info.output
+    assert ("static vector size" in info.output) == (kind == "electra")
+    with serving(bundle) as server:
+        described = server_info(server.url)
+        assert (described["dim"], described["static_dim"]) == (32, static_width)
+        static = server.post("/embed/words", {"texts": ["the king"], "kind": "static"}).json()
+        contextual = server.post("/embed/words", {"texts": ["the king"], "kind": "contextual"}).json()
+        assert static["dim"] == len(static["data"][0]["vectors"][0]) == static_width
+        assert contextual["dim"] == len(contextual["data"][0]["vectors"][0]) == 32
+        table = server.post("/embed/static", {"words": ["king"]}).json()
+        assert table["dim"] == len(table["data"][0]["vector"]) == static_width
+
+
+def server_info(url: str) -> dict:
+    import httpx
+
+    return httpx.get(url + "/info", timeout=30).json()
