@@ -374,7 +374,7 @@ def _json_field(path: Path, line: Line, column: str) -> str:
 
 
 class EmbedBatch:
-    """The `Dataset.map_batches` adapter: rows (file, line, text) -> rows of vectors.
+    """The `Dataset.map_batches` adapter: rows of texts (or words) -> rows of vectors.
 
     A callable class, so that Ray Data builds one per actor and each worker loads
     the bundle once:
@@ -382,9 +382,15 @@ class EmbedBatch:
         ds.map_batches(EmbedBatch, fn_constructor_kwargs={"bundle": path, "options": options},
                        compute=ray.data.ActorPoolStrategy(size=4), num_cpus=threads, batch_size=1000)
 
+    Input: a `text_column` of strings (a null reads as blank), and optionally
+    `file` and `line` ids, as read_inputs gives them; without them a batch's rows
+    are numbered line 1, 2, ... of file 0, so any Dataset with a text column works.
+    Every other column is carried over to each row its input row gives (contextual
+    mode gives one row per word, the other modes one per input row).
+
     Output columns: file, line, word (int64), key (str), vector ((N, dim) float32),
-    skipped (str: "" for a vector, else why the line was skipped; its vector is 0).
-    The (file, line) ids of a batch must be unique.
+    skipped (str: "" for a vector, else why the line was skipped; its vector is 0),
+    then the carried-over columns. The (file, line) ids of a batch must be unique.
     """
 
     def __init__(
@@ -395,26 +401,37 @@ class EmbedBatch:
         provider: str = "auto",
         batch_tokens: int = DEFAULT_BATCH_TOKENS,
         inputs: Sequence[str | Path] = (),
+        text_column: str = "text",
     ) -> None:
         """Args as for Embedder.load and embed_lines; `inputs` name the files in error messages."""
         self.embedder = Embedder.load(bundle, provider=provider, threads=threads, batch_tokens=batch_tokens)
         self.options = options
         self.inputs = tuple(str(path) for path in inputs)
+        self.text_column = text_column
         self.width = output_width(self.embedder.bundle, options)
 
     def __call__(self, batch: Batch) -> Batch:
-        files = np.asarray(batch["file"], dtype=np.int64)  # (B,)
-        numbers = np.asarray(batch["line"], dtype=np.int64)  # (B,)
-        texts = ["" if text is None else str(text) for text in batch["text"]]  # a null reads as blank
-        starts = np.flatnonzero(np.diff(files, prepend=-1)) if files.size else np.zeros(0, np.int64)
-        ends = np.append(starts[1:], files.size)
-        parts = [self._embed_file_run(int(files[s]), numbers[s:e], texts[s:e]) for s, e in zip(starts, ends)]
+        if self.text_column not in batch:
+            raise ValueError(f"expected a column {self.text_column!r} of texts, found {', '.join(batch)}")
+        texts = ["" if text is None else str(text) for text in batch[self.text_column]]  # a null reads as blank
+        size = len(texts)
+        files = np.asarray(batch["file"], dtype=np.int64) if "file" in batch else np.zeros(size, np.int64)  # (B,)
+        numbers = np.asarray(batch["line"], dtype=np.int64) if "line" in batch else np.arange(1, size + 1)  # (B,)
+        carried = [name for name in batch if name not in (self.text_column, "file", "line")]
+        clashing = sorted(set(carried) & set(OUTPUT_COLUMNS))
+        if clashing:
+            raise ValueError(f"input columns {', '.join(clashing)} would clash with the output's; rename them")
+        starts = np.flatnonzero(np.diff(files, prepend=-1)) if size else np.zeros(0, np.int64)
+        ends = np.append(starts[1:], size)
+        parts = [self._embed_file_run(int(files[s]), numbers[s:e], texts[s:e], s) for s, e in zip(starts, ends)]
         if not parts:
             empty = np.zeros(0, np.int64)
-            return _rows(0, empty, empty, [], np.zeros((0, self.width), np.float32), [])
-        return {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
+            parts = [{**_rows(0, empty, empty, [], np.zeros((0, self.width), np.float32), []), "source": empty}]
+        rows = {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
+        source = rows.pop("source")  # (N,) the input row of each output row
+        return {**rows, **{name: np.asarray(batch[name])[source] for name in carried}}
 
-    def _embed_file_run(self, file: int, numbers: NDArray[np.int64], texts: list[str]) -> Batch:
+    def _embed_file_run(self, file: int, numbers: NDArray[np.int64], texts: list[str], offset: int) -> Batch:
         """Lines of one file through embed_lines; line numbers are unique within a file."""
         chunk = [Line(number=int(number), text=text, end_byte=0) for number, text in zip(numbers, texts)]
         report = BulkReport()
@@ -435,8 +452,13 @@ class EmbedBatch:
             np.concatenate([rows.vectors, np.zeros((skipped_lines.size, self.width), np.float32)]),
             [""] * len(rows) + list(reasons.values()),
         )
-        order = np.argsort(batch["line"], kind="stable")  # skipped lines back in their place
+        by_number = np.argsort(numbers, kind="stable")  # numbers -> their place in the run
+        batch["source"] = offset + by_number[np.searchsorted(numbers[by_number], batch["line"])]
+        order = np.argsort(batch["source"], kind="stable")  # input order, skipped lines back in their place
         return {name: column[order] for name, column in batch.items()}
+
+
+OUTPUT_COLUMNS = ("file", "line", "word", "key", "vector", "skipped")
 
 
 def _rows(

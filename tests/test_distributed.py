@@ -232,6 +232,38 @@ def test_embed_batch_keeps_the_line_of_every_row(tiny_bundle: Path) -> None:
     assert empty["vector"].shape == (0, 32) and empty["key"].size == 0
 
 
+@pytest.mark.parametrize("mode", ["contextual", "sentences"])
+def test_the_adapter_works_on_any_dataset_with_a_text_column(ray_cluster: None, tiny_bundle: Path, mode: str) -> None:
+    """A user's own Dataset: a differently named text column, no file/line ids, an id column carried along."""
+    texts = make_texts(40, seed=5)
+    dataset = ray.data.from_items([{"doc": f"d{i}", "body": text} for i, text in enumerate(texts)])
+    rows = dataset.map_batches(
+        EmbedBatch,
+        fn_constructor_kwargs={"bundle": str(tiny_bundle), "options": BulkOptions(mode=mode), "text_column": "body"},
+        compute=ray.data.ActorPoolStrategy(size=2), batch_size=7, batch_format="numpy",
+    ).take_all()
+    embedder = Embedder.load(tiny_bundle)
+    if mode == "sentences":
+        expected_docs, expected_keys, expected = [f"d{i}" for i in range(40)], texts, embedder.sentences(texts)
+    else:
+        results = embedder.contextual(texts)
+        expected_docs = [f"d{i}" for i, r in enumerate(results) for _ in r.words]
+        expected_keys = [word for r in results for word in r.words]
+        expected = np.concatenate([r.vectors for r in results])
+    found = sorted(rows, key=lambda row: (int(row["doc"][1:]), row["word"]))
+    assert [row["doc"] for row in found] == expected_docs and [row["key"] for row in found] == expected_keys
+    np.testing.assert_allclose(np.stack([row["vector"] for row in found]), expected, rtol=0, atol=1e-6)
+    assert {row["file"] for row in rows} == {0} and all(1 <= row["line"] <= 7 for row in rows)
+
+
+def test_the_adapter_refuses_columns_it_would_overwrite(tiny_bundle: Path) -> None:
+    adapter = EmbedBatch(tiny_bundle, BulkOptions(mode="sentences"))
+    with pytest.raises(ValueError, match="input columns key, vector would clash with the output's"):
+        adapter({"text": np.array(["the king"], dtype=object), "vector": np.zeros(1), "key": np.array(["k"])})
+    with pytest.raises(ValueError, match="expected a column 'text' of texts, found body"):
+        adapter({"body": np.array(["the king"], dtype=object)})
+
+
 def test_empty_input_writes_an_empty_output(ray_cluster: None, tiny_bundle: Path, tmp_path: Path) -> None:
     (tmp_path / "empty.txt").write_bytes(b"")
     report = embed_files(tiny_bundle, plan_inputs([tmp_path / "empty.txt"]), tmp_path / "out",
