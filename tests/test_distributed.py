@@ -420,33 +420,32 @@ def running_cluster() -> Iterator[str]:
 def test_joins_a_running_cluster_by_address(
     running_cluster: str, tiny_bundle: Path, corpus: dict[str, list[Path]], tmp_path: Path
 ) -> None:
-    """A fresh driver process joins the cluster at --address, rather than starting Ray of its own."""
+    """A fresh driver process joins the cluster at --address (or `auto`), rather than starting Ray of its own."""
     *inputs, whole = corpus["text"]
     keys, vectors = single_process(tiny_bundle, whole, tmp_path / "single.npy", "--contextual")
 
-    def driver(auth_mode: str | None) -> subprocess.CompletedProcess[str]:
-        env = {name: value for name, value in os.environ.items() if name != "RAY_AUTH_MODE"}
-        if auth_mode is not None:
-            env["RAY_AUTH_MODE"] = auth_mode
+    def driver(out: Path, address: str, **env_vars: str) -> subprocess.CompletedProcess[str]:
+        env = {name: value for name, value in os.environ.items() if name not in ("RAY_AUTH_MODE", "RAY_ADDRESS")}
         return subprocess.run(
             [sys.executable, "-c", "from engine.cli import main; main()", "embed-distributed", str(tiny_bundle),
-             "-i", str(inputs[0]), "-i", str(inputs[1]), "-o", str(tmp_path / "out"), "--contextual",
-             "--address", running_cluster],
-            capture_output=True, text=True, timeout=300, env=env,
+             "-i", str(inputs[0]), "-i", str(inputs[1]), "-o", str(out), "--contextual", "--address", address],
+            capture_output=True, text=True, timeout=300, env={**env, **env_vars},
         )
 
-    refused = driver(auth_mode=None)  # a driver without the cluster's token is told what to set
+    refused = driver(tmp_path / "refused", running_cluster)  # without the cluster's token: told what to set
     assert refused.returncode == 1
     last_line = refused.stderr.strip().splitlines()[-1]
     assert last_line.startswith(f"error: could not join the Ray cluster at {running_cluster}")
     assert "set RAY_AUTH_MODE=token" in refused.stderr and "Traceback" not in refused.stderr
-    assert not (tmp_path / "out").exists()
-    job = driver(auth_mode="token")
-    assert job.returncode == 0, job.stderr
-    assert "1 worker(s) x 1 thread(s)" in job.stderr  # the cluster's one CPU, not this machine's two
-    got_keys, got_vectors = read_output(tmp_path / "out")
-    assert got_keys == keys
-    np.testing.assert_allclose(got_vectors, vectors, rtol=0, atol=1e-6)
+    assert not (tmp_path / "refused").exists()
+    by_address = driver(tmp_path / "by-address", running_cluster, RAY_AUTH_MODE="token")
+    auto = driver(tmp_path / "auto", "auto", RAY_AUTH_MODE="token", RAY_ADDRESS=running_cluster)
+    for job, out in ((by_address, "by-address"), (auto, "auto")):
+        assert job.returncode == 0, job.stderr
+        assert "1 worker(s) x 1 thread(s)" in job.stderr  # the cluster's one CPU, not this machine's two
+        got_keys, got_vectors = read_output(tmp_path / out)
+        assert got_keys == keys
+        np.testing.assert_allclose(got_vectors, vectors, rtol=0, atol=1e-6)
 
 
 def test_without_ray_the_error_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
