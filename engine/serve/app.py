@@ -383,10 +383,12 @@ class _Metrics:
 
 
 def run_server(app: FastAPI, host: str, port: int, access_log: bool = False) -> None:
-    """Serve until SIGTERM or Ctrl+C, then stop gracefully: in-flight requests finish, exit status 0."""
+    """Serve until SIGTERM or Ctrl+C, then stop gracefully: in-flight requests finish, exit status 0.
+
+    Call check_can_listen first (the CLI does, before loading the model) for a one-line error on a taken port.
+    """
     import uvicorn
 
-    check_can_listen(host, port)
     config = uvicorn.Config(app, host=host, port=port, access_log=access_log, lifespan="on", log_level="info")
     with _signals_ignored_after_shutdown():
         uvicorn.Server(config).run()
