@@ -18,7 +18,7 @@ import typer
 from conftest import TINY_MAX_LENGTH
 from typer.testing import CliRunner
 
-from benchmarks.cli_bench import bench, torch_source
+from benchmarks.cli_bench import torch_source
 from benchmarks.harness import BenchConfig, Report, compare, evaluate_targets, run_benchmark, time_interleaved
 from benchmarks.machine import CpuTimes, fp32_flops_per_cycle, others_load
 from benchmarks.memory import METHOD_HWM
@@ -35,7 +35,7 @@ from benchmarks.workloads import (
     build_workloads,
 )
 from engine import Embedder
-from engine.cli import friendly_errors
+from engine.cli import app
 from engine.session import CPU, CUDA
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -254,14 +254,7 @@ def test_targets_name_the_bound_and_the_measurement(tiny_report: tuple[Report, P
 
 @pytest.fixture
 def cli() -> typer.Typer:
-    """`bench` registered exactly as engine.cli registers it."""
-    app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
-
-    @app.callback()
-    def root() -> None:
-        """Make `bench` a subcommand, as in the real app."""
-
-    app.command("bench")(friendly_errors(bench))
+    """The real `bertonnx` app, in which `bench` is registered."""
     return app
 
 

@@ -18,8 +18,8 @@ from typer.testing import CliRunner
 
 from engine import Embedder
 from engine.choices import Provider, WordPooling
-from engine.cli import friendly_errors
-from engine.cli_compare import Metric, compare
+from engine.cli import app
+from engine.cli_compare import Metric
 from engine.defaults import DEFAULT_BUNDLE_NAME
 from engine.pooling import WORD_POOLING_MODES
 from engine.session import PROVIDERS
@@ -46,14 +46,7 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 @pytest.fixture
 def cli() -> typer.Typer:
-    """The command registered exactly as engine.cli registers it."""
-    app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
-
-    @app.callback()
-    def root() -> None:
-        """Make `compare` a subcommand, as in the real app."""
-
-    app.command("compare")(friendly_errors(compare))
+    """The real `bertonnx` app, in which `compare` is registered."""
     return app
 
 
