@@ -1,4 +1,4 @@
-"""The one benchmark harness behind `bertonnx bench` and `python -m benchmarks.run`.
+"""The one benchmark harness behind `bertonnx bench` and `python -m bertonnx.benchmarks.run`.
 
 Method:
     * every system gets the same inputs and the same thread count (torch's
@@ -29,9 +29,9 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from benchmarks.machine import Machine, cpu_times, describe_machine, others_load
-from benchmarks.memory import measure_memory
-from benchmarks.systems import (
+from bertonnx.benchmarks.machine import Machine, cpu_times, describe_machine, others_load
+from bertonnx.benchmarks.memory import measure_memory
+from bertonnx.benchmarks.systems import (
     Availability,
     BundleFacts,
     Outputs,
@@ -40,10 +40,11 @@ from benchmarks.systems import (
     build_system,
     plan_systems,
 )
-from benchmarks.workloads import Case, ModelShape, Skipped, Workload, WorkloadSpec, build_workloads
-from engine.bundle import CONFIG_FILE, load_bundle
-from engine.pooling import cosine_rows
-from engine.tokenize import Tokenizer
+from bertonnx.benchmarks.workloads import Case, ModelShape, Skipped, Workload, WorkloadSpec, build_workloads
+from bertonnx.bundle import CONFIG_FILE, load_bundle
+from bertonnx.errors import OptionError
+from bertonnx.pooling import cosine_rows
+from bertonnx.tokenize import Tokenizer
 
 Progress = Callable[[str], None]
 SCHEMA = "bertonnx-bench/1"
@@ -149,9 +150,9 @@ def run_benchmark(config: BenchConfig, progress: Progress | None = None) -> Repo
     """Build everything, time it interleaved, compare with PyTorch, measure memory, check the targets."""
     say = progress or (lambda _: None)
     if not config.bundles:
-        raise ValueError("no bundle to benchmark")
+        raise OptionError("no bundle to benchmark")
     if config.threads < 1:
-        raise ValueError(f"threads must be at least 1, got {config.threads}")
+        raise OptionError(f"threads must be at least 1, got {config.threads}")
     machine = describe_machine()
     facts = [BundleFacts.read(path) for path in config.bundles]
     first = load_bundle(config.bundles[0], verify=False)

@@ -1,6 +1,6 @@
 """Load test of `bertonnx serve`: dynamic batching against batches of one, on loopback only.
 
-    python -m benchmarks.load_test [BUNDLE] [--corpus sentences|queries] [--requests 400] [--seconds 20]
+    python -m bertonnx.benchmarks.load_test [BUNDLE] [--corpus sentences|queries] [--requests 400] [--seconds 20]
                                    [--concurrency 1,8,32]
 
 Method:
@@ -47,11 +47,11 @@ import httpx
 import numpy as np
 from numpy.typing import NDArray
 
-from benchmarks.machine import describe_machine
-from engine.defaults import resolve_bundle
-from engine.embedder import Embedder
+from bertonnx.benchmarks.machine import describe_machine
+from bertonnx.defaults import resolve_bundle
+from bertonnx.embedder import Embedder
 
-SERVE = "import typer; from engine.cli_serve import serve; typer.run(serve)"
+SERVE = "import typer; from bertonnx.cli.serve import serve; typer.run(serve)"
 CORPORA = {"sentences": (4, 40), "queries": (2, 8)}  # words per text, fewest and most
 MODES = {"dynamic batching": (), "batches of one": ("--max-batch-tokens", "1", "--max-wait-ms", "0")}
 WORDS = (

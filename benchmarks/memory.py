@@ -9,7 +9,7 @@ weighs hundreds of MB before any model), weights, ONNX Runtime's arena and
 the call's working memory. Where the reset is impossible (not Linux) the
 monotone ru_maxrss stands in and the method says so.
 
-Run as `python -m benchmarks.memory JOB.json`; prints one JSON object.
+Run as `python -m bertonnx.benchmarks.memory JOB.json`; prints one JSON object.
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchmarks.systems import SystemSpec, build_system
-from benchmarks.workloads import Workload
+from bertonnx.benchmarks.systems import SystemSpec, build_system
+from bertonnx.benchmarks.workloads import Workload
 
 CLEAR_REFS = Path("/proc/self/clear_refs")
 STATUS = Path("/proc/self/status")
@@ -50,7 +50,7 @@ def measure_memory(spec: SystemSpec, workloads: Sequence[Workload]) -> MemoryRes
             cases.append({"name": workload.case.name, "file": str(inputs)})
         job.write_text(json.dumps({"spec": spec.to_dict(), "cases": cases}), encoding="utf-8")
         done = subprocess.run(
-            [sys.executable, "-m", "benchmarks.memory", str(job)],
+            [sys.executable, "-m", "bertonnx.benchmarks.memory", str(job)],
             capture_output=True,
             text=True,
             cwd=Path(__file__).resolve().parent.parent,

@@ -14,8 +14,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from benchmarks.harness import Measurement, Report
-from benchmarks.workloads import FAMILIES
+from bertonnx.benchmarks.harness import Measurement, Report
+from bertonnx.benchmarks.workloads import FAMILIES
 
 JSON_FILE = "report.json"
 MARKDOWN_FILE = "report.md"

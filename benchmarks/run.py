@@ -1,4 +1,4 @@
-"""The full report behind benchmarks/README.md: `python -m benchmarks.run`.
+"""The full report behind benchmarks/README.md: `python -m bertonnx.benchmarks.run`.
 
 Two runs of the shared harness:
     minilm     the default model (all-MiniLM-L6-v2): fp32, optimized and int8
@@ -22,13 +22,13 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from benchmarks.harness import BenchConfig, Report, run_benchmark
-from benchmarks.report import print_report, write_report
-from benchmarks.systems import Availability, cuda_unavailable
-from benchmarks.workloads import WorkloadSpec
-from engine.bundle import MANIFEST
-from engine.defaults import bundle_home
-from engine.session import default_threads
+from bertonnx.backends.onnxruntime import default_threads
+from bertonnx.benchmarks.harness import BenchConfig, Report, run_benchmark
+from bertonnx.benchmarks.report import print_report, write_report
+from bertonnx.benchmarks.systems import Availability, cuda_unavailable
+from bertonnx.benchmarks.workloads import WorkloadSpec
+from bertonnx.bundle import MANIFEST
+from bertonnx.defaults import bundle_home
 
 console = Console()
 BERT_BASE_NOTE = (
@@ -50,7 +50,7 @@ def main(
     bert_base: Annotated[bool, typer.Option(help="Also run the BERT-base-size latency grid")] = True,
 ) -> None:
     """Export (once) and benchmark the default model, then a BERT-base-size random model."""
-    from export.convert import resolve_source
+    from bertonnx.export.convert import resolve_source
 
     home = cache or bundle_home() / "bench"
     home.mkdir(parents=True, exist_ok=True)
@@ -85,7 +85,7 @@ def main(
 
 def exported(model: Path, folder: Path, fp16: bool, min_cosine: float | None = None) -> tuple[Path, ...]:
     """fp32, optimized and int8 bundles of `model` (and fp16 with a GPU), each exported only once."""
-    from export import export_bundle
+    from bertonnx.export import export_bundle
 
     variants = {"fp32": {}, "optimized": {"optimize": True}, "int8": {"optimize": True, "quantize": "int8"}}
     if fp16:

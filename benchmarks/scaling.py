@@ -1,6 +1,6 @@
-"""Bulk throughput on Ray Data against one process: `python -m benchmarks.scaling`.
+"""Bulk throughput on Ray Data against one process: `python -m bertonnx.benchmarks.scaling`.
 
-    python -m benchmarks.scaling [BUNDLE] [--texts 6000] [--repeat 3] [--out benchmarks/results/scaling]
+    python -m bertonnx.benchmarks.scaling [BUNDLE] [--texts 6000] [--repeat 3] [--out benchmarks/results/scaling]
 
 What it answers: how `bertonnx embed-distributed` scales with workers, next to
 `bertonnx embed` on the same machine, so that a cluster's throughput can be
@@ -42,13 +42,13 @@ import numpy as np
 import typer
 from rich.console import Console
 
-from benchmarks.machine import cpu_times, describe_machine
-from benchmarks.workloads import Vocabulary
-from engine.bulk import BulkOptions, embed_file
-from engine.defaults import resolve_bundle
-from engine.distributed import DEFAULT_BATCH_LINES, Workers, embed_files, plan_inputs, read_output
-from engine.embedder import Embedder
-from engine.sinks import read_vectors
+from bertonnx.benchmarks.machine import cpu_times, describe_machine
+from bertonnx.benchmarks.workloads import Vocabulary
+from bertonnx.defaults import resolve_bundle
+from bertonnx.embedder import Embedder
+from bertonnx.io.sinks import read_vectors
+from bertonnx.jobs.bulk import BulkOptions, embed_file
+from bertonnx.jobs.distributed import DEFAULT_BATCH_LINES, Workers, embed_files, plan_inputs, read_output
 
 console = Console()
 QUIET = 0.03  # others' CPU share under which the machine counts as quiet before a run
@@ -230,7 +230,7 @@ def _machine_busy() -> float:
     """CPU seconds every CPU has been busy (Linux: this benchmark reads /proc)."""
     reading = cpu_times()
     if reading is None:
-        raise SystemExit("benchmarks.scaling needs /proc (Linux) to tell whether the machine is quiet")
+        raise SystemExit("bertonnx.benchmarks.scaling needs /proc (Linux) to tell whether the machine is quiet")
     return reading.machine
 
 

@@ -1,6 +1,6 @@
-"""Single-sentence latency with ONNX Runtime spin-waiting off and on: `python -m benchmarks.spin`.
+"""Single-sentence latency with ONNX Runtime spin-waiting off and on: `python -m bertonnx.benchmarks.spin`.
 
-    python -m benchmarks.spin [BUNDLE...] [--torch-model DIR] [--rounds 5] [--calls 300] [--threads N]
+    python -m bertonnx.benchmarks.spin [BUNDLE...] [--torch-model DIR] [--rounds 5] [--calls 300] [--threads N]
 
 `bertonnx bench` interleaves its systems in one process, which is fair only
 while no thread busy-waits: spinning ORT threads starve whatever runs next
@@ -26,7 +26,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from benchmarks.workloads import SHORT_SENTENCE
+from bertonnx.benchmarks.workloads import SHORT_SENTENCE
 
 console = Console()
 CHILD = """
@@ -34,11 +34,11 @@ import json, sys, time, gc
 kind, source, threads, spin, calls = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4] == "1", int(sys.argv[5])
 text = sys.argv[6]
 if kind == "pytorch":
-    from benchmarks.systems import SystemSpec, build_system
+    from bertonnx.benchmarks.systems import SystemSpec, build_system
     system = build_system(SystemSpec("pytorch", "pytorch", "contextual", source, "cpu", threads))
     run = lambda: system.run([text])
 else:
-    from engine.embedder import Embedder
+    from bertonnx.embedder import Embedder
     embedder = Embedder.load(source, provider="cpu", threads=threads, spin=spin)
     run = lambda: embedder.contextual([text])
 for _ in range(20):

@@ -27,11 +27,12 @@ from typing import Any, Protocol
 import numpy as np
 from numpy.typing import NDArray
 
-from benchmarks.workloads import Skipped
-from engine.bundle import CONTEXTUAL_OUTPUT, load_bundle
-from engine.embedder import Embedder
-from engine.pooling import pool_pieces, run_starts
-from engine.session import CPU, CUDA
+from bertonnx.backends.onnxruntime import CPU, CUDA
+from bertonnx.benchmarks.workloads import Skipped
+from bertonnx.bundle import CONTEXTUAL_OUTPUT, load_bundle
+from bertonnx.embedder import Embedder
+from bertonnx.errors import OptionError
+from bertonnx.pooling import pool_pieces, run_starts
 
 BASELINE_BATCH = 32
 """Texts per batch for the PyTorch and sentence-transformers baselines (both libraries' default)."""
@@ -128,7 +129,7 @@ def plan_systems(
     """
     unknown = sorted(set(providers) - {"cpu", "cuda"})
     if unknown:
-        raise ValueError(f"unknown provider {', '.join(unknown)}; expected cpu and/or cuda")
+        raise OptionError(f"unknown provider {', '.join(unknown)}; expected cpu and/or cuda")
     labels = _bundle_labels(bundles)
     specs: list[SystemSpec] = []
     skipped: list[Skipped] = []
@@ -281,16 +282,16 @@ class BertonnxContextual:
         self.spec = spec
         self.embedder = Embedder.load(spec.source, provider=spec.provider, threads=spec.threads)
         wanted = CUDA if spec.provider == "cuda" else CPU
-        if self.embedder.session.info.provider != wanted:
+        if self.embedder.backend.info.device != wanted:
             raise RuntimeError(
-                f"{spec.label}: asked for {wanted}, the session runs on {self.embedder.session.info.provider}"
+                f"{spec.label}: asked for {wanted}, the session runs on {self.embedder.backend.info.device}"
             )
 
     def run(self, inputs: Sequence[str]) -> object:
         return self.embedder.contextual(inputs)
 
     def outputs(self, inputs: Sequence[str], token_word: NDArray[np.int64]) -> Outputs:
-        tokenizer, session = self.embedder.tokenizer, self.embedder.session
+        tokenizer, session = self.embedder.tokenizer, self.embedder.backend
         parts = []
         for start in range(0, len(inputs), FIDELITY_CHUNK):
             pieces = tokenizer.split(list(inputs[start : start + FIDELITY_CHUNK]))

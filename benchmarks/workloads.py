@@ -22,9 +22,11 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from engine.tokenize import Tokenizer
+from bertonnx.errors import OptionError
+from bertonnx.options import BENCH_WORKLOADS
+from bertonnx.tokenize import Tokenizer
 
-FAMILIES: tuple[str, ...] = ("latency", "grid", "corpus", "vocab-contextual", "static-vocab", "static-million")
+FAMILIES = BENCH_WORKLOADS
 CONTEXTUAL_FAMILIES = ("latency", "grid", "corpus", "vocab-contextual")
 BULK_FAMILIES = ("corpus", "vocab-contextual", "static-vocab", "static-million")
 """One call takes seconds: repeats are capped (BULK_REPEAT) and warm-up uses a slice."""
@@ -126,10 +128,10 @@ def build_workloads(
     """Every workload of `spec`, in a fixed order; grid cells longer than the model are skipped."""
     unknown = sorted(set(spec.families) - set(FAMILIES))
     if unknown:
-        raise ValueError(f"unknown workload {', '.join(unknown)}; expected some of {', '.join(FAMILIES)}")
+        raise OptionError(f"unknown workload {', '.join(unknown)}; expected some of {', '.join(FAMILIES)}")
     for name, value in (("repeat", spec.repeat), ("corpus_texts", spec.corpus_texts), ("million", spec.million)):
         if value < 1:
-            raise ValueError(f"{name} must be at least 1, got {value}")
+            raise OptionError(f"{name} must be at least 1, got {value}")
     words = Vocabulary.of(tokenizer)
     workloads: list[Workload] = []
     skipped: list[Skipped] = []

@@ -1,20 +1,35 @@
-"""bertonnx runtime: static and contextual BERT embeddings from an ONNX bundle.
+"""bertonnx: static and contextual BERT embeddings from an ONNX bundle.
 
-Needs only numpy, tokenizers and onnxruntime; never torch or transformers.
+`Embedder` is the runtime's one entry point; `bertonnx.export` builds bundles
+(it needs the export extra). The runtime needs only numpy, tokenizers and one
+backend (onnxruntime, or openvino); never torch or transformers.
 """
 
 from __future__ import annotations
 
-from engine.bundle import Bundle, BundleError, load_bundle
-from engine.embedder import Embedder, TextTooLongError, UnknownWordError, WordVectors
-from engine.session import ProviderError
-from engine.tokenize import EmptyWordError
+from bertonnx.bundle import Bundle, load_bundle
+from bertonnx.embedder import Embedder, WordVectors
+from bertonnx.errors import (
+    BackendError,
+    BertonnxError,
+    BundleError,
+    EmptyWordError,
+    InputError,
+    OptionError,
+    ProviderError,
+    TextTooLongError,
+    UnknownWordError,
+)
 
 __all__ = [
+    "BackendError",
+    "BertonnxError",
     "Bundle",
     "BundleError",
     "Embedder",
     "EmptyWordError",
+    "InputError",
+    "OptionError",
     "ProviderError",
     "TextTooLongError",
     "UnknownWordError",

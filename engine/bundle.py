@@ -16,6 +16,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from bertonnx.errors import BundleError
+
 FORMAT_NAME = "bertonnx-bundle"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -27,10 +29,6 @@ STATIC_OUTPUT = "word_embeddings"
 """Graph output: the word-embedding row of every token, without position or segment terms."""
 CONTEXTUAL_OUTPUT = "last_hidden_state"
 """Graph output: the final hidden state of every token."""
-
-
-class BundleError(ValueError):
-    """A bundle is missing, damaged, or not one this version can read."""
 
 
 @dataclass(frozen=True)

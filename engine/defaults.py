@@ -6,7 +6,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from engine.bundle import MANIFEST
+from bertonnx.bundle import MANIFEST
 
 DEFAULT_BUNDLE_NAME = "all-MiniLM-L6-v2"
 
@@ -28,7 +28,7 @@ def ensure_default_bundle(progress: Callable[[str], None] | None = None) -> Path
     path = default_bundle_path()
     if (path / MANIFEST).is_file():
         return path
-    from export import export_bundle
+    from bertonnx.export import export_bundle
 
     path.parent.mkdir(parents=True, exist_ok=True)
     return export_bundle(None, path, force=path.exists(), progress=progress).path

@@ -9,42 +9,37 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Literal, get_args
 
 import numpy as np
 from numpy.typing import NDArray
 
-from engine.batching import BatchStats, batch_stats, plan_batches, plan_windows
-from engine.bundle import CONTEXTUAL_OUTPUT, Bundle, load_bundle
-from engine.pooling import (
+from bertonnx.backends import Backend, Opened, open_backend
+from bertonnx.batching import BatchStats, batch_stats, plan_batches, plan_windows
+from bertonnx.bundle import CONTEXTUAL_OUTPUT, Bundle, load_bundle
+from bertonnx.errors import OptionError, TextTooLongError, UnknownWordError
+from bertonnx.options import (
+    LONG_TEXT_POLICIES,
     SENTENCE_POOLING_MODES,
+    UNKNOWN_POLICIES,
     WORD_POOLING_MODES,
-    check_mode,
-    l2_normalize,
-    pool_pieces,
-    pool_sentences,
-    run_starts,
+    LongText,
+    Precision,
+    Provider,
+    SentencePooling,
+    Unknown,
+    WordPooling,
+    check_choice,
+    check_positive,
 )
-from engine.session import Session
-from engine.tokenize import TextInput, TextPieces, Tokenizer, preview
+from bertonnx.options import Backend as BackendName
+from bertonnx.pooling import l2_normalize, pool_pieces, pool_sentences, run_starts
+from bertonnx.tokenize import TextInput, TextPieces, Tokenizer, preview
 
-LongText = Literal["window", "truncate", "error"]
-LONG_TEXT_POLICIES: tuple[str, ...] = get_args(LongText)
-Unknown = Literal["error", "unk", "zero"]
-UNKNOWN_POLICIES: tuple[str, ...] = get_args(Unknown)
 DEFAULT_BATCH_TOKENS = 1024
 """Padded tokens per model run. Measured on 2 cores: smaller runs stay in cache; 1024 beat 8192
 by 1.3-2x on a mixed-length corpus (benchmarks/README.md)."""
-
-
-class TextTooLongError(ValueError):
-    """A text has more word pieces than the model takes, and long_text='error'."""
-
-
-class UnknownWordError(ValueError):
-    """A word maps to the unknown token, and unknown='error'."""
 
 
 @dataclass(frozen=True)
@@ -83,6 +78,41 @@ class RunStats:
 
 
 @dataclass(frozen=True)
+class LoadOptions:
+    """How a bundle is opened, besides its path: `Embedder.load`'s options as one value (e.g. for Ray actors)."""
+
+    backend: BackendName = "auto"
+    precision: Precision = "auto"
+    provider: Provider = "auto"
+    threads: int | None = None  # default: every core this process may use
+    batch_tokens: int = DEFAULT_BATCH_TOKENS
+    spin: bool = False
+    min_fidelity: float | None = None  # replaces a reduced precision's gate
+
+    def load(self, bundle_dir: str | Path, verify: bool = True) -> Embedder:
+        return Embedder.load(bundle_dir, verify=verify, **asdict(self))
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """Texts already split into word pieces: tokenize once, then count, queue and embed without tokenizing again."""
+
+    pieces: tuple[TextPieces, ...]
+    tokens: NDArray[np.int64]  # (N,) model positions each text takes in one window: pieces + special tokens
+
+    def __len__(self) -> int:
+        return len(self.pieces)
+
+
+@dataclass(frozen=True)
+class StaticVectors:
+    """Static vectors of a word list, with which words map to the unknown token."""
+
+    vectors: NDArray[np.float32]  # (W, E), or (W, 2E) for first_last
+    unknown: NDArray[np.bool_]  # (W,)
+
+
+@dataclass(frozen=True)
 class _Forward:
     """Content-piece states of every text of one call, stitched across windows."""
 
@@ -96,45 +126,92 @@ class Embedder:
     def __init__(
         self,
         bundle: Bundle,
-        session: Session,
+        backend: Backend,
         tokenizer: Tokenizer,
         table: NDArray[np.float32],
         batch_tokens: int = DEFAULT_BATCH_TOKENS,
+        opened: Opened | None = None,
     ) -> None:
-        if batch_tokens < 1:
-            raise ValueError(f"batch_tokens must be at least 1, got {batch_tokens}")
         self.bundle = bundle
-        self.session = session
+        self.backend = backend
         self.tokenizer = tokenizer
-        self.table = table  # (V, H) memory-mapped
-        self.batch_tokens = batch_tokens
+        self.table = table  # (V, E) memory-mapped
+        self.batch_tokens = check_positive("batch_tokens", batch_tokens)
+        self.opened = opened  # how the backend was chosen, and its fidelity gate
         self.stats = RunStats()
 
     @classmethod
     def load(
         cls,
         bundle_dir: str | Path,
-        provider: str = "auto",
+        backend: BackendName = "auto",
+        precision: Precision = "auto",
+        provider: Provider = "auto",
         threads: int | None = None,
         batch_tokens: int = DEFAULT_BATCH_TOKENS,
         verify: bool = True,
         spin: bool = False,
+        min_fidelity: float | None = None,
     ) -> Embedder:
-        """Open a bundle: check it, start the ONNX Runtime session, map the table.
+        """Open a bundle: check it, open the backend that runs its graph, map the table.
 
         Args:
             bundle_dir: directory written by `bertonnx export`.
-            provider: auto | cpu | cuda. "cuda" fails loudly when unavailable.
-            threads: ONNX Runtime intra-op threads; default every core this process may use.
+            backend: auto | onnxruntime | openvino. auto picks the fastest faithful one here
+                (bertonnx.backends.choose); a backend named but not installed is an error.
+            precision: auto | fp32 | bf16 | fp16 | int8. A reduced precision is checked against
+                fp32 on fixed probes the first time (then cached) and refused under its gate.
+            provider: ONNX Runtime's auto | cpu | cuda | tensorrt; a GPU asked for by name
+                fails loudly when unavailable.
+            threads: inference threads; default every core this process may use.
             batch_tokens: padded tokens per model run (batch size x longest text).
             verify: check every file's sha256 against the manifest.
             spin: let idle ONNX Runtime threads busy-wait for the next operator: lower latency
                 for short texts (~18 % for one sentence on 2 cores), CPU burned while idle.
+            min_fidelity: replaces the reduced precision's gate (bertonnx.fidelity.GATES).
         """
         bundle = load_bundle(bundle_dir, verify=verify)
         tokenizer = Tokenizer.from_file(bundle.tokenizer_path, bundle.max_length)
-        session = Session(bundle.model_path, provider=provider, threads=threads, spin=spin)
-        return cls(bundle, session, tokenizer, bundle.load_table(), batch_tokens)
+        opened = open_backend(bundle, tokenizer, backend, precision, provider, threads, spin, min_fidelity)
+        return cls(bundle, opened.backend, tokenizer, bundle.load_table(), batch_tokens, opened)
+
+    @property
+    def model_name(self) -> str:
+        """The model the bundle was exported from: a hub id or a folder."""
+        return str(self.bundle.manifest["source"]["model"])
+
+    def runtime(self) -> dict[str, object]:
+        """What actually runs: backend, device, precision, threads, why, and the fidelity against fp32."""
+        info = self.backend.info
+        opened = self.opened
+        return {
+            "backend": info.backend,
+            "device": info.device,
+            "precision": info.precision,
+            "threads": info.threads,
+            "spin": info.spin,
+            "chosen_because": opened.choice.reason if opened else "given",
+            "fidelity": opened.fidelity.to_dict() if opened and opened.fidelity else None,
+            **{key: value for key, value in info.details.items() if value is not None},
+        }
+
+    def prepare(self, texts: Sequence[TextInput] | Prepared) -> Prepared:
+        """Split texts into word pieces once; `contextual` and `sentences` take the result as it is."""
+        if isinstance(texts, Prepared):
+            return texts
+        pieces = tuple(self.tokenizer.split(_as_list(texts)))
+        n_special = len(self.tokenizer.prefix_ids) + len(self.tokenizer.suffix_ids)
+        tokens = np.array([p.ids.size + n_special for p in pieces], dtype=np.int64)
+        return Prepared(pieces=pieces, tokens=tokens)
+
+    def count_tokens(self, texts: Sequence[TextInput]) -> NDArray[np.int64]:
+        """(N,) positions each text takes, special tokens included: over `max_tokens`, a text is windowed."""
+        return self.prepare(texts).tokens
+
+    @property
+    def max_tokens(self) -> int:
+        """The most positions one model run takes (the model's maximum length)."""
+        return self.tokenizer.max_length
 
     @property
     def dim(self) -> int:
@@ -146,7 +223,9 @@ class Embedder:
         """Width of static vectors: the embedding table's, narrower than `dim` in e.g. ELECTRA-small."""
         return self.bundle.embedding_size
 
-    def static(self, words: Sequence[str], pooling: str = "mean", unknown: str = "error") -> NDArray[np.float32]:
+    def static(
+        self, words: Sequence[str], pooling: WordPooling = "mean", unknown: Unknown = "error"
+    ) -> NDArray[np.float32]:
         """Context-free vectors: each word's pieces looked up in the embedding table and pooled.
 
         Never runs the transformer. A word is split into pieces exactly as the
@@ -166,12 +245,18 @@ class Embedder:
             EmptyWordError: a word is empty or blank.
             UnknownWordError: with unknown="error".
         """
-        check_mode(pooling, WORD_POOLING_MODES)
-        check_mode(unknown, UNKNOWN_POLICIES, "unknown policy")
+        return self.static_lookup(words, pooling, unknown).vectors
+
+    def static_lookup(
+        self, words: Sequence[str], pooling: WordPooling = "mean", unknown: Unknown = "error"
+    ) -> StaticVectors:
+        """`static`, together with which words map to the unknown token, from one tokenization."""
+        check_choice(pooling, WORD_POOLING_MODES)
+        check_choice(unknown, UNKNOWN_POLICIES, "unknown policy")
         if isinstance(words, str):
             raise TypeError("static() takes a list of words, not one string")
         ids, starts = self.tokenizer.split_words(words)
-        vectors = pool_pieces(self.table, starts, pooling, index=ids)  # (W, H)
+        vectors = pool_pieces(self.table, starts, pooling, index=ids)  # (W, E)
         is_unknown = self._unknown(ids, starts)
         if is_unknown.any():
             if unknown == "error":
@@ -182,7 +267,7 @@ class Embedder:
                 )
             if unknown == "zero":
                 vectors[is_unknown] = 0.0
-        return vectors
+        return StaticVectors(vectors=vectors, unknown=is_unknown)
 
     def find_unknown(self, words: Sequence[str]) -> NDArray[np.bool_]:
         """(W,) True for each word with a piece that is the unknown token, e.g. most emoji."""
@@ -190,13 +275,16 @@ class Embedder:
         return self._unknown(ids, starts)
 
     def contextual(
-        self, texts: Sequence[TextInput], pooling: str = "mean", long_text: str = "window"
+        self,
+        texts: Sequence[TextInput] | Prepared,
+        pooling: WordPooling = "mean",
+        long_text: LongText = "window",
     ) -> list[WordVectors]:
         """Contextual word vectors: the final hidden state of each word's pieces, pooled.
 
         Args:
             texts: raw strings, split into words the way the model's own
-                pre-tokenizer splits them, or lists of pre-split words.
+                pre-tokenizer splits them, or lists of pre-split words, or `prepare`'s result.
             pooling: mean | first | last | first_last | max | sum.
             long_text: for texts longer than the model maximum: "window" runs
                 overlapping windows and takes each word from the window where it is
@@ -206,10 +294,8 @@ class Embedder:
         Returns:
             One WordVectors per text, in input order.
         """
-        check_mode(pooling, WORD_POOLING_MODES)
-        texts = _as_list(texts)
-        pieces = self.tokenizer.split(texts)
-        pieces, truncated = self._fit(pieces, long_text)
+        check_choice(pooling, WORD_POOLING_MODES)
+        pieces, truncated = self._fit(list(self.prepare(texts).pieces), long_text)
         forward = self._forward(pieces, sentence_pooling=None)
         text_of_piece = np.repeat(np.arange(len(pieces)), [p.ids.size for p in pieces])  # (P,)
         piece_word = np.concatenate([p.piece_word for p in pieces] or [np.zeros(0, np.int64)])
@@ -235,30 +321,54 @@ class Embedder:
 
     def sentences(
         self,
-        texts: Sequence[TextInput],
-        pooling: str = "mean",
+        texts: Sequence[TextInput] | Prepared,
+        pooling: SentencePooling = "mean",
         normalize: bool = False,
-        long_text: str = "window",
+        long_text: LongText = "window",
+        max_length: int | None = None,
     ) -> NDArray[np.float32]:
         """One vector per text, pooled as sentence-transformers pools.
 
         Args:
-            texts: raw strings or lists of pre-split words.
+            texts: raw strings or lists of pre-split words, or `prepare`'s result.
             pooling: "mean" averages all tokens, [CLS] and [SEP] included; "cls"
                 takes the [CLS] state.
             normalize: scale to unit length (what all-MiniLM-L6-v2's Normalize layer does).
             long_text: "window" averages the tokens of all windows (weighted by
                 their length; "cls" takes the first window's); "truncate" keeps
                 the first window; "error" raises.
+            max_length: cut every text to this many positions, special tokens
+                included, piece-exact, as sentence-transformers' `max_seq_length`
+                does (`sentence_transformers_max_length` is the one the source model
+                used). None: the model's maximum, with `long_text` beyond it.
 
         Returns:
             (len(texts), H) float32.
         """
-        check_mode(pooling, SENTENCE_POOLING_MODES)
-        texts = _as_list(texts)
-        pieces, _ = self._fit(self.tokenizer.split(texts), long_text)
+        check_choice(pooling, SENTENCE_POOLING_MODES)
+        pieces = list(self.prepare(texts).pieces)
+        if max_length is not None:
+            pieces = [_cut(p, self._room(max_length)) for p in pieces]
+        pieces, _ = self._fit(pieces, long_text)
         vectors = self._forward(pieces, sentence_pooling=pooling).sentence
         return l2_normalize(vectors) if normalize else vectors
+
+    @property
+    def sentence_transformers_max_length(self) -> int | None:
+        """`max_seq_length` of the sentence-transformers model the bundle came from, where it had one."""
+        value = self.bundle.manifest["model"].get("sentence_transformers_max_length")
+        return int(value) if isinstance(value, int) else None
+
+    def _room(self, max_length: int) -> int:
+        """Content pieces that fit in `max_length` positions next to the special tokens."""
+        specials = len(self.tokenizer.prefix_ids) + len(self.tokenizer.suffix_ids)
+        room = check_positive("max_length", max_length) - specials
+        if max_length > self.tokenizer.max_length or room < 1:
+            raise OptionError(
+                f"max_length must leave room for text and be at most the model's {self.tokenizer.max_length}, "
+                f"got {max_length}"
+            )
+        return room
 
     def _unknown(self, ids: NDArray[np.int64], starts: NDArray[np.int64]) -> NDArray[np.bool_]:
         if starts.size == 0:
@@ -267,7 +377,7 @@ class Embedder:
 
     def _fit(self, pieces: list[TextPieces], long_text: str) -> tuple[list[TextPieces], NDArray[np.bool_]]:
         """Apply the long-text policy that does not need windows: truncate or raise."""
-        check_mode(long_text, LONG_TEXT_POLICIES, "long_text policy")
+        check_choice(long_text, LONG_TEXT_POLICIES, "long_text policy")
         window = self.tokenizer.window
         too_long = np.array([p.ids.size > window for p in pieces], dtype=bool)
         if long_text == "error" and too_long.any():
@@ -307,7 +417,7 @@ class Embedder:
         seq_tokens = seq_len + n_special
         for batch in batches:
             encoded = self.tokenizer.pack([sequences[i] for i in batch])
-            hidden = self.session.run(CONTEXTUAL_OUTPUT, encoded.feeds(self.session.info.inputs))
+            hidden = self.backend.run(CONTEXTUAL_OUTPUT, encoded.feeds(self.backend.info.inputs))  # (B, T, H)
             lengths = seq_len[batch]
             dest = np.repeat(seq_offset[batch] - (np.cumsum(lengths) - lengths), lengths)
             dest += np.arange(dest.size)
@@ -355,6 +465,14 @@ def _as_list(texts: Sequence[TextInput]) -> list[TextInput]:
     if isinstance(texts, str):
         raise TypeError("pass a list of texts, not one string: contextual(['the king is wise.'])")
     return list(texts)
+
+
+def _cut(text: TextPieces, room: int) -> TextPieces:
+    """The first `room` pieces, even mid-word, as a tokenizer truncating at max_length cuts."""
+    if text.ids.size <= room:
+        return text
+    kept_words = int(text.piece_word[room - 1]) + 1
+    return TextPieces(ids=text.ids[:room], piece_word=text.piece_word[:room], words=text.words[:kept_words])
 
 
 def _truncate(text: TextPieces, window: int) -> TextPieces:

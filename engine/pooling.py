@@ -7,21 +7,10 @@ loop per word.
 
 from __future__ import annotations
 
-from typing import Literal, get_args
-
 import numpy as np
 from numpy.typing import NDArray
 
-WordPooling = Literal["mean", "first", "last", "first_last", "max", "sum"]
-SentencePooling = Literal["mean", "cls"]
-WORD_POOLING_MODES: tuple[str, ...] = get_args(WordPooling)
-SENTENCE_POOLING_MODES: tuple[str, ...] = get_args(SentencePooling)
-
-
-def check_mode(mode: str, allowed: tuple[str, ...], what: str = "pooling") -> None:
-    """Raise a ValueError naming the allowed choices when `mode` is not one of them."""
-    if mode not in allowed:
-        raise ValueError(f"unknown {what} {mode!r}; expected one of {', '.join(allowed)}")
+from bertonnx.options import SENTENCE_POOLING_MODES, WORD_POOLING_MODES, check_choice
 
 
 def run_starts(keys: NDArray[np.int64]) -> NDArray[np.int64]:
@@ -50,7 +39,7 @@ def pool_pieces(
     Returns:
         (W, H) float32, or (W, 2H) for first_last.
     """
-    check_mode(mode, WORD_POOLING_MODES)
+    check_choice(mode, WORD_POOLING_MODES)
     position = np.arange(pieces.shape[0]) if index is None else index  # (P,) row of each piece
     n_pieces, dim = position.shape[0], pieces.shape[1]
     n_words = starts.shape[0]
@@ -118,7 +107,7 @@ def pool_sentences(
         attention_mask: (B, T) 1 for real tokens, 0 for padding.
         mode: "mean" or "cls".
     """
-    check_mode(mode, SENTENCE_POOLING_MODES)
+    check_choice(mode, SENTENCE_POOLING_MODES)
     if mode == "cls":
         return np.ascontiguousarray(hidden[:, 0], dtype=np.float32)
     mask = attention_mask.astype(np.float32)[:, :, None]  # (B, T, 1)

@@ -20,8 +20,9 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from engine.embedder import Embedder
-from engine.pooling import cosine_rows
+from bertonnx.embedder import Embedder
+from bertonnx.errors import InputError, OptionError, missing_extra
+from bertonnx.pooling import cosine_rows
 
 # The seed document's words, each in two sentences: queen is the band in
 # context 2, apple the company.
@@ -135,37 +136,37 @@ def check_contexts(contexts: Any, source: str = "contexts") -> dict[str, list[st
         ValueError: naming the word or sentence at fault.
     """
     if not isinstance(contexts, Mapping):
-        raise ValueError(
+        raise InputError(
             f"{source}: expected a mapping of word -> list of context sentences, got {type(contexts).__name__}"
         )
     if len(contexts) < 2:
-        raise ValueError(f"{source}: a comparison needs at least two words, got {len(contexts)}")
+        raise InputError(f"{source}: a comparison needs at least two words, got {len(contexts)}")
     checked: dict[str, list[str]] = {}
     seen: dict[str, str] = {}
     for word, sentences in contexts.items():
         if not isinstance(word, str):
-            raise ValueError(
+            raise InputError(
                 f"{source}: every word must be a string, got {word!r} (YAML reads yes/no/on/off and numbers "
                 "as other types: quote the word)"
             )
         word = word.strip()
         if not normalise(word):
-            raise ValueError(f"{source}: word {word!r} is empty or only punctuation")
+            raise InputError(f"{source}: word {word!r} is empty or only punctuation")
         if normalise(word) in seen:
-            raise ValueError(f"{source}: {word!r} and {seen[normalise(word)]!r} are the same word up to case")
+            raise InputError(f"{source}: {word!r} and {seen[normalise(word)]!r} are the same word up to case")
         seen[normalise(word)] = word
         if not isinstance(sentences, list) or not sentences:
-            raise ValueError(f"{source}: {word!r} needs a non-empty list of context sentences, got {sentences!r}")
+            raise InputError(f"{source}: {word!r} needs a non-empty list of context sentences, got {sentences!r}")
         for index, sentence in enumerate(sentences, start=1):
             if not isinstance(sentence, str):
-                raise ValueError(f"{source}: context {index} of {word!r} must be a sentence, got {sentence!r}")
+                raise InputError(f"{source}: context {index} of {word!r} must be a sentence, got {sentence!r}")
             if not sentence.strip():
-                raise ValueError(f"{source}: context {index} of {word!r} is an empty sentence")
+                raise InputError(f"{source}: context {index} of {word!r} is an empty sentence")
         checked[word] = [sentence.strip() for sentence in sentences]
     counts = {word: len(sentences) for word, sentences in checked.items()}
     if len(set(counts.values())) > 1:
         listed = ", ".join(f"{word} has {count}" for word, count in counts.items())
-        raise ValueError(
+        raise InputError(
             f"{source}: every word needs the same number of contexts, so that panel k compares "
             f"the words' k-th sentences; {listed}"
         )
@@ -182,16 +183,16 @@ def load_contexts(path: str | Path) -> dict[str, list[str]]:
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in (".json", ".yaml", ".yml"):
-        raise ValueError(f"{path}: expected a .json, .yaml or .yml file of word -> context sentences")
+        raise InputError(f"{path}: expected a .json, .yaml or .yml file of word -> context sentences")
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as error:
-        raise ValueError(f"{path} is not UTF-8 text (byte {error.start} cannot be decoded)") from None
+        raise InputError(f"{path} is not UTF-8 text (byte {error.start} cannot be decoded)") from None
     if suffix == ".json":
         try:
             parsed = json.loads(text)
         except json.JSONDecodeError as error:
-            raise ValueError(
+            raise InputError(
                 f"{path}: malformed JSON at line {error.lineno} column {error.colno}: {error.msg}"
             ) from None
     else:
@@ -203,14 +204,14 @@ def _parse_yaml(text: str, path: Path) -> Any:
     try:
         import yaml
     except ImportError as error:
-        raise ImportError("reading YAML needs PyYAML: pip install 'bertonnx[compare]'") from error
+        raise missing_extra("reading YAML", "compare", error) from error
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 1} column {mark.column + 1}" if mark is not None else ""
         problem = getattr(error, "problem", None) or str(error).splitlines()[0]
-        raise ValueError(f"{path}: malformed YAML{where}: {problem}") from None
+        raise InputError(f"{path}: malformed YAML{where}: {problem}") from None
 
 
 def run_study(embedder: Embedder, contexts: Mapping[str, list[str]], pooling: str = "mean") -> StudyResult:
@@ -236,7 +237,7 @@ def run_study(embedder: Embedder, contexts: Mapping[str, list[str]], pooling: st
     for word in words:
         split = embedder.tokenizer.split([word])[0].words
         if len(split) != 1:
-            raise ValueError(
+            raise InputError(
                 f"{word!r} is {len(split)} words to this model's tokenizer ({', '.join(split)}); give a single word"
             )
     n_contexts = len(contexts[words[0]])
@@ -247,12 +248,12 @@ def run_study(embedder: Embedder, contexts: Mapping[str, list[str]], pooling: st
         word = words[index % len(words)]
         position = match_word(found.words, word)
         if position is None:
-            raise ValueError(
+            raise InputError(
                 f"{word!r} does not occur in its context {index // len(words) + 1} sentence {sentence!r} "
                 f"(the model reads its words as: {' | '.join(found.words)})"
             )
         if found.unknown[position]:
-            raise ValueError(f"{word!r} maps to the model's unknown token in {sentence!r}: it has no vector of its own")
+            raise InputError(f"{word!r} maps to the model's unknown token in {sentence!r}: it has no vector of its own")
         rows.append(found.vectors[position])
     contextual = np.stack(rows).reshape(n_contexts, len(words), -1)  # (K, W, H)
     static = embedder.static(list(words), pooling=pooling)  # (W, H)
@@ -273,7 +274,7 @@ def pairwise(vectors: NDArray[np.floating], metric: str) -> NDArray[np.float64]:
         return cosine_rows(rows, columns)
     if metric == "euclidean":
         return np.linalg.norm(rows - columns, axis=-1)
-    raise ValueError(f"unknown metric {metric!r}; expected one of {', '.join(METRICS)}")
+    raise OptionError(f"unknown metric {metric!r}; expected one of {', '.join(METRICS)}")
 
 
 def _panel(kind: str, sentences: tuple[str, ...] | None, vectors: NDArray[np.float32], words: tuple[str, ...]) -> Panel:
@@ -309,7 +310,7 @@ def write_outputs(result: StudyResult, out_dir: str | Path, metrics: Sequence[st
     """
     unknown = [metric for metric in metrics if metric not in METRICS]
     if unknown or not metrics:
-        raise ValueError(f"unknown metrics {unknown}; expected some of {', '.join(METRICS)}")
+        raise OptionError(f"unknown metrics {unknown}; expected some of {', '.join(METRICS)}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = [plot_heatmaps(result, metric, out_dir / f"{metric}.png") for metric in metrics]
@@ -332,7 +333,7 @@ def plot_heatmaps(result: StudyResult, metric: str, path: Path, dpi: int = 110) 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError as error:
-        raise ImportError("drawing heatmaps needs matplotlib: pip install 'bertonnx[compare]'") from error
+        raise missing_extra("drawing heatmaps", "compare", error) from error
 
     n_words, n_panels = len(result.words), len(result.panels)
     columns = min(n_panels, 3)

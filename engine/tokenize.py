@@ -18,7 +18,8 @@ from numpy.typing import NDArray
 from tokenizers import Encoding
 from tokenizers import Tokenizer as HFTokenizer
 
-from engine.pooling import run_starts
+from bertonnx.errors import BundleError, EmptyWordError, InputError
+from bertonnx.pooling import run_starts
 
 TextInput = str | Sequence[str]
 """A raw string, or a text already split into words."""
@@ -57,12 +58,8 @@ class Encoded:
         }
         missing = [name for name in names if name not in available]
         if missing:
-            raise ValueError(f"the model asks for inputs {missing}; bertonnx provides {list(available)}")
+            raise BundleError(f"the model asks for inputs {missing}; bertonnx provides {list(available)}")
         return {name: available[name] for name in names}
-
-
-class EmptyWordError(ValueError):
-    """A pre-split word produced no word pieces (empty or whitespace only)."""
 
 
 class Tokenizer:
@@ -75,7 +72,7 @@ class Tokenizer:
         self.max_length = max_length
         self.prefix_ids, self.suffix_ids = _special_template(backend)
         if self.window < 1:
-            raise ValueError(
+            raise BundleError(
                 f"max_length {max_length} leaves no room for text next to the "
                 f"{len(self.prefix_ids) + len(self.suffix_ids)} special tokens"
             )
@@ -257,7 +254,7 @@ def _refusal(item: object) -> Exception | None:
     try:
         item.encode("utf-8")
     except UnicodeEncodeError as error:
-        return ValueError(f"is not valid Unicode ({error.reason} at character {error.start})")
+        return InputError(f"is not valid Unicode ({error.reason} at character {error.start})")
     return None
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -19,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from engine.bundle import (
+from bertonnx.bundle import (
     CONFIG_FILE,
     CONTEXTUAL_OUTPUT,
     FORMAT_NAME,
@@ -31,8 +30,7 @@ from engine.bundle import (
     TOKENIZER_FILE,
     sha256_file,
 )
-from engine.tokenize import Tokenizer
-from export.convert import (
+from bertonnx.export.convert import (
     ExportError,
     LoadedModel,
     export_onnx,
@@ -41,7 +39,7 @@ from export.convert import (
     save_config,
     save_tokenizer,
 )
-from export.optimize import (
+from bertonnx.export.optimize import (
     QuantSettings,
     graph_inputs,
     has_fused_attention,
@@ -49,7 +47,9 @@ from export.optimize import (
     quant_search_space,
     quantize_int8,
 )
-from export.validate import ValidationError, ValidationReport, require, validate_graph
+from bertonnx.export.validate import ValidationError, ValidationReport, require, validate_graph
+from bertonnx.io.atomic import atomic_directory, make_hidden_dir
+from bertonnx.tokenize import Tokenizer
 
 DEFAULT_OPSET = 17
 DEFAULT_MIN_COSINE = {"fp32": 0.99999, "fp16": 0.999, "int8": 0.95}
@@ -115,8 +115,11 @@ def export_bundle(
 
     say("loading the model")
     loaded = load_model(resolve_source(model))
-    work = _make_work_dir(target)
     try:
+        work = make_hidden_dir(target)
+    except OSError as error:
+        raise ExportError(f"{target.parent}: cannot write here ({error.strerror})") from error
+    with atomic_directory(target, work):
         say(f"exporting to ONNX (opset {opset})")
         export_onnx(loaded, work / MODEL_FILE, opset)
         save_config(loaded, work)
@@ -143,10 +146,7 @@ def export_bundle(
         np.save(work / TABLE_FILE, loaded.static_table(), allow_pickle=False)
         manifest = _manifest(loaded, work, opset, precision, optimize, report, stages, trials, threshold)
         (work / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-        _move_into_place(work, target)
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
+        _drop_scratch(work)
     return ExportResult(path=target, manifest=manifest, report=report, stages=stages, quant_trials=trials)
 
 
@@ -198,25 +198,11 @@ def _check_target(target: Path, force: bool) -> None:
         raise ExportError(f"{target.parent}: cannot create the folder for --out ({error.strerror})") from error
 
 
-def _make_work_dir(target: Path) -> Path:
-    try:
-        return Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
-    except OSError as error:
-        raise ExportError(f"{target.parent}: cannot write here ({error.strerror})") from error
-
-
-def _move_into_place(work: Path, target: Path) -> None:
-    """Rename the finished bundle over the target; an old bundle is removed only afterwards."""
+def _drop_scratch(work: Path) -> None:
+    """Only the bundle's own files go into place: the optimiser's and quantiser's scratch stays behind."""
     for leftover in work.iterdir():
         if leftover.name not in (MODEL_FILE, TABLE_FILE, TOKENIZER_FILE, CONFIG_FILE, MANIFEST):
             shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()
-    old = None
-    if target.exists():
-        old = target.with_name(f".{target.name}.old-{work.name.rsplit('-', 1)[-1]}")
-        target.rename(old)
-    work.rename(target)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def _manifest(

@@ -16,13 +16,14 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from engine.bundle import CONTEXTUAL_OUTPUT, STATIC_OUTPUT
+from bertonnx.bundle import CONTEXTUAL_OUTPUT, STATIC_OUTPUT
+from bertonnx.errors import BertonnxError
 
 SUPPORTED_MODEL_TYPES = ("bert", "distilbert", "roberta", "xlm-roberta", "camembert", "electra")
 DEFAULT_MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
 
 
-class ExportError(ValueError):
+class ExportError(BertonnxError, ValueError):
     """The model cannot be exported: missing, not an encoder, or unreadable."""
 
 

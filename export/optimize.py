@@ -14,7 +14,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from engine.bundle import MODEL_FILE
+from bertonnx.bundle import MODEL_FILE
+from bertonnx.export.convert import ExportError
 
 
 @dataclass(frozen=True)
@@ -136,6 +137,6 @@ def _take_graph(scratch: Path, out: Path) -> None:
     """Move the one .onnx file optimum wrote into place and drop its side files."""
     written = sorted(scratch.glob("*.onnx"))
     if len(written) != 1:
-        raise RuntimeError(f"{scratch}: expected one .onnx file from optimum, found {[p.name for p in written]}")
+        raise ExportError(f"{scratch}: expected one .onnx file from optimum, found {[p.name for p in written]}")
     written[0].replace(out)
     shutil.rmtree(scratch, ignore_errors=True)

@@ -1,6 +1,6 @@
 """ONNX Runtime against PyTorch on the same inputs: token- and word-level fidelity.
 
-Kept apart from export so any bundle graph can be checked against any weights.
+Kept apart from bertonnx.export so any bundle graph can be checked against any weights.
 Names and shapes are checked before values, so a wrong graph fails with a
 message about the graph rather than a cosine.
 """
@@ -15,21 +15,15 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from engine.bundle import CONTEXTUAL_OUTPUT, STATIC_OUTPUT
-from engine.pooling import cosine_rows, pool_batch_words
-from engine.session import Session
-from engine.tokenize import Encoded, Tokenizer
-
-PROBE_TEXTS = (
-    "The king is wise.",
-    "The queen is one of the great bands in history.",
-    "apple",
-    "Crème brûlée, naïve café — 東京タワー 🙂 ΑΒΓ ﬁ Ω x²!",
-)
-"""Fixed probes: padding (mixed lengths), a single word, unusual characters."""
+from bertonnx.backends.onnxruntime import OnnxRuntimeBackend
+from bertonnx.bundle import CONTEXTUAL_OUTPUT, STATIC_OUTPUT
+from bertonnx.errors import BertonnxError
+from bertonnx.fidelity import OutputFidelity, compare, probe_batch
+from bertonnx.pooling import pool_batch_words
+from bertonnx.tokenize import Encoded, Tokenizer
 
 
-class ValidationError(ValueError):
+class ValidationError(BertonnxError, ValueError):
     """The graph does not reproduce PyTorch."""
 
 
@@ -43,17 +37,6 @@ class ShapeError(ValidationError):
 
 class FidelityError(ValidationError):
     """Values differ more than allowed: not exact where they must be, or cosine too low."""
-
-
-@dataclass(frozen=True)
-class OutputFidelity:
-    output: str
-    token_max_abs_diff: float
-    token_min_cosine: float
-    token_mean_cosine: float
-    word_max_abs_diff: float
-    word_min_cosine: float
-    word_mean_cosine: float
 
 
 @dataclass(frozen=True)
@@ -81,29 +64,6 @@ class ValidationReport:
         }
 
 
-def probe_batch(tokenizer: Tokenizer) -> tuple[Encoded, NDArray[np.int64]]:
-    """The probes plus one text of exactly the maximum length, packed with padding.
-
-    Returns:
-        The batch, and (B, T) word ids (-1 on special tokens and padding).
-    """
-    filler = "the king and queen rule the kingdom of apples . " * tokenizer.max_length
-    pieces = tokenizer.split([*PROBE_TEXTS, filler])
-    # Every probe, the filler above all, is cut to the model's window at a word boundary: a model with a short
-    # maximum or a small vocabulary (many pieces a word) would otherwise be fed more positions than it has.
-    keep = [
-        int(np.searchsorted(p.piece_word, p.piece_word[tokenizer.window])) if p.ids.size > tokenizer.window
-        else p.ids.size
-        for p in pieces
-    ]
-    sequences = [p.ids[:k] for p, k in zip(pieces, keep)]
-    piece_words = [p.piece_word[:k] for p, k in zip(pieces, keep)]
-    encoded = tokenizer.pack(sequences)
-    word_ids = np.full(encoded.input_ids.shape, -1, dtype=np.int64)
-    word_ids[encoded.content_rows, encoded.content_cols] = np.concatenate(piece_words)
-    return encoded, word_ids
-
-
 def torch_outputs(model: Any, encoded: Encoded) -> dict[str, NDArray[np.float32]]:
     """Reference values from the PyTorch model itself."""
     import torch
@@ -124,7 +84,7 @@ def validate_graph(model_path: Path, model: Any, tokenizer: Tokenizer) -> Valida
     Raises:
         OutputNamesError, ShapeError: before any value is compared.
     """
-    session = Session(model_path, provider="cpu")
+    session = OnnxRuntimeBackend(model_path, provider="cpu")
     missing = {STATIC_OUTPUT, CONTEXTUAL_OUTPUT} - set(session.info.outputs)
     if missing:
         raise OutputNamesError(f"{model_path}: graph outputs {session.info.outputs} lack {sorted(missing)}")
@@ -143,30 +103,6 @@ def validate_graph(model_path: Path, model: Any, tokenizer: Tokenizer) -> Valida
         texts=int(mask.shape[0]),
         tokens=int(mask.sum()),
         words=int(pool_batch_words(expected[STATIC_OUTPUT], word_ids)[0].shape[0]),
-    )
-
-
-def compare(
-    name: str,
-    expected: NDArray[np.float32],
-    found: NDArray[np.float32],
-    mask: NDArray[np.bool_],
-    word_ids: NDArray[np.int64],
-) -> OutputFidelity:
-    """Fidelity of one (B, T, H) output: real tokens only, then mean-pooled words."""
-    tokens_e, tokens_f = expected[mask], found[mask]  # (N, H)
-    words_e = pool_batch_words(expected, word_ids, "mean")[0]
-    words_f = pool_batch_words(found, word_ids, "mean")[0]
-    token_cos = cosine_rows(tokens_e, tokens_f)
-    word_cos = cosine_rows(words_e, words_f)
-    return OutputFidelity(
-        output=name,
-        token_max_abs_diff=float(np.abs(tokens_e - tokens_f).max()),
-        token_min_cosine=float(token_cos.min()),
-        token_mean_cosine=float(token_cos.mean()),
-        word_max_abs_diff=float(np.abs(words_e - words_f).max()),
-        word_min_cosine=float(word_cos.min()),
-        word_mean_cosine=float(word_cos.mean()),
     )
 
 

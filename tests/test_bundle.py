@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine import BundleError, Embedder, ProviderError, load_bundle
-from engine.bundle import sha256_file
+from bertonnx import BundleError, Embedder, ProviderError, load_bundle
+from bertonnx.bundle import sha256_file
 
 
 def edit_manifest(bundle: Path, change) -> None:

@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from engine import Embedder
-from engine.cli import app
-from engine.sinks import partial_dir, read_vectors
+from bertonnx import Embedder
+from bertonnx.cli.app import app
+from bertonnx.io.sinks import partial_dir, read_vectors
 
 runner = CliRunner()
 WORDS = "king\nqueen\nunable\nembedding\napple\n"
@@ -27,8 +27,9 @@ def run(*args: str, stdin: str | bytes | None = None):  # noqa: ANN201 - click R
     return runner.invoke(app, [str(a) for a in args], input=stdin)
 
 
-def one_line_error(result, pattern: str) -> None:
-    assert result.exit_code == 1, result.output
+def one_line_error(result, pattern: str, code: int = 1) -> None:
+    """One `error:` line on stderr, no traceback; exit 2 for a wrong command line, 1 for work that failed."""
+    assert result.exit_code == code, result.output
     lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(lines) == 1 and pattern in lines[0], result.stderr
     assert "Traceback" not in result.output
@@ -52,24 +53,32 @@ def test_export_then_info(tiny_model: Path, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "args,message",
+    "args,message,code",
     [
-        (["export", "/no/such/model", "--out", "{tmp}/b"], "no such folder"),
-        (["info", "{tmp}/missing"], "no bundle here"),
-        (["embed", "{tmp}/missing", "--static", "-i", "{words}"], "no bundle here"),
-        (["embed", "{bundle}", "--static", "--contextual", "-i", "{words}"], "exactly one of"),
-        (["embed", "{bundle}", "--static", "-i", "{tmp}/nope.txt"], "no such input file"),
-        (["embed", "{bundle}", "--static", "-i", "{words}", "-o", "{tmp}/out.csv"], "unsupported suffix '.csv'"),
-        (["embed", "{bundle}", "--sentences", "--pooling", "max", "-i", "{words}"], "does not apply to --sentences"),
-        (["embed", "{bundle}", "--static", "--provider", "cuda", "-i", "{words}"], "provider 'cuda' is not available"),
-        (["embed", "{bundle}", "--static", "--threads", "0", "-i", "{words}"], "threads must be a positive"),
+        (["export", "/no/such/model", "--out", "{tmp}/b"], "no such folder", 1),
+        (["info", "{tmp}/missing"], "no bundle here", 1),
+        (["embed", "{tmp}/missing", "--static", "-i", "{words}"], "no bundle here", 1),
+        (["embed", "{bundle}", "--static", "--contextual", "-i", "{words}"], "exactly one of", 2),
+        (["embed", "{bundle}", "--static", "-i", "{tmp}/nope.txt"], "no such input file", 1),
+        (["embed", "{bundle}", "--static", "-i", "{words}", "-o", "{tmp}/out.csv"], "unsupported suffix '.csv'", 1),
+        (["embed", "{bundle}", "--sentences", "--pooling", "max", "-i", "{words}"], "does not apply to sentences", 2),
+        (["embed", "{bundle}", "--static", "--provider", "cuda", "-i", "{words}"],
+         "provider 'cuda' is not available", 1),
+        (["embed", "{bundle}", "--sentences", "--backend", "tvm", "-i", "{words}"],
+         "'tvm' is not one of 'auto', 'onnxruntime', 'openvino'", 2),
+        (["embed", "{bundle}", "--sentences", "--backend", "onnxruntime", "--precision", "bf16", "-i", "{words}"],
+         "onnxruntime runs a bundle at the precision it was exported at (fp32), not bf16", 1),
+        (["embed", "{bundle}", "--static", "--threads", "0", "-i", "{words}"], "threads must be a positive", 2),
+        (["embed", "{bundle}", "--static", "--pooling", "nonsense", "-i", "{words}"],
+         "Invalid value for '--pooling'", 2),
+        (["embed", "{bundle}", "--statc", "-i", "{words}"], "No such option: --statc", 2),
     ],
 )
 def test_bad_requests_are_one_line_errors(
-    args: list[str], message: str, tiny_bundle: Path, words_file: Path, tmp_path: Path
+    args: list[str], message: str, code: int, tiny_bundle: Path, words_file: Path, tmp_path: Path
 ) -> None:
     filled = [a.format(tmp=tmp_path, bundle=tiny_bundle, words=words_file) for a in args]
-    one_line_error(run(*filled), message)
+    one_line_error(run(*filled), message, code)
 
 
 def test_existing_bundle_is_refused_without_force(tiny_model: Path, tiny_bundle: Path) -> None:
@@ -108,7 +117,7 @@ def test_contextual_and_sentences_from_stdin(tiny_bundle: Path) -> None:
     assert result.exit_code == 0, result.output
     rows = [json.loads(line) for line in result.stdout.splitlines()]
     assert [r["key"] for r in rows[:5]] == ["The", "king", "is", "wise", "."]
-    embedder = Embedder.load(tiny_bundle, provider="cpu")
+    embedder = Embedder.load(tiny_bundle)  # the CLI's own defaults
     np.testing.assert_allclose(rows[1]["vector"], embedder.contextual(["The king is wise."])[0].vectors[1], rtol=1e-5)
     sentences = run("embed", tiny_bundle, "--sentences", "--normalize", stdin=TEXTS)
     vectors = np.array([json.loads(line)["vector"] for line in sentences.stdout.splitlines()])
@@ -168,7 +177,7 @@ def test_a_killed_bulk_job_resumes_to_identical_bytes(tiny_bundle: Path, tmp_pat
     assert run(*args, "-o", reference).exit_code == 0
 
     out = tmp_path / "killed.npy"
-    command = [sys.executable, "-c", "from engine.cli import main; main()", *args, "-o", str(out)]
+    command = [sys.executable, "-c", "from bertonnx.cli.app import main; main()", *args, "-o", str(out)]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 60
     while len(list(partial_dir(out).glob("chunk-*.npy"))) < 3 and time.monotonic() < deadline:
@@ -198,11 +207,15 @@ def test_resume_refuses_a_different_job(tiny_bundle: Path, words_file: Path, tmp
 
 
 def test_cli_choices_match_the_engine() -> None:
-    from engine.bulk import ON_ERROR
-    from engine.choices import LongText, OnError, Pooling, Provider, UnknownPolicy, WordPooling
-    from engine.embedder import LONG_TEXT_POLICIES, UNKNOWN_POLICIES
-    from engine.pooling import SENTENCE_POOLING_MODES, WORD_POOLING_MODES
-    from engine.session import PROVIDERS
+    from bertonnx.cli.options import LongText, OnError, Pooling, Provider, UnknownPolicy, WordPooling
+    from bertonnx.options import (
+        LONG_TEXT_POLICIES,
+        PROVIDERS,
+        SENTENCE_POOLING_MODES,
+        UNKNOWN_POLICIES,
+        WORD_POOLING_MODES,
+    )
+    from bertonnx.options import ON_ERROR_POLICIES as ON_ERROR
 
     assert tuple(p.value for p in Provider) == PROVIDERS
     assert tuple(p.value for p in WordPooling) == WORD_POOLING_MODES

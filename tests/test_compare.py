@@ -16,14 +16,13 @@ import typer
 from reference import pool_block
 from typer.testing import CliRunner
 
-from engine import Embedder
-from engine.choices import Provider, WordPooling
-from engine.cli import app
-from engine.cli_compare import Metric
-from engine.defaults import DEFAULT_BUNDLE_NAME
-from engine.pooling import WORD_POOLING_MODES
-from engine.session import PROVIDERS
-from engine.study import (
+from bertonnx import Embedder
+from bertonnx.cli.app import app
+from bertonnx.cli.compare import Metric
+from bertonnx.cli.options import Provider, WordPooling
+from bertonnx.defaults import DEFAULT_BUNDLE_NAME
+from bertonnx.options import PROVIDERS, WORD_POOLING_MODES
+from bertonnx.study import (
     DEFAULT_CONTEXTS,
     METRICS,
     StudyResult,
@@ -204,7 +203,7 @@ def test_cli_without_bundle_exports_the_default_once(
     cli: typer.Typer, tiny_bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """No BUNDLE: the default bundle is exported on first use, with its progress shown, then reused."""
-    import export
+    from bertonnx import export
 
     calls = []
 

@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 from reference import pool_block, reference_words
 
-from engine import Embedder, EmptyWordError, TextTooLongError, UnknownWordError
-from engine.batching import plan_windows
-from engine.pooling import WORD_POOLING_MODES, cosine_rows
+from bertonnx import Embedder, EmptyWordError, TextTooLongError, UnknownWordError
+from bertonnx.batching import plan_windows
+from bertonnx.options import WORD_POOLING_MODES
+from bertonnx.pooling import cosine_rows
 
 TEXTS = [
     "The king is wise.",
@@ -74,7 +75,7 @@ def test_static_never_runs_the_transformer(tiny: Embedder, monkeypatch: pytest.M
     def refuse(*args, **kwargs):
         raise AssertionError("the static path ran the ONNX graph")
 
-    monkeypatch.setattr(tiny.session, "run", refuse)
+    monkeypatch.setattr(tiny.backend, "run", refuse)
     assert tiny.static(["king", "queen"]).shape == (2, tiny.dim)
 
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine.bundle import CONTEXTUAL_OUTPUT, STATIC_OUTPUT, load_bundle, sha256_file
-from engine.session import Session
-from export import ExportError, ValidationError, export_bundle
+from bertonnx.backends.onnxruntime import OnnxRuntimeBackend
+from bertonnx.bundle import CONTEXTUAL_OUTPUT, STATIC_OUTPUT, load_bundle, sha256_file
+from bertonnx.export import ExportError, ValidationError, export_bundle
 
 
 def test_bundle_has_both_outputs_and_a_complete_manifest(tiny_bundle: Path) -> None:
@@ -27,7 +27,7 @@ def test_bundle_has_both_outputs_and_a_complete_manifest(tiny_bundle: Path) -> N
     final = manifest["validation"]["final"]
     assert final["outputs"][STATIC_OUTPUT]["token_max_abs_diff"] == 0.0
     assert final["min_cosine"] >= 0.99999
-    session = Session(tiny_bundle / "model.onnx", provider="cpu")
+    session = OnnxRuntimeBackend(tiny_bundle / "model.onnx", provider="cpu")
     assert set(session.info.outputs) == {STATIC_OUTPUT, CONTEXTUAL_OUTPUT}
     assert session.info.inputs == ("input_ids", "attention_mask", "token_type_ids")
 
@@ -43,7 +43,7 @@ def test_dynamic_axes_accept_other_shapes_and_match_pytorch(
     mask = np.ones_like(ids)
     mask[0, length // 2 + 1 :] = 0  # padding in the first row
     types = np.zeros_like(ids)
-    session = Session(tiny_bundle / "model.onnx", provider="cpu")
+    session = OnnxRuntimeBackend(tiny_bundle / "model.onnx", provider="cpu")
     feeds = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
     with torch.inference_mode():
         expected = tiny_torch(**{k: torch.from_numpy(v) for k, v in feeds.items()}).last_hidden_state.numpy()
@@ -181,7 +181,7 @@ def test_distilbert_exports_without_token_types(tiny_model: Path, tmp_path: Path
     import torch
     from transformers import DistilBertConfig, DistilBertModel
 
-    from engine import Embedder
+    from bertonnx import Embedder
 
     folder = Path(shutil.copytree(tiny_model, tmp_path / "distil"))
     (folder / "model.safetensors").unlink()

@@ -12,11 +12,11 @@ from conftest import TINY_MAX_LENGTH, build_tiny_electra, build_tiny_roberta
 from reference import reference_words
 from typer.testing import CliRunner
 
-from engine import Embedder
-from engine.cli import app
-from engine.pooling import WORD_POOLING_MODES
-from engine.sinks import read_vectors
-from export import export_bundle
+from bertonnx import Embedder
+from bertonnx.cli.app import app
+from bertonnx.export import export_bundle
+from bertonnx.io.sinks import read_vectors
+from bertonnx.options import WORD_POOLING_MODES
 
 TEXTS = ["The king is unable to rule, kingly!", "apple music account", "How much is the Queen band?"]
 WORDS_ALONE = ["king", "unable", "Queen", "kingly", "embeddings"]
@@ -49,7 +49,8 @@ def test_words_match_transformers(family: tuple[str, Path, Path], mode: str) -> 
         np.testing.assert_allclose(result.vectors, expected, atol=2e-5)
 
 
-def test_sentences_match_transformers_mean_pooling(family: tuple[str, Path, Path]) -> None:
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+def test_sentences_match_transformers_mean_pooling(family: tuple[str, Path, Path], backend: str) -> None:
     import torch
     from transformers import AutoTokenizer
 
@@ -60,7 +61,10 @@ def test_sentences_match_transformers_mean_pooling(family: tuple[str, Path, Path
         hidden = model(**encoded).last_hidden_state
     mask = encoded["attention_mask"].unsqueeze(-1).float()
     expected = ((hidden * mask).sum(1) / mask.sum(1)).numpy()
-    np.testing.assert_allclose(Embedder.load(bundle).sentences(TEXTS), expected, atol=2e-5)
+    if backend == "openvino":
+        pytest.importorskip("openvino")
+    embedder = Embedder.load(bundle, backend=backend, precision="fp32")
+    np.testing.assert_allclose(embedder.sentences(TEXTS), expected, atol=2e-5)
 
 
 def test_static_vectors_are_the_table_rows_of_the_word_alone(family: tuple[str, Path, Path]) -> None:

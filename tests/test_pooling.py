@@ -8,8 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from reference import pool_block
 
-from engine.pooling import (
-    WORD_POOLING_MODES,
+from bertonnx.options import WORD_POOLING_MODES
+from bertonnx.pooling import (
     l2_normalize,
     pool_batch_words,
     pool_pieces,

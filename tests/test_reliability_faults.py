@@ -1,7 +1,7 @@
 """Faults (issue 6): SIGKILL at random points, a full disk, and one Embedder under 8 threads.
 
 Kills and full disks need a real process: the CLI runs as `python -c "from
-engine.cli import main; main()"`, always with --threads 1 so that every run
+bertonnx.cli.app import main; main()"`, always with --threads 1 so that every run
 computes bit-identical vectors and outputs can be compared byte for byte.
 """
 
@@ -26,10 +26,10 @@ import pytest
 from test_cli import run
 from test_sinks import leftovers, output_bytes, output_files
 
-from engine import Embedder
-from engine.sinks import partial_dir, sidecar_path
+from bertonnx import Embedder
+from bertonnx.io.sinks import partial_dir, sidecar_path
 
-CLI = [sys.executable, "-c", "from engine.cli import main; main()"]
+CLI = [sys.executable, "-c", "from bertonnx.cli.app import main; main()"]
 ENV = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
 VOCABULARY = "the king queen man woman apple music rule kingdom wise kind great band unable embedding , .".split()
 CHUNK_LINES = 100

@@ -17,10 +17,11 @@ from test_batching import context_bound
 from test_pooling import slow_pool
 from test_reliability_input import HOSTILE_ALPHABET, run_alone
 
-from engine import Embedder
-from engine.batching import plan_windows
-from engine.bulk import BulkOptions, BulkReport, Line, embed_file, embed_lines
-from engine.pooling import WORD_POOLING_MODES, pool_pieces
+from bertonnx import Embedder
+from bertonnx.batching import plan_windows
+from bertonnx.jobs.bulk import BulkOptions, BulkReport, Line, embed_file, embed_lines
+from bertonnx.options import WORD_POOLING_MODES
+from bertonnx.pooling import pool_pieces
 
 PROPERTY = settings(max_examples=50, deadline=None, derandomize=True)
 TOLERANCE = 1e-6  # float32 kernels may round differently for another batch shape; a wrong row is off by ~1
@@ -37,8 +38,8 @@ long_texts = st.lists(st.sampled_from([*WORDS, GIANT]), min_size=70, max_size=22
 
 
 def with_budget(embedder: Embedder, batch_tokens: int) -> Embedder:
-    """The same session and tokenizer under another token budget."""
-    return Embedder(embedder.bundle, embedder.session, embedder.tokenizer, embedder.table, batch_tokens)
+    """The same backend and tokenizer under another token budget."""
+    return Embedder(embedder.bundle, embedder.backend, embedder.tokenizer, embedder.table, batch_tokens)
 
 
 def window_states(embedder: Embedder, ids: NDArray[np.int64]) -> NDArray[np.float32]:

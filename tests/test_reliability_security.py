@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from test_bundle import reseal
 
-from engine import BundleError, Embedder, ProviderError, load_bundle
-from engine.bulk import BulkOptions, embed_file
-from engine.sinks import partial_dir, read_vectors
+from bertonnx import BundleError, Embedder, ProviderError, load_bundle
+from bertonnx.io.sinks import partial_dir, read_vectors
+from bertonnx.jobs.bulk import BulkOptions, embed_file
 
 ENGINE = Path(__file__).resolve().parents[1] / "engine"
 CODE_LOADERS = {"pickle", "cPickle", "_pickle", "marshal", "shelve", "dill", "cloudpickle", "joblib"}

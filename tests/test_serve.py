@@ -32,9 +32,9 @@ httpx = pytest.importorskip("httpx")
 uvicorn = pytest.importorskip("uvicorn")
 pytest.importorskip("fastapi")
 
-from engine import Embedder  # noqa: E402
-from engine.serve.app import create_app  # noqa: E402
-from engine.serve.settings import ServeSettings  # noqa: E402
+from bertonnx import Embedder  # noqa: E402
+from bertonnx.serve.app import create_app  # noqa: E402
+from bertonnx.serve.settings import ServeSettings  # noqa: E402
 
 TEXTS = [
     "The king is wise.",
@@ -513,10 +513,10 @@ def test_metrics_are_prometheus_text(server: Server) -> None:
 
 SLOW_SERVE = """
 import time, typer
-from engine.embedder import Embedder
+from bertonnx.embedder import Embedder
 model = Embedder.sentences
 Embedder.sentences = lambda self, *args, **kwargs: time.sleep(1.0) or model(self, *args, **kwargs)
-from engine.cli_serve import serve
+from bertonnx.cli.serve import serve
 typer.run(serve)
 """
 
@@ -553,7 +553,7 @@ def test_an_address_it_cannot_listen_on_is_a_one_line_error(tiny_bundle: Path, h
         taken.listen()
         port = taken.getsockname()[1]
         result = subprocess.run(
-            [sys.executable, "-c", "from engine.cli import main; main()", "serve", str(tiny_bundle),
+            [sys.executable, "-c", "from bertonnx.cli.app import main; main()", "serve", str(tiny_bundle),
              "--host", host, "--port", str(port)],
             capture_output=True, text=True, timeout=120,
         )

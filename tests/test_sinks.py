@@ -1,4 +1,4 @@
-"""engine.sinks: formats round-trip, outputs appear atomically, killed jobs resume exactly."""
+"""bertonnx.io.sinks: formats round-trip, outputs appear atomically, killed jobs resume exactly."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from numpy.typing import NDArray
 
-from engine.sinks import (
+from bertonnx.io.sinks import (
     SUPPORTED_SUFFIXES,
     JobSpec,
     VectorSink,
@@ -48,7 +48,7 @@ CHILD = """
 import json, resource, signal, sys, time
 from pathlib import Path
 import numpy as np
-from engine.sinks import JobSpec, VectorSink
+from bertonnx.io.sinks import JobSpec, VectorSink
 
 out, data = Path(sys.argv[1]), np.load(sys.argv[2])
 delay, limit = float(sys.argv[3]), int(sys.argv[4])

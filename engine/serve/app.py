@@ -28,17 +28,18 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from engine.embedder import Embedder, TextTooLongError, UnknownWordError, WordVectors
-from engine.serve.batcher import Batcher, Task
-from engine.serve.errors import InputError, Overloaded, TooLarge
-from engine.serve.metrics import ServeMetrics
-from engine.serve.schemas import EmbeddingsRequest, StaticRequest, WordsRequest, check_texts
-from engine.serve.settings import ServeSettings
-from engine.tokenize import EmptyWordError, TextInput, TextPieces
+from bertonnx.embedder import Embedder, WordVectors
+from bertonnx.errors import InputError
+from bertonnx.serve.batcher import Batcher, Task
+from bertonnx.serve.errors import Overloaded, TooLarge
+from bertonnx.serve.metrics import ServeMetrics
+from bertonnx.serve.schemas import EmbeddingsRequest, StaticRequest, WordsRequest, check_texts
+from bertonnx.serve.settings import ServeSettings
+from bertonnx.tokenize import TextInput, TextPieces
 
 EMBEDDING_PATHS = ("/v1/embeddings", "/embed/words", "/embed/static")
 PATHS = (*EMBEDDING_PATHS, "/health", "/info", "/metrics")
-USER_ERRORS = (InputError, EmptyWordError, UnknownWordError, TextTooLongError)
+USER_ERRORS = (InputError,)
 ERROR_TYPES = {
     400: "invalid_request_error",
     404: "not_found_error",
@@ -89,14 +90,15 @@ class Service:
         ]
 
     def info(self) -> dict[str, Any]:
-        session = self.embedder.session.info
+        runtime = self.embedder.runtime()
         return {
             "model": self.model_name,
             "dim": self.embedder.dim,
             "static_dim": self.embedder.static_dim,
             "max_length": self.embedder.bundle.max_length,
-            "provider": session.provider,
-            "threads": session.threads,
+            "provider": runtime["device"],  # kept for clients of earlier versions; see runtime
+            "threads": runtime["threads"],
+            "runtime": runtime,
             "batch_tokens": self.embedder.batch_tokens,
             "settings": asdict(self.settings),
             "manifest": self.embedder.bundle.manifest,

@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from engine.serve.errors import Overloaded, TooLarge
+from bertonnx.serve.errors import Overloaded, TooLarge
 
 Kind = Literal["sentences", "contextual"]
 

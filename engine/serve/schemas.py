@@ -7,11 +7,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from engine.embedder import LongText, Unknown
-from engine.pooling import WordPooling
-from engine.serve.errors import InputError, TooLarge
-from engine.serve.settings import ServeSettings
-from engine.tokenize import TextInput
+from bertonnx.errors import InputError
+from bertonnx.options import LongText, Unknown, WordPooling
+from bertonnx.serve.errors import TooLarge
+from bertonnx.serve.settings import ServeSettings
+from bertonnx.tokenize import TextInput
 
 EncodingFormat = Literal["float", "base64"]
 

@@ -1,6 +1,6 @@
 """`bertonnx serve`: the HTTP service as a command.
 
-Registered in engine.cli as `app.command("serve")(friendly_errors(serve))`. The
+Registered in bertonnx.cli.app as `app.command("serve")(friendly_errors(serve))`. The
 web stack (the `serve` extra) is imported only when the command runs.
 """
 
@@ -10,14 +10,21 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
-from engine.choices import Provider, ProviderOption
-from engine.defaults import resolve_bundle
-from engine.progress import status_spinner
-from engine.serve.settings import SERVE_BATCH_TOKENS, ServeSettings
+from bertonnx.cli.console import err
+from bertonnx.cli.options import (
+    BackendChoice,
+    BackendOption,
+    MinFidelityOption,
+    PrecisionChoice,
+    PrecisionOption,
+    Provider,
+    ProviderOption,
+)
+from bertonnx.cli.progress import status_spinner
+from bertonnx.defaults import resolve_bundle
+from bertonnx.serve.settings import SERVE_BATCH_TOKENS, ServeSettings
 
-err = Console(stderr=True)
 DEFAULTS = ServeSettings()
 
 
@@ -44,15 +51,18 @@ def serve(
     spin: Annotated[
         bool, typer.Option(help="ORT threads busy-wait between operators: lower latency, CPU burned while idle")
     ] = False,
+    backend: BackendOption = BackendChoice.auto,
+    precision: PrecisionOption = PrecisionChoice.auto,
     provider: ProviderOption = Provider.auto,
+    min_fidelity: MinFidelityOption = None,
     access_log: Annotated[bool, typer.Option(help="Log every request")] = False,
 ) -> None:
     """Serve embeddings over HTTP: OpenAI-compatible /v1/embeddings, plus word-level endpoints."""
     try:
-        from engine.serve.app import check_can_listen, create_app, run_server
+        from bertonnx.serve.app import check_can_listen, create_app, run_server
     except ImportError as error:
         raise ImportError(f"bertonnx serve needs the serve extra: pip install 'bertonnx[serve]' ({error})") from error
-    from engine.embedder import Embedder
+    from bertonnx.embedder import Embedder
 
     check_can_listen(host, port)  # a taken port fails before the model loads
 
@@ -68,7 +78,8 @@ def serve(
         path = resolve_bundle(bundle, step)
         step(f"loading {path}")
         embedder = Embedder.load(
-            path, provider=provider.value, threads=threads, batch_tokens=batch_tokens, spin=spin
+            path, backend=backend.value, precision=precision.value, provider=provider.value, threads=threads,
+            batch_tokens=batch_tokens, spin=spin, min_fidelity=min_fidelity,
         )
     err.print(f"serving {path} ({embedder.bundle.manifest['source']['model']}, {embedder.dim} dims)", highlight=False)
     run_server(create_app(embedder, settings), host, port, access_log=access_log)

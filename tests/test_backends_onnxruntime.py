@@ -1,4 +1,4 @@
-"""Provider choice and fallback, decided from what the installed onnxruntime offers."""
+"""ONNX Runtime: provider choice and fallback, decided from what the installed onnxruntime offers."""
 
 from __future__ import annotations
 
@@ -10,11 +10,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine import Embedder, ProviderError
-from engine.session import CPU, CUDA, check_active, check_threads, choose_providers
+from bertonnx import Embedder, OptionError, ProviderError
+from bertonnx.backends.onnxruntime import (
+    CPU,
+    CUDA,
+    TENSORRT,
+    check_active,
+    check_threads,
+    choose_providers,
+    provider_options,
+)
 
 CPU_ONLY = [CPU]
-WITH_CUDA = ["TensorrtExecutionProvider", CUDA, CPU]
+WITH_CUDA = [TENSORRT, CUDA, CPU]
+CUDA_ONLY = [CUDA, CPU]
 
 
 @pytest.mark.parametrize(
@@ -25,6 +34,7 @@ WITH_CUDA = ["TensorrtExecutionProvider", CUDA, CPU]
         ("auto", CPU_ONLY, [CPU]),
         ("auto", WITH_CUDA, [CUDA, CPU]),
         ("cuda", WITH_CUDA, [CUDA, CPU]),
+        ("tensorrt", WITH_CUDA, [TENSORRT, CUDA, CPU]),
     ],
 )
 def test_provider_choice(requested: str, available: list[str], expected: list[str]) -> None:
@@ -36,9 +46,22 @@ def test_cuda_without_cuda_names_what_is_available() -> None:
         choose_providers("cuda", CPU_ONLY)
 
 
+def test_tensorrt_without_tensorrt_names_what_is_available() -> None:
+    with pytest.raises(ProviderError, match="provider 'tensorrt' is not available; this onnxruntime offers CUDA"):
+        choose_providers("tensorrt", CUDA_ONLY)
+
+
 def test_unknown_provider_names_the_choices() -> None:
-    with pytest.raises(ProviderError, match="unknown provider 'tpu'; expected one of auto, cpu, cuda"):
+    with pytest.raises(OptionError, match="unknown provider 'tpu'; expected one of auto, cpu, cuda, tensorrt"):
         choose_providers("tpu", WITH_CUDA)
+
+
+def test_tensorrt_gets_fp16_and_an_engine_cache(tmp_path: Path) -> None:
+    name, options = provider_options(TENSORRT, "fp16", tmp_path)
+    assert name == TENSORRT and options["trt_fp16_enable"] is True
+    assert options["trt_engine_cache_enable"] is True and options["trt_engine_cache_path"] == str(tmp_path)
+    assert provider_options(TENSORRT, "fp32", None)[1] == {"trt_fp16_enable": False}
+    assert provider_options(CUDA, "fp32", None)[0] == CUDA and provider_options(CPU, "fp32", None) == CPU
 
 
 def test_silent_onnxruntime_fallback_is_an_error_for_cuda_and_a_warning_for_auto() -> None:
@@ -50,6 +73,9 @@ def test_silent_onnxruntime_fallback_is_an_error_for_cuda_and_a_warning_for_auto
         warnings.simplefilter("error")
         check_active("auto", [CPU], [CPU])
         check_active("cuda", [CUDA, CPU], [CUDA, CPU])
+        check_active("tensorrt", [TENSORRT, CUDA, CPU], [TENSORRT, CUDA, CPU])
+    with pytest.raises(ProviderError, match="TensorrtExecutionProvider is in this onnxruntime build"):
+        check_active("tensorrt", [TENSORRT, CUDA, CPU], [CUDA, CPU])  # ORT replaced TensorRT silently
 
 
 @pytest.mark.parametrize("threads", [0, -2, 1.5, True])
@@ -61,10 +87,10 @@ def test_bad_thread_counts(threads: object) -> None:
 def test_real_session_on_this_machine(tiny_bundle: Path) -> None:
     import onnxruntime
 
-    embedder = Embedder.load(tiny_bundle, provider="auto", threads=2)
-    assert embedder.session.info.threads == 2
+    embedder = Embedder.load(tiny_bundle, backend="onnxruntime", provider="auto", threads=2)
+    assert embedder.backend.info.threads == 2
     if CUDA not in onnxruntime.get_available_providers():
-        assert embedder.session.info.provider == CPU
+        assert embedder.backend.info.device == CPU
         with pytest.raises(ProviderError, match="not available"):
             Embedder.load(tiny_bundle, provider="cuda")
 
@@ -77,7 +103,7 @@ class Block:
         if name.split(".")[0] in ("torch", "transformers", "optimum", "sentence_transformers"):
             raise ImportError("blocked: " + name)
 sys.meta_path.insert(0, Block())
-from engine import Embedder
+from bertonnx import Embedder
 e = Embedder.load({str(tiny_bundle)!r}, provider="cpu")
 print(e.static(["king"]).shape, len(e.contextual(["the king is wise."])[0].words), e.sentences(["a"]).shape)
 assert not any(m.split(".")[0] in ("torch", "transformers") for m in sys.modules)
@@ -89,8 +115,8 @@ assert not any(m.split(".")[0] in ("torch", "transformers") for m in sys.modules
 
 @pytest.mark.parametrize("spin", [False, True])
 def test_spinning_is_off_unless_asked_for_and_changes_no_vector(tiny_bundle: Path, spin: bool) -> None:
-    default = Embedder.load(tiny_bundle, threads=2)
-    chosen = Embedder.load(tiny_bundle, threads=2, spin=spin)
-    assert default.session.info.spin is False and chosen.session.info.spin is spin
+    default = Embedder.load(tiny_bundle, backend="onnxruntime", threads=2)
+    chosen = Embedder.load(tiny_bundle, backend="onnxruntime", threads=2, spin=spin)
+    assert default.backend.info.spin is False and chosen.backend.info.spin is spin
     texts = ["the queen of the kingdom", "apple music"]
     np.testing.assert_array_equal(chosen.sentences(texts), default.sentences(texts))

@@ -1,61 +1,37 @@
-"""The CLI's choices (str Enums, as typer wants) and the bulk options two commands share.
+"""Option declarations several commands share, and the str Enums typer shows.
 
-tests/test_cli.py keeps the Enums equal to the engine's lists.
+Every Enum is built from the choices in bertonnx.options, so the CLI and the
+library cannot disagree on what a flag takes.
 """
 
 from __future__ import annotations
 
-from enum import Enum
 from typing import Annotated
 
 import typer
 
-from engine.bulk import BulkOptions
-from engine.pooling import SENTENCE_POOLING_MODES, WORD_POOLING_MODES
+from bertonnx.errors import OptionError
+from bertonnx.jobs.bulk import BulkOptions
+from bertonnx.options import (
+    BACKENDS,
+    LONG_TEXT_POLICIES,
+    ON_ERROR_POLICIES,
+    POOLING_MODES,
+    PRECISIONS,
+    PROVIDERS,
+    UNKNOWN_POLICIES,
+    WORD_POOLING_MODES,
+    choice_enum,
+)
 
-
-class Provider(str, Enum):
-    auto = "auto"
-    cpu = "cpu"
-    cuda = "cuda"
-
-
-class WordPooling(str, Enum):
-    mean = "mean"
-    first = "first"
-    last = "last"
-    first_last = "first_last"
-    max = "max"
-    sum = "sum"
-
-
-class Pooling(str, Enum):
-    """Word pooling modes plus cls, which applies to sentences only."""
-
-    mean = "mean"
-    first = "first"
-    last = "last"
-    first_last = "first_last"
-    max = "max"
-    sum = "sum"
-    cls = "cls"
-
-
-class UnknownPolicy(str, Enum):
-    error = "error"
-    unk = "unk"
-    zero = "zero"
-
-
-class LongText(str, Enum):
-    window = "window"
-    truncate = "truncate"
-    error = "error"
-
-
-class OnError(str, Enum):
-    fail = "fail"
-    skip = "skip"
+Provider = choice_enum("Provider", PROVIDERS)
+BackendChoice = choice_enum("BackendChoice", BACKENDS)
+PrecisionChoice = choice_enum("PrecisionChoice", PRECISIONS)
+WordPooling = choice_enum("WordPooling", WORD_POOLING_MODES)
+Pooling = choice_enum("Pooling", POOLING_MODES)
+UnknownPolicy = choice_enum("UnknownPolicy", UNKNOWN_POLICIES)
+LongText = choice_enum("LongText", LONG_TEXT_POLICIES)
+OnError = choice_enum("OnError", ON_ERROR_POLICIES)
 
 
 # -- the bulk options `bertonnx embed` and `bertonnx embed-distributed` share ----
@@ -70,7 +46,19 @@ UnknownOption = Annotated[
 ]
 LongTextOption = Annotated[LongText, typer.Option(help="Texts over the model maximum")]
 OnErrorOption = Annotated[OnError, typer.Option(help="A bad line stops the job, or is skipped and reported")]
-ProviderOption = Annotated[Provider, typer.Option(help="ONNX Runtime execution provider")]
+ProviderOption = Annotated[
+    Provider, typer.Option(help="ONNX Runtime execution provider (naming one implies --backend onnxruntime)")
+]
+BackendOption = Annotated[
+    BackendChoice, typer.Option(help="What runs the graph; auto: the fastest faithful backend on this machine")
+]
+PrecisionOption = Annotated[
+    PrecisionChoice, typer.Option(help="auto: bf16 on OpenVINO where the CPU has it, else the bundle's own")
+]
+MinFidelityOption = Annotated[
+    float | None,
+    typer.Option(help="Replace a reduced precision's gate (bf16/fp16: min token cosine; int8: mean word cosine)"),
+]
 BatchTokensOption = Annotated[int, typer.Option(help="Padded tokens per model run")]
 
 
@@ -88,18 +76,14 @@ def bulk_options(
     """The BulkOptions the bulk flags ask for; `more` passes on fields such as chunk_lines.
 
     Raises:
-        ValueError: not exactly one mode flag, or a pooling that does not apply to the mode.
+        OptionError: not exactly one mode flag, or a pooling that does not apply to the mode.
     """
     modes = [name for name, chosen in (("static", static), ("contextual", contextual), ("sentences", sentences))
              if chosen]
     if len(modes) != 1:
-        raise ValueError("choose exactly one of --static, --contextual, --sentences")
-    mode = modes[0]
-    if (mode == "sentences") != (pooling.value in SENTENCE_POOLING_MODES) and pooling != Pooling.mean:
-        allowed = SENTENCE_POOLING_MODES if mode == "sentences" else WORD_POOLING_MODES
-        raise ValueError(f"--pooling {pooling.value} does not apply to --{mode}; choose from {', '.join(allowed)}")
+        raise OptionError("choose exactly one of --static, --contextual, --sentences")
     return BulkOptions(
-        mode=mode,
+        mode=modes[0],
         pooling=pooling.value,
         unknown=unknown.value,
         long_text=long_text.value,

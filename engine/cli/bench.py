@@ -1,6 +1,6 @@
 """`bertonnx bench`: parse the options, run the shared harness, print and write the report.
 
-Registered in engine.cli as `app.command("bench")(friendly_errors(bench))`.
+Registered in bertonnx.cli.app as `app.command("bench")(friendly_errors(bench))`.
 """
 
 from __future__ import annotations
@@ -9,15 +9,13 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
-from benchmarks.workloads import FAMILIES, WorkloadSpec
-from engine.defaults import ensure_default_bundle
-from engine.progress import status_spinner
-from engine.session import default_threads
-
-out = Console()
-err = Console(stderr=True)
+from bertonnx.backends.onnxruntime import default_threads
+from bertonnx.cli.console import err, out
+from bertonnx.cli.progress import status_spinner
+from bertonnx.defaults import ensure_default_bundle
+from bertonnx.errors import OptionError
+from bertonnx.options import BENCH_WORKLOADS
 
 
 def bench(
@@ -35,7 +33,9 @@ def bench(
         "cpu"
     ),
     repeat: Annotated[int, typer.Option(help="Timed runs per system and case (bulk workloads: at most 3)")] = 5,
-    workloads: Annotated[str, typer.Option(help=f"Comma-separated, from: {', '.join(FAMILIES)}")] = ",".join(FAMILIES),
+    workloads: Annotated[
+        str, typer.Option(help=f"Comma-separated, from: {', '.join(BENCH_WORKLOADS)}")
+    ] = ",".join(BENCH_WORKLOADS),
     corpus_texts: Annotated[int, typer.Option(help="Texts in the mixed-length corpus")] = 1000,
     million: Annotated[int, typer.Option(help="Words in the static bulk workload")] = 1_000_000,
     memory: Annotated[bool, typer.Option(help="Measure peak memory, one child process per system")] = True,
@@ -44,8 +44,9 @@ def bench(
     ),
 ) -> None:
     """Time bertonnx against PyTorch and sentence-transformers, each speed figure next to its fidelity."""
-    from benchmarks.harness import BenchConfig, run_benchmark
-    from benchmarks.report import print_report, write_report
+    from bertonnx.benchmarks.harness import BenchConfig, run_benchmark
+    from bertonnx.benchmarks.report import print_report, write_report
+    from bertonnx.benchmarks.workloads import WorkloadSpec
 
     spec = WorkloadSpec(
         families=_names(workloads, "--workloads"),
@@ -73,22 +74,22 @@ def bench(
 
 def torch_source(bundle: Path) -> Path:
     """The Hugging Face folder a bundle was exported from, when the manifest names one that is here."""
-    from engine.bundle import load_bundle
+    from bertonnx.bundle import load_bundle
 
     source = str(load_bundle(bundle, verify=False).manifest["source"]["model"])
     if Path(source).is_dir():
         return Path(source)
-    from export.convert import DEFAULT_MODEL_ID, resolve_source
+    from bertonnx.export.convert import DEFAULT_MODEL_ID, resolve_source
 
     if source == DEFAULT_MODEL_ID:
         return Path(resolve_source(None).location)
-    raise ValueError(f"{bundle} was exported from {source!r}, not a folder here; pass --torch-model")
+    raise OptionError(f"{bundle} was exported from {source!r}, not a folder here; pass --torch-model")
 
 
 def _names(text: str, option: str) -> tuple[str, ...]:
     names = tuple(part.strip() for part in text.split(",") if part.strip())
     if not names:
-        raise ValueError(f"{option} is empty")
+        raise OptionError(f"{option} is empty")
     return names
 
 
@@ -96,7 +97,7 @@ def _positive_ints(text: str, option: str) -> tuple[int, ...]:
     try:
         numbers = tuple(int(part) for part in _names(text, option))
     except ValueError as error:
-        raise ValueError(f"{option} takes comma-separated whole numbers, got {text!r}") from error
+        raise OptionError(f"{option} takes comma-separated whole numbers, got {text!r}") from error
     if min(numbers) < 1:
-        raise ValueError(f"{option} takes positive numbers, got {text!r}")
+        raise OptionError(f"{option} takes positive numbers, got {text!r}")
     return numbers

@@ -1,7 +1,7 @@
 """`bertonnx compare`: the static-versus-contextual study as a command.
 
-Registered in engine.cli as `app.command("compare")(friendly_errors(compare))`.
-This module does not import engine.cli, so that engine.cli can import it.
+Registered in bertonnx.cli.app as `app.command("compare")(friendly_errors(compare))`.
+This module does not import bertonnx.cli.app, so that bertonnx.cli.app can import it.
 """
 
 from __future__ import annotations
@@ -11,17 +11,22 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from engine.choices import Provider, ProviderOption, WordPooling
-from engine.defaults import resolve_bundle
-from engine.embedder import Embedder
-from engine.progress import status_spinner
-from engine.study import DEFAULT_CONTEXTS, METRICS, StudyResult, load_contexts, run_study, write_outputs
-
-out = Console()
-err = Console(stderr=True)
+from bertonnx.cli.console import err, out
+from bertonnx.cli.options import (
+    BackendChoice,
+    BackendOption,
+    PrecisionChoice,
+    PrecisionOption,
+    Provider,
+    ProviderOption,
+    WordPooling,
+)
+from bertonnx.cli.progress import status_spinner
+from bertonnx.defaults import resolve_bundle
+from bertonnx.embedder import Embedder
+from bertonnx.study import DEFAULT_CONTEXTS, METRICS, StudyResult, load_contexts, run_study, write_outputs
 
 
 class Metric(str, Enum):
@@ -41,6 +46,8 @@ def compare(
     ),
     metric: Annotated[Metric, typer.Option(help="Which heatmaps and tables")] = Metric.both,
     pooling: Annotated[WordPooling, typer.Option(help="How a word's pieces become one vector")] = WordPooling.mean,
+    backend: BackendOption = BackendChoice.auto,
+    precision: PrecisionOption = PrecisionChoice.auto,
     provider: ProviderOption = Provider.auto,
 ) -> None:
     """Compare static and contextual vectors of words read in context sentences."""
@@ -50,7 +57,7 @@ def compare(
     with status_spinner(err, "opening the bundle") as step:
         path = resolve_bundle(bundle, step)
         step(f"loading {path}")
-        embedder = Embedder.load(path, provider=provider.value)
+        embedder = Embedder.load(path, backend=backend.value, precision=precision.value, provider=provider.value)
         step(f"reading {len(study)} words in {n_sentences} sentences")
         result = run_study(embedder, study, pooling=pooling.value)
         step(f"writing {out_dir}")

@@ -1,7 +1,7 @@
 """`bertonnx embed-distributed`: the bulk job of `bertonnx embed`, run on Ray Data.
 
-Registered in engine.cli as `app.command("embed-distributed")(friendly_errors(embed_distributed))`.
-This module does not import engine.cli, so that engine.cli can import it; errors
+Registered in bertonnx.cli.app as `app.command("embed-distributed")(friendly_errors(embed_distributed))`.
+This module does not import bertonnx.cli.app, so that bertonnx.cli.app can import it; errors
 a user can cause are ValueError or OSError, which friendly_errors prints as one line.
 """
 
@@ -12,19 +12,24 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
-from engine.bundle import load_bundle
-from engine.choices import (
+from bertonnx.bundle import load_bundle
+from bertonnx.cli.console import err, print_skipped, say
+from bertonnx.cli.options import (
+    BackendChoice,
+    BackendOption,
     BatchTokensOption,
     ContextualFlag,
     LongText,
     LongTextOption,
+    MinFidelityOption,
     NormalizeOption,
     OnError,
     OnErrorOption,
     Pooling,
     PoolingOption,
+    PrecisionChoice,
+    PrecisionOption,
     Provider,
     ProviderOption,
     SentencesFlag,
@@ -33,7 +38,8 @@ from engine.choices import (
     UnknownPolicy,
     bulk_options,
 )
-from engine.distributed import (
+from bertonnx.embedder import DEFAULT_BATCH_TOKENS, LoadOptions
+from bertonnx.jobs.distributed import (
     DEFAULT_BATCH_LINES,
     DEFAULT_SHARD_ROWS,
     JobReport,
@@ -46,9 +52,6 @@ from engine.distributed import (
     ray_session,
     rich_progress,
 )
-from engine.embedder import DEFAULT_BATCH_TOKENS
-
-err = Console(stderr=True)
 
 
 class OutputFormat(str, Enum):
@@ -87,7 +90,10 @@ def embed_distributed(
     batch_size: Annotated[int, typer.Option(help="Lines per actor call (and per read task)")] = DEFAULT_BATCH_LINES,
     batch_tokens: BatchTokensOption = DEFAULT_BATCH_TOKENS,
     shard_rows: Annotated[int, typer.Option(help="Rows per output shard at most")] = DEFAULT_SHARD_ROWS,
+    backend: BackendOption = BackendChoice.auto,
+    precision: PrecisionOption = PrecisionChoice.auto,
     provider: ProviderOption = Provider.auto,
+    min_fidelity: MinFidelityOption = None,
     force: Annotated[bool, typer.Option(help="Replace an existing --output directory")] = False,
 ) -> None:
     """Embed files of words or texts on a Ray cluster (local by default), in input order."""
@@ -112,8 +118,10 @@ def embed_distributed(
             options,
             workers=workers,
             fmt=output_format.value,
-            provider=provider.value,
-            batch_tokens=batch_tokens,
+            load=LoadOptions(
+                backend=backend.value, precision=precision.value, provider=provider.value,
+                batch_tokens=batch_tokens, min_fidelity=min_fidelity,
+            ),
             shard_rows=shard_rows,
             force=force,
         )
@@ -121,15 +129,8 @@ def embed_distributed(
 
 
 def _summary(report: JobReport) -> None:
-    for name, number, reason in report.skipped[:20]:
-        err.print(f"skipped {name} line {number}: {reason}", markup=False, highlight=False, soft_wrap=True)
-    if len(report.skipped) > 20:
-        more = len(report.skipped) - 20
-        err.print(f"... and {more} more skipped lines", markup=False, highlight=False, soft_wrap=True)
-    err.print(
+    print_skipped([f"skipped {name} line {number}: {reason}" for name, number, reason in report.skipped])
+    say(
         f"{report.rows} vectors from {report.lines} lines -> {report.output} ({report.shards} shards, "
-        f"{len(report.skipped)} skipped) in {report.seconds:.1f} s, {report.rows_per_second:,.0f} rows/s",
-        markup=False,
-        highlight=False,
-        soft_wrap=True,
+        f"{len(report.skipped)} skipped) in {report.seconds:.1f} s, {report.rows_per_second:,.0f} rows/s"
     )

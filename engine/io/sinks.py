@@ -55,7 +55,6 @@ every row in order, with keys unescaped.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import zipfile
@@ -68,6 +67,9 @@ from typing import IO
 import numpy as np
 from numpy.typing import NDArray
 
+from bertonnx.errors import OutputError
+from bertonnx.io.atomic import TEMP_SUFFIX, replace_all, write_atomic
+
 SUPPORTED_SUFFIXES: tuple[str, ...] = (".npy", ".npz", ".txt", ".bin", ".jsonl")
 STATE_FILE = "state.json"
 STATE_FORMAT = "bertonnx-sink-partial"
@@ -76,7 +78,6 @@ FLOAT_FORMAT = "%.9g"
 """Nine significant digits: the fewest that bring every float32 back exactly."""
 
 _VECTOR_DTYPE = np.dtype("<f4")
-_TEMP_SUFFIX = ".tmp"
 _ZIP_TIMESTAMP = (1980, 1, 1, 0, 0, 0)  # fixed, so that reruns write identical bytes
 _NAMED_ESCAPES = {"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t", " ": "\\s"}
 _UNESCAPES = {escape[1]: char for char, escape in _NAMED_ESCAPES.items()}
@@ -104,11 +105,11 @@ class JobSpec:
 
     def __post_init__(self) -> None:
         if isinstance(self.dim, bool) or not isinstance(self.dim, int) or self.dim < 1:
-            raise ValueError(f"dim must be a positive int, found {self.dim!r}")
+            raise OutputError(f"dim must be a positive int, found {self.dim!r}")
         try:
             json.dumps(self.fingerprint, allow_nan=False)
         except (TypeError, ValueError) as error:
-            raise ValueError(f"fingerprint must be JSON-serialisable: {error}") from error
+            raise OutputError(f"fingerprint must be JSON-serialisable: {error}") from error
 
     def record(self) -> dict[str, object]:
         """The job as `state.json` holds it; JSON round-tripped so tuples compare as lists."""
@@ -142,7 +143,7 @@ class VectorSink:
         out = Path(out)
         suffix_of(out)
         if out.is_dir():
-            raise ValueError(f"{out}: expected an output file path, found a directory")
+            raise OutputError(f"{out}: expected an output file path, found a directory")
         work = partial_dir(out)
         _remove_temps(out.parent, [out, sidecar_path(out)])
         if resume and (work / STATE_FILE).is_file():
@@ -167,7 +168,7 @@ class VectorSink:
         """
         self._check_open()
         if index != self._done:
-            raise ValueError(
+            raise OutputError(
                 f"chunks must come in order: expected chunk {self._done}, found {index}"
             )
         _check_vectors(vectors, self._spec.dim)
@@ -175,8 +176,8 @@ class VectorSink:
         lines = b"".join(escape_line(key).encode("utf-8") + b"\n" for key in keys)
         data = np.ascontiguousarray(vectors, dtype=_VECTOR_DTYPE)
         try:
-            _write_atomic(_keys_file(self._work, index), lambda stream: stream.write(lines))
-            _write_atomic(_vectors_file(self._work, index), partial(_write_array, data))
+            write_atomic(_keys_file(self._work, index), lambda stream: stream.write(lines))
+            write_atomic(_vectors_file(self._work, index), partial(_write_array, data))
         except OSError as error:
             raise _disk_error(error, f"chunk {index}", self._out, self._work) from error
         self._done += 1
@@ -191,7 +192,7 @@ class VectorSink:
         self._check_open()
         parts = _Parts(self._work, self._done, self._spec.dim)
         try:
-            _replace_all([(target, partial(write, parts)) for target, write in _targets(self._out)])
+            replace_all([(target, partial(write, parts)) for target, write in _targets(self._out)])
         except OSError as error:
             raise _disk_error(error, str(self._out), self._out, self._work) from error
         shutil.rmtree(self._work)
@@ -200,7 +201,7 @@ class VectorSink:
 
     def _check_open(self) -> None:
         if self._finished:
-            raise ValueError(f"{self._out}: this sink has already finished")
+            raise OutputError(f"{self._out}: this sink has already finished")
 
 
 def partial_dir(out: Path) -> Path:
@@ -218,7 +219,7 @@ def suffix_of(path: Path) -> str:
     suffix = path.suffix.lower()
     if suffix not in SUPPORTED_SUFFIXES:
         supported = ", ".join(SUPPORTED_SUFFIXES)
-        raise ValueError(f"{path}: unsupported suffix {suffix!r}; expected one of {supported}")
+        raise OutputError(f"{path}: unsupported suffix {suffix!r}; expected one of {supported}")
     return suffix
 
 
@@ -241,7 +242,7 @@ def read_keys(path: Path | str) -> list[str]:
     """Read a keys file: one `escape_line`-escaped key per newline-terminated line."""
     text = Path(path).read_bytes().decode("utf-8")
     if text and not text.endswith("\n"):
-        raise ValueError(f"{path}: expected a newline after the last key, found {text[-20:]!r}")
+        raise OutputError(f"{path}: expected a newline after the last key, found {text[-20:]!r}")
     return [unescape_key(line) for line in text.split("\n")[:-1]]
 
 
@@ -257,29 +258,29 @@ def read_vectors(path: Path | str) -> tuple[list[str], NDArray[np.float32]]:
 def _check_vectors(vectors: NDArray[np.float32], dim: int) -> None:
     if not isinstance(vectors, np.ndarray) or vectors.dtype != np.float32:
         found = vectors.dtype if isinstance(vectors, np.ndarray) else type(vectors).__name__
-        raise ValueError(f"expected a float32 array of vectors, found {found}")
+        raise OutputError(f"expected a float32 array of vectors, found {found}")
     if vectors.ndim != 2 or vectors.shape[1] != dim:
-        raise ValueError(f"expected vectors of dim {dim}, found shape {vectors.shape}")
+        raise OutputError(f"expected vectors of dim {dim}, found shape {vectors.shape}")
     bad = np.flatnonzero(~np.isfinite(vectors).all(axis=1))
     if bad.size:
-        raise ValueError(
+        raise OutputError(
             f"expected finite vectors, found NaN or inf in {bad.size} row(s), first row {bad[0]}"
         )
 
 
 def _check_keys(keys: Sequence[str], rows: int, suffix: str) -> None:
     if len(keys) != rows:
-        raise ValueError(f"expected one key per vector ({rows}), found {len(keys)} keys")
+        raise OutputError(f"expected one key per vector ({rows}), found {len(keys)} keys")
     for row, key in enumerate(keys):
         if not isinstance(key, str):
-            raise ValueError(f"row {row}: expected a str key, found {type(key).__name__}")
+            raise OutputError(f"row {row}: expected a str key, found {type(key).__name__}")
         if suffix == ".npz" and key.endswith("\x00"):
-            raise ValueError(f"row {row}: key {key!r} ends with NUL, which numpy unicode drops")
+            raise OutputError(f"row {row}: key {key!r} ends with NUL, which numpy unicode drops")
         try:
             key.encode("utf-8")
         except UnicodeEncodeError as error:
             message = f"row {row}: key {key!r} is not valid UTF-8 ({error.reason})"
-            raise ValueError(message) from error
+            raise OutputError(message) from error
 
 
 def _check_same_job(work: Path, spec: JobSpec) -> None:
@@ -287,17 +288,17 @@ def _check_same_job(work: Path, spec: JobSpec) -> None:
     try:
         saved = json.loads(state_path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ValueError(f"{state_path}: damaged ({error}); start over without resume") from error
+        raise OutputError(f"{state_path}: damaged ({error}); start over without resume") from error
     wanted = spec.record()
     if not isinstance(saved, dict) or saved.get("format") != STATE_FORMAT:
         expected = f"expected a {STATE_FORMAT} state"
-        raise ValueError(f"{state_path}: {expected}; start over without resume")
+        raise OutputError(f"{state_path}: {expected}; start over without resume")
     differences = _differences(
         {"version": saved.get("version"), "dim": saved.get("dim")},
         {"version": wanted["version"], "dim": wanted["dim"]},
     ) + _differences(_as_dict(saved.get("fingerprint")), _as_dict(wanted["fingerprint"]))
     if differences:
-        raise ValueError(
+        raise OutputError(
             f"{work} holds a different job ({'; '.join(differences)}); start over without resume"
         )
 
@@ -334,7 +335,7 @@ def _start_fresh(work: Path, spec: JobSpec) -> None:
         shutil.rmtree(work)
     work.mkdir(parents=True)
     state = json.dumps(spec.record(), indent=2, sort_keys=True).encode("utf-8")
-    _write_atomic(work / STATE_FILE, lambda stream: stream.write(state))
+    write_atomic(work / STATE_FILE, lambda stream: stream.write(state))
 
 
 def _count_done(work: Path) -> int:
@@ -347,7 +348,7 @@ def _count_done(work: Path) -> int:
 
 def _remove_temps(directory: Path, targets: list[Path]) -> None:
     """Drop the temp files a killed run left: those of `targets`, or all when empty."""
-    patterns = [f".{target.name}.*{_TEMP_SUFFIX}" for target in targets] or [f".*{_TEMP_SUFFIX}"]
+    patterns = [f".{target.name}.*{TEMP_SUFFIX}" for target in targets] or [f".*{TEMP_SUFFIX}"]
     for pattern in patterns:
         for temp in directory.glob(pattern):
             temp.unlink(missing_ok=True)
@@ -366,10 +367,10 @@ class _Parts:
         try:
             vectors: NDArray[np.float32] = np.load(path, mmap_mode="r", allow_pickle=False)
         except ValueError as error:  # pickled objects, a damaged header
-            raise ValueError(f"{path}: not a plain numpy array ({error}); start over without resume") from error
+            raise OutputError(f"{path}: not a plain numpy array ({error}); start over without resume") from error
         if vectors.dtype != _VECTOR_DTYPE or vectors.ndim != 2 or vectors.shape[1] != self.dim:
             found = f"{vectors.dtype} {vectors.shape}"
-            raise ValueError(f"{path}: expected <f4 vectors of dim {self.dim}, found {found}")
+            raise OutputError(f"{path}: expected <f4 vectors of dim {self.dim}, found {found}")
         return vectors
 
     def key_lines(self, index: int) -> bytes:
@@ -388,59 +389,6 @@ class _Parts:
 
 
 # -- atomic files -------------------------------------------------------------
-
-
-def _temp_file(target: Path, write: Callable[[IO[bytes]], object]) -> Path:
-    """Write a fsynced temp file next to `target`: same filesystem, so renaming is atomic.
-
-    Created with mode 0o666 (not mkstemp's 0o600) so that the final file gets
-    the user's umask permissions, like any other file they write.
-    """
-    temp = target.with_name(f".{target.name}.{os.urandom(6).hex()}{_TEMP_SUFFIX}")
-    descriptor = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(descriptor, "wb") as stream:
-            write(stream)
-            stream.flush()
-            os.fsync(stream.fileno())
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
-    return temp
-
-
-def _write_atomic(target: Path, write: Callable[[IO[bytes]], object]) -> None:
-    _replace_all([(target, write)])
-
-
-def _replace_all(files: list[tuple[Path, Callable[[IO[bytes]], object]]]) -> None:
-    """Write every file to a temp, then rename them all into place, the last file last.
-
-    Nothing is renamed before every temp is complete. With sidecars, the old
-    main file is removed first: a crash between the renames then leaves no main
-    file, rather than an old one beside new sidecars.
-    """
-    temps: list[Path] = []
-    try:
-        for target, write in files:
-            temps.append(_temp_file(target, write))
-        if len(files) > 1:
-            files[-1][0].unlink(missing_ok=True)
-        for (target, _), temp in zip(files, temps):
-            os.replace(temp, target)
-        _fsync_dir(files[-1][0].parent)
-    finally:
-        for temp in temps:
-            temp.unlink(missing_ok=True)
-
-
-def _fsync_dir(directory: Path) -> None:
-    """Make renames in `directory` durable, not just visible."""
-    descriptor = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
 
 
 def _disk_error(error: OSError, what: str, out: Path, work: Path) -> OSError:
@@ -574,7 +522,7 @@ def _unescape_sequence(sequence: str, text: str) -> str:
         return _UNESCAPES[sequence]
     if len(sequence) == 5:  # uXXXX
         return chr(int(sequence[1:], 16))
-    raise ValueError(
+    raise OutputError(
         f"bad escape '\\{sequence}' in key {text!r}; expected one of "
         f"{', '.join(_NAMED_ESCAPES.values())} or \\uXXXX"
     )
@@ -583,13 +531,13 @@ def _unescape_sequence(sequence: str, text: str) -> str:
 def _word2vec_header(line: bytes, path: Path) -> tuple[int, int]:
     fields = line.split()
     if len(fields) != 2 or not all(field.isdigit() for field in fields):
-        raise ValueError(f"{path}: expected a 'rows dim' header, found {line[:80]!r}")
+        raise OutputError(f"{path}: expected a 'rows dim' header, found {line[:80]!r}")
     return int(fields[0]), int(fields[1])
 
 
 def _rows_checked(path: Path, keys: list[str], vectors: NDArray[np.float32]) -> Chunk:
     if len(keys) != vectors.shape[0]:
-        raise ValueError(f"{path}: expected {vectors.shape[0]} keys, one a row, found {len(keys)}")
+        raise OutputError(f"{path}: expected {vectors.shape[0]} keys, one a row, found {len(keys)}")
     return keys, vectors
 
 
@@ -614,7 +562,7 @@ def _read_txt(path: Path) -> Chunk:
             values = numbers.split(b" ")
             if row >= rows or len(values) != dim:
                 found = f"row {row + 1} with {len(values)} values"
-                raise ValueError(f"{path}: expected {rows} rows of {dim} values, found {found}")
+                raise OutputError(f"{path}: expected {rows} rows of {dim} values, found {found}")
             keys.append(unescape_key(key.decode("utf-8")))
             vectors[row] = np.array(values, dtype=np.float32)
     return _rows_checked(path, keys, vectors)
@@ -629,7 +577,7 @@ def _read_bin(path: Path) -> Chunk:
     for row in range(rows):
         space = data.find(b" ", start)
         if space < 0 or len(data) < space + 1 + 4 * dim:
-            raise ValueError(f"{path}: expected {rows} rows, found {row} (truncated?)")
+            raise OutputError(f"{path}: expected {rows} rows, found {row} (truncated?)")
         keys.append(unescape_key(data[start:space].decode("utf-8").lstrip("\n")))
         vectors[row] = np.frombuffer(data, dtype=_VECTOR_DTYPE, count=dim, offset=space + 1)
         start = space + 1 + 4 * dim
@@ -637,7 +585,7 @@ def _read_bin(path: Path) -> Chunk:
             start += 1
     if start != len(data):
         extra = len(data) - start
-        raise ValueError(f"{path}: expected the end after {rows} rows, found {extra} more bytes")
+        raise OutputError(f"{path}: expected the end after {rows} rows, found {extra} more bytes")
     return keys, vectors
 
 
@@ -653,7 +601,7 @@ def _read_jsonl(path: Path) -> Chunk:
         return keys, np.zeros((0, 0), dtype=np.float32)
     vectors = np.array(rows, dtype=np.float32)
     if vectors.ndim != 2:
-        raise ValueError(f"{path}: expected vectors of one length, found shape {vectors.shape}")
+        raise OutputError(f"{path}: expected vectors of one length, found shape {vectors.shape}")
     return keys, vectors
 
 

@@ -6,10 +6,10 @@ The pipeline, each stage usable on its own:
     embed_dataset(ds, ...)   EmbedBatch actors, each loading the bundle once
                              -> rows (file, line, word, key, vector, skipped)
     write_output(ds, dir)    the driver takes rows in input order and writes shards + manifest.json
-    read_output(dir)         -> (keys, vectors), as engine.sinks.read_vectors reads one file
+    read_output(dir)         -> (keys, vectors), as bertonnx.io.sinks.read_vectors reads one file
 
 Same output as `bertonnx embed` by construction: an actor hands its batch of
-lines to engine.bulk.embed_lines, the function the single-process job runs on
+lines to bertonnx.jobs.bulk.embed_lines, the function the single-process job runs on
 each of its chunks. Embedder results do not depend on how lines are grouped
 into calls, so the rows are the same, row for row.
 
@@ -39,25 +39,25 @@ import time
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from glob import glob, has_magic
 from itertools import islice
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, get_args
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import NDArray
 
-from engine.bulk import BulkOptions, BulkReport, InputError, Line, embed_lines, output_width, read_lines
-from engine.bundle import load_bundle
-from engine.embedder import DEFAULT_BATCH_TOKENS, Embedder
-from engine.sinks import escape_line, read_keys
+from bertonnx.bundle import load_bundle
+from bertonnx.embedder import LoadOptions
+from bertonnx.errors import BadLineError, BertonnxError, JobError, MissingExtraError, OptionError, OutputError
+from bertonnx.io.sinks import escape_line, read_keys
+from bertonnx.jobs.bulk import BulkOptions, BulkReport, Line, embed_lines, output_width, read_lines
+from bertonnx.options import OUTPUT_FORMATS
 
 if TYPE_CHECKING:
     from ray.data import Dataset
 
-OutputFormat = Literal["npy", "parquet"]
-OUTPUT_FORMATS: tuple[str, ...] = get_args(OutputFormat)
 MANIFEST = "manifest.json"
 MANIFEST_FORMAT = "bertonnx-shards"
 MANIFEST_VERSION = 1
@@ -75,7 +75,7 @@ def _ray() -> Any:
         import ray
         import ray.data  # noqa: F401 - ray.data is a separate import, and needs the [data] extra
     except ImportError as error:
-        raise ImportError(f"distributed embedding needs Ray Data: {INSTALL_HINT}") from error
+        raise MissingExtraError(f"distributed embedding needs Ray Data: {INSTALL_HINT}") from error
     return ray
 
 
@@ -84,7 +84,7 @@ def _pyarrow() -> tuple[Any, Any]:
         import pyarrow
         import pyarrow.parquet
     except ImportError as error:
-        raise ImportError(f"Parquet needs pyarrow: {INSTALL_HINT}") from error
+        raise MissingExtraError(f"Parquet needs pyarrow: {INSTALL_HINT}") from error
     return pyarrow, pyarrow.parquet
 
 
@@ -148,11 +148,11 @@ def plan_workers(count: int | None, threads: int | None, cluster_cpus: int, node
     fit waits.
 
     Raises:
-        ValueError: a count or thread number below 1.
+        OptionError: a count or thread number below 1.
     """
     for name, value in (("--num-workers", count), ("--threads", threads)):
         if value is not None and value < 1:
-            raise ValueError(f"{name} must be at least 1, got {value}")
+            raise OptionError(f"{name} must be at least 1, got {value}")
     if threads is None:
         threads = 1 if count is None else max(1, min(node_cpus, cluster_cpus // count))
     if count is None:
@@ -232,15 +232,15 @@ def plan_inputs(
 ) -> Inputs:
     """Cut the inputs into spans of `block_lines` lines, reading each file once on this machine.
 
-    Text and JSONL files are read through engine.bulk.read_lines, as `bertonnx
+    Text and JSONL files are read through bertonnx.jobs.bulk.read_lines, as `bertonnx
     embed` reads them, so a line that is not UTF-8 fails here, before any worker
     starts; of Parquet files only the footer is read.
 
     Raises:
-        InputError: a line is not UTF-8, or a Parquet file has no string `column`.
+        BadLineError: a line is not UTF-8, or a Parquet file has no string `column`.
     """
     if block_lines < 1:
-        raise ValueError(f"batches must hold at least 1 line, got {block_lines}")
+        raise OptionError(f"batches must hold at least 1 line, got {block_lines}")
     spans: list[Span] = []
     for file, path in enumerate(Path(path).absolute() for path in paths):
         if path.suffix.lower() in PARQUET_SUFFIXES:
@@ -289,10 +289,10 @@ def _parquet_spans(file: int, path: Path, column: str, block_lines: int) -> Iter
     table = parquet.ParquetFile(path)
     schema = table.schema_arrow
     if column not in schema.names:
-        raise InputError(f"{path}: expected a column {column!r}, found {', '.join(schema.names)}")
+        raise BadLineError(f"{path}: expected a column {column!r}, found {', '.join(schema.names)}")
     kind = schema.field(column).type
     if not (pyarrow.types.is_string(kind) or pyarrow.types.is_large_string(kind)):
-        raise InputError(f"{path}: expected column {column!r} of strings, found {kind}")
+        raise BadLineError(f"{path}: expected column {column!r} of strings, found {kind}")
     first = 1
     for group in range(table.num_row_groups):
         rows = table.metadata.row_group(group).num_rows
@@ -355,18 +355,18 @@ def _parquet_texts(span: Span, column: str) -> list[str]:
             values = table.read_row_group(group, columns=[column]).column(0).slice(span.first - 1 - before, span.count)
             return ["" if text is None else text for text in values.to_pylist()]
         before += rows
-    raise InputError(f"{span.path}: expected rows {span.first} to {span.first + span.count - 1}, found {before} rows")
+    raise BadLineError(f"{span.path}: expected rows {span.first} to {span.first + span.count - 1}, found {before} rows")
 
 
 def _json_field(path: Path, line: Line, column: str) -> str:
     try:
         record = json.loads(line.text)
     except json.JSONDecodeError as error:
-        raise InputError(f"{path}: line {line.number} is not JSON ({error.msg})") from error
+        raise BadLineError(f"{path}: line {line.number} is not JSON ({error.msg})") from error
     value = record.get(column) if isinstance(record, dict) else None
     if not isinstance(value, str):
         found = type(value).__name__ if isinstance(record, dict) and column in record else "no such field"
-        raise InputError(f"{path}: line {line.number}: expected a string field {column!r}, found {found}")
+        raise BadLineError(f"{path}: line {line.number}: expected a string field {column!r}, found {found}")
     return value
 
 
@@ -398,13 +398,13 @@ class EmbedBatch:
         bundle: str | Path,
         options: BulkOptions,
         threads: int | None = None,
-        provider: str = "auto",
-        batch_tokens: int = DEFAULT_BATCH_TOKENS,
+        load: LoadOptions | None = None,
         inputs: Sequence[str | Path] = (),
         text_column: str = "text",
     ) -> None:
-        """Args as for Embedder.load and embed_lines; `inputs` name the files in error messages."""
-        self.embedder = Embedder.load(bundle, provider=provider, threads=threads, batch_tokens=batch_tokens)
+        """Args as for Embedder.load and embed_lines; `threads` replaces load.threads; `inputs` name the files in
+        error messages."""
+        self.embedder = replace(load or LoadOptions(), threads=threads).load(bundle)
         self.options = options
         self.inputs = tuple(str(path) for path in inputs)
         self.text_column = text_column
@@ -412,7 +412,7 @@ class EmbedBatch:
 
     def __call__(self, batch: Batch) -> Batch:
         if self.text_column not in batch:
-            raise ValueError(f"expected a column {self.text_column!r} of texts, found {', '.join(batch)}")
+            raise OptionError(f"expected a column {self.text_column!r} of texts, found {', '.join(batch)}")
         texts = ["" if text is None else str(text) for text in batch[self.text_column]]  # a null reads as blank
         size = len(texts)
         files = np.asarray(batch["file"], dtype=np.int64) if "file" in batch else np.zeros(size, np.int64)  # (B,)
@@ -420,7 +420,7 @@ class EmbedBatch:
         carried = [name for name in batch if name not in (self.text_column, "file", "line")]
         clashing = sorted(set(carried) & set(OUTPUT_COLUMNS))
         if clashing:
-            raise ValueError(f"input columns {', '.join(clashing)} would clash with the output's; rename them")
+            raise OptionError(f"input columns {', '.join(clashing)} would clash with the output's; rename them")
         starts = np.flatnonzero(np.diff(files, prepend=-1)) if size else np.zeros(0, np.int64)
         ends = np.append(starts[1:], size)
         parts = [self._embed_file_run(int(files[s]), numbers[s:e], texts[s:e], s) for s, e in zip(starts, ends)]
@@ -437,9 +437,9 @@ class EmbedBatch:
         report = BulkReport()
         try:
             rows = embed_lines(self.embedder, chunk, self.options, report)
-        except InputError as error:
+        except BadLineError as error:
             name = self.inputs[file] if file < len(self.inputs) else f"input {file}"
-            raise InputError(f"{name}: {error}") from error
+            raise BadLineError(f"{name}: {error}") from error
         starts = np.flatnonzero(np.diff(rows.lines, prepend=-1))  # (L,) each line's first row
         word = np.arange(len(rows)) - np.repeat(starts, np.diff(np.append(starts, len(rows))))
         reasons = dict(report.skipped)
@@ -485,8 +485,7 @@ def embed_dataset(
     options: BulkOptions,
     workers: Workers,
     batch_lines: int = DEFAULT_BATCH_LINES,
-    provider: str = "auto",
-    batch_tokens: int = DEFAULT_BATCH_TOKENS,
+    load: LoadOptions | None = None,
     inputs: Sequence[str | Path] = (),
 ) -> Dataset:
     """Add the embedding stage: a fixed pool of EmbedBatch actors, `workers.threads` CPUs each.
@@ -496,15 +495,14 @@ def embed_dataset(
     """
     ray = _ray()
     if batch_lines < 1:
-        raise ValueError(f"batch size must be at least 1 line, got {batch_lines}")
+        raise OptionError(f"batch size must be at least 1 line, got {batch_lines}")
     return dataset.map_batches(
         EmbedBatch,
         fn_constructor_kwargs={
             "bundle": str(Path(bundle).absolute()),
             "options": options,
             "threads": workers.threads,
-            "provider": provider,
-            "batch_tokens": batch_tokens,
+            "load": load or LoadOptions(),
             "inputs": [str(path) for path in inputs],
         },
         compute=ray.data.ActorPoolStrategy(size=workers.count),
@@ -550,7 +548,7 @@ def write_output(
     manifest is written, so a visible `out_dir` is always complete.
 
     Formats: "npy": shard-NNNNN.npy ((n, dim) float32), shard-NNNNN.keys.txt
-    (escaped keys, as engine.sinks writes them) and shard-NNNNN.ids.npy ((n, 3)
+    (escaped keys, as bertonnx.io.sinks writes them) and shard-NNNNN.ids.npy ((n, 3)
     int64 file, line, word); "parquet": shard-NNNNN.parquet with columns file,
     line, word, key and vector (fixed-size list of float32).
 
@@ -564,12 +562,12 @@ def write_output(
 
     Raises:
         FileExistsError: `out_dir` exists and is not empty, without `force`.
-        RuntimeError: a row came out of order or twice, or lines are missing.
+        JobError: a row came out of order or twice, or lines are missing.
     """
     if fmt not in OUTPUT_FORMATS:
-        raise ValueError(f"unknown output format {fmt!r}; expected one of {', '.join(OUTPUT_FORMATS)}")
+        raise OptionError(f"unknown output format {fmt!r}; expected one of {', '.join(OUTPUT_FORMATS)}")
     if shard_rows < 1:
-        raise ValueError(f"shard rows must be at least 1, got {shard_rows}")
+        raise OptionError(f"shard rows must be at least 1, got {shard_rows}")
     check_output(out_dir, force)
     work = out_dir.with_name(f".{out_dir.name}.partial")
     if work.exists():
@@ -582,7 +580,7 @@ def write_output(
         for batch in _batches(dataset, shard_rows):
             shards.add(batch)
         if expected_lines is not None and shards.lines != expected_lines:
-            raise RuntimeError(f"expected rows from {expected_lines} input lines, found {shards.lines}: rows were lost")
+            raise JobError(f"expected rows from {expected_lines} input lines, found {shards.lines}: rows were lost")
         manifest = json.dumps(shards.manifest(job or {}), indent=2, ensure_ascii=False) + "\n"
         (work / MANIFEST).write_text(manifest, encoding="utf-8")
     except BaseException:
@@ -633,7 +631,7 @@ class _Shards:
         keys = [str(key) for key in np.asarray(batch["key"], dtype=object)[keep]]
         vectors = np.ascontiguousarray(batch["vector"][keep], dtype=np.float32)  # (n, dim)
         if vectors.shape[1] != self.dim:
-            raise RuntimeError(f"expected vectors of dim {self.dim}, found shape {vectors.shape}")
+            raise JobError(f"expected vectors of dim {self.dim}, found shape {vectors.shape}")
         name = f"shard-{len(self.written):05d}"
         files = _SHARD_WRITERS[self.fmt](self.work, name, keys, vectors, ids[keep])
         first, last = ids[keep][0].tolist(), ids[keep][-1].tolist()
@@ -672,7 +670,7 @@ def _batches(dataset: Dataset, size: int) -> Iterator[Batch]:
             warnings.filterwarnings("ignore", message="The minimum number of concurrent actors")
             yield from dataset.iter_batches(batch_size=size, batch_format="numpy")
     except ray.exceptions.RayTaskError as error:
-        if isinstance(error.cause, (ValueError, OSError)):
+        if isinstance(error.cause, (BertonnxError, OSError)):
             raise error.cause from error
         raise
 
@@ -685,7 +683,7 @@ def _check_increasing(last: NDArray[np.int64], ids: NDArray[np.int64]) -> None:
     increasing = step[np.arange(step.shape[0]), first_change] > 0
     if not increasing.all():
         row = int(np.flatnonzero(~increasing)[0])
-        raise RuntimeError(
+        raise JobError(
             f"row (file, line, word) {tuple(both[row + 1].tolist())} came after {tuple(both[row].tolist())}: "
             "a row was repeated or reordered"
         )
@@ -736,16 +734,16 @@ def read_manifest(out_dir: str | Path) -> dict[str, Any]:
     """The manifest of a distributed job's output.
 
     Raises:
-        ValueError: no manifest (the job did not finish), or not one of ours.
+        OutputError: no manifest (the job did not finish), or not one of ours.
     """
     path = Path(out_dir) / MANIFEST
     if not path.is_file():
-        raise ValueError(f"{out_dir}: expected {MANIFEST} (written when a job finishes), found none")
+        raise OutputError(f"{out_dir}: expected {MANIFEST} (written when a job finishes), found none")
     manifest = json.loads(path.read_text(encoding="utf-8"))
     if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
-        raise ValueError(f"{path}: expected a {MANIFEST_FORMAT} manifest")
+        raise OutputError(f"{path}: expected a {MANIFEST_FORMAT} manifest")
     if manifest.get("version") != MANIFEST_VERSION:
-        raise ValueError(f"{path}: expected version {MANIFEST_VERSION}, found {manifest.get('version')!r}")
+        raise OutputError(f"{path}: expected version {MANIFEST_VERSION}, found {manifest.get('version')!r}")
     return manifest
 
 
@@ -753,7 +751,7 @@ def read_output(out_dir: str | Path) -> tuple[list[str], NDArray[np.float32]]:
     """Read a distributed job's output back into (keys, (N, dim) float32), in input order.
 
     Raises:
-        ValueError: no manifest, or a shard whose sha256 or row count is not the manifest's.
+        OutputError: no manifest, or a shard whose sha256 or row count is not the manifest's.
     """
     keys: list[str] = []
     parts: list[NDArray[np.float32]] = []
@@ -777,11 +775,11 @@ def _shards(
         for name, digest in shard["files"].items():
             data = (out_dir / name).read_bytes()
             if hashlib.sha256(data).hexdigest() != digest:
-                raise ValueError(f"{out_dir / name}: sha256 differs from the manifest's (damaged or replaced)")
+                raise OutputError(f"{out_dir / name}: sha256 differs from the manifest's (damaged or replaced)")
         keys, vectors, ids = _read_shard(out_dir, shard["name"], manifest["kind"])
         if not len(keys) == vectors.shape[0] == ids.shape[0] == shard["rows"]:
             found = f"{len(keys)} keys, {vectors.shape[0]} vectors, {ids.shape[0]} ids"
-            raise ValueError(f"{out_dir / shard['name']}: expected {shard['rows']} rows, found {found}")
+            raise OutputError(f"{out_dir / shard['name']}: expected {shard['rows']} rows, found {found}")
         yield keys, vectors, ids
 
 
@@ -810,8 +808,7 @@ def embed_files(
     options: BulkOptions,
     workers: Workers | None = None,
     fmt: str = "npy",
-    provider: str = "auto",
-    batch_tokens: int = DEFAULT_BATCH_TOKENS,
+    load: LoadOptions | None = None,
     shard_rows: int = DEFAULT_SHARD_ROWS,
     force: bool = False,
 ) -> JobReport:
@@ -824,13 +821,15 @@ def embed_files(
         options: as for `bertonnx embed`; chunk_lines does not apply.
         workers: the actor pool; default plan_workers over the cluster's CPUs.
         fmt: "npy" shards or "parquet".
+        load: how each worker opens the bundle (its threads come from `workers`).
     """
     checked = load_bundle(bundle, verify=False)
     width = output_width(checked, options)
     workers = workers or plan_workers(None, None, *cluster_cpus())
     rows = embed_dataset(
-        read_inputs(inputs), bundle, options, workers, inputs.block_lines, provider, batch_tokens, inputs.paths
+        read_inputs(inputs), bundle, options, workers, inputs.block_lines, load, inputs.paths
     )
+    load = load or LoadOptions()
     job = {
         "bundle": str(Path(bundle).resolve()),
         "model_sha256": checked.manifest["files"]["model.onnx"]["sha256"],
@@ -838,5 +837,6 @@ def embed_files(
         "input_lines": inputs.lines,
         "workers": workers.count,
         "threads": workers.threads,
+        "backend": {"backend": load.backend, "precision": load.precision, "provider": load.provider},
     }
     return write_output(rows, Path(out_dir), width, fmt, shard_rows, inputs.paths, job, force, inputs.records)

@@ -14,25 +14,29 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
-from typing import BinaryIO, Literal, get_args
+from typing import BinaryIO
 
 import numpy as np
 from numpy.typing import NDArray
 
-from engine.bundle import Bundle
-from engine.embedder import Embedder
-from engine.pooling import check_mode
-from engine.sinks import JobSpec, VectorSink, jsonl_records
+from bertonnx.bundle import Bundle
+from bertonnx.embedder import Embedder
+from bertonnx.errors import BadLineError
+from bertonnx.io.sinks import JobSpec, VectorSink, jsonl_records
+from bertonnx.options import (
+    LONG_TEXT_POLICIES,
+    ON_ERROR_POLICIES,
+    UNKNOWN_POLICIES,
+    LongText,
+    Mode,
+    OnError,
+    Unknown,
+    check_choice,
+    check_pooling_for_mode,
+    check_positive,
+)
 
-Mode = Literal["static", "contextual", "sentences"]
-MODES: tuple[str, ...] = get_args(Mode)
-OnError = Literal["fail", "skip"]
-ON_ERROR: tuple[str, ...] = get_args(OnError)
 DEFAULT_CHUNK_LINES = 20_000
-
-
-class InputError(ValueError):
-    """A line of the input cannot be embedded (not UTF-8, blank, unknown word)."""
 
 
 @dataclass(frozen=True)
@@ -46,19 +50,21 @@ class Line:
 class BulkOptions:
     """How a bulk job embeds: everything that changes its output."""
 
-    mode: str = "static"
-    pooling: str = "mean"
-    unknown: str = "error"  # static: what a word mapping to the unknown token gets
-    long_text: str = "window"
+    mode: Mode = "static"
+    pooling: str = "mean"  # a word pooling for static and contextual; mean or cls for sentences
+    unknown: Unknown = "error"  # static: what a word mapping to the unknown token gets
+    long_text: LongText = "window"
     normalize: bool = False  # sentences only
-    on_error: str = "fail"  # fail, or skip the line and report it
+    on_error: OnError = "fail"  # fail, or skip the line and report it
     chunk_lines: int = DEFAULT_CHUNK_LINES
 
     def __post_init__(self) -> None:
-        check_mode(self.mode, MODES, "mode")
-        check_mode(self.on_error, ON_ERROR, "on_error policy")
-        if isinstance(self.chunk_lines, bool) or not isinstance(self.chunk_lines, int) or self.chunk_lines < 1:
-            raise ValueError(f"chunk_lines must be at least 1, got {self.chunk_lines!r}")
+        # Checked here, so a library caller meets a bad combination before the job starts, not mid-way.
+        check_pooling_for_mode(self.pooling, self.mode)
+        check_choice(self.unknown, UNKNOWN_POLICIES, "unknown policy")
+        check_choice(self.long_text, LONG_TEXT_POLICIES, "long_text policy")
+        check_choice(self.on_error, ON_ERROR_POLICIES, "on_error policy")
+        check_positive("chunk_lines", self.chunk_lines)
 
 
 def output_width(bundle: Bundle, options: BulkOptions) -> int:
@@ -95,7 +101,7 @@ def read_lines(stream: BinaryIO, name: str) -> Iterator[Line]:
     dropped, so that it does not become part of the first word.
 
     Raises:
-        InputError: a line is not UTF-8, naming the line and the byte offset.
+        BadLineError: a line is not UTF-8, naming the line and the byte offset.
     """
     offset = 0
     for number, raw in enumerate(stream, start=1):
@@ -103,7 +109,7 @@ def read_lines(stream: BinaryIO, name: str) -> Iterator[Line]:
         try:
             text = raw[bom:].decode("utf-8")
         except UnicodeDecodeError as error:
-            raise InputError(
+            raise BadLineError(
                 f"{name}: line {number} is not valid UTF-8 (byte offset {offset + bom + error.start})"
             ) from error
         offset += len(raw)
@@ -138,10 +144,10 @@ def embed_file(
         progress: called with (bytes read, lines read) after each chunk.
 
     Raises:
-        InputError: a bad line with on_error="fail".
+        BadLineError: a bad line with on_error="fail".
     """
     if source is None and resume:
-        raise InputError("--resume needs an input file; standard input cannot be read twice")
+        raise BadLineError("--resume needs an input file; standard input cannot be read twice")
     width = output_width(embedder.bundle, options)
     fingerprint = {
         **(input_fingerprint(source) if source is not None else {"input": "-"}),
@@ -243,7 +249,7 @@ def _flag(problems: list[str | None], bad: NDArray[np.bool_], reason: str) -> No
 
 def _bad(line: Line, reason: str, options: BulkOptions, report: BulkReport) -> None:
     if options.on_error == "fail":
-        raise InputError(f"line {line.number} {reason!s} (use --on-error skip to skip such lines)")
+        raise BadLineError(f"line {line.number} {reason!s} (use --on-error skip to skip such lines)")
     report.skipped.append((line.number, reason))
 
 

@@ -1,0 +1,43 @@
+"""The one small protocol every backend implements, and what it reports about itself."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+from numpy.typing import NDArray
+
+Feeds = dict[str, NDArray[np.int64]]
+
+
+@dataclass(frozen=True)
+class BackendInfo:
+    """What actually runs the graph: filled in from the backend after it opened, never from the request."""
+
+    backend: str  # onnxruntime | openvino
+    device: str  # the ONNX Runtime execution provider running the graph, or OpenVINO's device (CPU)
+    precision: str  # fp32 | bf16 | fp16 | int8: the arithmetic the graph runs in
+    threads: int
+    inputs: tuple[str, ...]  # the graph's inputs: only these are fed
+    outputs: tuple[str, ...]
+    spin: bool = False  # ONNX Runtime: idle intra-op threads busy-wait
+    details: dict[str, Any] = field(default_factory=dict)  # e.g. the compiled-model cache, the versions
+
+    @property
+    def provider(self) -> str:
+        """The device, under the name ONNX Runtime users know it by."""
+        return self.device
+
+    def describe(self) -> str:
+        return f"{self.backend} {self.device} {self.precision}, {self.threads} thread(s)"
+
+
+class Backend(Protocol):
+    """Runs a bundle's graph. `run` is safe to call from many threads at once."""
+
+    info: BackendInfo
+
+    def run(self, output: str, feeds: Feeds) -> NDArray[np.float32]:
+        """Run the graph on (B, T) int64 feeds; one output (B, T, H) as float32 on the host."""
+        ...

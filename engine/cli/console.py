@@ -1,0 +1,92 @@
+"""The CLI's two consoles and its one rule for errors.
+
+- exit 2: the command line is wrong (an unknown flag, a value an option does not
+  take, flags that conflict): one line on stderr, as Click and argparse do;
+- exit 1: the command line is fine but the work failed (a bad input line, a
+  damaged bundle, a missing extra, a full disk): one line on stderr;
+- anything else is a bug in bertonnx: one line saying so, exit 1, and the
+  traceback with BERTONNX_DEBUG=1.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import typer
+from rich.console import Console
+
+try:  # typer >= 0.2x carries its own copy of click
+    from typer._click import exceptions as click_exceptions
+except ImportError:  # pragma: no cover - older typer on the real click
+    from click import exceptions as click_exceptions  # type: ignore[no-redef]
+
+from bertonnx.errors import BertonnxError, OptionError
+
+out = Console()
+err = Console(stderr=True)
+USAGE_EXIT = 2
+FAILURE_EXIT = 1
+
+
+class CliError(BertonnxError):
+    """A failure only the CLI can see (an input path that is not a file): exit 1."""
+
+
+def debugging() -> bool:
+    return bool(os.environ.get("BERTONNX_DEBUG"))
+
+
+def one_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def say_error(message: str) -> None:
+    err.print(f"error: {message}", markup=False, highlight=False, soft_wrap=True)
+
+
+def friendly_errors(command: Callable[..., None]) -> Callable[..., None]:
+    """Run a command under the CLI's error rule (see the module docstring)."""
+
+    @functools.wraps(command)
+    def run(*args: Any, **kwargs: Any) -> None:
+        try:
+            command(*args, **kwargs)
+        except (typer.Exit, typer.Abort, click_exceptions.ClickException):
+            raise
+        except OptionError as error:
+            if debugging():
+                raise
+            say_error(one_line(error))
+            raise typer.Exit(USAGE_EXIT) from None
+        except (BertonnxError, OSError) as error:
+            if debugging():
+                raise
+            say_error(one_line(error))
+            raise typer.Exit(FAILURE_EXIT) from None
+        except Exception as error:
+            if debugging():
+                raise
+            say_error(
+                f"unexpected {type(error).__name__}: {one_line(error)} -- a bug in bertonnx; "
+                "BERTONNX_DEBUG=1 shows the traceback"
+            )
+            raise typer.Exit(FAILURE_EXIT) from None
+
+    return run
+
+
+def print_skipped(lines: Sequence[str], shown: int = 20) -> None:
+    """The skipped input lines a bulk job reports, the first `shown` of them."""
+    for line in lines[:shown]:
+        err.print(line, markup=False, highlight=False, soft_wrap=True)
+    if len(lines) > shown:
+        err.print(f"... and {len(lines) - shown} more skipped lines", markup=False, highlight=False, soft_wrap=True)
+
+
+def say(message: str) -> None:
+    """A plain status line on stderr."""
+    err.print(message, markup=False, highlight=False, soft_wrap=True)

@@ -1,0 +1,45 @@
+"""`bertonnx info`: describe a bundle and check its files against the manifest."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from bertonnx.bundle import load_bundle
+from bertonnx.cli.console import out
+from bertonnx.cli.export import validation_table
+
+
+def info(
+    bundle: Annotated[Path, typer.Argument(help="Bundle directory")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the whole manifest as JSON")] = False,
+) -> None:
+    """Describe a bundle and check its files against the manifest."""
+    checked = load_bundle(bundle)
+    manifest = checked.manifest
+    if as_json:
+        out.print_json(json.dumps(manifest))
+        return
+    table = Table(title=str(checked.path), show_header=False)
+    table.add_column("field", style="bold")
+    table.add_column("value")
+    source, model, onnx = manifest["source"], manifest["model"], manifest["onnx"]
+    table.add_row("source", f"{source['model']} ({source['model_type']})")
+    table.add_row("weights sha256", source["weights_sha256"][:16] + "…")
+    table.add_row("hidden size", str(model["hidden_size"]))
+    if checked.embedding_size != checked.hidden_size:
+        table.add_row("static vector size", str(checked.embedding_size))
+    table.add_row("vocabulary", str(model["vocab_size"]))
+    table.add_row("max length", str(model["max_length"]))
+    table.add_row("layers / heads", f"{model['num_layers']} / {model['num_heads']}")
+    table.add_row("precision", onnx["precision"] + (" (optimised)" if onnx["optimized"] else ""))
+    table.add_row("opset", str(onnx["opset"]))
+    table.add_row("outputs", f"static: {onnx['outputs']['static']}, contextual: {onnx['outputs']['contextual']}")
+    for name, entry in manifest["files"].items():
+        table.add_row(name, f"{entry['bytes'] / 1e6:.1f} MB, sha256 ok")
+    out.print(table)
+    out.print(validation_table(manifest["validation"]))

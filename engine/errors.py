@@ -1,0 +1,70 @@
+"""Every error a user can cause derives from `BertonnxError`.
+
+Each class also keeps the builtin base it had before the root existed (ValueError
+for bad input, RuntimeError for a backend that cannot run, ImportError for a
+missing extra), so `except ValueError` in callers keeps working. The CLI prints
+a `BertonnxError` or an `OSError` as one line; anything else is a bug and says so.
+"""
+
+from __future__ import annotations
+
+
+class BertonnxError(Exception):
+    """Root of the errors a user can cause: bad input, a bad option, a damaged bundle."""
+
+
+class OptionError(BertonnxError, ValueError):
+    """An option outside what it takes: an unknown pooling, threads < 1, a bad format."""
+
+
+class BundleError(BertonnxError, ValueError):
+    """A bundle is missing, damaged, or not one this version can read."""
+
+
+class BackendError(BertonnxError, RuntimeError):
+    """The requested backend, device or precision cannot run here."""
+
+
+class ProviderError(BackendError):
+    """The requested ONNX Runtime execution provider cannot be used here."""
+
+
+class FidelityGateError(BackendError):
+    """A reduced precision (bf16, fp16, int8) falls below its fidelity gate on this bundle."""
+
+
+class InputError(BertonnxError, ValueError):
+    """Input data the model cannot embed as asked."""
+
+
+class EmptyWordError(InputError):
+    """A word is empty, blank, or only characters the tokenizer's normaliser deletes."""
+
+
+class TextTooLongError(InputError):
+    """A text has more word pieces than the model takes, and long_text='error'."""
+
+
+class UnknownWordError(InputError):
+    """A word maps to the unknown token, and unknown='error'."""
+
+
+class BadLineError(InputError):
+    """A line of a bulk input file cannot be embedded (and on_error='fail')."""
+
+
+class OutputError(BertonnxError, ValueError):
+    """An output cannot be written, resumed or read back as asked."""
+
+
+class JobError(BertonnxError, RuntimeError):
+    """A bulk job's result would be incomplete: rows lost, repeated or out of order."""
+
+
+class MissingExtraError(BertonnxError, ImportError):
+    """An optional dependency is not installed; the message names the pip extra."""
+
+
+def missing_extra(what: str, extra: str, error: ImportError) -> MissingExtraError:
+    """The one-line hint for a missing optional dependency."""
+    return MissingExtraError(f"{what} needs {error.name or 'a package'}: pip install 'bertonnx[{extra}]'")

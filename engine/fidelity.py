@@ -1,0 +1,172 @@
+"""Fidelity on fixed probes: how close one run of a graph comes to another, at token and word level.
+
+Export compares the ONNX graph with PyTorch here; the runtime compares a reduced
+precision (bf16, fp16, int8) with the bundle's fp32 outputs, and refuses it
+below its gate (`GATES`). Everything is numpy over one padded probe batch.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from bertonnx.errors import FidelityGateError
+from bertonnx.pooling import cosine_rows, pool_batch_words
+from bertonnx.tokenize import Encoded, Tokenizer
+
+PROBE_TEXTS = (
+    "The king is wise.",
+    "The queen is one of the great bands in history.",
+    "apple",
+    "Crème brûlée, naïve café — 東京タワー 🙂 ΑΒΓ ﬁ Ω x²!",
+    "How much is an Apple music account?",
+    "She sat on the river bank and watched the boats go by, while the bank across town raised its rates.",
+    "Transformers compute contextual embeddings: every token attends to every other token in the sentence.",
+    "In 1969, 600 million people watched Neil Armstrong step onto the Moon; the broadcast lasted hours.",
+)
+"""Fixed probes: padding (mixed lengths), a single word, unusual characters, ordinary prose."""
+
+
+@dataclass(frozen=True)
+class Gate:
+    metric: str  # a field of OutputFidelity
+    minimum: float
+
+    def describe(self) -> str:
+        return f"{self.metric.replace('_', ' ')} >= {self.minimum:g}"
+
+
+GATES: dict[str, Gate] = {
+    "bf16": Gate("token_min_cosine", 0.999),
+    "fp16": Gate("token_min_cosine", 0.999),
+    "int8": Gate("word_mean_cosine", 0.99),
+}
+"""A reduced precision runs only at or above its gate, measured against fp32 on the probes."""
+
+
+@dataclass(frozen=True)
+class OutputFidelity:
+    output: str
+    token_max_abs_diff: float
+    token_min_cosine: float
+    token_mean_cosine: float
+    word_max_abs_diff: float
+    word_min_cosine: float
+    word_mean_cosine: float
+
+
+@dataclass(frozen=True)
+class GateResult:
+    """A precision's fidelity against fp32, and the gate it was held to."""
+
+    precision: str
+    reference: str  # what gave the fp32 outputs
+    fidelity: OutputFidelity
+    gate: Gate
+
+    @property
+    def figure(self) -> float:
+        return float(getattr(self.fidelity, self.gate.metric))
+
+    @property
+    def passed(self) -> bool:
+        return self.figure >= self.gate.minimum
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "precision": self.precision,
+            "reference": self.reference,
+            "gate": asdict(self.gate),
+            "passed": self.passed,
+            **asdict(self.fidelity),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> GateResult:
+        fields = {name: data[name] for name in OutputFidelity.__dataclass_fields__}
+        return cls(data["precision"], data["reference"], OutputFidelity(**fields), Gate(**data["gate"]))
+
+    def summary(self) -> str:
+        f = self.fidelity
+        return (
+            f"{self.precision} vs {self.reference}: token cosine min {f.token_min_cosine:.5f} / mean "
+            f"{f.token_mean_cosine:.5f}, word cosine min {f.word_min_cosine:.5f} / mean {f.word_mean_cosine:.5f}"
+        )
+
+    def check(self) -> None:
+        """Raises FidelityGateError, with the figure, when the precision is under its gate."""
+        if not self.passed:
+            raise FidelityGateError(
+                f"{self.precision} is refused on this bundle: {self.gate.metric.replace('_', ' ')} "
+                f"{self.figure:.5f} against {self.reference}, under the gate {self.gate.minimum:g} "
+                "(use --precision fp32, or lower the gate with --min-fidelity)"
+            )
+
+
+def probe_batch(tokenizer: Tokenizer) -> tuple[Encoded, NDArray[np.int64]]:
+    """The probes plus one text of exactly the maximum length, packed with padding.
+
+    Returns:
+        The batch, and (B, T) word ids (-1 on special tokens and padding).
+    """
+    filler = "the king and queen rule the kingdom of apples . " * tokenizer.max_length
+    pieces = tokenizer.split([*PROBE_TEXTS, filler])
+    # Every probe, the filler above all, is cut to the model's window at a word boundary: a model with a short
+    # maximum or a small vocabulary (many pieces a word) would otherwise be fed more positions than it has.
+    keep = [
+        int(np.searchsorted(p.piece_word, p.piece_word[tokenizer.window])) if p.ids.size > tokenizer.window
+        else p.ids.size
+        for p in pieces
+    ]
+    sequences = [p.ids[:k] for p, k in zip(pieces, keep)]
+    piece_words = [p.piece_word[:k] for p, k in zip(pieces, keep)]
+    encoded = tokenizer.pack(sequences)
+    word_ids = np.full(encoded.input_ids.shape, -1, dtype=np.int64)
+    word_ids[encoded.content_rows, encoded.content_cols] = np.concatenate(piece_words)
+    return encoded, word_ids
+
+
+def compare(
+    name: str,
+    expected: NDArray[np.float32],
+    found: NDArray[np.float32],
+    mask: NDArray[np.bool_],
+    word_ids: NDArray[np.int64],
+) -> OutputFidelity:
+    """Fidelity of one (B, T, H) output: real tokens only, then mean-pooled words."""
+    tokens_e, tokens_f = expected[mask], found[mask]  # (N, H)
+    words_e = pool_batch_words(expected, word_ids, "mean")[0]
+    words_f = pool_batch_words(found, word_ids, "mean")[0]
+    token_cos = cosine_rows(tokens_e, tokens_f)
+    word_cos = cosine_rows(words_e, words_f)
+    return OutputFidelity(
+        output=name,
+        token_max_abs_diff=float(np.abs(tokens_e - tokens_f).max()),
+        token_min_cosine=float(token_cos.min()),
+        token_mean_cosine=float(token_cos.mean()),
+        word_max_abs_diff=float(np.abs(words_e - words_f).max()),
+        word_min_cosine=float(word_cos.min()),
+        word_mean_cosine=float(word_cos.mean()),
+    )
+
+
+def read_cached(path: Path, key: dict[str, Any]) -> GateResult | None:
+    """A gate result measured before under the same key (bundle, backend, versions, CPU), else None."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return GateResult.from_dict(data["result"]) if data.get("key") == key else None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # absent or damaged: measure again
+
+
+def write_cached(path: Path, key: dict[str, Any], result: GateResult) -> None:
+    from bertonnx.io.atomic import write_atomic
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps({"key": key, "result": result.to_dict()}, indent=2) + "\n"
+    write_atomic(path, lambda stream: stream.write(text.encode("utf-8")))

@@ -1,0 +1,66 @@
+"""Every user choice, defined once.
+
+The library's signatures take the `Literal` types; the CLI shows the `str` Enums,
+which are built from the same Literals, so the two cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Literal, get_args
+
+from bertonnx.errors import OptionError
+
+WordPooling = Literal["mean", "first", "last", "first_last", "max", "sum"]
+SentencePooling = Literal["mean", "cls"]
+LongText = Literal["window", "truncate", "error"]
+Unknown = Literal["error", "unk", "zero"]
+Mode = Literal["static", "contextual", "sentences"]
+OnError = Literal["fail", "skip"]
+Provider = Literal["auto", "cpu", "cuda", "tensorrt"]
+Backend = Literal["auto", "onnxruntime", "openvino"]
+Precision = Literal["auto", "fp32", "bf16", "fp16", "int8"]
+OutputFormat = Literal["npy", "parquet"]
+
+WORD_POOLING_MODES: tuple[str, ...] = get_args(WordPooling)
+SENTENCE_POOLING_MODES: tuple[str, ...] = get_args(SentencePooling)
+LONG_TEXT_POLICIES: tuple[str, ...] = get_args(LongText)
+UNKNOWN_POLICIES: tuple[str, ...] = get_args(Unknown)
+MODES: tuple[str, ...] = get_args(Mode)
+ON_ERROR_POLICIES: tuple[str, ...] = get_args(OnError)
+PROVIDERS: tuple[str, ...] = get_args(Provider)
+BACKENDS: tuple[str, ...] = get_args(Backend)
+PRECISIONS: tuple[str, ...] = get_args(Precision)
+OUTPUT_FORMATS: tuple[str, ...] = get_args(OutputFormat)
+POOLING_MODES: tuple[str, ...] = WORD_POOLING_MODES + tuple(
+    mode for mode in SENTENCE_POOLING_MODES if mode not in WORD_POOLING_MODES
+)
+"""Word pooling modes plus cls, which applies to sentences only: the CLI's --pooling."""
+BENCH_WORKLOADS: tuple[str, ...] = ("latency", "grid", "corpus", "vocab-contextual", "static-vocab", "static-million")
+"""Workload families of `bertonnx bench` (defined here so the CLI need not import the benchmarks)."""
+
+
+def check_choice(value: str, allowed: tuple[str, ...], what: str = "pooling") -> None:
+    """Raise an OptionError naming the allowed choices when `value` is not one of them."""
+    if value not in allowed:
+        raise OptionError(f"unknown {what} {value!r}; expected one of {', '.join(allowed)}")
+
+
+def check_pooling_for_mode(pooling: str, mode: str) -> None:
+    """A pooling fits a mode: word modes for static and contextual, mean or cls for sentences."""
+    check_choice(mode, MODES, "mode")
+    allowed = SENTENCE_POOLING_MODES if mode == "sentences" else WORD_POOLING_MODES
+    if pooling not in allowed:
+        raise OptionError(f"pooling {pooling!r} does not apply to {mode}; choose from {', '.join(allowed)}")
+
+
+def check_positive(name: str, value: object) -> int:
+    """A whole number >= 1 (bools refused), returned as int."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise OptionError(f"{name} must be a positive whole number, got {value!r}")
+    return value
+
+
+def choice_enum(name: str, choices: tuple[str, ...]) -> type[Enum]:
+    """A str Enum over `choices`, as typer wants for a choice option."""
+    return Enum(name, {choice: choice for choice in choices}, type=str)  # type: ignore[return-value]
