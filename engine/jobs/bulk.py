@@ -22,7 +22,8 @@ from numpy.typing import NDArray
 from bertonnx.bundle import Bundle
 from bertonnx.embedder import Embedder
 from bertonnx.errors import BadLineError
-from bertonnx.io.sinks import JobSpec, VectorSink, jsonl_records
+from bertonnx.io.formats import jsonl_records
+from bertonnx.io.sinks import JobSpec, VectorSink
 from bertonnx.options import (
     LONG_TEXT_POLICIES,
     ON_ERROR_POLICIES,

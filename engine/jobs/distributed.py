@@ -51,7 +51,7 @@ from numpy.typing import NDArray
 from bertonnx.bundle import load_bundle
 from bertonnx.embedder import LoadOptions
 from bertonnx.errors import BadLineError, BertonnxError, JobError, MissingExtraError, OptionError, OutputError
-from bertonnx.io.sinks import escape_line, read_keys
+from bertonnx.io.keys import escape_line, read_keys
 from bertonnx.jobs.bulk import BulkOptions, BulkReport, Line, embed_lines, output_width, read_lines
 from bertonnx.options import OUTPUT_FORMATS
 

@@ -1,4 +1,4 @@
-"""bertonnx.io.sinks: formats round-trip, outputs appear atomically, killed jobs resume exactly."""
+"""bertonnx.io.sinks: chunked jobs round-trip every format, outputs appear atomically, killed jobs resume exactly."""
 
 from __future__ import annotations
 
@@ -19,18 +19,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from numpy.typing import NDArray
 
-from bertonnx.io.sinks import (
-    SUPPORTED_SUFFIXES,
-    JobSpec,
-    VectorSink,
-    escape_line,
-    escape_token,
-    partial_dir,
-    read_keys,
-    read_vectors,
-    sidecar_path,
-    unescape_key,
-)
+from bertonnx.io.formats import SUPPORTED_SUFFIXES, ids_path, read_table, read_vectors, sidecar_path
+from bertonnx.io.keys import escape_token, read_keys
+from bertonnx.io.sinks import JobSpec, VectorSink, partial_dir
 
 REPO = Path(__file__).resolve().parents[1]
 DIM = 6
@@ -245,26 +236,6 @@ def test_empty_job_writes_a_valid_empty_file(tmp_path: Path, suffix: str) -> Non
     assert output_bytes(none) == output_bytes(empty_chunk)
     assert keys == [] and vectors.dtype == np.float32
     assert vectors.shape == ((0, 0) if suffix == ".jsonl" else (0, DIM))
-
-
-@given(st.text())
-def test_escapes_round_trip(key: str) -> None:
-    token, line = escape_token(key), escape_line(key)
-    assert unescape_key(token) == key and unescape_key(line) == key
-    assert not any(char.isspace() for char in token)
-    assert "\n" not in line and "\r" not in line
-
-
-def test_escapes_are_readable() -> None:
-    assert escape_token("new york\tcafé\\") == "new\\syork\\tcafé\\\\"
-    assert escape_token("a\u3000b") == "a\\u3000b"
-    assert escape_line("a b\nc") == "a b\\nc"
-
-
-@pytest.mark.parametrize("text", ["bad\\q", "trailing\\", "short\\u12"])
-def test_unescape_refuses_malformed_keys(text: str) -> None:
-    with pytest.raises(ValueError, match="bad escape"):
-        unescape_key(text)
 
 
 # -- resuming -----------------------------------------------------------------
@@ -489,3 +460,82 @@ def test_output_path_must_not_be_a_directory(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="found a directory"):
         VectorSink.open(tmp_path / "out.npy", SPEC, resume=False)
 
+
+
+# -- ids ----------------------------------------------------------------------
+
+ID_SPEC = JobSpec(fingerprint=FINGERPRINT, dim=DIM, ids=True)
+
+
+def chunk_ids(first_line: int, rows: int) -> NDArray[np.int64]:
+    """(rows, 2): two rows a line, as contextual mode gives words."""
+    return np.stack([first_line + np.arange(rows) // 2, np.arange(rows) % 2], axis=1).astype(np.int64)
+
+
+def write_id_job(out: Path, chunks: Chunks) -> tuple[Path, NDArray[np.int64]]:
+    sink = VectorSink.open(out, ID_SPEC, resume=False)
+    parts = []
+    line = 1
+    for index, (keys, vectors) in enumerate(chunks):
+        parts.append(chunk_ids(line, len(keys)))
+        line += len(keys)
+        sink.write_chunk(index, keys, vectors, parts[-1])
+    return sink.finish(), np.concatenate(parts or [np.zeros((0, 2), np.int64)])
+
+
+@pytest.mark.parametrize("suffix", [".npy", ".npz", ".jsonl"])
+def test_ids_go_where_the_format_has_room(tmp_path: Path, suffix: str) -> None:
+    chunks = make_chunks([5, 0, 4])
+    out, ids = write_id_job(tmp_path / f"out{suffix}", chunks)
+    table = read_table(out)
+    assert table.ids is not None and table.ids.tolist() == ids.tolist()
+    assert table.keys == concatenated(chunks)[0]
+    if suffix == ".npy":
+        assert np.load(ids_path(out)).dtype == np.dtype("<i8")
+    assert leftovers(tmp_path, out) == ([ids_path(out).name] if suffix == ".npy" else [])
+
+
+@pytest.mark.parametrize("suffix", [".txt", ".bin"])
+def test_word2vec_formats_have_no_room_for_ids(tmp_path: Path, suffix: str) -> None:
+    chunks = make_chunks([3])
+    out, _ = write_id_job(tmp_path / f"out{suffix}", chunks)
+    assert read_table(out).ids is None
+    assert output_bytes(out) == output_bytes(write_job(tmp_path / "plain" / f"out{suffix}", chunks))
+
+
+def test_a_chunk_must_carry_ids_exactly_when_the_job_does(tmp_path: Path) -> None:
+    keys, vectors = make_chunks([2])[0]
+    with pytest.raises(ValueError, match="opened with ids=True; found a chunk with ids=False"):
+        VectorSink.open(tmp_path / "a.npy", ID_SPEC, resume=False).write_chunk(0, keys, vectors)
+    with pytest.raises(ValueError, match=r"expected \(2, 2\) integer ids"):
+        VectorSink.open(tmp_path / "b.npy", ID_SPEC, resume=False).write_chunk(0, keys, vectors, np.zeros((2, 3)))
+    with pytest.raises(ValueError, match="holds a different job .*ids: saved True, now False"):
+        VectorSink.open(tmp_path / "b.npy", SPEC, resume=True)
+
+
+def test_a_resumed_job_with_ids_writes_the_same_bytes(tmp_path: Path) -> None:
+    chunks = make_chunks([4, 4, 4])
+    reference, _ = write_id_job(tmp_path / "reference" / "out.npy", chunks)
+    out = tmp_path / "run" / "out.npy"
+    sink = VectorSink.open(out, ID_SPEC, resume=False)
+    sink.write_chunk(0, *chunks[0], chunk_ids(1, 4))
+    # a crash after the ids of chunk 1 but before its vectors: chunk 1 is not done
+    (partial_dir(out) / "chunk-000001.ids.npy").write_bytes(b"half")
+    sink = VectorSink.open(out, ID_SPEC, resume=True)
+    assert sink.done_chunks == 1
+    sink.write_chunk(1, *chunks[1], chunk_ids(5, 4))
+    sink.write_chunk(2, *chunks[2], chunk_ids(9, 4))
+    sink.finish()
+    files = [out, sidecar_path(out), ids_path(out)]
+    assert [path.read_bytes() for path in files] == [
+        path.read_bytes() for path in (reference, sidecar_path(reference), ids_path(reference))
+    ]
+
+
+def test_an_old_state_file_names_its_version(tmp_path: Path) -> None:
+    out = tmp_path / "out.npy"
+    VectorSink.open(out, SPEC, resume=False)
+    state = partial_dir(out) / "state.json"
+    state.write_text(json.dumps({**json.loads(state.read_text()), "version": 1}))
+    with pytest.raises(ValueError, match="expected bertonnx-sink-partial version 2, found 1; start over"):
+        VectorSink.open(out, SPEC, resume=True)
