@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from tokenizers import Tokenizer
 
 from bertonnx.embedder import Embedder
 
@@ -35,15 +36,13 @@ def tiny_vocab() -> list[str]:
     return vocab + [w for w in WORDS if w not in vocab]
 
 
-def build_tiny_bert(folder: Path, seed: int = 0) -> Path:
-    """Save a random 2-layer BERT and its WordPiece tokenizer as a Hugging Face folder."""
-    import torch
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
-    from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
+def tiny_wordpiece(**normalizer: bool) -> Tokenizer:
+    """The tiny BERT's WordPiece tokenizer; `normalizer` overrides BertNormalizer's options (default: uncased)."""
+    from tokenizers import decoders, models, normalizers, pre_tokenizers, processors
 
     vocab = {token: index for index, token in enumerate(tiny_vocab())}
     backend = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]"))
-    backend.normalizer = normalizers.BertNormalizer(lowercase=True)
+    backend.normalizer = normalizers.BertNormalizer(**{"lowercase": True, **normalizer})
     backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     backend.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]",
@@ -51,6 +50,37 @@ def build_tiny_bert(folder: Path, seed: int = 0) -> Path:
         special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])],
     )
     backend.decoder = decoders.WordPiece()
+    return backend
+
+
+def tiny_byte_level_bpe() -> Tokenizer:
+    """RoBERTa's kind of tokenizer: byte-level BPE trained here on WORDS, to 400 entries.
+
+    The vocabulary is small on purpose: most words split into several pieces, many of them in one text.
+    """
+    from tokenizers import decoders, models, pre_tokenizers, processors, trainers
+
+    specials = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
+    backend = Tokenizer(models.BPE())
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=400, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
+    backend.train_from_iterator([" ".join(WORDS[i : i + 7]) for i in range(len(WORDS))] * 3, trainer)
+    backend.post_processor = processors.RobertaProcessing(
+        sep=("</s>", backend.token_to_id("</s>")), cls=("<s>", backend.token_to_id("<s>")), add_prefix_space=False
+    )
+    return backend
+
+
+def build_tiny_bert(folder: Path, seed: int = 0) -> Path:
+    """Save a random 2-layer BERT and its WordPiece tokenizer as a Hugging Face folder."""
+    import torch
+    from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
+
+    backend = tiny_wordpiece()
+    vocab = backend.get_vocab()
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=backend,
         unk_token="[UNK]",
@@ -77,25 +107,11 @@ def build_tiny_bert(folder: Path, seed: int = 0) -> Path:
 
 
 def build_tiny_roberta(folder: Path, seed: int = 0) -> Path:
-    """Save a random 2-layer RoBERTa and a byte-level BPE tokenizer trained here, on WORDS, to 400 entries.
-
-    The vocabulary is small on purpose: most words split into several pieces, many of them in one text.
-    """
+    """Save a random 2-layer RoBERTa and its byte-level BPE tokenizer (`tiny_byte_level_bpe`)."""
     import torch
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast, RobertaConfig, RobertaModel
 
-    specials = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
-    backend = Tokenizer(models.BPE())
-    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    backend.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=400, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
-    )
-    backend.train_from_iterator([" ".join(WORDS[i : i + 7]) for i in range(len(WORDS))] * 3, trainer)
-    backend.post_processor = processors.RobertaProcessing(
-        sep=("</s>", backend.token_to_id("</s>")), cls=("<s>", backend.token_to_id("<s>")), add_prefix_space=False
-    )
+    backend = tiny_byte_level_bpe()
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=backend, bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="<pad>",
         mask_token="<mask>", cls_token="<s>", sep_token="</s>", model_max_length=TINY_MAX_LENGTH,
