@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
@@ -19,7 +20,9 @@ from bertonnx.benchmarks.workloads import FAMILIES
 
 JSON_FILE = "report.json"
 MARKDOWN_FILE = "report.md"
-PLOT_FILES = ("speedup_batch.png", "speedup_seq.png", "peak.png")
+PLOT_FILES = ("speedup_batch.png", "speedup_seq.png", "peak.png", "backends.png")
+BACKENDS_FAMILY = "corpus"
+"""The workload the backends table and plot compare on: many mixed-length texts, as bulk jobs see them."""
 COLUMNS = (
     "case",
     "system",
@@ -30,6 +33,7 @@ COLUMNS = (
     "items/s",
     "× PyTorch",
     "× ST",
+    "× PT bf16",
     "GFLOP/s (peak %)",
     "peak MB",
     "token cos min / mean",
@@ -68,6 +72,7 @@ def rows(measurements: Sequence[Measurement]) -> list[list[str]]:
             f"{m.items_per_s:,.0f}",
             _ratio(m.vs_pytorch),
             _ratio(m.vs_sentence_transformers),
+            _ratio(m.vs_pytorch_bf16),
             "–" if m.gflops is None else f"{m.gflops:.1f}" + ("" if m.peak_share is None else f" ({m.peak_share:.0%})"),
             "–" if m.peak_rss_mb is None else f"{m.peak_rss_mb:,.0f}",
             f"{m.fidelity.token_min_cosine:.6f} / {m.fidelity.token_mean_cosine:.6f}",
@@ -90,6 +95,15 @@ def tables(report: Report) -> list[Table]:
         for cells in rows(mine):
             table.add_row(*(escape(cell) for cell in cells))
         found.append(table)
+    backends = backend_rows(report)
+    if backends:
+        table = Table(title=f"backends · {BACKENDS_FAMILY} · texts/s next to fidelity against PyTorch fp32",
+                      title_justify="left")
+        for column in BACKEND_COLUMNS:
+            table.add_column(column, justify="left" if column == "system" else "right")
+        for cells in backends:
+            table.add_row(*(escape(cell) for cell in cells))
+        found.append(table)
     if report.targets:
         table = Table(title="engine targets", title_justify="left")
         for column in ("target", "bound", "measured", "met"):
@@ -98,6 +112,26 @@ def tables(report: Report) -> list[Table]:
             table.add_row(escape(t.name), t.target, escape(t.measured), "[green]yes[/]" if t.met else "[red]no[/]")
         found.append(table)
     return found
+
+
+BACKEND_COLUMNS = ("system", "texts/s", "× PyTorch", "× PT bf16", "× ST", "token cos min / mean", "word cos mean")
+
+
+def backend_rows(report: Report) -> list[list[str]]:
+    """Every system on the corpus, fastest first: one line per backend x precision, and the baselines."""
+    mine = [m for m in report.measurements if m.case.family == BACKENDS_FAMILY and m.provider == "cpu"]
+    return [
+        [
+            m.system,
+            f"{m.items_per_s:,.1f}",
+            _ratio(m.vs_pytorch),
+            _ratio(m.vs_pytorch_bf16),
+            _ratio(m.vs_sentence_transformers),
+            f"{m.fidelity.token_min_cosine:.5f} / {m.fidelity.token_mean_cosine:.6f}",
+            f"{m.fidelity.word_mean_cosine:.6f}",
+        ]
+        for m in sorted(mine, key=lambda m: -m.items_per_s)
+    ]
 
 
 def markdown(report: Report) -> str:
@@ -124,6 +158,12 @@ def markdown(report: Report) -> str:
     ]
     lines += [f"- {key}: {value}" for key, value in report.settings["method"].items()]
     lines += ["", "Bundles: " + ", ".join(f"{Path(b.path).name} ({b.label})" for b in report.bundles), ""]
+    backends = backend_rows(report)
+    if backends:
+        lines += [f"## Backends ({BACKENDS_FAMILY}, fastest first)", ""]
+        lines += ["| " + " | ".join(BACKEND_COLUMNS) + " |", "|" + "---|" * len(BACKEND_COLUMNS)]
+        lines += ["| " + " | ".join(cells) + " |" for cells in backends]
+        lines.append("")
     if report.targets:
         lines += ["## Engine targets", "", "| target | bound | measured | met |", "|---|---|---|---|"]
         lines += [f"| {t.name} | {t.target} | {t.measured} | {'yes' if t.met else '**no**'} |" for t in report.targets]
@@ -203,7 +243,35 @@ def plots(report: Report, out_dir: Path) -> list[Path]:
         figure.savefig(out_dir / "peak.png", dpi=100)
         plt.close(figure)
         written.append(out_dir / "peak.png")
+    corpus = sorted((m for m in contextual if m.case.family == BACKENDS_FAMILY), key=lambda m: m.items_per_s)
+    if corpus:
+        written.append(_backends_plot(report, corpus, out_dir / "backends.png", plt))
     return written
+
+
+def _backends_plot(report: Report, corpus: Sequence[Measurement], path: Path, plt: Any) -> Path:
+    """Throughput per system as bars, its minimum token cosine against PyTorch fp32 beside each bar."""
+    figure, (speed, fidelity) = plt.subplots(
+        1, 2, figsize=(11, 0.45 * len(corpus) + 1.8), sharey=True, gridspec_kw={"width_ratios": [3, 2]}
+    )
+    names = [m.system for m in corpus]
+    colours = ["tab:blue" if name.startswith("bertonnx") else "tab:grey" for name in names]
+    speed.barh(names, [m.items_per_s for m in corpus], color=colours)
+    for y, m in enumerate(corpus):
+        speed.text(m.items_per_s, y, f" {m.items_per_s:,.0f}", va="center", fontsize=8)
+    speed.set_xlabel("texts/s (higher is better)")
+    floor = min(0.98, min(m.fidelity.token_min_cosine for m in corpus) - 0.002)
+    fidelity.barh(names, [m.fidelity.token_min_cosine - floor for m in corpus], left=floor, color=colours)
+    fidelity.axvline(0.999, color="black", linestyle="--", linewidth=0.8)
+    fidelity.text(0.999, len(corpus) - 0.5, " bf16 gate", fontsize=7, va="bottom")
+    fidelity.set_xlim(floor, 1.0005)
+    fidelity.set_xlabel("min token cosine vs PyTorch fp32")
+    cpu = report.machine.cpu
+    figure.suptitle(f"{report.title}: {BACKENDS_FAMILY}, {report.settings['threads']} threads, {cpu}", fontsize=10)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return path
 
 
 def _ratio(value: float | None) -> str:

@@ -3,8 +3,14 @@
 Contextual path (texts -> last hidden states):
     pytorch                transformers AutoModel, eager, inference_mode; naive batches of 32
                            in input order, padded to the longest text of each batch.
+    pytorch bf16 autocast  the same model under torch.autocast("cpu", dtype=torch.bfloat16), with
+                           texts sorted by length into batches of 32 as sentence-transformers
+                           does: the strongest thing a PyTorch user has on a CPU with native bf16.
     sentence-transformers  its own `encode` (batches of 32, sorted by length), same weights.
-    bertonnx <bundle>      `Embedder.contextual`: tokenization, token-budget batches, word pooling.
+    bertonnx <bundle>      `Embedder.contextual` on ONNX Runtime at the bundle's precision:
+                           tokenization, token-budget batches, word pooling.
+    bertonnx <backend> <precision>
+                           the same on another backend and precision (OpenVINO fp32, bf16, int8).
 Static path (words -> context-free vectors):
     pytorch embedding      the transformers tokenizer, then the model's nn.Embedding and a
                            segment mean (index_add_).
@@ -27,13 +33,16 @@ from typing import Any, Protocol
 import numpy as np
 from numpy.typing import NDArray
 
+from bertonnx.backends.choose import Machine, choose, this_machine
 from bertonnx.backends.onnxruntime import CPU, CUDA
 from bertonnx.benchmarks.workloads import Skipped
 from bertonnx.bundle import CONTEXTUAL_OUTPUT, load_bundle
 from bertonnx.embedder import Embedder
-from bertonnx.errors import OptionError
+from bertonnx.errors import BertonnxError, OptionError
 from bertonnx.pooling import pool_pieces, run_starts
 
+DEFAULT_BACKENDS = ("auto", "onnxruntime")
+"""What the engine picks here, and ONNX Runtime at the bundle's precision beside it."""
 BASELINE_BATCH = 32
 """Texts per batch for the PyTorch and sentence-transformers baselines (both libraries' default)."""
 FIDELITY_CHUNK = 64
@@ -57,6 +66,8 @@ class SystemSpec:
     source: str  # bundle directory (bertonnx, numpy) or Hugging Face model folder (torch, ST)
     provider: str  # "cpu" or "cuda"
     threads: int
+    backend: str = ""  # bertonnx: onnxruntime | openvino
+    precision: str = ""  # bertonnx: fp32 | bf16 | fp16 | int8
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -82,16 +93,18 @@ class Availability:
     ort_providers: tuple[str, ...]
     torch_cuda: bool
     sentence_transformers: bool
+    machine: Machine = Machine(frozenset({"onnxruntime"}), (CPU,), frozenset())  # backends and CPU flags
 
     @classmethod
     def detect(cls) -> Availability:
-        import onnxruntime
         import torch
 
+        machine = this_machine()
         return cls(
-            ort_providers=tuple(onnxruntime.get_available_providers()),
+            ort_providers=machine.ort_providers,
             torch_cuda=bool(torch.cuda.is_available()),
             sentence_transformers=importlib.util.find_spec("sentence_transformers") is not None,
+            machine=machine,
         )
 
 
@@ -119,13 +132,19 @@ def plan_systems(
     providers: Sequence[str],
     threads: int,
     available: Availability,
+    backends: Sequence[str] = DEFAULT_BACKENDS,
 ) -> tuple[list[SystemSpec], list[Skipped]]:
-    """Which systems to build for these providers, and why each one left out was.
+    """Which systems to build for these providers and backends, and why each one left out was.
 
     CUDA runs only where both ONNX Runtime and torch can use a GPU, so that
     every GPU figure has a GPU baseline; fp16 bundles run only on CUDA, int8
     bundles only on CPU (dynamic int8 kernels are CPU kernels). The static path
     is a host-side table lookup and runs once, on CPU.
+
+    Args:
+        backends: "onnxruntime" (each bundle at its own precision), "auto" (what
+            the engine picks here), "all" (every backend x precision this machine
+            has), or "BACKEND:PRECISION" such as "openvino:bf16".
     """
     unknown = sorted(set(providers) - {"cpu", "cuda"})
     if unknown:
@@ -140,6 +159,10 @@ def plan_systems(
             skipped.append(Skipped("every system on cuda", reason))
             continue
         specs.append(SystemSpec("pytorch", "pytorch" + suffix, "contextual", torch_model, provider, threads))
+        if provider == "cpu" and available.machine.native_bf16:
+            specs.append(SystemSpec("pytorch-bf16", "pytorch bf16 autocast", "contextual", torch_model, "cpu", threads))
+        elif provider == "cpu":
+            skipped.append(Skipped("pytorch bf16 autocast", "this CPU has neither AMX nor AVX512-BF16"))
         if available.sentence_transformers:
             specs.append(
                 SystemSpec(
@@ -157,10 +180,26 @@ def plan_systems(
             name = f"bertonnx {label}{suffix}"
             if facts.precision == "fp16" and provider == "cpu":
                 skipped.append(Skipped(name, "fp16 graphs are for the CUDA provider"))
-            elif facts.precision == "int8" and provider == "cuda":
+                continue
+            if facts.precision == "int8" and provider == "cuda":
                 skipped.append(Skipped(name, "dynamic int8 graphs run on CPU kernels"))
-            else:
-                specs.append(SystemSpec("bertonnx", name, "contextual", facts.path, provider, threads))
+                continue
+            for backend, precision in _sweep(backends, facts, available.machine, provider):
+                if (backend, precision) == ("onnxruntime", facts.precision):
+                    bundle_spec = SystemSpec("bertonnx", name, "contextual", facts.path, provider, threads,
+                                             "onnxruntime", facts.precision)
+                    if bundle_spec not in specs:
+                        specs.append(bundle_spec)
+                    continue
+                other = f"bertonnx {backend} {precision}" + (f" ({label})" if len(bundles) > 1 else "")
+                try:
+                    choose(backend, precision, facts.precision, available.machine, provider)
+                except BertonnxError as error:
+                    skipped.append(Skipped(other, str(error)))
+                    continue
+                spec = SystemSpec("bertonnx", other, "contextual", facts.path, provider, threads, backend, precision)
+                if spec not in specs:
+                    specs.append(spec)
     static_bundle = next((b for b in bundles if b.precision != "fp16"), bundles[0] if bundles else None)
     if static_bundle is not None:
         for kind, label in (("pytorch-embedding", "pytorch embedding"), ("numpy", "numpy (naive)")):
@@ -168,6 +207,34 @@ def plan_systems(
             specs.append(SystemSpec(kind, label, "static", source, "cpu", threads))
         specs.append(SystemSpec("bertonnx-static", "bertonnx static", "static", static_bundle.path, "cpu", threads))
     return specs, skipped
+
+
+def _sweep(
+    backends: Sequence[str], facts: BundleFacts, machine: Machine, provider: str
+) -> list[tuple[str, str]]:
+    """(backend, precision) pairs a bundle runs under in this bench; `auto` resolved as the engine resolves it."""
+    pairs: list[tuple[str, str]] = []
+    for entry in backends:
+        if entry == "onnxruntime":
+            pairs.append(("onnxruntime", facts.precision))
+        elif entry == "auto":
+            try:
+                choice = choose("auto", "auto", facts.precision, machine, "auto" if provider == "cpu" else provider)
+            except BertonnxError:
+                continue
+            pairs.append((choice.backend, choice.precision))
+        elif entry == "all":
+            pairs.append(("onnxruntime", facts.precision))
+            if provider == "cpu" and facts.precision == "fp32" and not facts.optimized:
+                pairs += [("openvino", "fp32"), ("openvino", "bf16"), ("openvino", "int8")]
+        else:
+            backend, _, precision = entry.partition(":")
+            if backend not in ("onnxruntime", "openvino") or precision not in ("", "fp32", "bf16", "fp16", "int8"):
+                raise OptionError(
+                    f"unknown backend {entry!r}; expected auto, all, onnxruntime, openvino or BACKEND:PRECISION"
+                )
+            pairs.append((backend, precision or ("bf16" if machine.native_bf16 and backend == "openvino" else "fp32")))
+    return list(dict.fromkeys(pairs))
 
 
 def cuda_unavailable(available: Availability) -> str | None:
@@ -184,6 +251,7 @@ def build_system(spec: SystemSpec) -> System:
     """Load the model behind a spec (and set torch's thread count where torch is involved)."""
     builders = {
         "pytorch": TorchContextual,
+        "pytorch-bf16": TorchContextual,
         "sentence-transformers": SentenceTransformerContextual,
         "bertonnx": BertonnxContextual,
         "pytorch-embedding": TorchStatic,
@@ -226,17 +294,28 @@ class TorchContextual:
         self.tokenizer = AutoTokenizer.from_pretrained(spec.source, use_fast=True)
         self.model = AutoModel.from_pretrained(spec.source).eval().to(self.device)
         self.max_length = int(self.model.config.max_position_embeddings)
+        self.bf16 = spec.kind == "pytorch-bf16"
 
     def _forward(self, texts: Sequence[str]) -> tuple[NDArray[np.float32], NDArray[np.bool_]]:
         encoded = self.tokenizer(list(texts), padding=True, return_tensors="pt").to(self.device)
-        with self.torch.inference_mode():
+        with self.torch.inference_mode(), self.torch.autocast("cpu", dtype=self.torch.bfloat16, enabled=self.bf16):
             hidden = self.model(**encoded).last_hidden_state  # (B, T, H)
         if self.device.type == "cuda":
             self.torch.cuda.synchronize()
         return hidden.float().cpu().numpy(), encoded["attention_mask"].cpu().numpy().astype(bool)
 
     def run(self, inputs: Sequence[str]) -> object:
-        return [self._forward(inputs[i : i + BASELINE_BATCH])[0] for i in range(0, len(inputs), BASELINE_BATCH)]
+        if not self.bf16:
+            return [self._forward(inputs[i : i + BASELINE_BATCH])[0] for i in range(0, len(inputs), BASELINE_BATCH)]
+        lengths = [len(ids) for ids in self.tokenizer(list(inputs))["input_ids"]]
+        order = sorted(range(len(inputs)), key=lambda i: -lengths[i])  # as sentence-transformers sorts
+        results: list[Any] = [None] * len(inputs)
+        for start in range(0, len(order), BASELINE_BATCH):
+            batch = order[start : start + BASELINE_BATCH]
+            hidden, mask = self._forward([inputs[i] for i in batch])
+            for row, index in enumerate(batch):
+                results[index] = hidden[row][mask[row]]
+        return results
 
     def outputs(self, inputs: Sequence[str], token_word: NDArray[np.int64]) -> Outputs:
         parts = []
@@ -276,12 +355,15 @@ class SentenceTransformerContextual:
 
 
 class BertonnxContextual:
-    """Embedder.contextual on one bundle."""
+    """Embedder.contextual on one bundle, one backend and one precision."""
 
     def __init__(self, spec: SystemSpec) -> None:
         self.spec = spec
-        self.embedder = Embedder.load(spec.source, provider=spec.provider, threads=spec.threads)
-        wanted = CUDA if spec.provider == "cuda" else CPU
+        self.embedder = Embedder.load(
+            spec.source, backend=spec.backend or "onnxruntime", precision=spec.precision or "auto",
+            provider=spec.provider, threads=spec.threads,
+        )
+        wanted = "CPU" if spec.backend == "openvino" else CUDA if spec.provider == "cuda" else CPU
         if self.embedder.backend.info.device != wanted:
             raise RuntimeError(
                 f"{spec.label}: asked for {wanted}, the session runs on {self.embedder.backend.info.device}"

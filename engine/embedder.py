@@ -37,6 +37,8 @@ from bertonnx.options import Backend as BackendName
 from bertonnx.pooling import l2_normalize, pool_pieces, pool_sentences, run_starts
 from bertonnx.tokenize import TextInput, TextPieces, Tokenizer, preview
 
+GROUP_BATCHES = 8
+"""Batches handed to the backend at once: enough to keep every stream busy, few enough to bound memory."""
 DEFAULT_BATCH_TOKENS = 1024
 """Padded tokens per model run. Measured on 2 cores: smaller runs stay in cache; 1024 beat 8192
 by 1.3-2x on a mixed-length corpus (benchmarks/README.md)."""
@@ -409,21 +411,25 @@ class Embedder:
         seq_len = np.array([s.size for s in sequences], dtype=np.int64)  # (S,)
         seq_offset = np.cumsum(seq_len) - seq_len
         n_special = len(self.tokenizer.prefix_ids) + len(self.tokenizer.suffix_ids)
-        batches = plan_batches(seq_len + n_special, self.batch_tokens)
+        multiple = self.backend.info.pad_multiple
+        padded = -(-(seq_len + n_special) // multiple) * multiple  # (S,) positions each sequence will take
+        batches = plan_batches(padded, self.batch_tokens)
         self.stats.add(len(pieces), batch_stats(seq_len + n_special, batches))
 
         flat = np.empty((int(seq_len.sum()), self.dim), dtype=np.float32)  # (sum S_len, H)
         seq_sentence = np.empty((len(sequences), self.dim), dtype=np.float32)  # (S, H)
         seq_tokens = seq_len + n_special
-        for batch in batches:
-            encoded = self.tokenizer.pack([sequences[i] for i in batch])
-            hidden = self.backend.run(CONTEXTUAL_OUTPUT, encoded.feeds(self.backend.info.inputs))  # (B, T, H)
-            lengths = seq_len[batch]
-            dest = np.repeat(seq_offset[batch] - (np.cumsum(lengths) - lengths), lengths)
-            dest += np.arange(dest.size)
-            flat[dest] = hidden[encoded.content_rows, encoded.content_cols]
-            if sentence_pooling is not None:
-                seq_sentence[batch] = pool_sentences(hidden, encoded.attention_mask, sentence_pooling)
+        info = self.backend.info
+        for group in _groups(batches, GROUP_BATCHES):
+            packed = [self.tokenizer.pack([sequences[i] for i in batch], info.pad_multiple) for batch in group]
+            outputs = self.backend.run_many(CONTEXTUAL_OUTPUT, [encoded.feeds(info.inputs) for encoded in packed])
+            for batch, encoded, hidden in zip(group, packed, outputs):  # hidden: (B, T, H)
+                lengths = seq_len[batch]
+                dest = np.repeat(seq_offset[batch] - (np.cumsum(lengths) - lengths), lengths)
+                dest += np.arange(dest.size)
+                flat[dest] = hidden[encoded.content_rows, encoded.content_cols]
+                if sentence_pooling is not None:
+                    seq_sentence[batch] = pool_sentences(hidden, encoded.attention_mask, sentence_pooling)
 
         owner_arr = np.array(owner, dtype=np.int64)
         sentence = self._text_sentences(seq_sentence, seq_tokens, owner_arr, len(pieces), sentence_pooling)
@@ -459,6 +465,10 @@ class Embedder:
         weights = seq_tokens.astype(np.float32)[:, None]
         summed = np.add.reduceat(seq_sentence * weights, starts, axis=0)
         return summed / np.add.reduceat(weights, starts, axis=0)
+
+
+def _groups(batches: list[NDArray[np.int64]], size: int) -> list[list[NDArray[np.int64]]]:
+    return [batches[start : start + size] for start in range(0, len(batches), size)]
 
 
 def _as_list(texts: Sequence[TextInput]) -> list[TextInput]:

@@ -38,6 +38,8 @@ POOLING_MODES: tuple[str, ...] = WORD_POOLING_MODES + tuple(
 """Word pooling modes plus cls, which applies to sentences only: the CLI's --pooling."""
 BENCH_WORKLOADS: tuple[str, ...] = ("latency", "grid", "corpus", "vocab-contextual", "static-vocab", "static-million")
 """Workload families of `bertonnx bench` (defined here so the CLI need not import the benchmarks)."""
+DEFAULT_BENCH_WORKLOADS: tuple[str, ...] = ("latency", "corpus", "static-vocab")
+"""The quick default (a few minutes on 2 cores); grid, vocab-contextual and static-million are opt-in."""
 
 
 def check_choice(value: str, allowed: tuple[str, ...], what: str = "pooling") -> None:

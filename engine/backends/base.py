@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -22,6 +23,7 @@ class BackendInfo:
     inputs: tuple[str, ...]  # the graph's inputs: only these are fed
     outputs: tuple[str, ...]
     spin: bool = False  # ONNX Runtime: idle intra-op threads busy-wait
+    pad_multiple: int = 1  # batches are padded to a multiple of this many positions (fewer shapes to compile)
     details: dict[str, Any] = field(default_factory=dict)  # e.g. the compiled-model cache, the versions
 
     @property
@@ -40,4 +42,8 @@ class Backend(Protocol):
 
     def run(self, output: str, feeds: Feeds) -> NDArray[np.float32]:
         """Run the graph on (B, T) int64 feeds; one output (B, T, H) as float32 on the host."""
+        ...
+
+    def run_many(self, output: str, batches: Sequence[Feeds]) -> list[NDArray[np.float32]]:
+        """`run` over several batches, in order; a backend may run them side by side."""
         ...

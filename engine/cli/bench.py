@@ -15,7 +15,7 @@ from bertonnx.cli.console import err, out
 from bertonnx.cli.progress import status_spinner
 from bertonnx.defaults import ensure_default_bundle
 from bertonnx.errors import OptionError
-from bertonnx.options import BENCH_WORKLOADS
+from bertonnx.options import BENCH_WORKLOADS, DEFAULT_BENCH_WORKLOADS
 
 
 def bench(
@@ -32,13 +32,18 @@ def bench(
     providers: Annotated[str, typer.Option(help="cpu and/or cuda, comma-separated; cuda is skipped without a GPU")] = (
         "cpu"
     ),
+    backends: Annotated[
+        str,
+        typer.Option(help="auto (the engine's pick here), onnxruntime (each bundle as exported), all (every "
+                     "backend x precision this machine has), or BACKEND:PRECISION, comma-separated"),
+    ] = "auto,onnxruntime",
     repeat: Annotated[int, typer.Option(help="Timed runs per system and case (bulk workloads: at most 3)")] = 5,
     workloads: Annotated[
         str, typer.Option(help=f"Comma-separated, from: {', '.join(BENCH_WORKLOADS)}")
-    ] = ",".join(BENCH_WORKLOADS),
-    corpus_texts: Annotated[int, typer.Option(help="Texts in the mixed-length corpus")] = 1000,
+    ] = ",".join(DEFAULT_BENCH_WORKLOADS),
+    corpus_texts: Annotated[int, typer.Option(help="Texts in the mixed-length corpus")] = 400,
     million: Annotated[int, typer.Option(help="Words in the static bulk workload")] = 1_000_000,
-    memory: Annotated[bool, typer.Option(help="Measure peak memory, one child process per system")] = True,
+    memory: Annotated[bool, typer.Option(help="Measure peak memory, one child process per system (slow)")] = False,
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Directory for report.json, report.md, plots")] = Path(
         "bench-out"
     ),
@@ -64,6 +69,7 @@ def bench(
             workloads=spec,
             threads=threads or default_threads(),
             providers=_names(providers, "--providers"),
+            backends=_names(backends, "--backends"),
             memory=memory,
         )
         report = run_benchmark(config, step)
