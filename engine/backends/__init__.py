@@ -157,6 +157,7 @@ def _measured_fidelity(
         "versions": {k: v for k, v in candidate.info.details.items() if k in ("openvino", "onnxruntime")},
         "cpu": sorted(machine.cpu_flags & {"amx_bf16", "amx_int8", "avx512_bf16", "avx512_vnni", "avx512f"}),
         "probes": "v1",
+        "recipe": _int8_recipe() if choice.precision == "int8" and candidate.info.backend == "openvino" else None,
     }
     path = cache_root() / "fidelity" / f"{_graph_key(bundle)}-{candidate.info.backend}-{choice.precision}.json"
     cached = read_cached(path, key)
@@ -171,6 +172,12 @@ def _measured_fidelity(
     result = GateResult(choice.precision, name, fidelity, gate)
     write_cached(path, key, result)
     return result
+
+
+def _int8_recipe() -> str:
+    from bertonnx.backends.quantize import RECIPE
+
+    return RECIPE
 
 
 def _fp32_reference(bundle: Bundle, machine: Machine) -> Backend:

@@ -12,6 +12,7 @@ before it serves anything.
 from __future__ import annotations
 
 import ast
+import hashlib
 import sysconfig
 from pathlib import Path
 
@@ -26,7 +27,9 @@ CALIBRATION_TEXTS = 300
 KEEP_FLOAT = [r".*layer\.\d+/output/dense/MatMul$"]
 """BERT's feed-forward down-projections stay float: their GELU inputs carry outliers that int8
 ranges clip (all-MiniLM-L6-v2's probe word cosine: 0.986 with them in int8, see benchmarks/README.md)."""
-GRAPH_DIR = "int8"
+RECIPE = "stdlib-prose-300/keep-gather-ffn-down/v1"
+"""Names the calibration and the layers kept float: a new recipe quantises anew rather than reuse a cached graph."""
+GRAPH_DIR = "int8-" + hashlib.sha256(RECIPE.encode()).hexdigest()[:12]
 GRAPH_FILE = "model.xml"
 
 

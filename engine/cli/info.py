@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -12,17 +12,37 @@ from rich.table import Table
 from bertonnx.bundle import load_bundle
 from bertonnx.cli.console import out
 from bertonnx.cli.export import validation_table
+from bertonnx.cli.options import (
+    BackendChoice,
+    BackendOption,
+    MinFidelityOption,
+    PrecisionChoice,
+    PrecisionOption,
+    Provider,
+    ProviderOption,
+)
 
 
 def info(
     bundle: Annotated[Path, typer.Argument(help="Bundle directory")],
-    as_json: Annotated[bool, typer.Option("--json", help="Print the whole manifest as JSON")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the manifest and the runtime as JSON")] = False,
+    backend: BackendOption = BackendChoice.auto,
+    precision: PrecisionOption = PrecisionChoice.auto,
+    provider: ProviderOption = Provider.auto,
+    threads: Annotated[int | None, typer.Option(help="Inference threads (default: all cores)")] = None,
+    min_fidelity: MinFidelityOption = None,
 ) -> None:
-    """Describe a bundle and check its files against the manifest."""
+    """Describe a bundle, check its files, and show what runs it here: backend, device, precision, fidelity."""
+    from bertonnx.embedder import Embedder
+
     checked = load_bundle(bundle)
     manifest = checked.manifest
+    runtime = Embedder.load(
+        checked.path, backend=backend.value, precision=precision.value, provider=provider.value, threads=threads,
+        verify=False, min_fidelity=min_fidelity,
+    ).runtime()
     if as_json:
-        out.print_json(json.dumps(manifest))
+        out.print_json(json.dumps({**manifest, "runtime": runtime}))
         return
     table = Table(title=str(checked.path), show_header=False)
     table.add_column("field", style="bold")
@@ -43,3 +63,26 @@ def info(
         table.add_row(name, f"{entry['bytes'] / 1e6:.1f} MB, sha256 ok")
     out.print(table)
     out.print(validation_table(manifest["validation"]))
+    out.print(runtime_table(runtime))
+
+
+def runtime_table(runtime: dict[str, Any]) -> Table:
+    """What runs the bundle on this machine, and its fidelity against fp32 where the precision is reduced."""
+    table = Table(title="runtime on this machine", show_header=False)
+    table.add_column("field", style="bold")
+    table.add_column("value")
+    table.add_row("backend", f"{runtime['backend']} ({runtime['chosen_because']})")
+    table.add_row("device", str(runtime["device"]))
+    table.add_row("precision", str(runtime["precision"]))
+    table.add_row("threads", str(runtime["threads"]))
+    fidelity = runtime.get("fidelity")
+    if fidelity:
+        gate = fidelity["gate"]
+        table.add_row(
+            "fidelity",
+            f"vs {fidelity['reference']}: token cosine min {fidelity['token_min_cosine']:.5f} / mean "
+            f"{fidelity['token_mean_cosine']:.5f}, word cosine min {fidelity['word_min_cosine']:.5f} / mean "
+            f"{fidelity['word_mean_cosine']:.5f}; gate {gate['metric'].replace('_', ' ')} >= {gate['minimum']:g}: "
+            + ("passed" if fidelity["passed"] else "FAILED"),
+        )
+    return table
