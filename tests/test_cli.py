@@ -200,8 +200,8 @@ def test_resume_refuses_a_different_job(tiny_bundle: Path, words_file: Path, tmp
     out = tmp_path / "out.npy"
     work = partial_dir(out)
     work.mkdir()
-    (work / "state.json").write_text(json.dumps({"format": "bertonnx-sink-partial", "version": 1, "dim": 32,
-                                                  "fingerprint": {"mode": "contextual"}}))
+    (work / "state.json").write_text(json.dumps({"format": "bertonnx-sink-partial", "version": 2, "dim": 32,
+                                                  "ids": True, "fingerprint": {"mode": "contextual"}}))
     result = run("embed", tiny_bundle, "--static", "-i", words_file, "-o", out, "--resume")
     one_line_error(result, "mode")
 

@@ -87,8 +87,10 @@ def write_job(out: Path, chunks: Chunks, spec: JobSpec = SPEC) -> Path:
 
 
 def output_files(out: Path) -> list[Path]:
-    """Every file that makes up `out`."""
-    return [out, sidecar_path(out)] if out.suffix == ".npy" else [out]
+    """Every file that makes up `out`: a .npy output's sidecars too (ids only in jobs with ids)."""
+    if out.suffix != ".npy":
+        return [out]
+    return [out, sidecar_path(out)] + ([ids_path(out)] if ids_path(out).exists() else [])
 
 
 def output_bytes(out: Path) -> dict[str, bytes]:
@@ -492,7 +494,7 @@ def test_ids_go_where_the_format_has_room(tmp_path: Path, suffix: str) -> None:
     assert table.keys == concatenated(chunks)[0]
     if suffix == ".npy":
         assert np.load(ids_path(out)).dtype == np.dtype("<i8")
-    assert leftovers(tmp_path, out) == ([ids_path(out).name] if suffix == ".npy" else [])
+    assert leftovers(tmp_path, out) == []
 
 
 @pytest.mark.parametrize("suffix", [".txt", ".bin"])
@@ -520,7 +522,7 @@ def test_a_resumed_job_with_ids_writes_the_same_bytes(tmp_path: Path) -> None:
     sink = VectorSink.open(out, ID_SPEC, resume=False)
     sink.write_chunk(0, *chunks[0], chunk_ids(1, 4))
     # a crash after the ids of chunk 1 but before its vectors: chunk 1 is not done
-    (partial_dir(out) / "chunk-000001.ids.npy").write_bytes(b"half")
+    (partial_dir(out) / "chunk-000001.ids").write_bytes(b"half")
     sink = VectorSink.open(out, ID_SPEC, resume=True)
     assert sink.done_chunks == 1
     sink.write_chunk(1, *chunks[1], chunk_ids(5, 4))

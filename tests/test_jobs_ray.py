@@ -23,21 +23,24 @@ from typer.testing import CliRunner
 
 from bertonnx import Embedder
 from bertonnx.cli.app import app
-from bertonnx.io.sinks import read_vectors
-from bertonnx.jobs import distributed
+from bertonnx.io.formats import read_vectors
 from bertonnx.jobs.bulk import BulkOptions
-from bertonnx.jobs.distributed import (
+from bertonnx.jobs.ray import (
     EmbedBatch,
     Workers,
+    adapter,
     embed_files,
     expand_inputs,
     plan_inputs,
     plan_workers,
+    ray_session,
     read_ids,
     read_inputs,
     read_manifest,
     read_output,
+    shards,
 )
+from bertonnx.jobs.ray import inputs as inputs_module
 
 ray = pytest.importorskip("ray", reason="needs the distributed extra: pip install 'bertonnx[distributed]'")
 pyarrow = pytest.importorskip("pyarrow")
@@ -161,7 +164,7 @@ def test_a_dead_worker_loses_and_repeats_no_row(
                     os._exit(1)
             return super().__call__(batch)
 
-    monkeypatch.setattr(distributed, "EmbedBatch", DiesOnce)
+    monkeypatch.setattr(adapter, "EmbedBatch", DiesOnce)
     *inputs, whole = corpus["text"]
     keys, vectors = single_process(tiny_bundle, whole, tmp_path / "single.npy", "--contextual")
     plan = plan_inputs(inputs, block_lines=16)
@@ -188,12 +191,33 @@ def test_a_lost_batch_fails_the_job_and_leaves_no_output(
                 return {name: column[:0] for name, column in rows.items()}
             return rows
 
-    monkeypatch.setattr(distributed, "EmbedBatch", LosesABatch)
+    monkeypatch.setattr(adapter, "EmbedBatch", LosesABatch)
     *inputs, _ = corpus["text"]
     plan = plan_inputs(inputs, block_lines=16)
     with pytest.raises(RuntimeError, match="expected rows from 300 input lines, found 284: rows were lost"):
         embed_files(tiny_bundle, plan, tmp_path / "out", BulkOptions(mode="contextual"), workers=TWO_WORKERS)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_failed_job_leaves_the_old_output_as_it_was(
+    ray_cluster: None, tiny_bundle: Path, corpus: dict[str, list[Path]], tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With force, the new directory replaces the old one only once it is complete (atomic_directory)."""
+    (tmp_path / "in.txt").write_text("king\nqueen\n", encoding="utf-8")
+    embed_files(tiny_bundle, plan_inputs([tmp_path / "in.txt"]), tmp_path / "out", BulkOptions(), workers=Workers(1, 1))
+    before = {path.name: path.read_bytes() for path in (tmp_path / "out").iterdir()}
+
+    class Fails(EmbedBatch):
+        def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+            raise OSError(5, "simulated disk error")
+
+    monkeypatch.setattr(adapter, "EmbedBatch", Fails)
+    with pytest.raises(OSError, match="simulated disk error"):
+        embed_files(tiny_bundle, plan_inputs([tmp_path / "in.txt"]), tmp_path / "out", BulkOptions(),
+                    workers=Workers(1, 1), force=True)
+    assert {path.name: path.read_bytes() for path in (tmp_path / "out").iterdir()} == before
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["in.txt", "out"]  # no hidden sibling left
 
 
 def test_skipped_lines_are_reported_with_their_file(
@@ -360,10 +384,10 @@ def test_plan_workers(count: int | None, threads: int | None, cluster: int, node
 
 def test_rows_out_of_order_or_repeated_fail() -> None:
     last = np.array([0, 5, 1])
-    distributed._check_increasing(last, np.array([[0, 5, 2], [0, 6, 0], [1, 1, 0]]))
+    shards._check_increasing(last, np.array([[0, 5, 2], [0, 6, 0], [1, 1, 0]]))
     for ids in ([[0, 5, 1]], [[0, 6, 0], [0, 6, 0]], [[0, 6, 0], [0, 5, 3]]):
         with pytest.raises(RuntimeError, match="repeated or reordered"):
-            distributed._check_increasing(last, np.array(ids))
+            shards._check_increasing(last, np.array(ids))
 
 
 def test_spans_read_lines_as_bertonnx_embed_does(tmp_path: Path) -> None:
@@ -372,7 +396,7 @@ def test_spans_read_lines_as_bertonnx_embed_does(tmp_path: Path) -> None:
     plan = plan_inputs([tmp_path / "in.txt"], block_lines=2)
     assert [(span.first, span.count) for span in plan.spans] == [(1, 2), (3, 2), (5, 1)] and plan.lines == 5
     assert plan.records == 5  # a blank text line is a record (that fails or is skipped); in JSONL it holds none
-    read = [(line.number, line.text) for span in plan.spans for line in distributed._span_lines(span)]
+    read = [(line.number, line.text) for span in plan.spans for line in inputs_module._span_lines(span)]
     assert read == [(1, "one"), (2, "two"), (3, f"{bom}three"), (4, ""), (5, "five")]
     (tmp_path / "bad.txt").write_bytes(b"fine\nbad \xff\n")
     with pytest.raises(ValueError, match=r"bad.txt: line 2 is not valid UTF-8 \(byte offset 9\)"):
@@ -455,4 +479,4 @@ def test_joins_a_running_cluster_by_address(
 def test_without_ray_the_error_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "ray", None)
     with pytest.raises(ImportError, match=r"pip install 'bertonnx\[distributed\]'"):
-        distributed.ray_session().__enter__()
+        ray_session().__enter__()

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from test_cli import run
-from test_sinks import leftovers, output_bytes, output_files
+from test_io_sinks import leftovers, output_bytes, output_files
 
 from bertonnx import Embedder
 from bertonnx.io.sinks import partial_dir, sidecar_path
@@ -260,7 +260,7 @@ def test_a_real_full_disk_enospc(tiny_bundle: Path, tmp_path: Path, size: str, f
     assert failing.format(out=mount / "out.npy") in errors[0], errors[0]
     assert "No space left on device" in errors[0] and "Traceback" not in result["stderr"]
     assert result["listing"] == [".out.npy.partial"]  # no output, no temp file
-    assert result["resumed"] == 0 and result["final"] == ["out.keys.txt", "out.npy"]
+    assert result["resumed"] == 0 and result["final"] == ["out.ids.npy", "out.keys.txt", "out.npy"]
     assert bytes.fromhex(result["out"]) == reference.read_bytes()
 
 

@@ -165,22 +165,25 @@ def test_bulk_output_does_not_depend_on_chunk_lines(tiny: Embedder, tmp_path: Pa
                       min_size=1, max_size=12),
        mode=st.sampled_from(["contextual", "sentences", "static"]))
 def test_each_bulk_row_names_the_line_it_came_from(tiny: Embedder, lines: list[str], mode: str) -> None:
-    """Rows.lines maps every row back to its line: each kept line's rows, in order, equal the line embedded alone."""
+    """Rows.ids maps every row back to its line and word: each kept line's rows, in order, equal the line alone."""
     chunk = [Line(number=10 + index, text=text, end_byte=0) for index, text in enumerate(lines)]
     options = BulkOptions(mode=mode, on_error="skip", unknown="unk")
     report = BulkReport()
     rows = embed_lines(tiny, chunk, options, report)
     skipped = {number for number, _ in report.skipped}
-    assert skipped == {line.number for line in chunk if not line.text.strip()}
-    expected_lines, expected_keys = [], []
+    several_words = mode == "static"  # --static takes one word a line
+    assert skipped == {line.number for line in chunk if not line.text.strip() or
+                       (several_words and len(line.text.split()) > 1)}
+    expected_lines, expected_words, expected_keys = [], [], []
     for line in chunk:
         if line.number in skipped:
             continue
         alone = embed_lines(tiny, [line], options, BulkReport())
         expected_lines += [line.number] * len(alone)
+        expected_words += list(range(len(alone)))
         expected_keys += alone.keys
-        np.testing.assert_allclose(rows.vectors[rows.lines == line.number], alone.vectors, rtol=0, atol=TOLERANCE)
-    assert rows.lines.tolist() == expected_lines
+        np.testing.assert_allclose(rows.vectors[rows.ids[:, 0] == line.number], alone.vectors, rtol=0, atol=TOLERANCE)
+    assert rows.ids[:, 0].tolist() == expected_lines and rows.ids[:, 1].tolist() == expected_words
     assert rows.keys == expected_keys
 
 

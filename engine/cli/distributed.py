@@ -2,7 +2,7 @@
 
 Registered in bertonnx.cli.app as `app.command("embed-distributed")(friendly_errors(embed_distributed))`.
 This module does not import bertonnx.cli.app, so that bertonnx.cli.app can import it; errors
-a user can cause are ValueError or OSError, which friendly_errors prints as one line.
+a user can cause are BertonnxError or OSError, which friendly_errors prints as one line.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import typer
 
 from bertonnx.bundle import load_bundle
 from bertonnx.cli.console import err, print_skipped, say
+from bertonnx.cli.embed import MaxLengthOption
 from bertonnx.cli.options import (
     BackendChoice,
     BackendOption,
@@ -39,7 +40,7 @@ from bertonnx.cli.options import (
     bulk_options,
 )
 from bertonnx.embedder import DEFAULT_BATCH_TOKENS, LoadOptions
-from bertonnx.jobs.distributed import (
+from bertonnx.jobs.ray import (
     DEFAULT_BATCH_LINES,
     DEFAULT_SHARD_ROWS,
     JobReport,
@@ -78,6 +79,7 @@ def embed_distributed(
     unknown: UnknownOption = UnknownPolicy.error,
     long_text: LongTextOption = LongText.window,
     on_error: OnErrorOption = OnError.fail,
+    max_length: MaxLengthOption = None,
     address: Annotated[
         str, typer.Option(help="Ray: 'local' starts one here; 'auto' or HOST:6379 joins a running cluster")
     ] = "local",
@@ -96,8 +98,13 @@ def embed_distributed(
     min_fidelity: MinFidelityOption = None,
     force: Annotated[bool, typer.Option(help="Replace an existing --output directory")] = False,
 ) -> None:
-    """Embed files of words or texts on a Ray cluster (local by default), in input order."""
-    options = bulk_options(static, contextual, sentences, pooling, normalize, unknown, long_text, on_error)
+    """Embed files of words or texts on a Ray cluster (local by default), in input order.
+
+    Required: exactly one of --static, --contextual, --sentences.
+    """
+    options = bulk_options(
+        static, contextual, sentences, pooling, normalize, unknown, long_text, on_error, max_length=max_length
+    )
     load_bundle(bundle, verify=False)  # fail on a wrong path, output or input here, before Ray starts
     check_output(output, force)
     planned = plan_inputs(expand_inputs(inputs), column, batch_size)

@@ -1,4 +1,4 @@
-"""`bertonnx embed`: a file of words or texts -> a vector file, in chunks, resumable."""
+"""`bertonnx embed`: a file of words or texts -> a vector file, in chunks, resumable; or JSON lines to stdout."""
 
 from __future__ import annotations
 
@@ -32,9 +32,20 @@ from bertonnx.cli.options import (
     UnknownPolicy,
     bulk_options,
 )
-from bertonnx.cli.progress import bytes_bar
+from bertonnx.cli.progress import LineProgress
 from bertonnx.embedder import DEFAULT_BATCH_TOKENS
-from bertonnx.jobs.bulk import DEFAULT_CHUNK_LINES, BulkReport, embed_file, embed_to_stream
+from bertonnx.jobs.bulk import DEFAULT_CHUNK_LINES, BulkReport, FileJob, embed_to_stream
+
+# Shared with `embed-distributed`; its place is bertonnx.cli.options with the other bulk options.
+MaxLengthOption = Annotated[
+    int | None,
+    typer.Option(
+        help="--sentences: cut every text to N positions, special tokens included, as sentence-transformers' "
+        "max_seq_length does (the bundle's manifest records the source model's as "
+        "model.sentence_transformers_max_length); default: the model maximum, then --long-text",
+        min=1,
+    ),
+]
 
 
 def embed(
@@ -51,6 +62,7 @@ def embed(
     unknown: UnknownOption = UnknownPolicy.error,
     long_text: LongTextOption = LongText.window,
     on_error: OnErrorOption = OnError.fail,
+    max_length: MaxLengthOption = None,
     batch_tokens: BatchTokensOption = DEFAULT_BATCH_TOKENS,
     chunk_lines: Annotated[int, typer.Option(help="Lines per checkpointed chunk")] = DEFAULT_CHUNK_LINES,
     resume: Annotated[bool, typer.Option(help="Continue a killed job, keeping its finished chunks")] = False,
@@ -60,11 +72,17 @@ def embed(
     min_fidelity: MinFidelityOption = None,
     threads: Annotated[int | None, typer.Option(help="ONNX Runtime threads (default: all cores)")] = None,
 ) -> None:
-    """Embed a file of words or texts in bulk, streaming in chunks, written atomically."""
+    """Embed a file of words or texts in bulk, streaming in chunks, written atomically.
+
+    Required: exactly one of --static, --contextual, --sentences.
+
+    Each row keeps its input line and word index where the format has room (.npy, .npz, .jsonl).
+    """
     from bertonnx.embedder import Embedder
 
     options = bulk_options(
-        static, contextual, sentences, pooling, normalize, unknown, long_text, on_error, chunk_lines=chunk_lines
+        static, contextual, sentences, pooling, normalize, unknown, long_text, on_error, chunk_lines=chunk_lines,
+        max_length=max_length,
     )
     source = None if input_path == "-" else Path(input_path)
     if source is not None and not source.is_file():
@@ -78,13 +96,10 @@ def embed(
         report = embed_to_stream(embedder, source, sys.stdout.buffer, options)
         _summary(report)
         return
+    job = FileJob.open(embedder, source, output, options, resume=resume)  # what fails at once fails before the bar
     total = source.stat().st_size if source is not None else None
-    with bytes_bar(err, total, f"embedding ({options.mode})") as bar:
-        task = bar.add_task(f"embedding ({options.mode})", total=total, items=0)
-        report = embed_file(
-            embedder, source, output, options, resume=resume,
-            progress=lambda done, lines: bar.update(task, completed=done, items=lines),
-        )
+    with LineProgress(err, f"embedding ({options.mode})", total) as bar:
+        report = job.run(progress=bar.update)
     _summary(report)
 
 

@@ -2,7 +2,12 @@
 
 The input is read as a stream of lines and cut into fixed chunks of lines; each
 chunk is embedded and stored by a VectorSink before the next is read, so memory
-stays bounded and a killed job resumes at the first unfinished chunk.
+stays bounded and a killed job resumes at the first unfinished chunk. A chunk is
+embedded in slices of a few hundred lines, so that progress moves within it.
+
+Every row keeps its id (line, word): the 1-based input line it came from and
+its index among that line's rows (contextual mode gives a row per word; static
+and sentence lines give one row, word 0).
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ import codecs
 import hashlib
 import sys
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
@@ -21,7 +27,7 @@ from numpy.typing import NDArray
 
 from bertonnx.bundle import Bundle
 from bertonnx.embedder import Embedder
-from bertonnx.errors import BadLineError
+from bertonnx.errors import BadLineError, OptionError
 from bertonnx.io.formats import jsonl_records
 from bertonnx.io.sinks import JobSpec, VectorSink
 from bertonnx.options import (
@@ -36,8 +42,15 @@ from bertonnx.options import (
     check_pooling_for_mode,
     check_positive,
 )
+from bertonnx.tokenize import preview
 
 DEFAULT_CHUNK_LINES = 20_000
+SLICE_LINES = 256
+"""Lines per Embedder call within a chunk: progress moves every slice; measured as fast as whole chunks
+(README, "The command line")."""
+SKIP_HINT = "use --on-error skip to skip such lines"
+
+Progress = Callable[[int, int], None]  # (bytes read, lines read)
 
 
 @dataclass(frozen=True)
@@ -58,6 +71,7 @@ class BulkOptions:
     normalize: bool = False  # sentences only
     on_error: OnError = "fail"  # fail, or skip the line and report it
     chunk_lines: int = DEFAULT_CHUNK_LINES
+    max_length: int | None = None  # sentences only: cut every text to this many positions, as sentence-transformers
 
     def __post_init__(self) -> None:
         # Checked here, so a library caller meets a bad combination before the job starts, not mid-way.
@@ -66,6 +80,10 @@ class BulkOptions:
         check_choice(self.long_text, LONG_TEXT_POLICIES, "long_text policy")
         check_choice(self.on_error, ON_ERROR_POLICIES, "on_error policy")
         check_positive("chunk_lines", self.chunk_lines)
+        if self.max_length is not None:
+            check_positive("max_length", self.max_length)
+            if self.mode != "sentences":
+                raise OptionError(f"max_length applies to sentences only, not {self.mode}")
 
 
 def output_width(bundle: Bundle, options: BulkOptions) -> int:
@@ -76,14 +94,24 @@ def output_width(bundle: Bundle, options: BulkOptions) -> int:
 
 @dataclass(frozen=True)
 class Rows:
-    """What a chunk of lines gives: a key and a vector per row, and the line each row came from."""
+    """What a run of lines gives: a key, a vector and an id per row."""
 
     keys: list[str]
     vectors: NDArray[np.float32]  # (N, width)
-    lines: NDArray[np.int64]  # (N,) line numbers; contextual mode gives one row per word of a line
+    ids: NDArray[np.int64]  # (N, 2) line number, word index within the line
 
     def __len__(self) -> int:
         return len(self.keys)
+
+    @staticmethod
+    def join(parts: list[Rows], width: int) -> Rows:
+        if len(parts) == 1:
+            return parts[0]
+        return Rows(
+            [key for part in parts for key in part.keys],
+            np.concatenate([part.vectors for part in parts] or [np.zeros((0, width), np.float32)]),
+            np.concatenate([part.ids for part in parts] or [np.zeros((0, 2), np.int64)]),
+        )
 
 
 @dataclass
@@ -126,132 +154,212 @@ def input_fingerprint(path: Path) -> dict[str, object]:
     return {"input": str(path.resolve()), "bytes": path.stat().st_size, "sha256": digest.hexdigest()}
 
 
+class FileJob:
+    """One `embed_file` job, opened (every check that can fail at once done) before it runs.
+
+    Opening first lets a caller show progress only for a job that has started.
+    """
+
+    def __init__(self, embedder: Embedder, source: Path | None, options: BulkOptions, sink: VectorSink) -> None:
+        self.embedder = embedder
+        self.source = source
+        self.options = options
+        self.sink = sink
+
+    @classmethod
+    def open(
+        cls, embedder: Embedder, source: Path | None, out: Path, options: BulkOptions, resume: bool = False
+    ) -> FileJob:
+        """Check the job and open its sink; see embed_file.
+
+        Raises:
+            BadLineError: resume from stdin.
+            OutputError: an output the sink refuses (suffix, a directory, another job's chunks).
+        """
+        if source is None and resume:
+            raise BadLineError("--resume needs an input file; standard input cannot be read twice")
+        fingerprint = {
+            **(input_fingerprint(source) if source is not None else {"input": "-"}),
+            "bundle": embedder.bundle.manifest["files"]["model.onnx"]["sha256"],
+            **{name: getattr(options, name) for name in BulkOptions.__dataclass_fields__},
+        }
+        spec = JobSpec(fingerprint=fingerprint, dim=output_width(embedder.bundle, options), ids=True)
+        return cls(embedder, source, options, VectorSink.open(out, spec, resume=resume))
+
+    def run(self, progress: Progress | None = None) -> BulkReport:
+        """Embed every line into the output; `progress` hears (bytes read, lines read) after each slice."""
+        report = BulkReport(resumed_chunks=self.sink.done_chunks)
+        with _open_input(self.source) as (stream, name):
+            for index, chunk in enumerate(_chunks(read_lines(stream, name), self.options.chunk_lines)):
+                report.lines += len(chunk)
+                if index < self.sink.done_chunks:
+                    if progress is not None and index == self.sink.done_chunks - 1:
+                        progress(chunk[-1].end_byte, report.lines)
+                    continue
+                done = report.lines - len(chunk)
+                rows = embed_slices(self.embedder, chunk, self.options, report, progress, done)
+                self.sink.write_chunk(index, rows.keys, rows.vectors, rows.ids)
+                report.rows += len(rows)
+                if progress is not None:  # the chunk's last slice: reported once it is stored
+                    progress(chunk[-1].end_byte, report.lines)
+        report.output = self.sink.finish()
+        return report
+
+
 def embed_file(
     embedder: Embedder,
     source: Path | None,
     out: Path,
     options: BulkOptions,
     resume: bool = False,
-    progress: Callable[[int, int], None] | None = None,
+    progress: Progress | None = None,
 ) -> BulkReport:
     """Embed every line of `source` (None: stdin) into `out`, atomically and resumably.
 
     Args:
         embedder: the loaded bundle.
         source: a UTF-8 file, one word (static) or text per line; None reads stdin.
-        out: the output; its suffix picks the format (.npy .npz .txt .bin .jsonl).
+        out: the output; its suffix picks the format (.npy .npz .txt .bin .jsonl), ids kept where it has room.
         options: mode, pooling and error handling.
         resume: keep the chunks a killed run of the same job finished.
-        progress: called with (bytes read, lines read) after each chunk.
+        progress: called with (bytes read, lines read) after each slice of lines.
 
     Raises:
         BadLineError: a bad line with on_error="fail".
     """
-    if source is None and resume:
-        raise BadLineError("--resume needs an input file; standard input cannot be read twice")
-    width = output_width(embedder.bundle, options)
-    fingerprint = {
-        **(input_fingerprint(source) if source is not None else {"input": "-"}),
-        "bundle": embedder.bundle.manifest["files"]["model.onnx"]["sha256"],
-        **{name: getattr(options, name) for name in BulkOptions.__dataclass_fields__},
-    }
-    sink = VectorSink.open(out, JobSpec(fingerprint=fingerprint, dim=width), resume=resume)
-    report = BulkReport(resumed_chunks=sink.done_chunks)
-    stream = sys.stdin.buffer if source is None else source.open("rb")
-    try:
-        lines = read_lines(stream, "stdin" if source is None else str(source))
-        for index, chunk in enumerate(_chunks(lines, options.chunk_lines)):
-            report.lines += len(chunk)
-            if index < sink.done_chunks:
-                continue
-            rows = embed_lines(embedder, chunk, options, report)
-            sink.write_chunk(index, rows.keys, rows.vectors)
-            report.rows += len(rows)
-            if progress is not None:
-                progress(chunk[-1].end_byte, report.lines)
-    finally:
-        if source is not None:
-            stream.close()
-    report.output = sink.finish()
-    return report
+    return FileJob.open(embedder, source, out, options, resume).run(progress)
 
 
 def embed_to_stream(
     embedder: Embedder, source: Path | None, stream: BinaryIO, options: BulkOptions
 ) -> BulkReport:
-    """Embed `source` (None: stdin) and write JSON lines to `stream` as each chunk is done.
+    """Embed `source` (None: stdin) and write JSON lines (key, line, word, vector) to `stream` slice by slice.
 
     For pipes: nothing is atomic or resumable here; write to a file for that.
     """
     report = BulkReport()
-    handle = sys.stdin.buffer if source is None else source.open("rb")
-    try:
-        for chunk in _chunks(read_lines(handle, "stdin" if source is None else str(source)), options.chunk_lines):
+    with _open_input(source) as (handle, name):
+        for chunk in _chunks(read_lines(handle, name), SLICE_LINES):
             report.lines += len(chunk)
             rows = embed_lines(embedder, chunk, options, report)
-            stream.write(jsonl_records(rows.keys, rows.vectors))
+            stream.write(jsonl_records(rows.keys, rows.vectors, rows.ids))
             stream.flush()
             report.rows += len(rows)
-    finally:
-        if source is not None:
-            handle.close()
     return report
 
 
+def embed_slices(
+    embedder: Embedder,
+    chunk: list[Line],
+    options: BulkOptions,
+    report: BulkReport,
+    progress: Progress | None = None,
+    lines_before: int = 0,
+) -> Rows:
+    """embed_lines over a chunk in slices of SLICE_LINES; the same rows.
+
+    `progress` hears (bytes, lines) after each slice but the last: the caller reports that one once the
+    chunk is stored.
+    """
+    parts = []
+    for start in range(0, len(chunk), SLICE_LINES):
+        piece = chunk[start : start + SLICE_LINES]
+        parts.append(embed_lines(embedder, piece, options, report))
+        if progress is not None and start + SLICE_LINES < len(chunk):
+            progress(piece[-1].end_byte, lines_before + start + len(piece))
+    return Rows.join(parts, output_width(embedder.bundle, options))
+
+
 def embed_lines(embedder: Embedder, chunk: list[Line], options: BulkOptions, report: BulkReport) -> Rows:
-    """One chunk of lines -> its rows, in line order; bad lines fail or are skipped into the report."""
-    problems = [_problem(line) for line in chunk]
-    _flag(problems, ~embedder.tokenizer.has_pieces(_texts(chunk, problems)),
-          "has no words (only characters the tokenizer drops)")
-    if options.mode == "static" and options.unknown == "error":
-        _flag(problems, embedder.find_unknown([t.strip() for t in _texts(chunk, problems)]),
-              "maps to the unknown token (--unknown unk|zero keeps it)")
+    """Lines -> their rows, in line order; bad lines fail or are skipped into the report."""
+    problems = _problems(embedder, chunk, options)
     for line, problem in zip(chunk, problems):
         if problem is not None:
             _bad(line, problem, options, report)
-    kept = np.array([line.number for line, problem in zip(chunk, problems) if problem is None], dtype=np.int64)
-    texts = _texts(chunk, problems)
+    kept = [line for line, problem in zip(chunk, problems) if problem is None]
+    numbers = np.array([line.number for line in kept], dtype=np.int64)  # (L,)
+    texts = [line.text for line in kept]
+    if options.mode == "contextual":
+        results = embedder.contextual(texts, pooling=options.pooling, long_text=options.long_text)
+        counts = np.array([len(result.words) for result in results], dtype=np.int64)  # (L,)
+        first_row = np.cumsum(counts) - counts
+        word = np.arange(int(counts.sum())) - np.repeat(first_row, counts)  # (N,) index within its line
+        empty = np.zeros((0, output_width(embedder.bundle, options)), np.float32)
+        vectors = np.concatenate([result.vectors for result in results] or [empty])
+        keys = [word for result in results for word in result.words]
+        return Rows(keys, vectors, np.stack([np.repeat(numbers, counts), word], axis=1))
+    ids = np.stack([numbers, np.zeros_like(numbers)], axis=1)  # (L, 2): one row a line
     if options.mode == "static":
         words = [text.strip() for text in texts]
-        return Rows(words, embedder.static(words, pooling=options.pooling, unknown=options.unknown), kept)
-    if options.mode == "sentences":
-        vectors = embedder.sentences(texts, pooling=options.pooling, normalize=options.normalize,
-                                     long_text=options.long_text)
-        return Rows(texts, vectors, kept)
-    results = embedder.contextual(texts, pooling=options.pooling, long_text=options.long_text)
-    counts = np.array([len(result.words) for result in results], dtype=np.int64)
-    keys = [word for result in results for word in result.words]
-    empty = np.zeros((0, output_width(embedder.bundle, options)), np.float32)
-    vectors = np.concatenate([result.vectors for result in results] or [empty])
-    return Rows(keys, vectors, np.repeat(kept, counts))
+        return Rows(words, embedder.static(words, pooling=options.pooling, unknown=options.unknown), ids)
+    vectors = embedder.sentences(
+        texts, pooling=options.pooling, normalize=options.normalize, long_text=options.long_text,
+        max_length=options.max_length,
+    )
+    return Rows(texts, vectors, ids)
 
 
-def _problem(line: Line) -> str | None:
-    """Why a line cannot be embedded, from its text alone; None when it looks fine."""
-    if "\x00" in line.text:  # binary or UTF-16 input; and .npz cannot store a key ending in NUL
-        return "contains a NUL byte (binary or UTF-16 input?)"
-    if not line.text.strip():
-        return "is blank"
+@dataclass(frozen=True)
+class _Problem:
+    """Why a line cannot be embedded, and the one hint that helps."""
+
+    reason: str
+    hint: str = SKIP_HINT
+
+
+def _problems(embedder: Embedder, chunk: list[Line], options: BulkOptions) -> list[_Problem | None]:
+    """Per line, why it cannot be embedded, cheapest checks first; None for a line that is fine."""
+    problems = [_text_problem(line.text, options.mode) for line in chunk]
+    texts = _texts(chunk, problems)
+    _flag(problems, texts, ~embedder.tokenizer.has_pieces(texts),
+          lambda text: _Problem("has no words (only characters the tokenizer drops)"))
+    if options.mode == "static" and options.unknown == "error":
+        words = [text.strip() for text in _texts(chunk, problems)]
+        _flag(problems, words, embedder.find_unknown(words), lambda word: _Problem(
+            f"maps to the unknown token ({preview(word)})", "--unknown unk|zero embeds it anyway"))
+    return problems
+
+
+def _text_problem(text: str, mode: str) -> _Problem | None:
+    """Why a line cannot be embedded, from its text alone."""
+    if "\x00" in text:  # binary or UTF-16 input; and .npz cannot store a key ending in NUL
+        return _Problem("contains a NUL byte (binary or UTF-16 input?)")
+    if not text.strip():
+        return _Problem("is blank")
+    if mode == "static" and len(words := text.split()) > 1:
+        return _Problem(f"holds {len(words)} words ({preview(text.strip())}); --static takes one word a line")
     return None
 
 
-def _texts(chunk: list[Line], problems: list[str | None]) -> list[str]:
+def _texts(chunk: list[Line], problems: list[_Problem | None]) -> list[str]:
     """The texts of the lines without a problem so far."""
     return [line.text for line, problem in zip(chunk, problems) if problem is None]
 
 
-def _flag(problems: list[str | None], bad: NDArray[np.bool_], reason: str) -> None:
-    """Mark with `reason` the lines flagged in `bad`, which has one entry per line without a problem."""
-    clean = [index for index, problem in enumerate(problems) if problem is None]
-    for index, flagged in zip(clean, bad.tolist()):
+def _flag(
+    problems: list[_Problem | None], texts: list[str], bad: NDArray[np.bool_], problem: Callable[[str], _Problem]
+) -> None:
+    """Give `problem(text)` to the lines flagged in `bad`, which has one entry per line without a problem."""
+    clean = [index for index, found in enumerate(problems) if found is None]
+    for index, text, flagged in zip(clean, texts, bad.tolist()):
         if flagged:
-            problems[index] = reason
+            problems[index] = problem(text)
 
 
-def _bad(line: Line, reason: str, options: BulkOptions, report: BulkReport) -> None:
+def _bad(line: Line, problem: _Problem, options: BulkOptions, report: BulkReport) -> None:
     if options.on_error == "fail":
-        raise BadLineError(f"line {line.number} {reason!s} (use --on-error skip to skip such lines)")
-    report.skipped.append((line.number, reason))
+        raise BadLineError(f"line {line.number} {problem.reason} ({problem.hint})")
+    report.skipped.append((line.number, problem.reason))
+
+
+@contextmanager
+def _open_input(source: Path | None) -> Iterator[tuple[BinaryIO, str]]:
+    """The input file, or stdin (left open); yields (binary stream, name for messages)."""
+    if source is None:
+        yield sys.stdin.buffer, "stdin"
+        return
+    with source.open("rb") as stream:
+        yield stream, str(source)
 
 
 def _chunks(lines: Iterator[Line], size: int) -> Iterator[list[Line]]:

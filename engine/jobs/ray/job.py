@@ -1,0 +1,55 @@
+"""The whole distributed job: inputs -> EmbedBatch actors -> shards, on the connected Ray."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+
+from bertonnx.bundle import load_bundle
+from bertonnx.embedder import LoadOptions
+from bertonnx.jobs.bulk import BulkOptions, output_width
+from bertonnx.jobs.ray import adapter
+from bertonnx.jobs.ray.cluster import Workers, cluster_cpus, plan_workers
+from bertonnx.jobs.ray.inputs import Inputs, read_inputs
+from bertonnx.jobs.ray.shards import DEFAULT_SHARD_ROWS, JobReport, write_output
+
+
+def embed_files(
+    bundle: str | Path,
+    inputs: Inputs,
+    out_dir: str | Path,
+    options: BulkOptions,
+    workers: Workers | None = None,
+    fmt: str = "npy",
+    load: LoadOptions | None = None,
+    shard_rows: int = DEFAULT_SHARD_ROWS,
+    force: bool = False,
+) -> JobReport:
+    """Embed every line of `inputs` on the connected Ray cluster into `out_dir` (see ray_session).
+
+    Args:
+        bundle: a bundle directory every node can read.
+        inputs: from plan_inputs, over files every node can read.
+        out_dir: the output directory, written on this machine (see write_output).
+        options: as for `bertonnx embed`; chunk_lines does not apply.
+        workers: the actor pool; default plan_workers over the cluster's CPUs.
+        fmt: "npy" shards or "parquet".
+        load: how each worker opens the bundle (its threads come from `workers`).
+    """
+    checked = load_bundle(bundle, verify=False)
+    width = output_width(checked, options)
+    workers = workers or plan_workers(None, None, *cluster_cpus())
+    rows = adapter.embed_dataset(
+        read_inputs(inputs), bundle, options, workers, inputs.block_lines, load, inputs.paths
+    )
+    load = load or LoadOptions()
+    job = {
+        "bundle": str(Path(bundle).resolve()),
+        "model_sha256": checked.manifest["files"]["model.onnx"]["sha256"],
+        "options": {name: value for name, value in asdict(options).items() if name != "chunk_lines"},
+        "input_lines": inputs.lines,
+        "workers": workers.count,
+        "threads": workers.threads,
+        "backend": {"backend": load.backend, "precision": load.precision, "provider": load.provider},
+    }
+    return write_output(rows, Path(out_dir), width, fmt, shard_rows, inputs.paths, job, force, inputs.records)
