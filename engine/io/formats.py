@@ -318,7 +318,8 @@ def jsonl_records(
     if ids is None:
         heads = [f'{{"key": {key}, ' for key in keys_json]
     else:
-        heads = [f'{{"key": {key}, "line": {line}, "word": {word}, ' for key, (line, word) in zip(keys_json, ids.tolist())]
+        pairs = zip(keys_json, ids.tolist())
+        heads = [f'{{"key": {key}, "line": {line}, "word": {word}, ' for key, (line, word) in pairs]
     lines = (
         f'{head}"vector": [{_json_numbers(vector_format % tuple(row))}]}}\n'
         for head, row in zip(heads, vectors.tolist())
@@ -404,7 +405,8 @@ def _read_jsonl(path: Path) -> Table:
             if "line" in record:
                 ids.append((record["line"], record["word"]))
     if len(ids) not in (0, len(rows)):
-        raise OutputError(f"{path}: expected line and word on every row or none, found them on {len(ids)} of {len(rows)}")
+        found = f"found them on {len(ids)} of {len(rows)}"
+        raise OutputError(f"{path}: expected line and word on every row or none, {found}")
     id_array = np.array(ids, dtype=np.int64).reshape(-1, 2) if ids else None
     if not rows:
         return Table(keys, np.zeros((0, 0), dtype=np.float32), None)

@@ -7,7 +7,7 @@ than RAM, a crash at any instant, and a rerun that should not redo finished work
 How it works:
     * Every finished chunk goes to a hidden work directory next to the output,
       `.<OUT name>.partial/`, as `chunk-NNNNNN.keys` (escaped keys), with ids
-      `chunk-NNNNNN.ids.npy`, then `chunk-NNNNNN.npy` (its vectors). Each file
+      `chunk-NNNNNN.ids` (an .npy array), then `chunk-NNNNNN.npy` (its vectors). Each file
       is written to a temp file, fsynced and renamed into place; the `.npy` is
       renamed last, so its presence is what marks the chunk finished.
       `state.json` there holds the job's spec.
@@ -158,7 +158,8 @@ class VectorSink:
         if index != self._done:
             raise OutputError(f"chunks must come in order: expected chunk {self._done}, found {index}")
         if (ids is not None) != self._spec.ids:
-            raise OutputError(f"this job was opened with ids={self._spec.ids}; found a chunk with ids={ids is not None}")
+            found = f"found a chunk with ids={ids is not None}"
+            raise OutputError(f"this job was opened with ids={self._spec.ids}; {found}")
         check_rows(keys, vectors, ids, self._spec.dim, self._suffix)
         lines = key_lines(keys)
         data = np.ascontiguousarray(vectors, dtype=VECTOR_DTYPE)
@@ -208,7 +209,7 @@ def _keys_file(work: Path, index: int) -> Path:
 
 
 def _ids_file(work: Path, index: int) -> Path:
-    return work / f"chunk-{index:06d}.ids.npy"
+    return work / f"chunk-{index:06d}.ids"  # an .npy array; not named *.npy, which marks finished chunks
 
 
 def _vectors_file(work: Path, index: int) -> Path:
