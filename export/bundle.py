@@ -47,6 +47,7 @@ from bertonnx.export.optimize import (
     quant_search_space,
     quantize_int8,
 )
+from bertonnx.export.quiet import quiet_exporters
 from bertonnx.export.validate import ValidationError, ValidationReport, require, validate_graph
 from bertonnx.io.atomic import atomic_directory, make_hidden_dir
 from bertonnx.tokenize import Tokenizer
@@ -121,7 +122,8 @@ def export_bundle(
         raise ExportError(f"{target.parent}: cannot write here ({error.strerror})") from error
     with atomic_directory(target, work):
         say(f"exporting to ONNX (opset {opset})")
-        export_onnx(loaded, work / MODEL_FILE, opset)
+        with quiet_exporters():
+            export_onnx(loaded, work / MODEL_FILE, opset)
         save_config(loaded, work)
         save_tokenizer(loaded, work / TOKENIZER_FILE)
         tokenizer = Tokenizer.from_file(work / TOKENIZER_FILE, loaded.max_length)
@@ -132,7 +134,8 @@ def export_bundle(
         if optimize or fp16:
             say("optimising the graph" + (" to fp16" if fp16 else ""))
             candidate = work / "optimized.onnx"
-            optimize_graph(work, candidate, fp16=fp16)
+            with quiet_exporters():
+                optimize_graph(work, candidate, fp16=fp16)
             stages["fp16" if fp16 else "optimized"] = _validated(candidate, loaded, tokenizer, static_exact=not fp16)
             candidate.replace(work / MODEL_FILE)
         trials: list[QuantTrial] = []
@@ -169,7 +172,8 @@ def _search_int8(work: Path, loaded: LoadedModel, tokenizer: Tokenizer, say: Pro
     for index, settings in enumerate(space):
         say(f"int8 search {index + 1}/{len(space)}: {settings.label()}")
         candidate = work / f"int8-{index}.onnx"
-        quantize_int8(work / MODEL_FILE, candidate, settings)
+        with quiet_exporters():
+            quantize_int8(work / MODEL_FILE, candidate, settings)
         trials.append(QuantTrial(settings, _validated(candidate, loaded, tokenizer, static_exact=True)))
         graphs.append(candidate)
 
@@ -236,6 +240,7 @@ def _manifest(
             "max_length": loaded.max_length,
             "num_layers": loaded.num_layers,
             "num_heads": loaded.num_heads,
+            **_sentence_transformers(loaded),
         },
         "onnx": {
             "opset": opset,
@@ -254,6 +259,12 @@ def _manifest(
         "versions": _versions(),
         "files": files,
     }
+
+
+def _sentence_transformers(loaded: LoadedModel) -> dict[str, int]:
+    """The key only where the source model is a sentence-transformers model: absent means "none"."""
+    length = loaded.sentence_transformers_max_length
+    return {} if length is None else {"sentence_transformers_max_length": length}
 
 
 def _versions() -> dict[str, str]:

@@ -9,6 +9,7 @@ a custom OnnxConfig so optimum's dummy inputs, dynamic axes and axis fixes apply
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,6 +50,7 @@ class LoadedModel:
     max_length: int
     num_layers: int
     num_heads: int
+    sentence_transformers_max_length: int | None = None  # max_seq_length of a sentence-transformers model
 
     def static_table(self) -> NDArray[np.float32]:
         """(V, H) copy of the word-embedding table, the static embeddings."""
@@ -118,6 +120,7 @@ def load_model(source: Source) -> LoadedModel:
         max_length=_max_length(config, tokenizer),
         num_layers=int(getattr(config, "num_hidden_layers", getattr(config, "n_layers", 0))),
         num_heads=int(getattr(config, "num_attention_heads", getattr(config, "n_heads", 0))),
+        sentence_transformers_max_length=_sentence_transformers_max_length(source, _max_length(config, tokenizer)),
     )
 
 
@@ -171,6 +174,43 @@ def _max_length(config: Any, tokenizer: Any) -> int:
         positions -= int(getattr(config, "pad_token_id", 1)) + 1  # positions start after the pad id
     declared = int(getattr(tokenizer, "model_max_length", positions))
     return min(positions, declared) if declared > 0 else positions
+
+
+SENTENCE_BERT_CONFIG = "sentence_bert_config.json"
+
+
+def _sentence_transformers_max_length(source: Source, max_length: int) -> int | None:
+    """`max_seq_length` from the model's sentence_bert_config.json, None without one.
+
+    sentence-transformers cuts every text to it (256 for all-MiniLM-L6-v2, whose
+    BERT takes 512), so `Embedder.sentences(max_length=...)` needs it for parity.
+    A value beyond the model's own maximum is capped there: no text can be longer.
+
+    Raises:
+        ExportError: the file is there but is not JSON or holds no usable length.
+    """
+    from transformers.utils import cached_file
+
+    path = cached_file(
+        source.location,
+        SENTENCE_BERT_CONFIG,
+        _raise_exceptions_for_missing_entries=False,
+        _raise_exceptions_for_connection_errors=False,
+    )
+    if path is None:
+        return None
+    try:
+        config = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ExportError(f"{source.name}: cannot read {SENTENCE_BERT_CONFIG} ({_first_line(error)})") from error
+    value = config.get("max_seq_length") if isinstance(config, dict) else None
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ExportError(
+            f"{source.name}: {SENTENCE_BERT_CONFIG} max_seq_length must be a positive whole number, found {value!r}"
+        )
+    return min(value, max_length)
 
 
 def _first_line(error: Exception) -> str:

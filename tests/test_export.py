@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -200,3 +204,155 @@ def test_distilbert_exports_without_token_types(tiny_model: Path, tmp_path: Path
 
 def load_bundle_vocab(folder: Path) -> int:
     return len(json.loads((folder / "tokenizer.json").read_text())["model"]["vocab"])
+
+
+def _as_sentence_transformers_folder(model: Path, folder: Path, config: dict[str, object] | str) -> Path:
+    """A copy of `model` laid out as a sentence-transformers model (Transformer, mean Pooling), by hand."""
+    import shutil
+
+    folder = Path(shutil.copytree(model, folder))
+    modules = [
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+    ]
+    (folder / "modules.json").write_text(json.dumps(modules))
+    (folder / "1_Pooling").mkdir()
+    pooling = {"word_embedding_dimension": 32, "pooling_mode_mean_tokens": True}
+    (folder / "1_Pooling" / "config.json").write_text(json.dumps(pooling))
+    (folder / "sentence_bert_config.json").write_text(config if isinstance(config, str) else json.dumps(config))
+    return folder
+
+
+def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+
+
+def test_sentence_transformers_max_length_is_recorded_and_matches_encode(
+    tiny_model: Path, tiny_bundle: Path, tmp_path: Path
+) -> None:
+    from sentence_transformers import SentenceTransformer
+
+    from bertonnx import Embedder
+
+    assert "sentence_transformers_max_length" not in json.loads((tiny_bundle / "manifest.json").read_text())["model"]
+    assert Embedder.load(tiny_bundle, backend="onnxruntime", provider="cpu").sentence_transformers_max_length is None
+    folder = _as_sentence_transformers_folder(tiny_model, tmp_path / "st", {"max_seq_length": 16})
+    result = export_bundle(str(folder), tmp_path / "b")
+    assert result.manifest["model"]["sentence_transformers_max_length"] == 16
+    emb = Embedder.load(tmp_path / "b", backend="onnxruntime", provider="cpu")
+    assert emb.sentence_transformers_max_length == 16
+    texts = ["the king is wise", "the king and queen rule the kingdom; the queen is kind, the man is strong " * 3,
+             "how much is an apple music account? " * 2]
+    assert emb.count_tokens(texts).tolist()[1:] > [16, 16]  # the long ones are cut
+    found = emb.sentences(texts, max_length=emb.sentence_transformers_max_length)
+    expected = SentenceTransformer(str(folder), device="cpu").encode(texts, convert_to_numpy=True)
+    assert _cosines(found, expected).min() >= 0.99999
+
+
+@pytest.mark.parametrize(
+    "config,expected",
+    [
+        ({"max_seq_length": 1000}, 64),  # capped at the model's own maximum
+        ({"max_seq_length": None}, None),
+        ({"do_lower_case": False}, None),
+    ],
+)
+def test_sentence_transformers_max_length_read_from_the_source(
+    tiny_model: Path, tmp_path: Path, config: dict[str, object], expected: int | None
+) -> None:
+    from bertonnx.export.convert import load_model, resolve_source
+
+    folder = _as_sentence_transformers_folder(tiny_model, tmp_path / "st", config)
+    assert load_model(resolve_source(str(folder))).sentence_transformers_max_length == expected
+
+
+@pytest.mark.parametrize(
+    "config,message",
+    [
+        ('{"max_seq_length": "long"}', "max_seq_length must be a positive whole number, found 'long'"),
+        ('{"max_seq_length": 0}', "max_seq_length must be a positive whole number, found 0"),
+        ("{not json", "cannot read sentence_bert_config.json"),
+    ],
+)
+def test_a_broken_sentence_transformers_config_is_a_clear_error(
+    tiny_model: Path, tmp_path: Path, config: str, message: str
+) -> None:
+    folder = _as_sentence_transformers_folder(tiny_model, tmp_path / "st", config)
+    with pytest.raises(ExportError, match=message):
+        export_bundle(str(folder), tmp_path / "b")
+    assert not (tmp_path / "b").exists()
+
+
+@pytest.mark.slow
+def test_default_model_sentences_match_sentence_transformers_past_its_max_length(
+    default_model: Path, default_bundle: Path
+) -> None:
+    """all-MiniLM-L6-v2's BERT takes 512 positions, but sentence-transformers cuts at 256: so must we, for parity."""
+    from sentence_transformers import SentenceTransformer
+
+    from bertonnx import Embedder
+
+    emb = Embedder.load(default_bundle, backend="onnxruntime", provider="cpu")
+    assert emb.sentence_transformers_max_length == 256
+    words = ("The queen is one of the great bands in history, and the kingdom's embeddings are unusual. " * 60).split()
+    texts = [" ".join(words[:n]) for n in range(170, 430, 6)]
+    positions = emb.count_tokens(texts)  # word pieces + [CLS] and [SEP]
+    kept = (positions >= 255) & (positions <= 600)
+    texts = [text for text, keep in zip(texts, kept.tolist()) if keep]
+    assert len(texts) >= 30 and positions[kept].min() <= 262 and positions[kept].max() >= 590
+    found = emb.sentences(texts, max_length=emb.sentence_transformers_max_length)
+    model = SentenceTransformer(str(default_model), device="cpu")
+    assert model.max_seq_length == 256
+    assert _cosines(found, model.encode(texts, convert_to_numpy=True)).min() >= 0.99999
+
+
+def _run_cli(args: list[str], **env: str) -> subprocess.CompletedProcess[str]:
+    """The installed `bertonnx` in a fresh process: warnings print once per process, and pytest captures its own."""
+    command = [str(Path(sys.executable).parent / "bertonnx"), *args]
+    environment = {key: value for key, value in os.environ.items() if key != "BERTONNX_DEBUG"}
+    return subprocess.run(command, env={**environment, **env}, capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.parametrize("debug", ["", "1"])
+def test_exporter_warnings_are_silenced_unless_debugging(
+    tiny_model: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch, debug: str
+) -> None:
+    """In-process, fast: no warning and no log record from torch.onnx, optimum or the quantiser reach the user."""
+    import warnings
+
+    monkeypatch.setenv("BERTONNX_DEBUG", debug)
+    with warnings.catch_warnings(record=True) as caught, caplog.at_level("INFO"):
+        warnings.simplefilter("always")
+        export_bundle(str(tiny_model), tmp_path / "b", quantize="int8" if not debug else None)
+    categories = {type(w.message).__name__ for w in caught}
+    if debug:
+        assert "TracerWarning" in categories
+    else:
+        assert not caught and not [r for r in caplog.records if r.levelname in ("WARNING", "ERROR")], categories
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("flags", [["--optimize", "--quantize", "int8"], ["--fp16"]])
+def test_export_prints_no_exporter_warnings(tiny_model: Path, tmp_path: Path, flags: list[str]) -> None:
+    done = _run_cli(["export", str(tiny_model), "--out", str(tmp_path / "b"), *flags])
+    assert done.returncode == 0, done.stderr
+    assert "warning" not in done.stderr.lower() and "no gpu" not in done.stderr, done.stderr
+
+
+@pytest.mark.slow
+def test_exporter_warnings_show_under_bertonnx_debug(tiny_model: Path, tmp_path: Path) -> None:
+    done = _run_cli(["export", str(tiny_model), "--out", str(tmp_path / "b")], BERTONNX_DEBUG="1")
+    assert done.returncode == 0, done.stderr
+    assert "TracerWarning" in done.stderr
+
+
+@pytest.mark.parametrize("umask,mode", [(0o022, 0o755), (0o077, 0o700)])
+def test_bundle_permissions_follow_the_umask(tiny_model: Path, tmp_path: Path, umask: int, mode: int) -> None:
+    """As `mkdir` and any other tool would: not mkdtemp's 0o700 whatever the umask."""
+    before = os.umask(umask)
+    try:
+        path = export_bundle(str(tiny_model), tmp_path / "b").path
+    finally:
+        os.umask(before)
+    assert stat.S_IMODE(path.stat().st_mode) == mode
+    assert {stat.S_IMODE(f.stat().st_mode) for f in path.iterdir()} == {mode & 0o666}
