@@ -220,7 +220,7 @@ def run_benchmark(config: BenchConfig, progress: Progress | None = None) -> Repo
         systems=tuple(specs),
         measurements=tuple(measurements),
         skipped=tuple(skipped),
-        targets=tuple(evaluate_targets(measurements, available.machine.cpu_flags)),
+        targets=tuple(evaluate_targets(measurements, machine.flags)),
         bundles=tuple(facts),
         shape=shape,
     )

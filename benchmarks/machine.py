@@ -29,6 +29,8 @@ SIMD_FLAGS = (
     "avx_vnni",
     "avx512_bf16",
     "amx_tile",
+    "amx_bf16",
+    "amx_int8",
 )
 LIBRARIES = (
     "bertonnx",

@@ -19,6 +19,7 @@ from conftest import TINY_MAX_LENGTH
 from typer.testing import CliRunner
 
 from bertonnx import Embedder
+from bertonnx.backends.choose import Machine
 from bertonnx.backends.onnxruntime import CPU, CUDA
 from bertonnx.benchmarks.harness import BenchConfig, Report, compare, evaluate_targets, run_benchmark, time_interleaved
 from bertonnx.benchmarks.machine import CpuTimes, fp32_flops_per_cycle, others_load
@@ -37,6 +38,7 @@ from bertonnx.benchmarks.workloads import (
 )
 from bertonnx.cli.app import app
 from bertonnx.cli.bench import torch_source
+from bertonnx.errors import OptionError
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 TINY_SPEC = WorkloadSpec(batch_sizes=(1, 2), seq_lens=(8, 32, 512), corpus_texts=12, million=500, repeat=2)
@@ -157,10 +159,72 @@ def test_cuda_plan_with_a_gpu_uses_fp16_there_and_int8_on_cpu_only() -> None:
         "bertonnx int8 [cuda]",
         "sentence-transformers",
         "sentence-transformers [cuda]",
+        "pytorch bf16 autocast",  # this Availability's CPU has no bf16
     }
     assert {s.threads for s in specs} == {4}
     static = [s for s in specs if s.path == "static"]
     assert {s.provider for s in static} == {"cpu"} and len(static) == 3
+
+
+AMX_MACHINE = Machine(frozenset({"onnxruntime", "openvino", "nncf"}), (CPU,),
+                      frozenset({"avx512f", "amx_bf16", "amx_int8", "avx512_bf16", "avx512_vnni"}))
+
+
+def test_backends_all_sweeps_every_backend_and_precision_this_machine_has() -> None:
+    bundles = [BundleFacts("/b/fp32", "fp32", False), BundleFacts("/b/opt", "fp32", True)]
+    available = Availability((CPU,), torch_cuda=False, sentence_transformers=True, machine=AMX_MACHINE)
+    specs, skipped = plan_systems(bundles, "/m", ("cpu",), 2, available, backends=("all",))
+    contextual = {(s.label, s.backend, s.precision) for s in specs if s.kind == "bertonnx"}
+    assert {(b, p) for _, b, p in contextual} == {
+        ("onnxruntime", "fp32"), ("openvino", "fp32"), ("openvino", "bf16"), ("openvino", "int8")}
+    assert not any(label.startswith("bertonnx openvino") and "(optimized)" in label for label, _, _ in contextual)
+    assert "pytorch bf16 autocast" in {s.label for s in specs} and not skipped
+
+
+@pytest.mark.parametrize(
+    "machine,missing,reason",
+    [
+        (Machine(frozenset({"onnxruntime"}), (CPU,), AMX_MACHINE.cpu_flags), "bertonnx openvino bf16",
+         "pip install 'bertonnx[openvino]'"),
+        (Machine(frozenset({"onnxruntime", "openvino", "nncf"}), (CPU,), frozenset({"avx2"})), "bertonnx openvino bf16",
+         "AMX or AVX512-BF16"),
+        (Machine(frozenset({"onnxruntime", "openvino"}), (CPU,), AMX_MACHINE.cpu_flags), "bertonnx openvino int8",
+         "NNCF"),
+    ],
+)
+def test_every_backend_left_out_says_why(machine: Machine, missing: str, reason: str) -> None:
+    available = Availability((CPU,), torch_cuda=False, sentence_transformers=True, machine=machine)
+    specs, skipped = plan_systems([BundleFacts("/b", "fp32", False)], "/m", ("cpu",), 2, available, ("all",))
+    assert missing not in {s.label for s in specs}
+    assert any(s.what == missing and reason in s.reason for s in skipped), skipped
+
+
+def test_auto_is_resolved_as_the_engine_resolves_it() -> None:
+    available = Availability((CPU,), torch_cuda=False, sentence_transformers=True, machine=AMX_MACHINE)
+    specs, _ = plan_systems([BundleFacts("/b", "fp32", False)], "/m", ("cpu",), 2, available)  # auto,onnxruntime
+    assert {(s.backend, s.precision) for s in specs if s.kind == "bertonnx"} == {
+        ("openvino", "bf16"), ("onnxruntime", "fp32")}
+    with pytest.raises(OptionError, match="unknown backend 'tvm'"):
+        plan_systems([BundleFacts("/b", "fp32", False)], "/m", ("cpu",), 2, available, ("tvm",))
+
+
+def test_the_faithful_target_takes_the_fastest_system_that_kept_its_fidelity() -> None:
+    from bertonnx.benchmarks.harness import Fidelity, Latency, Measurement
+    from bertonnx.benchmarks.workloads import Case
+
+    case = Case(family="corpus", name="corpus", path="contextual", items=100, tokens=1000, longest=64, flops=0.0)
+
+    def measured(system: str, per_second: float, token_min: float) -> Measurement:
+        fidelity = Fidelity("pytorch", 100, 1000, 500, token_min, 0.9999, token_min, 0.9999, 0.01)
+        return Measurement(case, system, "cpu", Latency(1e5 / per_second, 0, 0, 3), 0.0, per_second,
+                           None, 1000 / per_second / 50, None, None, None, None, None, fidelity)
+
+    found = evaluate_targets([measured("bertonnx openvino int8", 400, 0.95),
+                              measured("bertonnx openvino bf16", 300, 0.9997),
+                              measured("bertonnx fp32", 100, 1.0)], AMX_MACHINE.cpu_flags)
+    faithful = [t for t in found if t.name.startswith("corpus: best faithful backend vs sentence-transformers")]
+    assert [t.name.rsplit(": ", 1)[1] for t in faithful] == ["bertonnx openvino bf16"]
+    assert not any("no-amx" in t.name for t in found)
 
 
 def test_unknown_provider_is_refused() -> None:
@@ -244,7 +308,7 @@ def test_workloads_are_exact_deterministic_and_fit(tiny_bundle: Path) -> None:
 
 def test_targets_name_the_bound_and_the_measurement(tiny_report: tuple[Report, Path]) -> None:
     report, _ = tiny_report
-    targets = evaluate_targets(report.measurements)
+    targets = evaluate_targets(report.measurements, report.machine.flags)  # which targets apply depends on the CPU
     assert targets == list(report.targets)
     names = {t.name for t in targets}
     assert "static: whole vocabulary, tokenization included" in names
