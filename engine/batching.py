@@ -38,7 +38,6 @@ def plan_batches(
 
     Returns:
         Arrays of original text indices, one per batch; each index appears once.
-        See `restore_order` to put results back in input order.
 
     Raises:
         ValueError: max_tokens or max_batch_size below 1, or a bad length.
@@ -112,19 +111,6 @@ def batch_stats(
         real_tokens=int(sizes[members].sum()),
         padded_tokens=int(padded),
     )
-
-
-def restore_order(batches: Sequence[NDArray[np.int64]]) -> NDArray[np.int64]:
-    """Permutation that puts per-batch results back in the caller's order.
-
-    If `results` is the concatenation of the batches' outputs (batch 0's rows,
-    then batch 1's, ...), then `results[restore_order(batches)]` has row i for
-    text i. It is np.argsort(np.concatenate(batches)): the position, in the
-    concatenation, of each original index.
-    """
-    if not batches:
-        return np.zeros(0, dtype=np.int64)
-    return np.argsort(np.concatenate(batches), kind="stable").astype(np.int64)
 
 
 @dataclass(frozen=True)
@@ -259,27 +245,3 @@ def _most_central(
     margin_lower = np.minimum(span_start - starts[lower], ends[lower] - span_end)  # (S,)
     margin_upper = np.minimum(span_start - starts[upper], ends[upper] - span_end)  # (S,)
     return np.where(margin_lower >= margin_upper, lower, upper).astype(np.int64)
-
-
-def stitch(window_hidden: Sequence[NDArray[np.float32]], plan: WindowPlan) -> NDArray[np.float32]:
-    """Reassemble one text's piece vectors from its windows' outputs with one gather.
-
-    Args:
-        window_hidden: K arrays; window k's is (ends[k] - starts[k], H), the
-            hidden states of its content pieces with special tokens removed.
-        plan: the plan the windows were cut with.
-
-    Returns:
-        (n, H) float32: row i is piece i's vector from its assigned window.
-
-    Raises:
-        ValueError: the number or row counts of the arrays do not match the plan.
-    """
-    n_windows = plan.starts.shape[0]
-    if len(window_hidden) != n_windows:
-        raise ValueError(f"expected {n_windows} window outputs, got {len(window_hidden)}")
-    for k, (hidden, rows) in enumerate(zip(window_hidden, (plan.ends - plan.starts).tolist())):
-        if hidden.ndim != 2 or hidden.shape[0] != rows:
-            raise ValueError(f"window {k}: expected shape ({rows}, H), got {hidden.shape}")
-    flat = np.concatenate(window_hidden, axis=0)  # (sum of window lengths, H)
-    return flat[plan.flat_index].astype(np.float32, copy=False)

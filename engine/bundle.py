@@ -11,7 +11,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict, cast
 
 import numpy as np
 from numpy.typing import NDArray
@@ -31,12 +31,61 @@ CONTEXTUAL_OUTPUT = "last_hidden_state"
 """Graph output: the final hidden state of every token."""
 
 
+class FileEntry(TypedDict):
+    sha256: str
+    bytes: int
+
+
+class SourceSection(TypedDict, total=False):
+    model: str  # the hub id or folder exported
+    model_type: str
+    weights_sha256: str
+
+
+class ModelSection(TypedDict, total=False):
+    hidden_size: int
+    vocab_size: int
+    max_length: int
+    embedding_size: int  # absent in bundles older than the field: = hidden_size
+    num_layers: int
+    num_heads: int
+    sentence_transformers_max_length: int  # only where the source had a sentence-transformers config
+
+
+class OnnxSection(TypedDict, total=False):
+    precision: str  # fp32 | fp16 | int8
+    optimized: bool
+    opset: int
+    outputs: dict[str, str]
+
+
+class Manifest(TypedDict, total=False):
+    """manifest.json, as `read_manifest` checked it: the fields the runtime relies on are present and sane."""
+
+    format: str
+    format_version: int
+    source: SourceSection
+    model: ModelSection
+    onnx: OnnxSection
+    files: dict[str, FileEntry]
+    validation: dict[str, Any]
+
+
 @dataclass(frozen=True)
 class Bundle:
     """A checked bundle on disk. Paths are resolved; nothing heavy is loaded yet."""
 
     path: Path
-    manifest: dict[str, Any]
+    manifest: Manifest
+
+    @property
+    def graph_sha256(self) -> str:
+        """The sha256 of model.onnx: what compiled-model caches and job records key on."""
+        return self.manifest["files"][MODEL_FILE]["sha256"]
+
+    @property
+    def source_model(self) -> str:
+        return str(self.manifest["source"]["model"])
 
     @property
     def hidden_size(self) -> int:
@@ -101,6 +150,18 @@ def load_bundle(path: str | Path, verify: bool = True) -> Bundle:
     root = Path(path).expanduser().resolve()
     if not root.is_dir():
         raise BundleError(f"{root}: no bundle here (not a directory)")
+    manifest = read_manifest(root)
+    for name, entry in manifest["files"].items():
+        _check_file(root, name, entry, verify)
+    return Bundle(path=root, manifest=manifest)
+
+
+def read_manifest(root: Path) -> Manifest:
+    """The bundle's manifest, checked: format and version, the model sizes, the files it must list.
+
+    Raises:
+        BundleError: naming the manifest and what is wrong with it.
+    """
     manifest_path = root / MANIFEST
     if not manifest_path.is_file():
         raise BundleError(f"{manifest_path}: missing; is {root} a bertonnx bundle?")
@@ -115,9 +176,7 @@ def load_bundle(path: str | Path, verify: bool = True) -> Bundle:
     for required in (MODEL_FILE, TABLE_FILE, TOKENIZER_FILE):
         if required not in files:
             raise BundleError(f"{manifest_path}: 'files' does not list {required}")
-    for name, entry in files.items():
-        _check_file(root, name, entry, verify)
-    return Bundle(path=root, manifest=manifest)
+    return cast(Manifest, manifest)
 
 
 def sha256_file(path: Path) -> str:

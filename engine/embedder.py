@@ -180,7 +180,7 @@ class Embedder:
     @property
     def model_name(self) -> str:
         """The model the bundle was exported from: a hub id or a folder."""
-        return str(self.bundle.manifest["source"]["model"])
+        return self.bundle.source_model
 
     def runtime(self) -> dict[str, object]:
         """What actually runs: backend, device, precision, threads, why, and the fidelity against fp32."""

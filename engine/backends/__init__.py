@@ -16,7 +16,7 @@ from pathlib import Path
 
 from bertonnx.backends.base import Backend, BackendInfo
 from bertonnx.backends.choose import Choice, Machine, choose, this_machine
-from bertonnx.bundle import CONTEXTUAL_OUTPUT, MODEL_FILE, Bundle
+from bertonnx.bundle import CONTEXTUAL_OUTPUT, Bundle
 from bertonnx.errors import FidelityGateError
 from bertonnx.fidelity import GATES, Gate, GateResult, compare, probe_batch, read_cached, write_cached
 from bertonnx.tokenize import Tokenizer
@@ -121,7 +121,7 @@ def _open(
 
 def _graph_key(bundle: Bundle) -> str:
     """The bundle's graph, by content: the first 16 hex digits of its sha256."""
-    return str(bundle.manifest["files"][MODEL_FILE]["sha256"])[:16]
+    return bundle.graph_sha256[:16]
 
 
 def _gate(precision: str, min_fidelity: float | None) -> Gate:
@@ -151,7 +151,7 @@ def _measured_fidelity(
     """Run the probes at the reduced precision and at fp32; cached per bundle, backend, versions and CPU."""
     gate = _gate(choice.precision, min_fidelity)
     key = {
-        "graph": bundle.manifest["files"][MODEL_FILE]["sha256"],
+        "graph": bundle.graph_sha256,
         "backend": candidate.info.backend,
         "precision": choice.precision,
         "versions": {k: v for k, v in candidate.info.details.items() if k in ("openvino", "onnxruntime")},

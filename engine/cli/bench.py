@@ -82,7 +82,7 @@ def torch_source(bundle: Path) -> Path:
     """The Hugging Face folder a bundle was exported from, when the manifest names one that is here."""
     from bertonnx.bundle import load_bundle
 
-    source = str(load_bundle(bundle, verify=False).manifest["source"]["model"])
+    source = load_bundle(bundle, verify=False).source_model
     if Path(source).is_dir():
         return Path(source)
     from bertonnx.export.convert import DEFAULT_MODEL_ID, resolve_source
