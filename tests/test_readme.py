@@ -52,3 +52,42 @@ def test_the_main_job_runs_as_written(tmp_path: Path) -> None:
     assert vectors.shape == (3, 384)
     assert (tmp_path / "words.keys.txt").read_text(encoding="utf-8").split() == ["king", "queen", "embeddings"]
     assert {"cosine.png", "euclidean.png", "study.json"} <= {p.name for p in (tmp_path / "compare-out").iterdir()}
+
+
+def command_listing() -> dict[str, set[str]]:
+    """The README's command-line listing: each command with the flags it shows."""
+    section = README.read_text(encoding="utf-8").split("### The command line", 1)[1]
+    block = section.split("```text\n", 1)[1].split("```", 1)[0]
+    flags: dict[str, set[str]] = {}
+    command = ""
+    for line in block.splitlines():
+        if line.startswith("bertonnx "):
+            command = line.split()[1]
+        flags.setdefault(command, set()).update(re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", line))
+    return flags
+
+
+def help_text(*command: str) -> str:
+    from typer.testing import CliRunner
+
+    from bertonnx.cli import app
+
+    result = CliRunner().invoke(app, [*command, "--help"], env={"COLUMNS": "250", "TERMINAL_WIDTH": "250"})
+    assert result.exit_code == 0, result.output
+    return result.stdout
+
+
+@pytest.mark.parametrize("command", ["", *command_listing()])
+def test_help_names_values_as_a_user_types_them(command: str) -> None:
+    """No Python types (<bool>, <str>, <list[Path]>): flags show nothing, options TEXT, INTEGER, PATH or their choices."""
+    text = help_text(*command.split())
+    assert not re.search(r"<(bool|str|int|float|path|list)\b|list\[|\bPath\b|int range", text), text
+    if command == "embed":
+        assert re.search(r"--on-error +fail\|skip ", text) and re.search(r"--threads +INTEGER ", text)
+        assert re.search(r"--static +One word per line", text)  # a flag: no value between flag and help
+
+
+@pytest.mark.parametrize("command", list(command_listing()))
+def test_the_readmes_command_listing_names_real_flags(command: str) -> None:
+    text = help_text(command)
+    assert {flag for flag in command_listing()[command] if flag not in text} == set()
