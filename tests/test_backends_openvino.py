@@ -70,6 +70,19 @@ def test_eight_threads_sharing_one_embedder_match_serial_calls(ov: Embedder) -> 
         np.testing.assert_array_equal(one, other)
 
 
+def test_many_batches_side_by_side_equal_one_at_a_time(tiny_bundle: Path, ov: Embedder) -> None:
+    """Small token budgets make many batches: the throughput model runs them through an async queue."""
+    streams = Embedder.load(tiny_bundle, backend="openvino", precision="fp32", threads=2, batch_tokens=48)
+    texts = TEXTS * 9
+    assert min_cosine(streams.sentences(texts), ov.sentences(texts)) >= 0.99999
+    assert streams.stats.batches >= 4  # one call, several batches
+    serial = [streams.sentences(texts[i:]) for i in range(8)]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        shared = list(pool.map(lambda i: streams.sentences(texts[i:]), range(8)))
+    for one, other in zip(serial, shared):
+        np.testing.assert_array_equal(one, other)
+
+
 def test_threads_are_honoured(tiny_bundle: Path) -> None:
     assert Embedder.load(tiny_bundle, backend="openvino", precision="fp32", threads=2).runtime()["threads"] == 2
 
