@@ -87,8 +87,12 @@ def corpus(kind: str, n: int = 256, seed: int = 0) -> list[str]:
 
 
 def unbatched(embedder: Embedder, texts: list[str]) -> NDArray[np.float32]:
-    """(N, H) what the library gives each text alone: the answers the server must match."""
-    return np.stack([embedder.sentences([text], normalize=True)[0] for text in texts])
+    """(N, H) what the library gives each text alone: the answers the server must match.
+
+    Cut as /v1/embeddings cuts by default (--long-text sentence-transformers); these texts are short.
+    """
+    cut = embedder.sentence_transformers_max_length
+    return np.stack([embedder.sentences([text], normalize=True, max_length=cut)[0] for text in texts])
 
 
 def free_port() -> int:

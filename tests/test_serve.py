@@ -8,6 +8,7 @@ command in a subprocess and sends it SIGTERM.
 from __future__ import annotations
 
 import base64
+import json
 import re
 import selectors
 import signal
@@ -33,6 +34,8 @@ uvicorn = pytest.importorskip("uvicorn")
 pytest.importorskip("fastapi")
 
 from bertonnx import Embedder  # noqa: E402
+from bertonnx.cli.serve import serving_line  # noqa: E402
+from bertonnx.embedder import Prepared  # noqa: E402
 from bertonnx.serve.app import create_app  # noqa: E402
 from bertonnx.serve.settings import ServeSettings  # noqa: E402
 
@@ -66,19 +69,27 @@ class Gate:
 @dataclass(frozen=True)
 class Server:
     url: str
-    embedder: Embedder
+    embedder: Embedder  # the reference, outside the server
     gate: Gate
+    served: Embedder  # the one the server calls
 
     def post(self, path: str, body: Any = None, **kwargs: Any) -> httpx.Response:
         return httpx.post(self.url + path, json=body, timeout=30, **kwargs)
 
 
 @contextmanager
-def serving(bundle: Path, **settings: Any) -> Iterator[Server]:
-    """A uvicorn server in a background thread, on a loopback port the OS picked."""
+def serving(bundle: Path, sentence_transformers_max_length: int | None = None, **settings: Any) -> Iterator[Server]:
+    """A uvicorn server in a background thread, on a loopback port the OS picked.
+
+    sentence_transformers_max_length: as if the bundle came from a sentence-transformers
+    model with this max_seq_length (the tiny test model did not).
+    """
     embedder = Embedder.load(bundle)  # the reference answers, outside the server
     gate = Gate()
     served = Embedder.load(bundle)
+    if sentence_transformers_max_length is not None:
+        for loaded in (embedder, served):
+            loaded.bundle.manifest["model"]["sentence_transformers_max_length"] = sentence_transformers_max_length
     served.sentences = gate.wrap(served.sentences)  # type: ignore[method-assign]
     server = uvicorn.Server(uvicorn.Config(create_app(served, ServeSettings(**settings)), log_level="warning"))
     sock = socket.socket()
@@ -90,7 +101,7 @@ def serving(bundle: Path, **settings: Any) -> Iterator[Server]:
         assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
         time.sleep(0.01)
     try:
-        yield Server(f"http://127.0.0.1:{sock.getsockname()[1]}", embedder, gate)
+        yield Server(f"http://127.0.0.1:{sock.getsockname()[1]}", embedder, gate, served)
     finally:
         server.should_exit = True
         thread.join(20)
@@ -167,7 +178,7 @@ def test_embeddings_match_the_library(server: Server, encoding: str) -> None:
 def test_embeddings_one_string_and_default_model(server: Server) -> None:
     body = server.post("/v1/embeddings", {"input": "The king is wise."}).json()
     assert len(body["data"]) == 1 and len(body["data"][0]["embedding"]) == server.embedder.dim
-    assert body["model"] == server.embedder.bundle.manifest["source"]["model"]
+    assert body["model"] == server.embedder.model_name == server.embedder.bundle.manifest["source"]["model"]
 
 
 def test_openai_client(server: Server) -> None:
@@ -271,6 +282,38 @@ def test_a_bad_request_does_not_fail_the_ones_merged_with_it(server: Server) -> 
         )
 
 
+# --- tokenize once ----------------------------------------------------------------------------
+
+
+def test_each_request_is_tokenized_once_and_its_pieces_reach_the_embedder(
+    server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    splits: list[int] = []
+    given: list[Any] = []
+    split, sentences, contextual = server.served.tokenizer.split, server.served.sentences, server.served.contextual
+
+    def counted_split(texts: Any) -> Any:
+        splits.append(len(texts))
+        return split(texts)
+
+    def recorded(call: Callable[..., Any]) -> Callable[..., Any]:
+        def record(texts: Any, *args: Any, **kwargs: Any) -> Any:
+            given.append(texts)
+            return call(texts, *args, **kwargs)
+
+        return record
+
+    monkeypatch.setattr(server.served.tokenizer, "split", counted_split)
+    monkeypatch.setattr(server.served, "sentences", recorded(sentences))
+    monkeypatch.setattr(server.served, "contextual", recorded(contextual))
+    assert server.post("/v1/embeddings", {"input": TEXTS}).status_code == 200
+    assert server.post("/embed/words", {"texts": TEXTS[:2]}).status_code == 200
+    assert server.post("/embed/words", {"texts": TEXTS[:3], "kind": "static"}).status_code == 200
+    assert splits == [len(TEXTS), 2, 3]  # one split of all a request's texts, and none in the Embedder
+    assert [type(texts) for texts in given] == [Prepared, Prepared]
+    assert [len(texts) for texts in given] == [len(TEXTS), 2]
+
+
 # --- bad input, limits, overload --------------------------------------------------------------
 
 BAD_BODIES = [
@@ -340,6 +383,19 @@ def test_non_json_bodies_are_4xx(server: Server, raw: bytes, content_type: str) 
     reply = httpx.post(server.url + "/v1/embeddings", content=raw, headers={"content-type": content_type})
     assert 400 <= reply.status_code < 500, reply.text
     error_of(reply, reply.status_code)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [b'{"input": "abc', b'{\n  "input": [\n    "a",\n  ]\n}', b'{"input": "x",}', b'{"input" "x"}'],
+)
+def test_invalid_json_is_named_with_its_position_on_one_line(server: Server, raw: bytes) -> None:
+    with pytest.raises(json.JSONDecodeError) as decoding:
+        json.loads(raw)
+    reply = httpx.post(server.url + "/v1/embeddings", content=raw, headers={"content-type": "application/json"})
+    message = error_of(reply, 400)
+    assert message == f"the body is not valid JSON ({decoding.value})"
+    assert re.search(r": line \d+ column \d+ \(char \d+\)\)$", message) and "\n" not in message
 
 
 JSON = st.recursive(
@@ -482,6 +538,20 @@ def test_health_and_info(server: Server) -> None:
     assert info["settings"]["max_texts"] == 64 and info["dim"] == server.embedder.dim
 
 
+def test_info_shows_what_actually_runs(server: Server) -> None:
+    info = httpx.get(server.url + "/info").json()
+    runtime = json.loads(json.dumps(server.served.runtime()))
+    assert info["runtime"] == runtime
+    assert {"backend", "device", "precision", "threads", "chosen_because", "fidelity"} <= set(runtime)
+    assert info["runtime"]["backend"] in ("onnxruntime", "openvino")
+    assert info["runtime"]["precision"] in ("fp32", "bf16", "fp16", "int8")
+    assert (info["runtime"]["precision"] == "fp32") == (info["runtime"]["fidelity"] is None)
+    assert info["model"] == server.served.model_name
+    assert info["max_length"] == server.served.max_tokens and info["batch_tokens"] == server.served.batch_tokens
+    assert info["sentence_transformers_max_length"] is None and info["embeddings_max_length"] is None
+    assert info["settings"]["long_text"] == "sentence-transformers"
+
+
 METRIC_LINE = re.compile(r'^[a-z_]+(\{[a-z_]+="[^"]*"(,[a-z_]+="[^"]*")*\})? -?[0-9.e+-]+$')
 
 
@@ -527,7 +597,9 @@ def test_sigterm_lets_in_flight_requests_finish(tiny_bundle: Path) -> None:
         [sys.executable, "-c", SLOW_SERVE, str(tiny_bundle), "--port", "0"], stderr=subprocess.PIPE, text=True
     )
     try:
-        url = _wait_for_url(process)
+        url, log = _wait_for_url(process)
+        runs = r"on (onnxruntime|openvino) \S+ (fp32|bf16|fp16|int8), \d+ threads?"
+        assert re.search(rf"^serving \S+ \(\S+, 32 dims\) {runs}(; word cosine vs .+)?$", log, re.M), log
         with ThreadPoolExecutor(2) as pool:
             started = time.monotonic()
             running = pool.submit(httpx.post, url + "/v1/embeddings", json={"input": "the king"}, timeout=30)
@@ -564,8 +636,18 @@ def test_an_address_it_cannot_listen_on_is_a_one_line_error(tiny_bundle: Path, h
         assert line.endswith("Address already in use")
 
 
-def _wait_for_url(process: subprocess.Popen[str], timeout: float = 60) -> str:
-    """Read the server's log until uvicorn says where it listens."""
+def test_the_start_up_line_names_what_runs() -> None:
+    runtime: dict[str, Any] = {"backend": "openvino", "device": "CPU", "precision": "bf16", "threads": 2}
+    fidelity = {"reference": "fp32", "word_min_cosine": 0.99912, "word_mean_cosine": 0.999981}
+    line = serving_line(Path("B"), "sentence-transformers/all-MiniLM-L6-v2", 384, {**runtime, "fidelity": None})
+    assert line == "serving B (sentence-transformers/all-MiniLM-L6-v2, 384 dims) on openvino CPU bf16, 2 threads"
+    assert serving_line(Path("B"), "m", 32, {**runtime, "threads": 1, "fidelity": fidelity}) == (
+        "serving B (m, 32 dims) on openvino CPU bf16, 1 thread; word cosine vs fp32 min 0.99912, mean 0.99998"
+    )
+
+
+def _wait_for_url(process: subprocess.Popen[str], timeout: float = 60) -> tuple[str, str]:
+    """Read the server's log until uvicorn says where it listens; the URL and the log so far."""
     assert process.stderr is not None
     selector = selectors.DefaultSelector()
     selector.register(process.stderr, selectors.EVENT_READ)
@@ -580,5 +662,5 @@ def _wait_for_url(process: subprocess.Popen[str], timeout: float = 60) -> str:
         log.append(line)
         found = re.search(r"running on (http://127\.0\.0\.1:\d+)", line)
         if found:
-            return found.group(1)
+            return found.group(1), "".join(log)
     raise AssertionError("the server did not start:\n" + "".join(log))

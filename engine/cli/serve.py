@@ -7,7 +7,7 @@ web stack (the `serve` extra) is imported only when the command runs.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -23,9 +23,12 @@ from bertonnx.cli.options import (
 )
 from bertonnx.cli.progress import status_spinner
 from bertonnx.defaults import resolve_bundle
-from bertonnx.serve.settings import SERVE_BATCH_TOKENS, ServeSettings
+from bertonnx.options import choice_enum
+from bertonnx.serve.settings import EMBEDDINGS_LONG_TEXT, SERVE_BATCH_TOKENS, ServeSettings
 
 DEFAULTS = ServeSettings()
+EmbeddingsLongText = choice_enum("EmbeddingsLongText", EMBEDDINGS_LONG_TEXT)
+DEFAULT_LONG_TEXT = EmbeddingsLongText(DEFAULTS.long_text)
 
 
 def serve(
@@ -47,6 +50,15 @@ def serve(
     max_body_bytes: Annotated[int, typer.Option(help="Largest request body")] = DEFAULTS.max_body_bytes,
     max_texts: Annotated[int, typer.Option(help="Most texts (or words) in one request")] = DEFAULTS.max_texts,
     max_text_chars: Annotated[int, typer.Option(help="Longest text, in characters")] = DEFAULTS.max_text_chars,
+    long_text: Annotated[
+        EmbeddingsLongText,
+        typer.Option(
+            help="/v1/embeddings' default for long texts (a request may choose with \"long_text\"): "
+            "sentence-transformers cuts them where the source model's encode() does (its max_seq_length, "
+            "recorded in the bundle; 256 for all-MiniLM-L6-v2), so vectors match an index built with it; "
+            "window keeps every token, averaging windows past the model maximum"
+        ),
+    ] = DEFAULT_LONG_TEXT,
     threads: Annotated[int | None, typer.Option(help="ONNX Runtime threads (default: all cores)")] = None,
     spin: Annotated[
         bool, typer.Option(help="ORT threads busy-wait between operators: lower latency, CPU burned while idle")
@@ -59,7 +71,8 @@ def serve(
 ) -> None:
     """Serve embeddings over HTTP: OpenAI-compatible /v1/embeddings, plus word-level endpoints."""
     try:
-        from bertonnx.serve.app import check_can_listen, create_app, run_server
+        from bertonnx.serve.app import create_app
+        from bertonnx.serve.server import check_can_listen, run_server
     except ImportError as error:
         raise ImportError(f"bertonnx serve needs the serve extra: pip install 'bertonnx[serve]' ({error})") from error
     from bertonnx.embedder import Embedder
@@ -73,6 +86,7 @@ def serve(
         max_body_bytes=max_body_bytes,
         max_texts=max_texts,
         max_text_chars=max_text_chars,
+        long_text=long_text.value,
     )
     with status_spinner(err, "opening the bundle") as step:
         path = resolve_bundle(bundle, step)
@@ -81,5 +95,28 @@ def serve(
             path, backend=backend.value, precision=precision.value, provider=provider.value, threads=threads,
             batch_tokens=batch_tokens, spin=spin, min_fidelity=min_fidelity,
         )
-    err.print(f"serving {path} ({embedder.bundle.manifest['source']['model']}, {embedder.dim} dims)", highlight=False)
+    line = serving_line(path, embedder.model_name, embedder.dim, embedder.runtime())
+    err.print(line, highlight=False, soft_wrap=True)  # one line, however narrow the terminal
+    cut = embedder.sentence_transformers_max_length
+    if cut is not None and settings.long_text == "sentence-transformers":
+        err.print(
+            f"/v1/embeddings cuts texts at {cut} tokens as sentence-transformers does (--long-text window keeps them)",
+            highlight=False, soft_wrap=True,
+        )
     run_server(create_app(embedder, settings), host, port, access_log=access_log)
+
+
+def serving_line(path: Path, model: str, dim: int, runtime: dict[str, Any]) -> str:
+    """The start-up line: what is served, and what actually runs it (with its fidelity when not fp32)."""
+    threads = runtime["threads"]
+    line = (
+        f"serving {path} ({model}, {dim} dims) on {runtime['backend']} {runtime['device']} {runtime['precision']}, "
+        f"{threads} thread{'' if threads == 1 else 's'}"
+    )
+    fidelity = runtime.get("fidelity")
+    if fidelity:
+        line += (
+            f"; word cosine vs {fidelity['reference']} min {fidelity['word_min_cosine']:.5f}, "
+            f"mean {fidelity['word_mean_cosine']:.5f}"
+        )
+    return line

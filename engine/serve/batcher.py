@@ -3,7 +3,8 @@
 A collector task on the event loop takes waiting requests until the batch holds
 `max_batch_tokens` tokens or the oldest request has waited `max_wait`, groups
 them by task (the same kind and options) and hands each group to one Embedder
-call on a single worker thread. While that thread runs the model, new requests
+call on a single worker thread. A request's payload is whatever `compute`
+takes, already tokenized: the Batcher never sees raw text, only its size. While that thread runs the model, new requests
 queue up, so the batches grow with the load by themselves. The collector waits
 only while other requests are on their way (being tokenized, see `expecting`):
 a lone request never pays max_wait. The event loop only moves futures; it
@@ -16,7 +17,7 @@ import asyncio
 import math
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence, Sized
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -35,10 +36,12 @@ class Task:
     pooling: str = "mean"
     normalize: bool = False  # sentences only
     long_text: str = "window"
+    max_length: int | None = None  # sentences only: cut each text here, as sentence-transformers does
 
 
 Compute = Callable[[Task, list[Any]], Sequence[Any]]
-"""Runs one task over many texts and returns one result per text, in order."""
+"""Runs one task over the payloads of one or more requests, merged; returns one result per item of
+every payload, in order (`len(payload)` results for each)."""
 BatchObserver = Callable[[int, int, int, float], None]
 """Called after each batch with (requests, texts, tokens, seconds)."""
 
@@ -46,7 +49,7 @@ BatchObserver = Callable[[int, int, int, float], None]
 @dataclass(eq=False)
 class _Job:
     task: Task
-    texts: list[Any]
+    payload: Sized  # len(payload) results are due, e.g. one per text
     tokens: int
     future: asyncio.Future[Sequence[Any]]
     enqueued: float  # loop.time() when submitted
@@ -118,8 +121,13 @@ class Batcher:
             self._expected -= 1
             self._arrived.set()
 
-    async def submit(self, task: Task, texts: list[Any], tokens: int) -> Sequence[Any]:
-        """Queue texts for the model and wait for their results.
+    async def submit(self, task: Task, payload: Sized, tokens: int) -> Sequence[Any]:
+        """Queue a request's payload (e.g. its tokenized texts) for the model and wait for its results.
+
+        Args:
+            task: what to compute; requests with equal tasks share one `compute` call.
+            payload: handed to `compute` as it is, merged with others; `len(payload)` results come back.
+            tokens: what the payload costs in the queue and in a batch's budget.
 
         Raises:
             TooLarge: `tokens` exceeds the whole queue.
@@ -139,7 +147,7 @@ class Batcher:
                 retry_after=self._retry_after(),
             )
         loop = asyncio.get_running_loop()
-        job = _Job(task, texts, tokens, loop.create_future(), loop.time())
+        job = _Job(task, payload, tokens, loop.create_future(), loop.time())
         self._pending.append(job)
         self.queued_tokens += tokens
         self._arrived.set()
@@ -206,16 +214,15 @@ class Batcher:
             previous = self._tokens_per_second
             self._tokens_per_second = rate if previous == 0 else 0.8 * previous + 0.2 * rate
         if self.observe is not None:
-            self.observe(len(batch), sum(len(job.texts) for job in batch), tokens, seconds)
+            self.observe(len(batch), sum(len(job.payload) for job in batch), tokens, seconds)
 
     def _compute_groups(self, groups: list[list[_Job]]) -> list[tuple[_Job, Any]]:
         """Worker thread: one Embedder call per group; each job gets its results or its error."""
         return [outcome for jobs in groups for outcome in self._compute_group(jobs)]
 
     def _compute_group(self, jobs: list[_Job]) -> list[tuple[_Job, Any]]:
-        texts = [text for job in jobs for text in job.texts]
         try:
-            results = self.compute(jobs[0].task, texts)
+            results = self.compute(jobs[0].task, [job.payload for job in jobs])
         except ValueError as error:
             if len(jobs) == 1:
                 return [(jobs[0], error)]
@@ -226,6 +233,6 @@ class Batcher:
         outcomes = []
         start = 0
         for job in jobs:
-            outcomes.append((job, results[start : start + len(job.texts)]))
-            start += len(job.texts)
+            outcomes.append((job, results[start : start + len(job.payload)]))
+            start += len(job.payload)
         return outcomes

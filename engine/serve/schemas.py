@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from bertonnx.errors import InputError
 from bertonnx.options import LongText, Unknown, WordPooling
 from bertonnx.serve.errors import TooLarge
-from bertonnx.serve.settings import ServeSettings
+from bertonnx.serve.settings import EmbeddingsLongText, ServeSettings
 from bertonnx.tokenize import TextInput
 
 EncodingFormat = Literal["float", "base64"]
@@ -28,6 +28,9 @@ class EmbeddingsRequest(_Body):
     encoding_format: EncodingFormat = "float"
     dimensions: int | None = Field(None, description="Accepted only when it equals the model's width.")
     user: str | None = Field(None, max_length=256, description="Accepted and ignored, as OpenAI clients send it.")
+    long_text: EmbeddingsLongText | None = Field(
+        None, description="sentence-transformers (cut as encode() does) or window; default: the server's --long-text."
+    )
 
     @field_validator("input", mode="before")
     @classmethod

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from typing import Literal, get_args
 
 SERVE_BATCH_TOKENS = 256
-"""Padded tokens per model run when serving (bulk jobs use the Embedder's 8192).
+"""Padded tokens per model run when serving (bulk jobs use bertonnx.embedder.DEFAULT_BATCH_TOKENS, 1024).
 
 A server's merged batch is a few dozen texts of mixed length; in one big run
 their padding costs more than batching saves (all-MiniLM-L6-v2, 2-core EPYC,
@@ -13,6 +14,17 @@ their padding costs more than batching saves (all-MiniLM-L6-v2, 2-core EPYC,
 run -> 115). Runs of ~256 padded tokens, cut from the length-sorted batch, keep
 padding near 10% and still amortise the per-run cost.
 """
+
+EmbeddingsLongText = Literal["sentence-transformers", "window"]
+"""How /v1/embeddings treats a long text.
+
+"sentence-transformers": cut it at the source model's `max_seq_length` (the bundle
+records it as sentence_transformers_max_length; 256 for all-MiniLM-L6-v2), as
+`SentenceTransformer.encode` does, so vectors match an index built with it. A bundle
+without that record did not come from sentence-transformers: its texts are windowed.
+"window": keep every token, averaging overlapping windows past the model maximum.
+"""
+EMBEDDINGS_LONG_TEXT: tuple[str, ...] = get_args(EmbeddingsLongText)
 
 
 @dataclass(frozen=True)
@@ -25,10 +37,15 @@ class ServeSettings:
     max_body_bytes: int = 2 * 1024 * 1024  # request body, before JSON parsing
     max_texts: int = 2048  # texts (or words, for /embed/static) per request
     max_text_chars: int = 32768  # characters per text
+    long_text: EmbeddingsLongText = "sentence-transformers"  # /v1/embeddings' default; a request may choose
 
     def __post_init__(self) -> None:
+        if self.long_text not in EMBEDDINGS_LONG_TEXT:
+            raise ValueError(f"long_text must be one of {', '.join(EMBEDDINGS_LONG_TEXT)}, got {self.long_text!r}")
         for field in fields(self):
             value = getattr(self, field.name)
+            if isinstance(value, str):
+                continue
             minimum = 0 if field.name == "max_wait_ms" else 1
             if not value >= minimum:  # written so that NaN fails too
                 raise ValueError(f"{field.name} must be at least {minimum}, got {value}")
