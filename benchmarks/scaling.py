@@ -46,9 +46,9 @@ from bertonnx.benchmarks.machine import cpu_times, describe_machine
 from bertonnx.benchmarks.workloads import Vocabulary
 from bertonnx.defaults import resolve_bundle
 from bertonnx.embedder import Embedder
-from bertonnx.io.sinks import read_vectors
+from bertonnx.io.formats import read_vectors
 from bertonnx.jobs.bulk import BulkOptions, embed_file
-from bertonnx.jobs.distributed import DEFAULT_BATCH_LINES, Workers, embed_files, plan_inputs, read_output
+from bertonnx.jobs.ray import DEFAULT_BATCH_LINES, Workers, embed_files, plan_inputs, read_output
 
 console = Console()
 QUIET = 0.03  # others' CPU share under which the machine counts as quiet before a run

@@ -105,6 +105,29 @@ class Prepared:
     def __len__(self) -> int:
         return len(self.pieces)
 
+    def select(self, keep: NDArray[np.bool_]) -> Prepared:
+        """The texts where `keep` is True, still tokenized."""
+        return Prepared(pieces=tuple(p for p, k in zip(self.pieces, keep) if k), tokens=self.tokens[keep])
+
+    @property
+    def has_words(self) -> NDArray[np.bool_]:
+        """(N,) False for a text without words (blank, or only characters the tokenizer drops)."""
+        return np.array([len(p.words) > 0 for p in self.pieces], dtype=bool)
+
+
+@dataclass(frozen=True)
+class WordRows:
+    """The words of many texts as flat rows, in text order, then word order."""
+
+    words: tuple[str, ...]  # (W,)
+    vectors: NDArray[np.float32]  # (W, H), or (W, 2H) for first_last
+    text: NDArray[np.int64]  # (W,) the text each word belongs to
+    word: NDArray[np.int64]  # (W,) its index within that text
+    spans: NDArray[np.int64]  # (W, 2) [start, end) in its text's word pieces
+    unknown: NDArray[np.bool_]  # (W,)
+    words_per_text: NDArray[np.int64]  # (N,)
+    truncated: NDArray[np.bool_]  # (N,) long_text="truncate" dropped words of this text
+
 
 @dataclass(frozen=True)
 class StaticVectors:
@@ -296,6 +319,30 @@ class Embedder:
         Returns:
             One WordVectors per text, in input order.
         """
+        rows = self.contextual_rows(texts, pooling, long_text)
+        bounds = np.cumsum(rows.words_per_text)[:-1]
+        offset = 0
+        results = []
+        for count, vectors, spans, unknown, truncated in zip(
+            rows.words_per_text.tolist(),
+            np.split(rows.vectors, bounds),
+            np.split(rows.spans, bounds),
+            np.split(rows.unknown, bounds),
+            rows.truncated,
+        ):
+            words = rows.words[offset : offset + count]
+            offset += count
+            results.append(WordVectors(words=words, vectors=vectors, spans=spans, unknown=unknown,
+                                       truncated=bool(truncated)))
+        return results
+
+    def contextual_rows(
+        self,
+        texts: Sequence[TextInput] | Prepared,
+        pooling: WordPooling = "mean",
+        long_text: LongText = "window",
+    ) -> WordRows:
+        """`contextual` as flat rows, one a word of every text: for bulk jobs, which write rows, not lists."""
         check_choice(pooling, WORD_POOLING_MODES)
         pieces, truncated = self._fit(list(self.prepare(texts).pieces), long_text)
         forward = self._forward(pieces, sentence_pooling=None)
@@ -304,22 +351,20 @@ class Embedder:
         starts = run_starts(text_of_piece * (1 + piece_word.max(initial=0)) + piece_word)  # (W,)
         vectors = pool_pieces(forward.hidden, starts, pooling)  # (W, H)
         all_ids = np.concatenate([p.ids for p in pieces] or [np.zeros(0, np.int64)])
-        unknown = self._unknown(all_ids, starts)
-        words_per_text = np.array([len(p.words) for p in pieces], dtype=np.int64)
-        bounds = np.cumsum(words_per_text)[:-1]
+        words_per_text = np.array([len(p.words) for p in pieces], dtype=np.int64)  # (N,)
+        first_word = np.cumsum(words_per_text) - words_per_text
         local_starts = starts - np.repeat(np.cumsum([0] + [p.ids.size for p in pieces])[:-1], words_per_text)
         local_ends = np.append(starts[1:], all_ids.size) - (starts - local_starts)
-        spans = np.stack([local_starts, local_ends], axis=1)  # (W, 2)
-        return [
-            WordVectors(words=p.words, vectors=v, spans=s, unknown=u, truncated=bool(t))
-            for p, v, s, u, t in zip(
-                pieces,
-                np.split(vectors, bounds),
-                np.split(spans, bounds),
-                np.split(unknown, bounds),
-                truncated,
-            )
-        ]
+        return WordRows(
+            words=tuple(word for p in pieces for word in p.words),
+            vectors=vectors,
+            text=np.repeat(np.arange(len(pieces), dtype=np.int64), words_per_text),
+            word=np.arange(int(words_per_text.sum()), dtype=np.int64) - np.repeat(first_word, words_per_text),
+            spans=np.stack([local_starts, local_ends], axis=1),
+            unknown=self._unknown(all_ids, starts),
+            words_per_text=words_per_text,
+            truncated=truncated,
+        )
 
     def sentences(
         self,

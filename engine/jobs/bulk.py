@@ -271,32 +271,44 @@ def embed_slices(
 
 
 def embed_lines(embedder: Embedder, chunk: list[Line], options: BulkOptions, report: BulkReport) -> Rows:
-    """Lines -> their rows, in line order; bad lines fail or are skipped into the report."""
-    problems = _problems(embedder, chunk, options)
+    """Lines -> their rows, in line order; bad lines fail or are skipped into the report.
+
+    Each text is tokenized once: the pieces that tell a line has no words are the
+    ones embedded (a static word is split once more, by the table lookup).
+    """
+    problems = [_text_problem(line.text, options.mode) for line in chunk]
+    texts = _texts(chunk, problems)
+    if options.mode == "static":
+        words = [text.strip() for text in texts]
+        _flag(problems, words, ~embedder.tokenizer.has_pieces(words), _no_words)
+        words = [text.strip() for text in _texts(chunk, problems)]
+        policy = "unk" if options.unknown == "error" else options.unknown  # unknown words are flagged below
+        found = embedder.static_lookup(words, pooling=options.pooling, unknown=policy)
+        vectors = found.vectors
+        if options.unknown == "error":
+            _flag(problems, words, found.unknown, lambda word: _Problem(
+                f"maps to the unknown token ({preview(word)})", "--unknown unk|zero embeds it anyway"))
+            vectors = vectors[~found.unknown]
+    else:
+        prepared = embedder.prepare(texts)
+        _flag(problems, texts, ~prepared.has_words, _no_words)
+        prepared = prepared.select(prepared.has_words)
     for line, problem in zip(chunk, problems):
         if problem is not None:
             _bad(line, problem, options, report)
     kept = [line for line, problem in zip(chunk, problems) if problem is None]
     numbers = np.array([line.number for line in kept], dtype=np.int64)  # (L,)
-    texts = [line.text for line in kept]
     if options.mode == "contextual":
-        results = embedder.contextual(texts, pooling=options.pooling, long_text=options.long_text)
-        counts = np.array([len(result.words) for result in results], dtype=np.int64)  # (L,)
-        first_row = np.cumsum(counts) - counts
-        word = np.arange(int(counts.sum())) - np.repeat(first_row, counts)  # (N,) index within its line
-        empty = np.zeros((0, output_width(embedder.bundle, options)), np.float32)
-        vectors = np.concatenate([result.vectors for result in results] or [empty])
-        keys = [word for result in results for word in result.words]
-        return Rows(keys, vectors, np.stack([np.repeat(numbers, counts), word], axis=1))
+        rows = embedder.contextual_rows(prepared, pooling=options.pooling, long_text=options.long_text)
+        return Rows(list(rows.words), rows.vectors, np.stack([numbers[rows.text], rows.word], axis=1))
     ids = np.stack([numbers, np.zeros_like(numbers)], axis=1)  # (L, 2): one row a line
     if options.mode == "static":
-        words = [text.strip() for text in texts]
-        return Rows(words, embedder.static(words, pooling=options.pooling, unknown=options.unknown), ids)
+        return Rows([line.text.strip() for line in kept], vectors, ids)
     vectors = embedder.sentences(
-        texts, pooling=options.pooling, normalize=options.normalize, long_text=options.long_text,
+        prepared, pooling=options.pooling, normalize=options.normalize, long_text=options.long_text,
         max_length=options.max_length,
     )
-    return Rows(texts, vectors, ids)
+    return Rows([line.text for line in kept], vectors, ids)
 
 
 @dataclass(frozen=True)
@@ -307,17 +319,8 @@ class _Problem:
     hint: str = SKIP_HINT
 
 
-def _problems(embedder: Embedder, chunk: list[Line], options: BulkOptions) -> list[_Problem | None]:
-    """Per line, why it cannot be embedded, cheapest checks first; None for a line that is fine."""
-    problems = [_text_problem(line.text, options.mode) for line in chunk]
-    texts = _texts(chunk, problems)
-    _flag(problems, texts, ~embedder.tokenizer.has_pieces(texts),
-          lambda text: _Problem("has no words (only characters the tokenizer drops)"))
-    if options.mode == "static" and options.unknown == "error":
-        words = [text.strip() for text in _texts(chunk, problems)]
-        _flag(problems, words, embedder.find_unknown(words), lambda word: _Problem(
-            f"maps to the unknown token ({preview(word)})", "--unknown unk|zero embeds it anyway"))
-    return problems
+def _no_words(text: str) -> _Problem:
+    return _Problem("has no words (only characters the tokenizer drops)")
 
 
 def _text_problem(text: str, mode: str) -> _Problem | None:
