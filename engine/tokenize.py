@@ -335,8 +335,9 @@ def word_char_spans(text: str, offsets: NDArray[np.int64], piece_word: NDArray[n
     previous_end = np.concatenate(([0], end[:-1]))
     start = np.minimum(start, np.maximum(after_space, previous_end))
     for word in np.flatnonzero(start == end).tolist():
-        start[word], end[word] = _whitespace_around(space, int(start[word]), int(previous_end[word]),
-                                                    int(next_start[word]))
+        start[word], end[word] = _whitespace_around(
+            space, int(start[word]), int(previous_end[word]), int(next_start[word])
+        )
     return np.stack([start, end], axis=1)
 
 

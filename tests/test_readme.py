@@ -79,7 +79,7 @@ def help_text(*command: str) -> str:
 
 @pytest.mark.parametrize("command", ["", *command_listing()])
 def test_help_names_values_as_a_user_types_them(command: str) -> None:
-    """No Python types (<bool>, <str>, <list[Path]>): flags show nothing, options TEXT, INTEGER, PATH or their choices."""
+    """No Python types (<bool>, <str>, <list[Path]>): flags show nothing; options TEXT, INTEGER, PATH or choices."""
     text = help_text(*command.split())
     assert not re.search(r"<(bool|str|int|float|path|list)\b|list\[|\bPath\b|int range", text), text
     if command == "embed":
