@@ -105,6 +105,16 @@ class Prepared:
     def __len__(self) -> int:
         return len(self.pieces)
 
+    @classmethod
+    def join(cls, parts: Sequence[Prepared]) -> Prepared:
+        """Several prepared inputs as one, in order: e.g. concurrent requests merged into one call."""
+        if len(parts) == 1:
+            return parts[0]
+        return cls(
+            pieces=tuple(text for part in parts for text in part.pieces),
+            tokens=np.concatenate([part.tokens for part in parts] or [np.zeros(0, np.int64)]),
+        )
+
     def select(self, keep: NDArray[np.bool_]) -> Prepared:
         """The texts where `keep` is True, still tokenized."""
         return Prepared(pieces=tuple(p for p, k in zip(self.pieces, keep) if k), tokens=self.tokens[keep])

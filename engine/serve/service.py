@@ -115,7 +115,7 @@ class Service:
 
     def _compute(self, task: Task, parts: list[Prepared]) -> Sequence[Any]:
         """The worker thread's one Embedder call for the requests merged under `task`."""
-        prepared = merge(parts)
+        prepared = Prepared.join(parts)
         if task.kind == "sentences":
             return self.embedder.sentences(prepared, task.pooling, task.normalize, task.long_text, task.max_length)
         return self.embedder.contextual(prepared, task.pooling, task.long_text)
@@ -134,16 +134,6 @@ def queued_tokens(prepared: Prepared, cut: int | None) -> int:
     """Positions the model will run for these texts, each cut to `cut` positions where one is given."""
     tokens = prepared.tokens if cut is None else np.minimum(prepared.tokens, cut)  # (N,)
     return int(tokens.sum())
-
-
-def merge(parts: Sequence[Prepared]) -> Prepared:
-    """Several requests' prepared texts as one, in order, for one Embedder call."""
-    if len(parts) == 1:
-        return parts[0]
-    return Prepared(
-        pieces=tuple(text for part in parts for text in part.pieces),
-        tokens=np.concatenate([part.tokens for part in parts]),
-    )
 
 
 def _spans(text: TextPieces) -> NDArray[np.int64]:
