@@ -65,6 +65,8 @@ def main(
         workloads=WorkloadSpec(corpus_texts=corpus_texts, repeat=repeat),
         threads=n_threads,
         providers=providers,
+        backends=("all",),
+        memory=True,
         title="all-MiniLM-L6-v2",
     )
     show(run_benchmark(config, _say), out_dir / "minilm")
@@ -77,6 +79,7 @@ def main(
             workloads=WorkloadSpec(families=("latency", "grid"), batch_sizes=(1, 8), seq_lens=(16, 128), repeat=repeat),
             threads=n_threads,
             providers=providers,
+            backends=("all",),
             title="BERT-base size, random weights",
             note=BERT_BASE_NOTE,
         )
