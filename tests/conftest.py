@@ -145,6 +145,22 @@ def build_tiny_electra(folder: Path, seed: int = 0) -> Path:
     return folder
 
 
+SLOW_FIXTURES = frozenset({"default_model", "default_bundle"})
+"""The real all-MiniLM-L6-v2: exporting it takes ~20 s, and every test using it runs a 6-layer model."""
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark `slow` every test that needs the real model or a Ray cluster (fixtures named *_cluster).
+
+    One rule here rather than a mark on each test: a new test that asks for one
+    of these fixtures is slow, and kept out of the fast loop (-m "not slow"), by itself.
+    """
+    for item in items:
+        names = set(getattr(item, "fixturenames", ()))
+        if names & SLOW_FIXTURES or any(name.endswith("_cluster") for name in names):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def bertonnx_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """Caches (compiled models, fidelity figures, the default bundle) in a folder of this test run's own."""
