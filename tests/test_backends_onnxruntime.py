@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_cli import one_line_error, run
 
 from bertonnx import Embedder, OptionError, ProviderError
 from bertonnx.backends.onnxruntime import (
@@ -120,3 +121,34 @@ def test_spinning_is_off_unless_asked_for_and_changes_no_vector(tiny_bundle: Pat
     assert default.backend.info.spin is False and chosen.backend.info.spin is spin
     texts = ["the queen of the kingdom", "apple music"]
     np.testing.assert_array_equal(chosen.sentences(texts), default.sentences(texts))
+
+
+@pytest.mark.parametrize(
+    "provider,threads,error,message",
+    [
+        ("tpu", None, OptionError, "unknown provider 'tpu'; expected one of auto, cpu, cuda, tensorrt"),
+        ("CPUExecutionProvider", None, OptionError, "unknown provider 'CPUExecutionProvider'"),
+        ("cpu", 0, ValueError, "threads must be a positive whole number, got 0"),
+        ("cpu", -4, ValueError, "threads must be a positive whole number, got -4"),
+    ],
+)
+def test_impossible_session_requests_fail_at_load(tiny_bundle: Path, provider: str, threads: int | None,
+                                                  error: type, message: str) -> None:
+    with pytest.raises(error, match=message):
+        Embedder.load(tiny_bundle, provider=provider, threads=threads)
+
+
+def test_cuda_build_without_a_gpu(tiny_bundle: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """onnxruntime-gpu on a machine without a GPU: ONNX Runtime quietly runs on the CPU. Asked for
+    "cuda", that is an error (API and CLI); asked for "auto", a warning and the CPU."""
+    import onnxruntime
+
+    monkeypatch.setattr(onnxruntime, "get_available_providers",
+                        lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    with pytest.raises(ProviderError, match="could not use it"):
+        Embedder.load(tiny_bundle, provider="cuda")
+    with pytest.warns(RuntimeWarning, match="running on CPUExecutionProvider"):
+        assert Embedder.load(tiny_bundle, provider="auto").backend.info.device == "CPUExecutionProvider"
+    words = tmp_path / "words.txt"
+    words.write_text("king\n")
+    one_line_error(run("embed", tiny_bundle, "--static", "--provider", "cuda", "-i", words), "could not use it")

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_cli import one_line_error, run
 
 from bertonnx import BundleError, Embedder, ProviderError, load_bundle
 from bertonnx.bundle import sha256_file
@@ -97,3 +98,83 @@ def test_graph_that_onnxruntime_cannot_read(bundle_copy: Path) -> None:
     reseal(bundle_copy, "model.onnx")
     with pytest.raises(ProviderError, match=r"model\.onnx: ONNX Runtime cannot load it"):
         Embedder.load(bundle_copy, provider="cpu")
+
+
+@pytest.mark.parametrize("name", ["static_table.npy", "tokenizer.json"])
+def test_a_missing_file_is_named(bundle_copy: Path, name: str) -> None:
+    (bundle_copy / name).unlink()
+    with pytest.raises(BundleError, match=rf"{name}: missing from the bundle"):
+        load_bundle(bundle_copy)
+
+
+@pytest.mark.parametrize("name", ["model.onnx", "static_table.npy", "tokenizer.json"])
+def test_a_required_file_the_manifest_does_not_list(bundle_copy: Path, name: str) -> None:
+    edit_manifest(bundle_copy, lambda m: m["files"].pop(name))
+    with pytest.raises(BundleError, match=rf"manifest\.json: 'files' does not list {name}"):
+        load_bundle(bundle_copy)
+
+
+@pytest.mark.parametrize("name", ["model.onnx", "static_table.npy", "config.json"])
+def test_one_flipped_byte_fails_the_checksum(bundle_copy: Path, name: str) -> None:
+    path = bundle_copy / name
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+    with pytest.raises(BundleError, match=rf"{name}: checksum does not match"):
+        load_bundle(bundle_copy)
+
+
+def test_a_truncated_table_is_named(bundle_copy: Path) -> None:
+    path = bundle_copy / "static_table.npy"
+    path.write_bytes(path.read_bytes()[:-100])
+    with pytest.raises(BundleError, match=r"static_table\.npy: \d+ bytes, the manifest says \d+"):
+        load_bundle(bundle_copy)
+
+
+def test_a_table_of_the_wrong_dtype_is_named(bundle_copy: Path) -> None:
+    table = np.load(bundle_copy / "static_table.npy")
+    np.save(bundle_copy / "static_table.npy", table.astype(np.float64))
+    reseal(bundle_copy, "static_table.npy")
+    with pytest.raises(BundleError, match=r"static_table\.npy: expected a float32 table .* found float64"):
+        Embedder.load(bundle_copy, provider="cpu")
+
+
+@pytest.mark.parametrize(
+    "change,message",
+    [
+        (lambda m: m.pop("format_version"), "format_version missing"),
+        (lambda m: m.update(format_version="2"), "format_version missing"),
+        (lambda m: m.update(format="other-bundle"), "not a bertonnx-bundle manifest"),
+        (lambda m: m["model"].update(hidden_size="32"), "model.hidden_size must be a positive whole number"),
+        (lambda m: m["model"].update(max_length=0), "model.max_length must be a positive whole number"),
+        (lambda m: m["model"].update(vocab_size=True), "model.vocab_size must be a positive whole number"),
+        (lambda m: m["files"].update({"a\x00b": {"sha256": "0" * 64}}), "is not a usable path"),
+        (lambda m: m["files"].update({"x" * 5000: {"sha256": "0" * 64}}), "is not a usable path"),
+    ],
+    ids=["no version", "version as text", "foreign format", "hidden size as text", "max length 0",
+         "vocabulary size true", "NUL in a file name", "file name too long"],
+)
+def test_a_manifest_that_does_not_make_sense_is_named(bundle_copy: Path, change, message: str) -> None:
+    edit_manifest(bundle_copy, change)
+    with pytest.raises(BundleError, match=rf"manifest\.json: .*{message}"):
+        load_bundle(bundle_copy)
+
+
+def test_a_deeply_nested_manifest_is_invalid_json_not_a_crash(bundle_copy: Path) -> None:
+    (bundle_copy / "manifest.json").write_text("[" * 100_000)
+    with pytest.raises(BundleError, match=r"manifest\.json: not valid JSON"):
+        load_bundle(bundle_copy)
+
+
+def test_a_max_length_without_room_for_text_is_refused(bundle_copy: Path) -> None:
+    edit_manifest(bundle_copy, lambda m: m["model"].update(max_length=2))
+    with pytest.raises(ValueError, match="max_length 2 leaves no room for text next to the 2 special tokens"):
+        Embedder.load(bundle_copy, provider="cpu")
+
+
+def test_the_cli_names_the_damaged_file(bundle_copy: Path, tmp_path: Path) -> None:
+    (bundle_copy / "model.onnx").write_bytes(b"")
+    words = tmp_path / "words.txt"
+    words.write_text("king\n")
+    one_line_error(run("info", bundle_copy), "model.onnx: 0 bytes, the manifest says")
+    one_line_error(run("embed", bundle_copy, "--static", "-i", words), "model.onnx: 0 bytes, the manifest says")

@@ -223,3 +223,12 @@ def test_cli_choices_match_the_engine() -> None:
     assert tuple(p.value for p in UnknownPolicy) == UNKNOWN_POLICIES
     assert tuple(p.value for p in LongText) == LONG_TEXT_POLICIES
     assert tuple(p.value for p in OnError) == ON_ERROR
+
+
+def test_cli_refuses_unknown_providers_and_negative_threads(tiny_bundle: Path, tmp_path: Path) -> None:
+    words = tmp_path / "words.txt"
+    words.write_text("king\n")
+    one_line_error(run("embed", tiny_bundle, "--static", "--threads", "-1", "-i", words),
+                   "threads must be a positive whole number, got -1", code=2)
+    one_line_error(run("embed", tiny_bundle, "--static", "--provider", "tpu", "-i", words),
+                   "Invalid value for '--provider': 'tpu' is not one of 'auto', 'cpu', 'cuda', 'tensorrt'", code=2)

@@ -1,4 +1,4 @@
-"""Invariants (issue 6), property-tested with hypothesis on the tiny model.
+"""Embedder invariants, property-tested with hypothesis on the tiny model, and one Embedder under 8 threads.
 
 Examples are few and derandomized (a fixed sequence per test), so a run is
 repeatable; each model call costs about a millisecond here.
@@ -7,6 +7,8 @@ repeatable; each model call costs about a millisecond here.
 from __future__ import annotations
 
 import random
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -14,12 +16,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from numpy.typing import NDArray
 from test_batching import context_bound
+from test_embedder_input import HOSTILE_ALPHABET, run_alone
+from test_jobs_bulk_faults import VOCABULARY
 from test_pooling import slow_pool
-from test_reliability_input import HOSTILE_ALPHABET, run_alone
 
 from bertonnx import Embedder
 from bertonnx.batching import plan_windows
-from bertonnx.jobs.bulk import BulkOptions, BulkReport, Line, embed_file, embed_lines
 from bertonnx.options import WORD_POOLING_MODES
 from bertonnx.pooling import pool_pieces
 
@@ -31,6 +33,7 @@ WORDS = [
     ",", ".", "?", "🙂", "語",  # punctuation; [UNK]
 ]
 GIANT = "zq" * 35  # 70 pieces: longer than a window (62), so its pieces come from several windows
+
 
 word_lists = st.lists(st.sampled_from(WORDS), max_size=30)
 texts = word_lists.map(" ".join) | word_lists.filter(bool)  # raw strings or pre-split words
@@ -90,23 +93,6 @@ def test_the_words_of_any_raw_string_give_it_back_pre_split(tiny: Embedder, text
     np.testing.assert_array_equal(split.vectors, raw.vectors)
 
 
-@settings(max_examples=60, deadline=None, derandomize=True)
-@given(
-    sizes=st.lists(st.integers(1, 5), min_size=1, max_size=20),
-    seed=st.integers(0, 2**16),
-    mode=st.sampled_from(WORD_POOLING_MODES),
-)
-def test_pooling_through_an_index_matches_the_slow_reference(sizes: list[int], seed: int, mode: str) -> None:
-    """The static path pools table rows through `index` without gathering them first."""
-    rng = np.random.default_rng(seed)
-    table = rng.normal(size=(50, 3)).astype(np.float32)
-    ids = rng.integers(0, 50, size=sum(sizes))
-    starts = np.cumsum([0, *sizes])[:-1].astype(np.int64)
-    groups = [list(range(a, a + k)) for a, k in zip(starts.tolist(), sizes)]
-    expected = slow_pool(table[ids], groups, mode).reshape(len(sizes), -1)
-    np.testing.assert_allclose(pool_pieces(table, starts, mode, index=ids), expected, rtol=1e-6, atol=1e-7)
-
-
 @PROPERTY
 @given(batch=st.lists(word_lists.filter(bool), min_size=1, max_size=5), mode=st.sampled_from(WORD_POOLING_MODES))
 def test_pooling_modes_match_the_slow_reference_on_the_model(tiny: Embedder, batch: list[list[str]],
@@ -149,44 +135,6 @@ def test_static_chunking_across_the_tokenizers_own_groups(tiny: Embedder) -> Non
     np.testing.assert_array_equal(np.concatenate(parts), whole)
 
 
-def test_bulk_output_does_not_depend_on_chunk_lines(tiny: Embedder, tmp_path: Path) -> None:
-    source = tmp_path / "words.txt"
-    source.write_text("\n".join(f"{WORDS[i % 16]}{i % 50}" for i in range(40)) + "\n")
-    outputs = set()
-    for chunk_lines in (1, 7, 40, 20_000):
-        out = tmp_path / f"out{chunk_lines}.txt"
-        embed_file(tiny, source, out, BulkOptions(mode="static", chunk_lines=chunk_lines))
-        outputs.add(out.read_bytes())
-    assert len(outputs) == 1
-
-
-@PROPERTY
-@given(lines=st.lists(texts.map(lambda text: text if isinstance(text, str) else " ".join(text)) | st.just("  "),
-                      min_size=1, max_size=12),
-       mode=st.sampled_from(["contextual", "sentences", "static"]))
-def test_each_bulk_row_names_the_line_it_came_from(tiny: Embedder, lines: list[str], mode: str) -> None:
-    """Rows.ids maps every row back to its line and word: each kept line's rows, in order, equal the line alone."""
-    chunk = [Line(number=10 + index, text=text, end_byte=0) for index, text in enumerate(lines)]
-    options = BulkOptions(mode=mode, on_error="skip", unknown="unk")
-    report = BulkReport()
-    rows = embed_lines(tiny, chunk, options, report)
-    skipped = {number for number, _ in report.skipped}
-    several_words = mode == "static"  # --static takes one word a line
-    assert skipped == {line.number for line in chunk if not line.text.strip() or
-                       (several_words and len(line.text.split()) > 1)}
-    expected_lines, expected_words, expected_keys = [], [], []
-    for line in chunk:
-        if line.number in skipped:
-            continue
-        alone = embed_lines(tiny, [line], options, BulkReport())
-        expected_lines += [line.number] * len(alone)
-        expected_words += list(range(len(alone)))
-        expected_keys += alone.keys
-        np.testing.assert_allclose(rows.vectors[rows.ids[:, 0] == line.number], alone.vectors, rtol=0, atol=TOLERANCE)
-    assert rows.ids[:, 0].tolist() == expected_lines and rows.ids[:, 1].tolist() == expected_words
-    assert rows.keys == expected_keys
-
-
 @settings(max_examples=25, deadline=None, derandomize=True)
 @given(text=long_texts)
 def test_each_word_of_a_long_text_is_its_windows_own_vector(tiny: Embedder, text: str) -> None:
@@ -212,3 +160,69 @@ def test_each_word_of_a_long_text_is_its_windows_own_vector(tiny: Embedder, text
     tokens = np.array([len(states) for states in alone], dtype=np.float64)[:, None]
     weighted = (np.stack([states.mean(0) for states in alone]) * tokens).sum(0) / tokens.sum()
     np.testing.assert_allclose(tiny.sentences([text])[0], weighted, rtol=0, atol=1e-5)
+
+
+# -- concurrency --------------------------------------------------------------
+
+
+CALLS = 10_000
+THREADS = 8
+
+
+def make_calls(count: int, seed: int) -> list[tuple[str, object, dict[str, object]]]:
+    """Mixed calls: static, contextual (some long enough for windows) and sentences, varied texts."""
+    rng = random.Random(seed)
+    words = [*VOCABULARY, "Queen", "🙂", "語", "x", "zq"]
+
+    def text() -> str:
+        length = rng.choice([0, 1, 3, 8, 20]) if rng.random() > 0.02 else 150
+        return " ".join(rng.choices(words, k=length))
+
+    calls: list[tuple[str, object, dict[str, object]]] = []
+    for _ in range(count):
+        kind = rng.choice(["static", "contextual", "sentences"])
+        if kind == "static":
+            pooling = rng.choice(["mean", "first", "last", "first_last", "max", "sum"])
+            calls.append((kind, rng.choices(words, k=rng.randint(1, 6)), {"pooling": pooling, "unknown": "unk"}))
+        elif kind == "contextual":
+            pooling = rng.choice(["mean", "first_last", "max"])
+            calls.append((kind, [text() for _ in range(rng.randint(1, 3))], {"pooling": pooling}))
+        else:
+            options = {"pooling": rng.choice(["mean", "cls"]), "normalize": rng.random() < 0.5}
+            calls.append((kind, [text() for _ in range(rng.randint(1, 3))], options))
+    return calls
+
+
+def perform(embedder: Embedder, call: tuple[str, object, dict[str, object]]) -> list[np.ndarray]:
+    kind, inputs, options = call
+    if kind == "contextual":
+        return [result.vectors for result in embedder.contextual(inputs, **options)]  # type: ignore[arg-type]
+    return [getattr(embedder, kind)(inputs, **options)]
+
+
+def test_one_embedder_shared_by_8_threads_matches_serial_use(tiny_bundle: Path) -> None:
+    """10,000 mixed calls, serially and then from 8 threads at once: identical results, exact
+    counters, no crash; a deadlock fails at the timeout instead of hanging the suite."""
+    embedder = Embedder.load(tiny_bundle, provider="cpu", threads=2)
+    calls = make_calls(CALLS, seed=6)
+    serial = [perform(embedder, call) for call in calls]
+    texts_after_serial = embedder.stats.texts
+
+    order = list(range(CALLS))
+    random.Random(7).shuffle(order)
+    start = threading.Barrier(THREADS)
+
+    def worker(share: list[int]) -> list[tuple[int, list[np.ndarray]]]:
+        start.wait()
+        return [(index, perform(embedder, calls[index])) for index in share]
+
+    with ThreadPoolExecutor(max_workers=THREADS) as pool:
+        futures = [pool.submit(worker, order[t::THREADS]) for t in range(THREADS)]
+        threaded = [item for future in futures for item in future.result(timeout=600)]
+
+    assert sorted(index for index, _ in threaded) == list(range(CALLS))
+    for index, arrays in threaded:
+        assert len(arrays) == len(serial[index])
+        for got, expected in zip(arrays, serial[index]):
+            assert np.array_equal(got, expected), f"call {index} {calls[index][0]} differs under threads"
+    assert embedder.stats.texts == 2 * texts_after_serial  # RunStats counted every call exactly once

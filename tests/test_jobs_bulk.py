@@ -7,10 +7,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from test_cli import one_line_error, run
+from test_embedder_input import MEGABYTE, SHORT_MESSAGE
+from test_embedder_invariants import PROPERTY, TOLERANCE, WORDS, texts
 
 from bertonnx import Embedder
 from bertonnx.io.formats import ids_path, read_table
+from bertonnx.io.sinks import read_vectors
 from bertonnx.jobs import bulk
 from bertonnx.jobs.bulk import BulkOptions, BulkReport, Line, embed_file, embed_lines, embed_slices
 
@@ -132,3 +137,157 @@ def test_help_says_one_mode_is_required() -> None:
         result = run(command, "--help")
         assert "Required: exactly one of --static, --contextual, --sentences." in result.stdout
     assert "--max-length" in run("embed", "--help").stdout
+
+
+HOSTILE_LINES = "king\n\n \t \n\x00\n\u200b\u200d\nqueen\n...\n"
+
+
+@pytest.mark.parametrize("mode", ["static", "contextual", "sentences"])
+def test_cli_skips_lines_without_words_and_names_each(tiny: Embedder, tiny_bundle: Path, tmp_path: Path,
+                                                     mode: str) -> None:
+    source = tmp_path / "lines.txt"
+    source.write_text(HOSTILE_LINES, encoding="utf-8")
+    out = tmp_path / "out.npy"
+    result = run("embed", tiny_bundle, f"--{mode}", "-i", source, "-o", out, "--on-error", "skip",
+                 "--backend", "onnxruntime")  # as `tiny` runs
+    assert result.exit_code == 0, result.output
+    skipped = [line for line in result.stderr.splitlines() if line.startswith("skipped line")]
+    assert skipped == [
+        "skipped line 2: is blank",
+        "skipped line 3: is blank",
+        "skipped line 4: contains a NUL byte (binary or UTF-16 input?)",
+        "skipped line 5: has no words (only characters the tokenizer drops)",
+    ]
+    keys, vectors = read_vectors(out)
+    good = ["king", "queen", "..."]
+    if mode == "static":
+        assert keys == good
+        np.testing.assert_array_equal(vectors, tiny.static(good))
+    elif mode == "sentences":
+        assert keys == good
+        np.testing.assert_allclose(vectors, tiny.sentences(good), atol=1e-6)
+    else:
+        assert keys == ["king", "queen", ".", ".", "."]
+        np.testing.assert_allclose(vectors, np.concatenate([r.vectors for r in tiny.contextual(good)]), atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "content,message",
+    [
+        ("king\n\u200b\nqueen\n", "line 2 has no words"),
+        ("king\nqu\x00een\n", "line 2 contains a NUL byte"),
+        ("king\n\u0301\n\n", "line 2 has no words"),  # reported in line order, before line 3's blank
+    ],
+)
+@pytest.mark.parametrize("mode", ["static", "contextual", "sentences"])
+def test_cli_stops_at_the_first_line_without_words(tiny_bundle: Path, tmp_path: Path, mode: str, content: str,
+                                                   message: str) -> None:
+    source = tmp_path / "lines.txt"
+    source.write_text(content, encoding="utf-8")
+    out = tmp_path / "out.jsonl"
+    one_line_error(run("embed", tiny_bundle, f"--{mode}", "-i", source, "-o", out), message)
+    assert not out.exists()
+
+
+def test_a_megabyte_line_on_the_command_line(tiny_bundle: Path, tmp_path: Path) -> None:
+    source = tmp_path / "big.txt"
+    source.write_text(f"king\n{'b' * MEGABYTE}\nqueen\n", encoding="utf-8")
+    out = tmp_path / "out.npy"
+    failed = run("embed", tiny_bundle, "--static", "-i", source, "-o", out)
+    one_line_error(failed, "line 2 maps to the unknown token")
+    assert all(len(line) < SHORT_MESSAGE for line in failed.stderr.splitlines())
+    skipped = run("embed", tiny_bundle, "--static", "-i", source, "-o", out, "--on-error", "skip")
+    assert skipped.exit_code == 0 and read_vectors(out)[0] == ["king", "queen"]
+
+
+def test_non_utf8_in_a_later_chunk_names_line_and_byte_offset(tiny_bundle: Path, tmp_path: Path) -> None:
+    """CRLF endings and multi-byte characters before the bad byte are counted in bytes."""
+    source = tmp_path / "mixed.txt"
+    source.write_bytes("king\r\nqueen\r\ncafé\r\nman\r\n".encode() + b"wom\xe4n\r\n")
+    out = tmp_path / "out.npy"
+    one_line_error(run("embed", tiny_bundle, "--static", "-i", source, "-o", out, "--chunk-lines", "2",
+                       "--unknown", "unk"),
+                   "line 5 is not valid UTF-8 (byte offset 28)")
+    assert not out.exists()
+
+
+def test_non_utf8_on_stdin_names_line_and_byte_offset(tiny_bundle: Path) -> None:
+    one_line_error(run("embed", tiny_bundle, "--contextual", stdin=b"the king\n\xff queen\n"),
+                   "stdin: line 2 is not valid UTF-8 (byte offset 9)")
+
+
+def test_a_byte_order_mark_is_not_part_of_the_first_word(tiny_bundle: Path, tmp_path: Path) -> None:
+    source = tmp_path / "bom.txt"
+    source.write_bytes(b"\xef\xbb\xbfking\r\nqueen\r\n")
+    out = tmp_path / "out.txt"
+    assert run("embed", tiny_bundle, "--static", "-i", source, "-o", out).exit_code == 0
+    assert read_vectors(out)[0] == ["king", "queen"]
+    source.write_bytes(b"\xef\xbb\xbfcaf\xe9\n")  # offsets still count the mark's three bytes
+    one_line_error(run("embed", tiny_bundle, "--static", "-i", source, "-o", out),
+                   "line 1 is not valid UTF-8 (byte offset 6)")
+
+
+@pytest.mark.parametrize("mode", ["contextual", "sentences"])
+def test_crlf_and_a_missing_final_newline_change_nothing(tiny_bundle: Path, tmp_path: Path, mode: str) -> None:
+    texts = ["The king is wise.", "How much is an Apple music account?", "queen"]
+    unix, windows = tmp_path / "unix.txt", tmp_path / "windows.txt"
+    unix.write_bytes(("\n".join(texts) + "\n").encode())
+    windows.write_bytes("\r\n".join(texts).encode())
+    outputs = []
+    for source in (unix, windows):
+        out = tmp_path / f"{source.stem}.jsonl"
+        assert run("embed", tiny_bundle, f"--{mode}", "-i", source, "-o", out).exit_code == 0
+        outputs.append(out.read_bytes())
+    assert outputs[0] == outputs[1] and b"\\r" not in outputs[1]
+
+
+@pytest.mark.parametrize("mode", ["contextual", "sentences"])
+@pytest.mark.parametrize("content", [b"", b"\n\n\r\n"], ids=["empty file", "only blank lines"])
+def test_a_file_without_text_writes_an_empty_output(tiny_bundle: Path, tmp_path: Path, mode: str,
+                                                    content: bytes) -> None:
+    source = tmp_path / "nothing.txt"
+    source.write_bytes(content)
+    out = tmp_path / "out.npy"
+    result = run("embed", tiny_bundle, f"--{mode}", "-i", source, "-o", out, "--on-error", "skip",
+                 "--backend", "onnxruntime")  # as `tiny` runs
+    assert result.exit_code == 0, result.output
+    keys, vectors = read_vectors(out)
+    assert keys == [] and vectors.shape == (0, 32)
+
+
+def test_bulk_output_does_not_depend_on_chunk_lines(tiny: Embedder, tmp_path: Path) -> None:
+    source = tmp_path / "words.txt"
+    source.write_text("\n".join(f"{WORDS[i % 16]}{i % 50}" for i in range(40)) + "\n")
+    outputs = set()
+    for chunk_lines in (1, 7, 40, 20_000):
+        out = tmp_path / f"out{chunk_lines}.txt"
+        embed_file(tiny, source, out, BulkOptions(mode="static", chunk_lines=chunk_lines))
+        outputs.add(out.read_bytes())
+    assert len(outputs) == 1
+
+
+@PROPERTY
+@given(lines=st.lists(texts.map(lambda text: text if isinstance(text, str) else " ".join(text)) | st.just("  "),
+                      min_size=1, max_size=12),
+       mode=st.sampled_from(["contextual", "sentences", "static"]))
+def test_each_bulk_row_names_the_line_it_came_from(tiny: Embedder, lines: list[str], mode: str) -> None:
+    """Rows.ids maps every row back to its line and word: each kept line's rows, in order, equal the line alone."""
+    chunk = [Line(number=10 + index, text=text, end_byte=0) for index, text in enumerate(lines)]
+    options = BulkOptions(mode=mode, on_error="skip", unknown="unk")
+    report = BulkReport()
+    rows = embed_lines(tiny, chunk, options, report)
+    skipped = {number for number, _ in report.skipped}
+    several_words = mode == "static"  # --static takes one word a line
+    assert skipped == {line.number for line in chunk if not line.text.strip() or
+                       (several_words and len(line.text.split()) > 1)}
+    expected_lines, expected_words, expected_keys = [], [], []
+    for line in chunk:
+        if line.number in skipped:
+            continue
+        alone = embed_lines(tiny, [line], options, BulkReport())
+        expected_lines += [line.number] * len(alone)
+        expected_words += list(range(len(alone)))
+        expected_keys += alone.keys
+        np.testing.assert_allclose(rows.vectors[rows.ids[:, 0] == line.number], alone.vectors, rtol=0, atol=TOLERANCE)
+    assert rows.ids[:, 0].tolist() == expected_lines and rows.ids[:, 1].tolist() == expected_words
+    assert rows.keys == expected_keys

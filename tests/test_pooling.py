@@ -94,3 +94,20 @@ def test_pooling_through_an_index_equals_pooling_the_gathered_rows(mode: str) ->
     ids = np.array([3, 3, 7, 49, 0, 12, 12, 12, 5])
     starts = np.array([0, 2, 3, 5, 8])
     np.testing.assert_array_equal(pool_pieces(table, starts, mode, index=ids), pool_pieces(table[ids], starts, mode))
+
+
+@settings(max_examples=60, deadline=None, derandomize=True)
+@given(
+    sizes=st.lists(st.integers(1, 5), min_size=1, max_size=20),
+    seed=st.integers(0, 2**16),
+    mode=st.sampled_from(WORD_POOLING_MODES),
+)
+def test_pooling_through_an_index_matches_the_slow_reference(sizes: list[int], seed: int, mode: str) -> None:
+    """The static path pools table rows through `index` without gathering them first."""
+    rng = np.random.default_rng(seed)
+    table = rng.normal(size=(50, 3)).astype(np.float32)
+    ids = rng.integers(0, 50, size=sum(sizes))
+    starts = np.cumsum([0, *sizes])[:-1].astype(np.int64)
+    groups = [list(range(a, a + k)) for a, k in zip(starts.tolist(), sizes)]
+    expected = slow_pool(table[ids], groups, mode).reshape(len(sizes), -1)
+    np.testing.assert_allclose(pool_pieces(table, starts, mode, index=ids), expected, rtol=1e-6, atol=1e-7)
