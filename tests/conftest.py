@@ -145,8 +145,9 @@ def build_tiny_electra(folder: Path, seed: int = 0) -> Path:
     return folder
 
 
-SLOW_FIXTURES = frozenset({"default_model", "default_bundle"})
-"""The real all-MiniLM-L6-v2: exporting it takes ~20 s, and every test using it runs a 6-layer model."""
+SLOW_FIXTURES = frozenset({"default_model", "default_bundle", "tiny_report", "fuzz_server"})
+"""The real all-MiniLM-L6-v2 (exporting it takes ~20 s, and every test using it runs a 6-layer model);
+a whole benchmark run (tiny_report, ~20 s); the server fuzzed over HTTP (fuzz_server, 150 requests a case)."""
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -163,6 +163,7 @@ def test_bad_lines_fail_or_are_skipped_as_asked(tiny_bundle: Path, tmp_path: Pat
     kept = run("embed", tiny_bundle, "--static", "-i", path, "-o", out, "--on-error", "skip", "--unknown", "unk")
     assert kept.exit_code == 0 and read_vectors(out)[0] == ["king", "🙂", "queen"]
 
+@pytest.mark.slow
 
 def test_a_killed_bulk_job_resumes_to_identical_bytes(tiny_bundle: Path, tmp_path: Path) -> None:
     source = tmp_path / "corpus.txt"

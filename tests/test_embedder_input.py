@@ -161,6 +161,7 @@ def test_a_megabyte_word_is_one_unknown_word(tiny: Embedder) -> None:
     assert result.words == (word,) and result.unknown.tolist() == [True]
     assert tiny.contextual([" " * MEGABYTE])[0].words == ()
 
+@pytest.mark.slow
 
 def test_a_megabyte_text_goes_through_windows(tiny: Embedder) -> None:
     """About 200k words (258k pieces, 8.4k windows): every word comes back, each with the vector

@@ -12,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from numpy.typing import NDArray
@@ -51,6 +52,7 @@ def window_states(embedder: Embedder, ids: NDArray[np.int64]) -> NDArray[np.floa
     return run_alone(embedder, ids)[prefix : prefix + ids.size]
 
 
+@pytest.mark.slow
 @PROPERTY
 @given(
     batch=st.lists(texts | long_texts, min_size=1, max_size=10),
@@ -199,7 +201,7 @@ def perform(embedder: Embedder, call: tuple[str, object, dict[str, object]]) -> 
         return [result.vectors for result in embedder.contextual(inputs, **options)]  # type: ignore[arg-type]
     return [getattr(embedder, kind)(inputs, **options)]
 
-
+@pytest.mark.slow
 def test_one_embedder_shared_by_8_threads_matches_serial_use(tiny_bundle: Path) -> None:
     """10,000 mixed calls, serially and then from 8 threads at once: identical results, exact
     counters, no crash; a deadlock fails at the timeout instead of hanging the suite."""

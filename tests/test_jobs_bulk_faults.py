@@ -26,6 +26,8 @@ from test_io_sinks import leftovers, output_bytes, output_files
 
 from bertonnx.io.sinks import partial_dir, sidecar_path
 
+pytestmark = pytest.mark.slow  # real processes killed mid-job and real full disks: seconds a case
+
 CLI = [sys.executable, "-c", "from bertonnx.cli.app import main; main()"]
 ENV = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
 VOCABULARY = "the king queen man woman apple music rule kingdom wise kind great band unable embedding , .".split()

@@ -489,6 +489,7 @@ def test_odd_but_valid_text(server: Server) -> None:
     assert reply.status_code == 200, reply.text
     assert [tuple(d["words"]) for d in reply.json()["data"]] == [r.words for r in server.embedder.contextual(texts)]
 
+@pytest.mark.slow
 
 def test_a_megabyte_string_when_the_limits_allow_it(tiny_bundle: Path) -> None:
     text = "the king is wise and the queen is kind " * 27_000  # ~1 MB
