@@ -32,14 +32,14 @@ console = Console()
 CHILD = """
 import json, sys, time, gc
 kind, source, threads, spin, calls = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4] == "1", int(sys.argv[5])
-text = sys.argv[6]
+text, backend, precision = sys.argv[6], sys.argv[7], sys.argv[8]
 if kind == "pytorch":
     from bertonnx.benchmarks.systems import SystemSpec, build_system
     system = build_system(SystemSpec("pytorch", "pytorch", "contextual", source, "cpu", threads))
     run = lambda: system.run([text])
 else:
     from bertonnx.embedder import Embedder
-    embedder = Embedder.load(source, provider="cpu", threads=threads, spin=spin)
+    embedder = Embedder.load(source, backend=backend, precision=precision, threads=threads, spin=spin)
     run = lambda: embedder.contextual([text])
 for _ in range(20):
     run()
@@ -61,22 +61,30 @@ def main(
     calls: Annotated[int, typer.Option(help="Timed calls per process")] = 300,
     threads: Annotated[int, typer.Option(help="Threads for every system")] = 2,
     out: Annotated[Path, typer.Option(help="report.json and report.md go here")] = Path("benchmarks/results/spin"),
+    backends: Annotated[
+        str, typer.Option(help="Comma-separated: onnxruntime (spin off and on), or openvino:PRECISION")
+    ] = "onnxruntime",
 ) -> None:
     """p50 latency of one short sentence, each system alone in its own process."""
-    systems = [("pytorch", str(torch_model), False)] + [
-        (f"bertonnx {bundle.name}", str(bundle), spin) for bundle in bundles for spin in (False, True)
+    chosen = [entry.strip() for entry in backends.split(",") if entry.strip()]
+    systems = [("pytorch", str(torch_model), False, "")] + [
+        (f"bertonnx {bundle.name}", str(bundle), spin, entry)
+        for bundle in bundles
+        for entry in chosen
+        for spin in ((False, True) if entry == "onnxruntime" else (False,))  # spinning is ONNX Runtime's
     ]
     found: dict[str, list[float]] = {_label(*system): [] for system in systems}
     for round_ in range(rounds):
-        for kind, source, spin in systems[round_ % len(systems):] + systems[: round_ % len(systems)]:
+        for kind, source, spin, entry in systems[round_ % len(systems):] + systems[: round_ % len(systems)]:
+            backend, _, precision = (entry or "onnxruntime").partition(":")
             child = subprocess.run(
                 [sys.executable, "-c", CHILD, "pytorch" if kind == "pytorch" else "bertonnx", source, str(threads),
-                 "1" if spin else "0", str(calls), SHORT_SENTENCE],
+                 "1" if spin else "0", str(calls), SHORT_SENTENCE, backend, precision or "auto"],
                 capture_output=True, text=True, check=True,
             )
             p50 = json.loads(child.stdout.strip().splitlines()[-1])["p50_ms"]
-            found[_label(kind, source, spin)].append(p50)
-            console.print(f"round {round_ + 1}: {_label(kind, source, spin)} p50 {p50:.2f} ms")
+            found[_label(kind, source, spin, entry)].append(p50)
+            console.print(f"round {round_ + 1}: {_label(kind, source, spin, entry)} p50 {p50:.2f} ms")
             time.sleep(1)
     medians = {label: statistics.median(values) for label, values in found.items()}
     torch_p50 = medians[_label(*systems[0])]
@@ -90,8 +98,10 @@ def main(
     console.print("\n".join(lines))
 
 
-def _label(kind: str, source: str, spin: bool) -> str:
-    return "pytorch eager" if kind == "pytorch" else f"{kind} spin {'on' if spin else 'off'}"
+def _label(kind: str, source: str, spin: bool, entry: str) -> str:
+    if kind == "pytorch":
+        return "pytorch eager"
+    return f"{kind} {entry.replace(':', ' ')}" + (f" spin {'on' if spin else 'off'}" if entry == "onnxruntime" else "")
 
 
 if __name__ == "__main__":

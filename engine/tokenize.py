@@ -325,6 +325,8 @@ def word_char_spans(text: str, offsets: NDArray[np.int64], piece_word: NDArray[n
     first = run_starts(piece_word)  # (W,)
     start = np.minimum.reduceat(offsets[:, 0], first)  # (W,)
     end = np.maximum.reduceat(offsets[:, 1], first)  # (W,)
+    if text.isascii() and text.isprintable() and bool((start < end).all()):
+        return np.stack([start, end], axis=1)  # no character was normalised away: the offsets are the words
     size = len(text)
     space = np.isin(np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32), _WHITESPACE)
     spaces = np.append(np.flatnonzero(space), size)  # (S+1,) with a sentinel at the end
