@@ -5,8 +5,8 @@
 - One infer request per calling thread, so one Embedder is safe to share.
 - Two compiled forms of the one graph: a latency model (one stream using
   every thread) runs single batches; for a call of many batches a throughput
-  model (one stream per thread, compiled on first use) runs them side by side
-  through an AsyncInferQueue. On 2 cores that is ~1.6x the latency model's
+  model (one stream per thread, compiled on first use) runs them side by side,
+  a request per stream. On 2 cores that is ~1.6x the latency model's
   throughput on a mixed-length corpus (benchmarks/README.md).
 - Batches are padded to a multiple of 16 positions: fewer shapes to prepare
   kernels for, and AMX tiles are 16 rows.
@@ -21,6 +21,7 @@
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -48,6 +49,12 @@ def openvino_module() -> Any:
     except ImportError as error:
         raise missing_extra("the openvino backend", "openvino", error) from error
     return openvino
+
+
+@functools.cache
+def _core() -> Any:
+    """One OpenVINO Core for the process, as OpenVINO advises: it owns the plugins and their thread pools."""
+    return openvino_module().Core()
 
 
 def openvino_version() -> str:
@@ -85,7 +92,7 @@ class OpenVinoBackend:
         hint = _PRECISION_HINT[precision]
         if precision == "int8" and not native_bf16:
             hint = "f32"
-        core = ov.Core()
+        core = _core()
         try:
             model = core.read_model(str(model_path))
         except Exception as error:  # OpenVINO raises RuntimeError subclasses of its own
@@ -95,7 +102,7 @@ class OpenVinoBackend:
         except Exception as error:
             raise BackendError(f"{model_path}: the graph has no output {output!r} ({_first_line(error)})") from error
         config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": hint, "INFERENCE_NUM_THREADS": n_threads}
-        self._ov, self._core, self._model, self._config, self._path = ov, core, model, config, model_path
+        self._core, self._model, self._config, self._path = core, model, config, model_path
         self._cache = cache_dir
         self._compiled = self._compile("LATENCY", 1)
         self._streams = n_threads
@@ -134,21 +141,31 @@ class OpenVinoBackend:
         return np.array(request.get_output_tensor(0).data, dtype=np.float32, copy=True)
 
     def run_many(self, output: str, batches: Sequence[Feeds]) -> list[NDArray[np.float32]]:
-        """Several batches side by side, one stream per thread; results in the order given."""
+        """Several batches side by side, one stream per thread; results in the order given.
+
+        Round robin over this thread's requests of the throughput model, with no
+        Python callback: OpenVINO's own threads then never need the GIL, which a
+        callback does and which deadlocks a compiled model destroyed under the GIL.
+        """
         self._check(output)
         if len(batches) < 2 or self._streams < 2:
             return [self.run(output, feeds) for feeds in batches]
-        queue = self._ov.AsyncInferQueue(self._throughput_model(), self._streams)
-        results: list[NDArray[np.float32] | None] = [None] * len(batches)
-
-        def keep(request: Any, index: int) -> None:
-            results[index] = np.array(request.get_output_tensor(0).data, dtype=np.float32, copy=True)
-
-        queue.set_callback(keep)
-        for index, feeds in enumerate(batches):
-            queue.start_async(self._feeds(feeds), userdata=index)
-        queue.wait_all()
-        return results  # type: ignore[return-value] # every slot filled by wait_all
+        requests = self._stream_requests()
+        results: list[NDArray[np.float32]] = []
+        in_flight: list[Any] = []  # requests started, oldest first; batch i runs on requests[i % streams]
+        try:
+            for index, feeds in enumerate(batches):
+                if len(in_flight) == len(requests):
+                    results.append(_finish(in_flight.pop(0)))
+                request = requests[index % len(requests)]
+                request.start_async(self._feeds(feeds), share_inputs=True)
+                in_flight.append(request)
+            while in_flight:
+                results.append(_finish(in_flight.pop(0)))
+        finally:
+            for request in in_flight:  # an error above: let what runs finish before its inputs go
+                request.wait()
+        return results
 
     def _check(self, output: str) -> None:
         if output not in self.info.outputs:
@@ -168,11 +185,21 @@ class OpenVinoBackend:
         except Exception as error:
             raise BackendError(f"{self._path}: OpenVINO cannot compile this graph ({_first_line(error)})") from error
 
-    def _throughput_model(self) -> Any:
-        with self._throughput_lock:
-            if self._throughput is None:
-                self._throughput = self._compile("THROUGHPUT", self._streams)
-            return self._throughput
+    def _stream_requests(self) -> list[Any]:
+        """This thread's requests of the throughput model (compiled on first use), one per stream."""
+        requests = getattr(self._local, "streams", None)
+        if requests is None:
+            with self._throughput_lock:
+                if self._throughput is None:
+                    self._throughput = self._compile("THROUGHPUT", self._streams)
+            requests = self._local.streams = [self._throughput.create_infer_request() for _ in range(self._streams)]
+        return requests
+
+
+def _finish(request: Any) -> NDArray[np.float32]:
+    """Wait for a started request and copy its output out (the request reuses the buffer)."""
+    request.wait()
+    return np.array(request.get_output_tensor(0).data, dtype=np.float32, copy=True)
 
 
 def _loaded_from_cache(compiled: Any) -> bool | None:
