@@ -142,13 +142,13 @@ def build_workloads(
             workloads.append(_contextual(family, "one short sentence", (SHORT_SENTENCE,), tokenizer, shape, spec))
         elif family == "grid":
             for seq_len in spec.seq_lens:
-                if seq_len > tokenizer.max_length or seq_len <= _n_special(tokenizer):
+                if seq_len > tokenizer.max_length or seq_len <= tokenizer.n_special:
                     skipped.append(Skipped(f"grid t{seq_len}", f"the model takes 3 to {tokenizer.max_length} tokens"))
                     continue
                 for batch in spec.batch_sizes:
                     rng = np.random.default_rng([spec.seed, batch, seq_len])
                     texts = tuple(
-                        words.exact_text(seq_len - _n_special(tokenizer), rng, tokenizer) for _ in range(batch)
+                        words.exact_text(seq_len - tokenizer.n_special, rng, tokenizer) for _ in range(batch)
                     )
                     workloads.append(
                         _contextual(family, f"b{batch} x t{seq_len}", texts, tokenizer, shape, spec, batch, seq_len)
@@ -234,7 +234,7 @@ class Vocabulary:
 def token_lengths(tokenizer: Tokenizer, texts: Sequence[str]) -> NDArray[np.int64]:
     """(N,) tokens of each text as the model sees it, special tokens included."""
     pieces = tokenizer.split(list(texts))
-    return np.array([p.ids.size for p in pieces], dtype=np.int64) + _n_special(tokenizer)
+    return np.array([p.ids.size for p in pieces], dtype=np.int64) + tokenizer.n_special
 
 
 def _contextual(
@@ -282,7 +282,3 @@ def _repeat(family: str, repeat: int) -> int:
 
 def _sentence(words: list[str]) -> str:
     return " ".join(words).rstrip(",").capitalize() + "."
-
-
-def _n_special(tokenizer: Tokenizer) -> int:
-    return len(tokenizer.prefix_ids) + len(tokenizer.suffix_ids)

@@ -235,8 +235,7 @@ class Embedder:
         if isinstance(texts, Prepared):
             return texts
         pieces = tuple(self.tokenizer.split(_as_list(texts)))
-        n_special = len(self.tokenizer.prefix_ids) + len(self.tokenizer.suffix_ids)
-        tokens = np.array([p.ids.size + n_special for p in pieces], dtype=np.int64)
+        tokens = np.array([p.ids.size + self.tokenizer.n_special for p in pieces], dtype=np.int64)
         return Prepared(pieces=pieces, tokens=tokens)
 
     def count_tokens(self, texts: Sequence[TextInput]) -> NDArray[np.int64]:
@@ -418,8 +417,7 @@ class Embedder:
 
     def _room(self, max_length: int) -> int:
         """Content pieces that fit in `max_length` positions next to the special tokens."""
-        specials = len(self.tokenizer.prefix_ids) + len(self.tokenizer.suffix_ids)
-        room = check_positive("max_length", max_length) - specials
+        room = check_positive("max_length", max_length) - self.tokenizer.n_special
         if max_length > self.tokenizer.max_length or room < 1:
             raise OptionError(
                 f"max_length must leave room for text and be at most the model's {self.tokenizer.max_length}, "
@@ -465,7 +463,7 @@ class Embedder:
             owner.extend([index] * len(plan.starts))
         seq_len = np.array([s.size for s in sequences], dtype=np.int64)  # (S,)
         seq_offset = np.cumsum(seq_len) - seq_len
-        n_special = len(self.tokenizer.prefix_ids) + len(self.tokenizer.suffix_ids)
+        n_special = self.tokenizer.n_special
         multiple = self.backend.info.pad_multiple
         padded = -(-(seq_len + n_special) // multiple) * multiple  # (S,) positions each sequence will take
         batches = plan_batches(padded, self.batch_tokens)

@@ -74,7 +74,7 @@ class Tokenizer:
         if self.window < 1:
             raise BundleError(
                 f"max_length {max_length} leaves no room for text next to the "
-                f"{len(self.prefix_ids) + len(self.suffix_ids)} special tokens"
+                f"{self.n_special} special tokens"
             )
         self.pad_id = _token_id(backend, ("[PAD]", "<pad>"), default=0)
         self.unk_id = _token_id(backend, ("[UNK]", "<unk>"), default=-1)
@@ -86,7 +86,12 @@ class Tokenizer:
     @property
     def window(self) -> int:
         """Content pieces that fit in one model run, next to the special tokens."""
-        return self.max_length - len(self.prefix_ids) - len(self.suffix_ids)
+        return self.max_length - self.n_special
+
+    @property
+    def n_special(self) -> int:
+        """Special tokens around every sequence ([CLS] and [SEP] for BERT)."""
+        return len(self.prefix_ids) + len(self.suffix_ids)
 
     def split(self, texts: Sequence[TextInput]) -> list[TextPieces]:
         """Tokenize raw strings or pre-split word lists, keeping each piece's word.
