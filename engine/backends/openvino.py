@@ -52,7 +52,7 @@ def openvino_module() -> Any:
 
 
 @functools.cache
-def _core() -> Any:
+def shared_core() -> Any:
     """One OpenVINO Core for the process, as OpenVINO advises: it owns the plugins and their thread pools."""
     return openvino_module().Core()
 
@@ -92,7 +92,7 @@ class OpenVinoBackend:
         hint = _PRECISION_HINT[precision]
         if precision == "int8" and not native_bf16:
             hint = "f32"
-        core = _core()
+        core = shared_core()
         try:
             model = core.read_model(str(model_path))
         except Exception as error:  # OpenVINO raises RuntimeError subclasses of its own

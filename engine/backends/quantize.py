@@ -42,10 +42,10 @@ def quantized_graph(bundle: Bundle, tokenizer: Tokenizer, cache: Path) -> Path:
         import nncf
     except ImportError as error:
         raise missing_extra("openvino int8 (quantising with NNCF)", "openvino", error) from error
-    from bertonnx.backends.openvino import openvino_module
+    from bertonnx.backends.openvino import openvino_module, shared_core
 
     ov = openvino_module()
-    model = ov.Core().read_model(str(bundle.model_path))
+    model = shared_core().read_model(str(bundle.model_path))
     feeds = calibration_feeds(tokenizer, [param.get_any_name() for param in model.inputs])
     try:
         quantized = nncf.quantize(
