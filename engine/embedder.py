@@ -16,7 +16,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from bertonnx.backends import Backend, Opened, open_backend
-from bertonnx.batching import BatchStats, batch_stats, plan_batches, plan_windows
+from bertonnx.batching import BatchStats, WindowPlan, batch_stats, plan_batches, plan_windows
 from bertonnx.bundle import CONTEXTUAL_OUTPUT, Bundle, load_bundle
 from bertonnx.errors import OptionError, TextTooLongError, UnknownWordError
 from bertonnx.options import (
@@ -425,6 +425,10 @@ class Embedder:
             )
         return room
 
+    def unknown_pieces(self, ids: NDArray[np.int64], starts: NDArray[np.int64]) -> NDArray[np.bool_]:
+        """(W,) True for each run of pieces (a word: ids[starts[i]:starts[i+1]]) holding the unknown token."""
+        return self._unknown(ids, starts)
+
     def _unknown(self, ids: NDArray[np.int64], starts: NDArray[np.int64]) -> NDArray[np.bool_]:
         if starts.size == 0:
             return np.zeros(0, dtype=bool)
@@ -447,44 +451,14 @@ class Embedder:
 
     def _forward(self, pieces: list[TextPieces], sentence_pooling: str | None) -> _Forward:
         """Run every text through the model in token-budget batches and stitch windows."""
-        window = self.tokenizer.window
-        # Each text becomes one sequence, or several overlapping windows laid out consecutively.
-        sequences: list[NDArray[np.int64]] = []
-        owner: list[int] = []
-        plans = {}
-        for index, text in enumerate(pieces):
-            if text.ids.size <= window:
-                sequences.append(text.ids)
-                owner.append(index)
-                continue
-            plan = plan_windows(text.piece_word, window)
-            plans[index] = (len(sequences), plan)
-            sequences.extend(text.ids[start:end] for start, end in zip(plan.starts, plan.ends))
-            owner.extend([index] * len(plan.starts))
+        sequences, owner, plans = self._plan(pieces)
         seq_len = np.array([s.size for s in sequences], dtype=np.int64)  # (S,)
         seq_offset = np.cumsum(seq_len) - seq_len
-        n_special = self.tokenizer.n_special
-        multiple = self.backend.info.pad_multiple
-        padded = -(-(seq_len + n_special) // multiple) * multiple  # (S,) positions each sequence will take
-        batches = plan_batches(padded, self.batch_tokens)
-        self.stats.add(len(pieces), batch_stats(seq_len + n_special, batches))
-
-        flat = np.empty((int(seq_len.sum()), self.dim), dtype=np.float32)  # (sum S_len, H)
-        seq_sentence = np.empty((len(sequences), self.dim), dtype=np.float32)  # (S, H)
-        seq_tokens = seq_len + n_special
-        info = self.backend.info
-        for group in _groups(batches, GROUP_BATCHES):
-            packed = [self.tokenizer.pack([sequences[i] for i in batch], info.pad_multiple) for batch in group]
-            outputs = self.backend.run_many(CONTEXTUAL_OUTPUT, [encoded.feeds(info.inputs) for encoded in packed])
-            for batch, encoded, hidden in zip(group, packed, outputs):  # hidden: (B, T, H)
-                lengths = seq_len[batch]
-                dest = np.repeat(seq_offset[batch] - (np.cumsum(lengths) - lengths), lengths)
-                dest += np.arange(dest.size)
-                flat[dest] = hidden[encoded.content_rows, encoded.content_cols]
-                if sentence_pooling is not None:
-                    seq_sentence[batch] = pool_sentences(hidden, encoded.attention_mask, sentence_pooling)
-
+        flat, seq_sentence = self.run_sequences(sequences, sentence_pooling)
+        with self.stats.lock:
+            self.stats.texts += len(pieces)
         owner_arr = np.array(owner, dtype=np.int64)
+        seq_tokens = seq_len + self.tokenizer.n_special
         sentence = self._text_sentences(seq_sentence, seq_tokens, owner_arr, len(pieces), sentence_pooling)
         if not plans:
             return _Forward(hidden=flat, sentence=sentence)
@@ -498,6 +472,57 @@ class Embedder:
             rows = seq_offset[seq_start] + plan.flat_index  # windows' rows are consecutive in `flat`
             source[text_offset[index] : text_offset[index] + text_len[index]] = rows
         return _Forward(hidden=flat[source], sentence=sentence)
+
+    def _plan(
+        self, pieces: list[TextPieces]
+    ) -> tuple[list[NDArray[np.int64]], list[int], dict[int, tuple[int, WindowPlan]]]:
+        """Each text as one sequence, or several overlapping windows laid out consecutively."""
+        window = self.tokenizer.window
+        sequences: list[NDArray[np.int64]] = []
+        owner: list[int] = []
+        plans: dict[int, tuple[int, WindowPlan]] = {}
+        for index, text in enumerate(pieces):
+            if text.ids.size <= window:
+                sequences.append(text.ids)
+                owner.append(index)
+                continue
+            plan = plan_windows(text.piece_word, window)
+            plans[index] = (len(sequences), plan)
+            sequences.extend(text.ids[start:end] for start, end in zip(plan.starts, plan.ends))
+            owner.extend([index] * len(plan.starts))
+        return sequences, owner, plans
+
+    def run_sequences(
+        self, sequences: list[NDArray[np.int64]], sentence_pooling: str | None
+    ) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+        """Sequences of content pieces (each at most `tokenizer.window`) through the model in token-budget batches.
+
+        Returns:
+            (sum of lengths, H) the content pieces' final states, sequence after sequence, and
+            (S, H) each sequence's sentence vector (only when `sentence_pooling` is given).
+        """
+        seq_len = np.array([s.size for s in sequences], dtype=np.int64)  # (S,)
+        seq_offset = np.cumsum(seq_len) - seq_len
+        n_special = self.tokenizer.n_special
+        info = self.backend.info
+        multiple = info.pad_multiple
+        padded = -(-(seq_len + n_special) // multiple) * multiple  # (S,) positions each sequence will take
+        batches = plan_batches(padded, self.batch_tokens)
+        self.stats.add(0, batch_stats(seq_len + n_special, batches))
+
+        flat = np.empty((int(seq_len.sum()), self.dim), dtype=np.float32)  # (sum S_len, H)
+        seq_sentence = np.empty((len(sequences), self.dim), dtype=np.float32)  # (S, H)
+        for group in _groups(batches, GROUP_BATCHES):
+            packed = [self.tokenizer.pack([sequences[i] for i in batch], info.pad_multiple) for batch in group]
+            outputs = self.backend.run_many(CONTEXTUAL_OUTPUT, [encoded.feeds(info.inputs) for encoded in packed])
+            for batch, encoded, hidden in zip(group, packed, outputs):  # hidden: (B, T, H)
+                lengths = seq_len[batch]
+                dest = np.repeat(seq_offset[batch] - (np.cumsum(lengths) - lengths), lengths)
+                dest += np.arange(dest.size)
+                flat[dest] = hidden[encoded.content_rows, encoded.content_cols]
+                if sentence_pooling is not None:
+                    seq_sentence[batch] = pool_sentences(hidden, encoded.attention_mask, sentence_pooling)
+        return flat, seq_sentence
 
     def _text_sentences(
         self,

@@ -160,7 +160,8 @@ def test_bad_lines_fail_or_are_skipped_as_asked(tiny_bundle: Path, tmp_path: Pat
     assert skipped.exit_code == 0
     assert "skipped line 4: maps to the unknown token" in skipped.stderr
     assert read_vectors(out)[0] == ["king", "queen"]
-    kept = run("embed", tiny_bundle, "--static", "-i", path, "-o", out, "--on-error", "skip", "--unknown", "unk")
+    kept = run("embed", tiny_bundle, "--static", "-i", path, "-o", out, "--on-error", "skip", "--unknown", "unk",
+               "--force")
     assert kept.exit_code == 0 and read_vectors(out)[0] == ["king", "🙂", "queen"]
 
 @pytest.mark.slow
@@ -201,8 +202,9 @@ def test_resume_refuses_a_different_job(tiny_bundle: Path, words_file: Path, tmp
     out = tmp_path / "out.npy"
     work = partial_dir(out)
     work.mkdir()
-    (work / "state.json").write_text(json.dumps({"format": "bertonnx-sink-partial", "version": 2, "dim": 32,
-                                                  "ids": True, "fingerprint": {"mode": "contextual"}}))
+    (work / "state.json").write_text(json.dumps({"format": "bertonnx-sink-partial", "version": 3, "dim": 32,
+                                                  "ids": True, "unknown": True,
+                                                  "fingerprint": {"mode": "contextual"}}))
     result = run("embed", tiny_bundle, "--static", "-i", words_file, "-o", out, "--resume")
     one_line_error(result, "mode")
 

@@ -1,4 +1,4 @@
-"""bertonnx.io.sinks: chunked jobs round-trip every format, outputs appear atomically, killed jobs resume exactly."""
+"""bertonnx.io.sinks: jobs written in checkpointed chunks round-trip every format, outputs appear atomically, killed jobs resume exactly."""
 
 from __future__ import annotations
 
@@ -19,7 +19,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from numpy.typing import NDArray
 
-from bertonnx.io.formats import SUPPORTED_SUFFIXES, ids_path, read_table, read_vectors, sidecar_path
+from bertonnx.io.formats import SUPPORTED_SUFFIXES, RowBlock, ids_path, read_table, read_vectors, sidecar_path
+from bertonnx.io.formats import output_files as possible_files
 from bertonnx.io.keys import escape_token, read_keys
 from bertonnx.io.sinks import JobSpec, VectorSink, partial_dir
 
@@ -39,6 +40,7 @@ CHILD = """
 import json, resource, signal, sys, time
 from pathlib import Path
 import numpy as np
+from bertonnx.io.formats import RowBlock
 from bertonnx.io.sinks import JobSpec, VectorSink
 
 out, data = Path(sys.argv[1]), np.load(sys.argv[2])
@@ -48,7 +50,8 @@ if limit:
     resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.RLIM_INFINITY))
 sink = VectorSink.open(out, JobSpec(json.loads(sys.argv[5]), int(sys.argv[6])), resume=False)
 for index in range(len(data.files) // 2):
-    sink.write_chunk(index, data[f"keys{index}"].tolist(), data[f"vectors{index}"])
+    sink.append(RowBlock(data[f"keys{index}"].tolist(), data[f"vectors{index}"]))
+    sink.commit({"chunks": index + 1})
     time.sleep(delay)
 sink.finish()
 """
@@ -79,18 +82,29 @@ def concatenated(chunks: Chunks) -> tuple[list[str], NDArray[np.float32]]:
     return keys, np.concatenate([vectors for _, vectors in chunks])
 
 
-def write_job(out: Path, chunks: Chunks, spec: JobSpec = SPEC) -> Path:
-    sink = VectorSink.open(out, spec, resume=False)
+def write_chunk(
+    sink: VectorSink, index: int, keys: list[str], vectors: NDArray[np.float32], ids: NDArray[np.int64] | None = None
+) -> None:
+    """A chunk as a caller writes one: its rows, then a checkpoint after them."""
+    sink.append(RowBlock(keys, vectors, ids))
+    sink.commit({"chunks": index + 1})
+
+
+def done_chunks(sink: VectorSink) -> int:
+    """Chunks kept from the run that a resumed sink continues."""
+    return int((sink.position or {}).get("chunks", 0))
+
+
+def write_job(out: Path, chunks: Chunks, spec: JobSpec = SPEC, force: bool = False) -> Path:
+    sink = VectorSink.open(out, spec, resume=False, force=force)
     for index, (keys, vectors) in enumerate(chunks):
-        sink.write_chunk(index, keys, vectors)
+        write_chunk(sink, index, keys, vectors)
     return sink.finish()
 
 
 def output_files(out: Path) -> list[Path]:
-    """Every file that makes up `out`: a .npy output's sidecars too (ids only in jobs with ids)."""
-    if out.suffix != ".npy":
-        return [out]
-    return [out, sidecar_path(out)] + ([ids_path(out)] if ids_path(out).exists() else [])
+    """Every file that makes up `out`: a .npy output's sidecars too (ids and flags only in jobs with them)."""
+    return [path for path in possible_files(out) if path == out or path.exists()]
 
 
 def output_bytes(out: Path) -> dict[str, bytes]:
@@ -117,6 +131,15 @@ def spawn_writer(
     return subprocess.Popen(
         command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
+
+
+def checkpointed(out: Path) -> int:
+    """Chunks up to the last checkpoint on disk, read as a resume would."""
+    try:
+        state = json.loads((partial_dir(out) / "state.json").read_text())
+    except (OSError, ValueError):
+        return 0
+    return int(state.get("checkpoint", {}).get("position", {}).get("chunks", 0))
 
 
 def leftovers(directory: Path, out: Path) -> list[str]:
@@ -157,7 +180,7 @@ FINITE_FLOAT32 = st.floats(width=32, allow_nan=False, allow_infinity=False)
 def test_text_formats_keep_every_float32(tmp_path: Path, row: list[float]) -> None:
     vectors = np.array([row], dtype=np.float32)
     for suffix in (".txt", ".jsonl"):
-        out = write_job(tmp_path / f"out{suffix}", [(["k"], vectors)])
+        out = write_job(tmp_path / f"out{suffix}", [(["k"], vectors)], force=True)  # hypothesis reuses tmp_path
         assert read_vectors(out)[1].tobytes() == vectors.tobytes()
 
 
@@ -248,9 +271,8 @@ def test_killed_run_resumes_to_identical_bytes(tmp_path: Path, suffix: str) -> N
     reference = write_job(tmp_path / "reference" / f"out{suffix}", chunks)
     out = tmp_path / "run" / f"out{suffix}"
     child = spawn_writer(tmp_path, out, chunks, delay=0.05, limit=0)
-    third = partial_dir(out) / "chunk-000002.npy"
     deadline = time.monotonic() + 15
-    while not third.exists() and child.poll() is None and time.monotonic() < deadline:
+    while checkpointed(out) < 3 and child.poll() is None and time.monotonic() < deadline:
         time.sleep(0.005)
     child.send_signal(signal.SIGKILL)
     child.communicate()
@@ -258,9 +280,9 @@ def test_killed_run_resumes_to_identical_bytes(tmp_path: Path, suffix: str) -> N
     assert not out.exists()
 
     sink = VectorSink.open(out, SPEC, resume=True)
-    assert 3 <= sink.done_chunks < len(chunks)
-    for index in range(sink.done_chunks, len(chunks)):
-        sink.write_chunk(index, *chunks[index])
+    assert 3 <= done_chunks(sink) < len(chunks)
+    for index in range(done_chunks(sink), len(chunks)):
+        write_chunk(sink, index, *chunks[index])
     sink.finish()
 
     assert output_bytes(out) == output_bytes(reference)
@@ -270,21 +292,21 @@ def test_killed_run_resumes_to_identical_bytes(tmp_path: Path, suffix: str) -> N
 def test_fingerprints_compare_as_json(tmp_path: Path) -> None:
     out = tmp_path / "out.npz"
     first = VectorSink.open(out, JobSpec({**FINGERPRINT, "layers": (1, 2)}, DIM), resume=False)
-    first.write_chunk(0, *make_chunks([3])[0])
+    write_chunk(first, 0, *make_chunks([3])[0])
     again = VectorSink.open(out, JobSpec({**FINGERPRINT, "layers": [1, 2]}, DIM), resume=True)
-    assert again.done_chunks == 1
+    assert done_chunks(again) == 1
 
 
 def test_resume_picks_up_in_process(tmp_path: Path) -> None:
     chunks = make_chunks([3, 2, 4])
     out = tmp_path / "out.bin"
     first = VectorSink.open(out, SPEC, resume=False)
-    first.write_chunk(0, *chunks[0])
-    first.write_chunk(1, *chunks[1])
+    write_chunk(first, 0, *chunks[0])
+    write_chunk(first, 1, *chunks[1])
 
     second = VectorSink.open(out, SPEC, resume=True)
-    assert second.done_chunks == 2
-    second.write_chunk(2, *chunks[2])
+    assert done_chunks(second) == 2
+    write_chunk(second, 2, *chunks[2])
     second.finish()
     assert read_vectors(out)[0] == concatenated(chunks)[0]
 
@@ -293,25 +315,38 @@ def test_resume_with_nothing_done_starts_fresh(tmp_path: Path, suffix: str) -> N
     chunks = make_chunks([3, 2])
     out = tmp_path / f"out{suffix}"
     sink = VectorSink.open(out, SPEC, resume=True)
-    assert sink.done_chunks == 0
+    assert done_chunks(sink) == 0
     for index, chunk in enumerate(chunks):
-        sink.write_chunk(index, *chunk)
+        write_chunk(sink, index, *chunk)
     sink.finish()
     assert read_vectors(out)[0] == concatenated(chunks)[0]
 
 
-def test_without_resume_previous_work_is_discarded(tmp_path: Path) -> None:
+def test_without_resume_previous_work_is_refused_unless_forced(tmp_path: Path) -> None:
     out = tmp_path / "out.txt"
     old = VectorSink.open(out, SPEC, resume=False)
-    old.write_chunk(0, *make_chunks([3])[0])
-    fresh = VectorSink.open(out, JobSpec({"other": "job"}, DIM + 1), resume=False)
-    assert fresh.done_chunks == 0
-    assert not (partial_dir(out) / "chunk-000000.npy").exists()
+    write_chunk(old, 0, *make_chunks([3])[0])
+    with pytest.raises(ValueError, match=r"holds an unfinished job for out\.txt; --resume continues it, --force starts"):
+        VectorSink.open(out, JobSpec({"other": "job"}, DIM + 1), resume=False)
+    assert checkpointed(out) == 1  # nothing was thrown away
+    fresh = VectorSink.open(out, JobSpec({"other": "job"}, DIM + 1), resume=False, force=True)
+    assert done_chunks(fresh) == 0 and fresh.rows == 0 and checkpointed(out) == 0
+
+
+def test_an_existing_output_is_refused_unless_forced(tmp_path: Path, suffix: str) -> None:
+    out = write_job(tmp_path / f"out{suffix}", make_chunks([2]))
+    before = output_bytes(out)
+    for resume in (False, True):  # resume with no work to continue is no licence to overwrite
+        with pytest.raises(ValueError, match=r"out\.\w+ exists; --force replaces it"):
+            VectorSink.open(out, SPEC, resume=resume)
+    assert output_bytes(out) == before and not partial_dir(out).exists()
+    write_job(out, make_chunks([3], seed=4), force=True)
+    assert read_vectors(out)[0] == make_chunks([3], seed=4)[0][0]
 
 
 def test_resume_refuses_a_different_job(tmp_path: Path) -> None:
     out = tmp_path / "out.npy"
-    VectorSink.open(out, SPEC, resume=False).write_chunk(0, *make_chunks([2])[0])
+    write_chunk(VectorSink.open(out, SPEC, resume=False), 0, *make_chunks([2])[0])
     changed = JobSpec({**FINGERPRINT, "mode": "static", "pooling": "mean"}, DIM + 2)
 
     with pytest.raises(ValueError) as caught:
@@ -322,7 +357,8 @@ def test_resume_refuses_a_different_job(tmp_path: Path) -> None:
     assert "pooling: saved '<absent>', now 'mean'" in message
     assert f"dim: saved {DIM}, now {DIM + 2}" in message
     assert "input_sha256" not in message and "chunk_size" not in message
-    assert (partial_dir(out) / "chunk-000000.npy").exists()  # nothing was thrown away
+    assert message.startswith("cannot resume: ") and message.endswith("start over with --force (library: force=True)")
+    assert checkpointed(out) == 1  # nothing was thrown away
 
 
 def test_resume_with_every_chunk_done_only_finishes(tmp_path: Path) -> None:
@@ -330,9 +366,9 @@ def test_resume_with_every_chunk_done_only_finishes(tmp_path: Path) -> None:
     out = tmp_path / "out.jsonl"
     sink = VectorSink.open(out, SPEC, resume=False)
     for index, chunk in enumerate(chunks):
-        sink.write_chunk(index, *chunk)
+        write_chunk(sink, index, *chunk)
     resumed = VectorSink.open(out, SPEC, resume=True)
-    assert resumed.done_chunks == 2
+    assert done_chunks(resumed) == 2
     assert resumed.finish() == out
     assert not partial_dir(out).exists()
 
@@ -344,8 +380,8 @@ def test_existing_output_is_replaced_only_at_finish(tmp_path: Path) -> None:
     out = tmp_path / "out.npy"
     write_job(out, make_chunks([2]))
     before = output_bytes(out)
-    sink = VectorSink.open(out, SPEC, resume=False)
-    sink.write_chunk(0, *make_chunks([5], seed=9)[0])
+    sink = VectorSink.open(out, SPEC, resume=False, force=True)
+    write_chunk(sink, 0, *make_chunks([5], seed=9)[0])
     assert output_bytes(out) == before
     sink.finish()
     assert read_vectors(out)[1].shape == (5, DIM)
@@ -357,8 +393,8 @@ def test_crash_between_renames_leaves_no_stale_main_file(
     out = tmp_path / "out.npy"
     write_job(out, make_chunks([2]))
     chunks = make_chunks([5], seed=3)
-    sink = VectorSink.open(out, SPEC, resume=False)
-    sink.write_chunk(0, *chunks[0])
+    sink = VectorSink.open(out, SPEC, resume=False, force=True)
+    write_chunk(sink, 0, *chunks[0])
     real_replace = os.replace
 
     def replace_all_but_main(source: Path, target: Path) -> None:
@@ -378,10 +414,16 @@ def test_crash_between_renames_leaves_no_stale_main_file(
     assert leftovers(tmp_path, out) == []
 
 
-@pytest.mark.parametrize("phase", ["write_chunk", "finish"])
+FULL = [(suffix, "rows") for suffix in SUPPORTED_SUFFIXES] + [(".npz", "finish")]
+
+
+@pytest.mark.parametrize("suffix,phase", FULL, ids=[f"{suffix}-{phase}" for suffix, phase in FULL])
 def test_full_disk_leaves_no_output(tmp_path: Path, suffix: str, phase: str) -> None:
-    limit = 4096  # a 32-row chunk file fits (< 1 KiB), a 300-row one or a finished output does not
-    chunks = make_chunks([32] * 8 + ([300] if phase == "write_chunk" else []))
+    """A per-file limit as the full disk. rows: 8 chunks of 8 rows fit every part, a 2,000-row chunk does not.
+    finish: the .npz (every part zipped together, its keys widened to numpy unicode) does not fit; the other
+    formats link their parts or copy one, so finishing needs no bigger file than a part."""
+    limit = 16384 if phase == "rows" else 4096
+    chunks = make_chunks([8] * 8 + ([2000] if phase == "rows" else []))
     out = tmp_path / "run" / f"out{suffix}"
     child = spawn_writer(tmp_path, out, chunks, delay=0, limit=limit)
     _, stderr = child.communicate(timeout=30)
@@ -392,9 +434,9 @@ def test_full_disk_leaves_no_output(tmp_path: Path, suffix: str, phase: str) -> 
     assert leftovers(out.parent, out) == [partial_dir(out).name]  # no temp files
 
     sink = VectorSink.open(out, SPEC, resume=True)
-    assert sink.done_chunks == 8
+    assert done_chunks(sink) == 8
     for index in range(8, len(chunks)):
-        sink.write_chunk(index, *chunks[index])
+        write_chunk(sink, index, *chunks[index])
     sink.finish()
     assert output_bytes(out) == output_bytes(write_job(tmp_path / "reference" / out.name, chunks))
 
@@ -413,8 +455,8 @@ def test_dim_mismatch_names_both_dims(tmp_path: Path) -> None:
     sink = VectorSink.open(tmp_path / "out.npy", SPEC, resume=False)
     expected = rf"expected vectors of dim {DIM}, found shape \(2, {DIM + 1}\)"
     with pytest.raises(ValueError, match=expected):
-        sink.write_chunk(0, ["a", "b"], np.zeros((2, DIM + 1), np.float32))
-    assert sink.done_chunks == 0
+        write_chunk(sink, 0, ["a", "b"], np.zeros((2, DIM + 1), np.float32))
+    assert done_chunks(sink) == 0
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
@@ -423,29 +465,27 @@ def test_non_finite_vectors_are_refused(tmp_path: Path, bad: float) -> None:
     vectors = np.zeros((3, DIM), np.float32)
     vectors[2, 1] = bad
     with pytest.raises(ValueError, match="NaN or inf in 1 row.*first row 2"):
-        sink.write_chunk(0, ["a", "b", "c"], vectors)
-    assert not (partial_dir(tmp_path / "out.txt") / "chunk-000000.npy").exists()
+        write_chunk(sink, 0, ["a", "b", "c"], vectors)
+    assert sink.rows == 0 and checkpointed(tmp_path / "out.txt") == 0
 
 
 def test_chunk_checks(tmp_path: Path) -> None:
     sink = VectorSink.open(tmp_path / "out.npz", SPEC, resume=False)
     vectors = np.zeros((2, DIM), np.float32)
-    with pytest.raises(ValueError, match="expected chunk 0, found 1"):
-        sink.write_chunk(1, ["a", "b"], vectors)
     with pytest.raises(ValueError, match="expected a float32 array of vectors, found float64"):
-        sink.write_chunk(0, ["a", "b"], vectors.astype(np.float64))
+        write_chunk(sink, 0, ["a", "b"], vectors.astype(np.float64))
     with pytest.raises(ValueError, match=r"expected one key per vector \(2\), found 3 keys"):
-        sink.write_chunk(0, ["a", "b", "c"], vectors)
+        write_chunk(sink, 0, ["a", "b", "c"], vectors)
     with pytest.raises(ValueError, match="row 1: expected a str key, found int"):
-        sink.write_chunk(0, ["a", 7], vectors)  # type: ignore[list-item]
+        write_chunk(sink, 0, ["a", 7], vectors)  # type: ignore[list-item]
     with pytest.raises(ValueError, match="row 0: .*not valid UTF-8"):
-        sink.write_chunk(0, ["\udcff", "b"], vectors)
+        write_chunk(sink, 0, ["\udcff", "b"], vectors)
     with pytest.raises(ValueError, match="ends with NUL"):
-        sink.write_chunk(0, ["a\x00", "b"], vectors)
-    sink.write_chunk(0, ["a", "b"], vectors)
+        write_chunk(sink, 0, ["a\x00", "b"], vectors)
+    write_chunk(sink, 0, ["a", "b"], vectors)
     sink.finish()
     with pytest.raises(ValueError, match="already finished"):
-        sink.write_chunk(1, ["a", "b"], vectors)
+        write_chunk(sink, 1, ["a", "b"], vectors)
 
 
 def test_job_spec_checks() -> None:
@@ -481,7 +521,7 @@ def write_id_job(out: Path, chunks: Chunks) -> tuple[Path, NDArray[np.int64]]:
     for index, (keys, vectors) in enumerate(chunks):
         parts.append(chunk_ids(line, len(keys)))
         line += len(keys)
-        sink.write_chunk(index, keys, vectors, parts[-1])
+        write_chunk(sink, index, keys, vectors, parts[-1])
     return sink.finish(), np.concatenate(parts or [np.zeros((0, 2), np.int64)])
 
 
@@ -507,11 +547,11 @@ def test_word2vec_formats_have_no_room_for_ids(tmp_path: Path, suffix: str) -> N
 
 def test_a_chunk_must_carry_ids_exactly_when_the_job_does(tmp_path: Path) -> None:
     keys, vectors = make_chunks([2])[0]
-    with pytest.raises(ValueError, match="opened with ids=True; found a chunk with ids=False"):
-        VectorSink.open(tmp_path / "a.npy", ID_SPEC, resume=False).write_chunk(0, keys, vectors)
+    with pytest.raises(ValueError, match="opened with ids=True; found rows with ids=False"):
+        write_chunk(VectorSink.open(tmp_path / "a.npy", ID_SPEC, resume=False), 0, keys, vectors)
     with pytest.raises(ValueError, match=r"expected \(2, 2\) integer ids"):
-        VectorSink.open(tmp_path / "b.npy", ID_SPEC, resume=False).write_chunk(0, keys, vectors, np.zeros((2, 3)))
-    with pytest.raises(ValueError, match="holds a different job .*ids: saved True, now False"):
+        write_chunk(VectorSink.open(tmp_path / "b.npy", ID_SPEC, resume=False), 0, keys, vectors, np.zeros((2, 3)))
+    with pytest.raises(ValueError, match="cannot resume: .*ids: saved True, now False"):
         VectorSink.open(tmp_path / "b.npy", SPEC, resume=True)
 
 
@@ -520,13 +560,14 @@ def test_a_resumed_job_with_ids_writes_the_same_bytes(tmp_path: Path) -> None:
     reference, _ = write_id_job(tmp_path / "reference" / "out.npy", chunks)
     out = tmp_path / "run" / "out.npy"
     sink = VectorSink.open(out, ID_SPEC, resume=False)
-    sink.write_chunk(0, *chunks[0], chunk_ids(1, 4))
-    # a crash after the ids of chunk 1 but before its vectors: chunk 1 is not done
-    (partial_dir(out) / "chunk-000001.ids").write_bytes(b"half")
+    write_chunk(sink, 0, *chunks[0], chunk_ids(1, 4))
+    # a crash after chunk 1's rows were appended but before its checkpoint: chunk 1 is not done
+    sink.append(RowBlock(*chunks[1], chunk_ids(5, 4)))
+    sink.close()
     sink = VectorSink.open(out, ID_SPEC, resume=True)
-    assert sink.done_chunks == 1
-    sink.write_chunk(1, *chunks[1], chunk_ids(5, 4))
-    sink.write_chunk(2, *chunks[2], chunk_ids(9, 4))
+    assert done_chunks(sink) == 1
+    write_chunk(sink, 1, *chunks[1], chunk_ids(5, 4))
+    write_chunk(sink, 2, *chunks[2], chunk_ids(9, 4))
     sink.finish()
     files = [out, sidecar_path(out), ids_path(out)]
     assert [path.read_bytes() for path in files] == [
@@ -539,5 +580,5 @@ def test_an_old_state_file_names_its_version(tmp_path: Path) -> None:
     VectorSink.open(out, SPEC, resume=False)
     state = partial_dir(out) / "state.json"
     state.write_text(json.dumps({**json.loads(state.read_text()), "version": 1}))
-    with pytest.raises(ValueError, match="expected bertonnx-sink-partial version 2, found 1; start over"):
+    with pytest.raises(ValueError, match="expected bertonnx-sink-partial version 3, found 1; start over"):
         VectorSink.open(out, SPEC, resume=True)

@@ -17,7 +17,7 @@ from bertonnx import Embedder
 from bertonnx.io.formats import ids_path, read_table
 from bertonnx.io.sinks import read_vectors
 from bertonnx.jobs import bulk
-from bertonnx.jobs.bulk import BulkOptions, BulkReport, Line, embed_file, embed_lines, embed_slices
+from bertonnx.jobs.bulk import BulkOptions, BulkReport, Line, embed_file, embed_lines, slices
 
 TEXTS = ["the king is wise", "a queen", "  ", "music"]
 
@@ -58,18 +58,23 @@ def test_jsonl_to_stdout_carries_ids(tiny_bundle: Path) -> None:
     assert [(r["key"], r["line"], r["word"]) for r in records] == [("the", 1, 0), ("king", 1, 1), ("queen", 2, 0)]
 
 
-def test_slices_report_progress_within_a_chunk_and_change_no_row(
-    tiny: Embedder, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_slices_change_no_row(tiny: Embedder, monkeypatch: pytest.MonkeyPatch) -> None:
     chunk = lines([TEXTS[i % 2] + f" {i % 7}" for i in range(50)])
     options = BulkOptions(mode="contextual")
     whole = embed_lines(tiny, chunk, options, BulkReport())
     monkeypatch.setattr(bulk, "SLICE_LINES", 8)
-    heard: list[tuple[int, int]] = []
-    sliced = embed_slices(tiny, chunk, options, BulkReport(), lambda done, count: heard.append((done, count)), 100)
-    assert heard == [(10 * n, 100 + n) for n in (8, 16, 24, 32, 40, 48)]  # the last slice is the caller's to report
+    sliced = embed_lines(tiny, chunk, options, BulkReport())
     assert sliced.keys == whole.keys and sliced.ids.tolist() == whole.ids.tolist()
     np.testing.assert_allclose(sliced.vectors, whole.vectors, rtol=0, atol=1e-6)
+
+
+def test_slices_hold_a_bounded_number_of_lines_and_characters() -> None:
+    """The memory unit: a slice ends at its line or character budget, whichever comes first."""
+    texts = ["a" * 10] * 5 + ["b" * 100] + ["c"] * 3
+    cut = [[line.text[0] for line in piece] for piece in slices(iter(lines(texts)), max_lines=4, max_chars=35)]
+    assert cut == [["a", "a", "a", "a"], ["a", "b"], ["c", "c", "c"]]
+    resumed = [[line.number for line in piece] for piece in slices(iter(lines(texts)[4:]), max_lines=4, max_chars=35)]
+    assert resumed == [[5, 6], [7, 8, 9]]  # from a slice boundary on, the same cuts as the whole run
 
 
 def test_a_file_job_reports_progress_before_its_one_chunk_is_done(
@@ -223,7 +228,7 @@ def test_a_byte_order_mark_is_not_part_of_the_first_word(tiny_bundle: Path, tmp_
     assert run("embed", tiny_bundle, "--static", "-i", source, "-o", out).exit_code == 0
     assert read_vectors(out)[0] == ["king", "queen"]
     source.write_bytes(b"\xef\xbb\xbfcaf\xe9\n")  # offsets still count the mark's three bytes
-    one_line_error(run("embed", tiny_bundle, "--static", "-i", source, "-o", out),
+    one_line_error(run("embed", tiny_bundle, "--static", "-i", source, "-o", out, "--force"),
                    "line 1 is not valid UTF-8 (byte offset 6)")
 
 

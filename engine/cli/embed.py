@@ -64,8 +64,14 @@ def embed(
     on_error: OnErrorOption = OnError.fail,
     max_length: MaxLengthOption = None,
     batch_tokens: BatchTokensOption = DEFAULT_BATCH_TOKENS,
-    chunk_lines: Annotated[int, typer.Option(help="Lines per checkpointed chunk")] = DEFAULT_CHUNK_LINES,
-    resume: Annotated[bool, typer.Option(help="Continue a killed job, keeping its finished chunks")] = False,
+    chunk_lines: Annotated[
+        int, typer.Option(help="Lines between checkpoints (a killed job resumes from the last); memory does not grow "
+                          "with it", min=1)
+    ] = DEFAULT_CHUNK_LINES,
+    resume: Annotated[bool, typer.Option(help="Continue a killed job of the same settings from its last checkpoint")] = False,
+    force: Annotated[
+        bool, typer.Option(help="Replace an existing output, or start over where a killed job left its work")
+    ] = False,
     backend: BackendOption = BackendChoice.auto,
     precision: PrecisionOption = PrecisionChoice.auto,
     provider: ProviderOption = Provider.auto,
@@ -96,7 +102,7 @@ def embed(
         report = embed_to_stream(embedder, source, sys.stdout.buffer, options)
         _summary(report)
         return
-    job = FileJob.open(embedder, source, output, options, resume=resume)  # what fails at once fails before the bar
+    job = FileJob.open(embedder, source, output, options, resume=resume, force=force)  # what fails at once fails before the bar
     total = source.stat().st_size if source is not None else None
     with LineProgress(err, f"embedding ({options.mode})", total) as bar:
         report = job.run(progress=bar.update)
@@ -105,6 +111,11 @@ def embed(
 
 def _summary(report: BulkReport) -> None:
     print_skipped([f"skipped line {number}: {reason}" for number, reason in report.skipped])
-    resumed = f", {report.resumed_chunks} chunks kept from the killed run" if report.resumed_chunks else ""
+    notes = [f"{len(report.skipped)} skipped"]
+    if report.unknown_rows:
+        notes.append(f"{report.unknown_rows} flagged unknown")
+    if report.resumed_lines:
+        notes.append(f"{report.resumed_lines} lines kept from the killed run")
+    notes.append(f"{report.lines_per_second:,.0f} lines/s")
     where = f" -> {report.output}" if report.output else ""
-    say(f"{report.rows} vectors from {report.lines} lines{where} ({len(report.skipped)} skipped{resumed})")
+    say(f"{report.rows} vectors from {report.lines} lines{where} ({', '.join(notes)})")

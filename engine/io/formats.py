@@ -1,24 +1,38 @@
-r"""Vector file formats, chosen by suffix: writers that stream blocks of rows, and readers.
+r"""Vector file formats, chosen by suffix: rows encoded as they come, files assembled at the end, and readers.
 
 Formats (a job with no rows writes a valid empty file):
     .npy    (N, dim) float32, plus `<stem>.keys.txt` (one key a line, see
-            bertonnx.io.keys) and, with ids, `<stem>.ids.npy` ((N, 2) int64).
-    .npz    arrays `vectors` (N, dim) float32, `keys` (N,) numpy unicode and,
-            with ids, `ids` (N, 2) int64; stored uncompressed, loads with
-            `allow_pickle=False`. Keys ending in NUL are refused (numpy drops
-            trailing NULs). `keys` takes N * longest key * 4 bytes: prefer
-            another format for long sentences.
-    .txt    word2vec text: `N dim` header, then `key v1 ... vdim` per row, `%.9g`
-            so every float32 reads back exactly. No ids (no room for them).
+            bertonnx.io.keys), with ids `<stem>.ids.npy` ((N, 2) int64) and with
+            unknown flags `<stem>.unknown.npy` ((N,) bool).
+    .npz    arrays `vectors` (N, dim) float32, `keys` (N,) numpy unicode and, when
+            the rows carry them, `ids` (N, 2) int64 and `unknown` (N,) bool;
+            stored uncompressed, loads with `allow_pickle=False`. Keys ending in
+            NUL are refused (numpy drops trailing NULs). `keys` takes N * longest
+            key * 4 bytes: prefer another format for long sentences.
+    .txt    word2vec text: `N dim` header, then `key v1 ... vdim` per row. No ids
+            or flags (no room for them).
     .bin    word2vec binary: `N dim` header, then `key`, a space, dim
-            little-endian float32 and a newline per row. No ids.
-    .jsonl  `{"key": ..., "line": L, "word": W, "vector": [...]}` per row (line
-            and word with ids only), `%.9g` floats but -0.0 as `-0.0` (JSON
-            reads `-0` as the integer 0). An empty file reads back with dim 0.
+            little-endian float32 and a newline per row. No ids or flags.
+    .jsonl  `{"key":...,"line":L,"word":W,"unknown":false,"vector":[...]}` per row
+            (line and word with ids only, unknown with flags only). An empty file
+            reads back with dim 0.
+
+Text numbers (.txt, .jsonl) are the shortest decimal that reads back as the same
+float32 (orjson's), -0.0 included: every float32 round-trips exactly.
 
 Ids: row i's id is (line, word): the 1-based input line it came from and its
 index among that line's rows, so 0 for a static word or a sentence, which give
 one row a line (the numbering `bertonnx embed-distributed` uses, minus its file).
+Unknown: True where the row's word (a sentence: any of its words) maps to the
+tokenizer's unknown token, e.g. most emoji with an uncased English vocabulary.
+
+How a file is made: each format is a few *parts*, byte streams that rows are
+appended to as they are produced (bertonnx.io.sinks keeps them in a work
+directory, resumable). `.npy` parts start with a 128-byte header slot, filled
+in once the row count is known, so that a finished part *is* the file; the
+word2vec formats get their header and `.npz` its zip frame when assembled.
+`assemble` then puts every file of the output in place atomically, sidecars
+first and the main file last.
 
 gensim loads both word2vec formats but keeps only the first row of a repeated
 key (contextual mode repeats words): its `index_to_key` then ends with one
@@ -28,52 +42,47 @@ every row in order, with keys unescaped.
 
 from __future__ import annotations
 
-import json
-import re
+import io
+import os
+import shutil
 import zipfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
-from typing import IO, Protocol
+from typing import IO
 
 import numpy as np
+import orjson
 from numpy.typing import NDArray
 
 from bertonnx.errors import OutputError
-from bertonnx.io.atomic import replace_all
+from bertonnx.io.atomic import fsync_dir, make_hidden_dir, temp_file
 from bertonnx.io.keys import escape_token, key_lines, read_keys, unescape_key
 
 SUPPORTED_SUFFIXES: tuple[str, ...] = (".npy", ".npz", ".txt", ".bin", ".jsonl")
-ID_SUFFIXES: tuple[str, ...] = (".npy", ".npz", ".jsonl")  # the formats with room for ids
-FLOAT_FORMAT = "%.9g"
-"""Nine significant digits: the fewest that bring every float32 back exactly."""
+ID_SUFFIXES: tuple[str, ...] = (".npy", ".npz", ".jsonl")  # the formats with room for ids and flags
 VECTOR_DTYPE = np.dtype("<f4")
 ID_DTYPE = np.dtype("<i8")
+FLAG_DTYPE = np.dtype("|b1")
+NPY_HEADER_BYTES = 128
+"""What `np.save` writes for any 1-D or 2-D array of these dtypes: a header slot of this size is exact."""
 
 _ZIP_TIMESTAMP = (1980, 1, 1, 0, 0, 0)  # fixed, so that reruns write identical bytes
-_NEGATIVE_ZERO = re.compile(r"(?<![\w.])-0(?![\w.])")  # the whole number "-0", not "1e-05"
+_COPY_BLOCK = 1 << 22
+_KEY_BLOCK = 1 << 16  # keys converted to numpy unicode at a time when an .npz is assembled
 
 
-class Blocks(Protocol):
-    """Rows to write, in blocks read one at a time, so that memory stays O(block)."""
+@dataclass(frozen=True)
+class RowBlock:
+    """Rows to append: a key and a vector each, with (line, word) ids and unknown flags where the job keeps them."""
 
-    dim: int
-    count: int  # blocks
-    with_ids: bool
+    keys: Sequence[str]
+    vectors: NDArray[np.float32]  # (n, dim)
+    ids: NDArray[np.int64] | None = None  # (n, 2)
+    unknown: NDArray[np.bool_] | None = None  # (n,)
 
-    def keys(self, index: int) -> list[str]: ...
-
-    def key_lines(self, index: int) -> bytes: ...
-
-    def vectors(self, index: int) -> NDArray[np.float32]: ...  # (n, dim) <f4
-
-    def ids(self, index: int) -> NDArray[np.int64]: ...  # (n, 2) <i8
-
-    def rows(self) -> int: ...
-
-
-Writer = Callable[[Blocks, IO[bytes]], None]
+    def __len__(self) -> int:
+        return len(self.keys)
 
 
 @dataclass(frozen=True)
@@ -83,37 +92,26 @@ class Table:
     keys: list[str]
     vectors: NDArray[np.float32]  # (N, dim)
     ids: NDArray[np.int64] | None  # (N, 2) line, word; None where the file holds none
+    unknown: NDArray[np.bool_] | None = None  # (N,); None where the file holds none
 
 
-class InMemory:
-    """One block of rows held in memory: the `Blocks` that `write_vectors` writes."""
+@dataclass(frozen=True)
+class Part:
+    """One byte stream of an output: rows are appended to it as they come.
 
-    count = 1
+    Attributes:
+        name: its file name inside a work directory.
+        encode: a block of rows -> the bytes appended.
+        npy: (dtype, row shape) when the part is an .npy array with a header slot.
+    """
 
-    def __init__(
-        self, keys: Sequence[str], vectors: NDArray[np.float32], ids: NDArray[np.int64] | None = None
-    ) -> None:
-        self._keys = list(keys)
-        self._vectors = np.ascontiguousarray(vectors, dtype=VECTOR_DTYPE)  # (n, dim)
-        self._ids = None if ids is None else np.ascontiguousarray(ids, dtype=ID_DTYPE)  # (n, 2)
-        self.dim = int(self._vectors.shape[1])
-        self.with_ids = ids is not None
+    name: str
+    encode: Callable[[RowBlock], bytes]
+    npy: tuple[np.dtype, tuple[int, ...]] | None = None
 
-    def keys(self, index: int) -> list[str]:
-        return self._keys
-
-    def key_lines(self, index: int) -> bytes:
-        return key_lines(self._keys)
-
-    def vectors(self, index: int) -> NDArray[np.float32]:
-        return self._vectors
-
-    def ids(self, index: int) -> NDArray[np.int64]:
-        assert self._ids is not None, "ids asked of rows written without them"
-        return self._ids
-
-    def rows(self) -> int:
-        return int(self._vectors.shape[0])
+    def start(self) -> bytes:
+        """What a new, empty part holds: the header slot of an .npy part."""
+        return bytes(NPY_HEADER_BYTES) if self.npy is not None else b""
 
 
 def suffix_of(path: Path) -> str:
@@ -135,22 +133,78 @@ def ids_path(out: Path) -> Path:
     return out.with_name(f"{out.stem}.ids.npy")
 
 
-def targets(out: Path, with_ids: bool) -> list[tuple[Path, Writer]]:
-    """The files that make up `out`, sidecars first and the main file last (see atomic.replace_all)."""
-    suffix = suffix_of(out)
-    ids = with_ids and suffix in ID_SUFFIXES
-    if suffix == ".npy":
-        sidecars: list[tuple[Path, Writer]] = [(sidecar_path(out), _write_key_lines)]
-        return sidecars + ([(ids_path(out), _write_ids)] if ids else []) + [(out, _write_npy)]
-    if suffix == ".npz":
-        return [(out, partial(_write_npz, ids=ids))]
+def unknown_path(out: Path) -> Path:
+    """Where a `.npy` output keeps its unknown flags: `<stem>.unknown.npy` next to it."""
+    return out.with_name(f"{out.stem}.unknown.npy")
+
+
+def output_files(out: Path) -> list[Path]:
+    """Every file an output at `out` may consist of: what a job must not overwrite unasked."""
+    if suffix_of(out) == ".npy":
+        return [out, sidecar_path(out), ids_path(out), unknown_path(out)]
+    return [out]
+
+
+def parts(suffix: str, dim: int, with_ids: bool, with_unknown: bool) -> list[Part]:
+    """The parts rows of a `suffix` output are appended to; ids and flags only where the format has room."""
+    if suffix in (".npy", ".npz"):
+        found = [
+            Part("vectors.npy", _vector_bytes, (VECTOR_DTYPE, (dim,))),
+            Part("keys.txt", lambda block: key_lines(block.keys)),
+        ]
+        if with_ids:
+            found.append(Part("ids.npy", lambda block: _array(block.ids, ID_DTYPE), (ID_DTYPE, (2,))))
+        if with_unknown:
+            found.append(Part("unknown.npy", lambda block: _array(block.unknown, FLAG_DTYPE), (FLAG_DTYPE, ())))
+        return found
     if suffix == ".jsonl":
-        return [(out, partial(_write_jsonl, ids=ids))]
-    return [(out, _write_txt if suffix == ".txt" else _write_bin)]
+        return [Part("rows.jsonl", lambda block: jsonl_records(
+            block.keys, block.vectors, block.ids if with_ids else None, block.unknown if with_unknown else None))]
+    return [Part("rows" + suffix, _txt_rows if suffix == ".txt" else _bin_rows)]
+
+
+def assemble(out: Path, work: Path, rows: int, dim: int, with_ids: bool, with_unknown: bool) -> None:
+    """Turn the finished parts in `work` into the output files at `out`, atomically, the main file last.
+
+    Parts that are already the file (.npy arrays once their header is in, key lines,
+    JSON lines) are renamed, not copied. Files of an earlier output that this one
+    does not have (ids, flags) are removed first, so none is left beside rows it
+    does not describe.
+
+    Raises:
+        OSError: the disk refused; `out` is then absent or the old file, and the parts are unchanged.
+    """
+    suffix = suffix_of(out)
+    found = {part.name: part for part in parts(suffix, dim, with_ids, with_unknown)}
+    for part in found.values():
+        if part.npy is not None:
+            _fill_header(work / part.name, part.npy, rows)
+    files: list[tuple[Path, Path | Callable[[IO[bytes]], object]]]
+    if suffix == ".npy":
+        files = [(sidecar_path(out), work / "keys.txt")]
+        files += [(ids_path(out), work / "ids.npy")] if with_ids else []
+        files += [(unknown_path(out), work / "unknown.npy")] if with_unknown else []
+        files.append((out, work / "vectors.npy"))
+    elif suffix == ".npz":
+        files = [(out, lambda stream: _write_npz(stream, work, list(found)))]
+    elif suffix == ".jsonl":
+        files = [(out, work / "rows.jsonl")]
+    else:
+        header = f"{rows} {dim}\n".encode("ascii")
+        files = [(out, lambda stream: _copy_after(stream, header, work / ("rows" + suffix)))]
+    kept = {target for target, _ in files}
+    for stale in output_files(out):
+        if stale not in kept:
+            stale.unlink(missing_ok=True)
+    _install(files)
 
 
 def write_vectors(
-    out: Path | str, keys: Sequence[str], vectors: NDArray[np.float32], ids: NDArray[np.int64] | None = None
+    out: Path | str,
+    keys: Sequence[str],
+    vectors: NDArray[np.float32],
+    ids: NDArray[np.int64] | None = None,
+    unknown: NDArray[np.bool_] | None = None,
 ) -> Path:
     """Write rows held in memory to `out` atomically, in the format its suffix names.
 
@@ -158,23 +212,34 @@ def write_vectors(
         keys: one per row.
         vectors: (N, dim) float32, finite.
         ids: (N, 2) int64 (line, word), kept where the format has room.
+        unknown: (N,) bool, kept where the format has room.
     """
     out = Path(out)
     suffix = suffix_of(out)
-    check_rows(keys, vectors, ids, int(vectors.shape[1]) if vectors.ndim == 2 else -1, suffix)
-    blocks = InMemory(keys, vectors, ids)
-    replace_all([(target, partial(write, blocks)) for target, write in targets(out, ids is not None)])
+    block = RowBlock(keys, vectors, ids, unknown)
+    check_rows(block, int(vectors.shape[1]) if vectors.ndim == 2 else -1, suffix)
+    keep_ids, keep_flags = ids is not None and suffix in ID_SUFFIXES, unknown is not None and suffix in ID_SUFFIXES
+    work = make_hidden_dir(out)
+    try:
+        for part in parts(suffix, int(vectors.shape[1]), keep_ids, keep_flags):
+            (work / part.name).write_bytes(part.start() + part.encode(block))
+        assemble(out, work, len(block), int(vectors.shape[1]), keep_ids, keep_flags)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
     return out
 
 
 def read_table(path: Path | str) -> Table:
-    """Read any output this module writes back, with its ids where it holds them."""
+    """Read any output this module writes back, with its ids and flags where it holds them."""
     path = Path(path)
     table = _READERS[suffix_of(path)](path)
-    if len(table.keys) != table.vectors.shape[0]:
-        raise OutputError(f"{path}: expected {table.vectors.shape[0]} keys, one a row, found {len(table.keys)}")
-    if table.ids is not None and table.ids.shape != (table.vectors.shape[0], 2):
-        raise OutputError(f"{path}: expected ids of shape ({table.vectors.shape[0]}, 2), found {table.ids.shape}")
+    rows = table.vectors.shape[0]
+    if len(table.keys) != rows:
+        raise OutputError(f"{path}: expected {rows} keys, one a row, found {len(table.keys)}")
+    if table.ids is not None and table.ids.shape != (rows, 2):
+        raise OutputError(f"{path}: expected ids of shape ({rows}, 2), found {table.ids.shape}")
+    if table.unknown is not None and table.unknown.shape != (rows,):
+        raise OutputError(f"{path}: expected unknown flags of shape ({rows},), found {table.unknown.shape}")
     return table
 
 
@@ -187,21 +252,25 @@ def read_vectors(path: Path | str) -> tuple[list[str], NDArray[np.float32]]:
 # -- checks: what a format can hold --------------------------------------------
 
 
-def check_rows(
-    keys: Sequence[str], vectors: NDArray[np.float32], ids: NDArray[np.int64] | None, dim: int, suffix: str
-) -> None:
+def check_rows(block: RowBlock, dim: int, suffix: str) -> None:
     """Refuse rows a format cannot hold faithfully, naming the first bad row.
 
     Raises:
-        OutputError: wrong dtype or dim, NaN or inf, a key count or ids shape that
-            is not one per row, or a key that is not a str, not UTF-8, or (.npz) ends in NUL.
+        OutputError: wrong dtype or dim, NaN or inf, a key count, ids or flags that
+            are not one per row, or a key that is not a str, not UTF-8, or (.npz) ends in NUL.
     """
+    vectors = block.vectors
     _check_vectors(vectors, dim)
-    _check_keys(keys, vectors.shape[0], suffix)
+    _check_keys(block.keys, vectors.shape[0], suffix)
+    ids = block.ids
     if ids is not None:
         if not isinstance(ids, np.ndarray) or ids.dtype.kind not in "iu" or ids.shape != (vectors.shape[0], 2):
             found = f"{ids.dtype} {ids.shape}" if isinstance(ids, np.ndarray) else type(ids).__name__
             raise OutputError(f"expected ({vectors.shape[0]}, 2) integer ids (line, word), found {found}")
+    flags = block.unknown
+    if flags is not None and (not isinstance(flags, np.ndarray) or flags.shape != (vectors.shape[0],)):
+        found = f"{flags.dtype} {flags.shape}" if isinstance(flags, np.ndarray) else type(flags).__name__
+        raise OutputError(f"expected ({vectors.shape[0]},) unknown flags, found {found}")
 
 
 def _check_vectors(vectors: NDArray[np.float32], dim: int) -> None:
@@ -229,44 +298,120 @@ def _check_keys(keys: Sequence[str], rows: int, suffix: str) -> None:
             raise OutputError(f"row {row}: key {key!r} is not valid UTF-8 ({error.reason})") from error
 
 
-# -- writers: blocks -> one output format ----------------------------------------
+# -- encoders: rows -> the bytes of a part ------------------------------------------
 
 
-def write_npy_header(stream: IO[bytes], shape: tuple[int, ...], dtype: np.dtype) -> None:
-    """The header `np.save` writes, for an array whose rows are streamed after it."""
+def _array(values: NDArray[np.generic] | None, dtype: np.dtype) -> bytes:
+    assert values is not None, "a part asked for ids or flags the rows do not carry"
+    return np.ascontiguousarray(values, dtype=dtype).tobytes()
+
+
+def _vector_bytes(block: RowBlock) -> bytes:
+    return _array(block.vectors, VECTOR_DTYPE)
+
+
+def _number_rows(vectors: NDArray[np.float32]) -> list[bytes]:
+    """Each row's numbers as `a,b,c`: orjson's shortest float32 decimals, -0.0 kept."""
+    if vectors.shape[0] == 0:
+        return []
+    text = orjson.dumps(np.ascontiguousarray(vectors, dtype=VECTOR_DTYPE), option=orjson.OPT_SERIALIZE_NUMPY)
+    return text[2:-2].split(b"],[")  # numbers never hold a bracket
+
+
+def jsonl_records(
+    keys: Sequence[str],
+    vectors: NDArray[np.float32],
+    ids: NDArray[np.int64] | None = None,
+    unknown: NDArray[np.bool_] | None = None,
+) -> bytes:
+    """Rows as JSON lines `{"key":...,"line":...,"word":...,"unknown":...,"vector":[...]}`, floats exact as float32."""
+    heads = [b'{"key":' + orjson.dumps(key) for key in keys]
+    if ids is not None:
+        heads = [head + b',"line":%d,"word":%d' % (line, word) for head, (line, word) in zip(heads, ids.tolist())]
+    if unknown is not None:
+        heads = [head + (b',"unknown":true' if flag else b',"unknown":false') for head, flag in zip(heads, unknown)]
+    return b"".join(head + b',"vector":[' + row + b"]}\n" for head, row in zip(heads, _number_rows(vectors)))
+
+
+def _txt_rows(block: RowBlock) -> bytes:
+    return b"".join(
+        escape_token(key).encode("utf-8") + b" " + row.replace(b",", b" ") + b"\n"
+        for key, row in zip(block.keys, _number_rows(block.vectors))
+    )
+
+
+def _bin_rows(block: RowBlock) -> bytes:
+    data = np.ascontiguousarray(block.vectors, dtype=VECTOR_DTYPE)
+    return b"".join(escape_token(key).encode("utf-8") + b" " + row.tobytes() + b"\n" for key, row in zip(block.keys, data))
+
+
+# -- assembly: parts -> output files ---------------------------------------------------
+
+
+def npy_header(dtype: np.dtype, shape: tuple[int, ...]) -> bytes:
+    """The header `np.save` writes for an array of this dtype and shape, exactly NPY_HEADER_BYTES long."""
+    stream = io.BytesIO()
     header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": shape}
     np.lib.format.write_array_header_1_0(stream, header)
+    data = stream.getvalue()
+    if len(data) != NPY_HEADER_BYTES:  # not for any shape a file can hold; the slot would be wrong
+        raise OutputError(f"an .npy header for shape {shape} takes {len(data)} bytes, not {NPY_HEADER_BYTES}")
+    return data
 
 
-def write_array(array: NDArray[np.generic], stream: IO[bytes]) -> None:
-    """Like `np.save`, but through `stream.write`, so that a full disk raises its real errno."""
-    write_npy_header(stream, array.shape, array.dtype)
-    stream.write(array.tobytes())
+def _fill_header(path: Path, npy: tuple[np.dtype, tuple[int, ...]], rows: int) -> None:
+    dtype, row_shape = npy
+    header = npy_header(dtype, (rows, *row_shape))
+    with path.open("r+b") as stream:
+        stream.write(header)
 
 
-def _write_npy(blocks: Blocks, stream: IO[bytes]) -> None:
-    write_npy_header(stream, (blocks.rows(), blocks.dim), VECTOR_DTYPE)
-    for index in range(blocks.count):
-        stream.write(blocks.vectors(index).tobytes())
+def _install(files: list[tuple[Path, Path | Callable[[IO[bytes]], object]]]) -> None:
+    """Every target from a finished part (hard-linked) or a writer (to a temp), renamed in order, main file last.
+
+    A part is linked, not moved, so that it stays in the work directory until the
+    job is done: a crash at any moment here leaves the parts whole for a resume.
+    """
+    temps: list[Path] = []
+    try:
+        for target, source in files:
+            if isinstance(source, Path):
+                temp = target.with_name(f".{target.name}.{os.urandom(6).hex()}.tmp")
+                _fsync_file(source)
+                _link_or_copy(source, temp)
+                temps.append(temp)
+            else:
+                temps.append(temp_file(target, source))
+        if len(files) > 1:
+            files[-1][0].unlink(missing_ok=True)  # a crash between renames leaves no main file beside new sidecars
+        for (target, _), temp in zip(files, temps):
+            os.replace(temp, target)
+        fsync_dir(files[-1][0].parent)
+    finally:
+        for temp in temps:
+            temp.unlink(missing_ok=True)
 
 
-def _write_ids(blocks: Blocks, stream: IO[bytes]) -> None:
-    write_npy_header(stream, (blocks.rows(), 2), ID_DTYPE)
-    for index in range(blocks.count):
-        stream.write(blocks.ids(index).tobytes())
+def _link_or_copy(source: Path, temp: Path) -> None:
+    try:
+        os.link(source, temp)
+    except OSError:  # a filesystem without hard links
+        temp_copy = temp_file(temp, lambda stream: _copy_after(stream, b"", source))
+        os.replace(temp_copy, temp)
 
 
-def _write_key_lines(blocks: Blocks, stream: IO[bytes]) -> None:
-    for index in range(blocks.count):
-        stream.write(blocks.key_lines(index))
+def _fsync_file(path: Path) -> None:
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
 
 
-def _write_npz_keys(blocks: Blocks, stream: IO[bytes]) -> None:
-    width = max((len(key) for index in range(blocks.count) for key in blocks.keys(index)), default=0)
-    dtype = np.dtype(f"<U{max(width, 1)}")  # numpy's own minimum: np.array([""]) is <U1
-    write_npy_header(stream, (blocks.rows(),), dtype)
-    for index in range(blocks.count):
-        stream.write(np.array(blocks.keys(index), dtype=dtype).tobytes())
+def _copy_after(stream: IO[bytes], header: bytes, source: Path) -> None:
+    stream.write(header)
+    with source.open("rb") as part:
+        shutil.copyfileobj(part, stream, _COPY_BLOCK)
 
 
 def _zip_member(name: str) -> zipfile.ZipInfo:
@@ -275,63 +420,40 @@ def _zip_member(name: str) -> zipfile.ZipInfo:
     return member
 
 
-def _write_npz(blocks: Blocks, stream: IO[bytes], ids: bool) -> None:
-    members: list[tuple[str, Writer]] = [("vectors.npy", _write_npy), ("keys.npy", _write_npz_keys)]
+def _write_npz(stream: IO[bytes], work: Path, names: list[str]) -> None:
     with zipfile.ZipFile(stream, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as archive:
-        for name, write in members + ([("ids.npy", _write_ids)] if ids else []):
-            with archive.open(_zip_member(name), "w", force_zip64=True) as member:
-                write(blocks, member)
+        for name in names:
+            with archive.open(_zip_member(name.replace(".txt", ".npy")), "w", force_zip64=True) as member:
+                if name == "keys.txt":
+                    _write_npz_keys(member, work / name)
+                else:
+                    with (work / name).open("rb") as part:
+                        shutil.copyfileobj(part, member, _COPY_BLOCK)
 
 
-def _write_txt(blocks: Blocks, stream: IO[bytes]) -> None:
-    stream.write(f"{blocks.rows()} {blocks.dim}\n".encode("ascii"))
-    row_format = " ".join([FLOAT_FORMAT] * blocks.dim)
-    for index in range(blocks.count):
-        lines = (
-            f"{escape_token(key)} {row_format % tuple(row)}\n"
-            for key, row in zip(blocks.keys(index), blocks.vectors(index).tolist())
-        )
-        stream.write("".join(lines).encode("utf-8"))
+def _key_blocks(path: Path) -> Iterator[list[str]]:
+    """The keys of a keys part, a block at a time."""
+    block: list[str] = []
+    with path.open("rb") as stream:
+        for line in stream:
+            block.append(unescape_key(line[:-1].decode("utf-8")))
+            if len(block) == _KEY_BLOCK:
+                yield block
+                block = []
+    if block:
+        yield block
 
 
-def _write_bin(blocks: Blocks, stream: IO[bytes]) -> None:
-    stream.write(f"{blocks.rows()} {blocks.dim}\n".encode("ascii"))
-    for index in range(blocks.count):
-        records = (
-            escape_token(key).encode("utf-8") + b" " + row.tobytes() + b"\n"
-            for key, row in zip(blocks.keys(index), blocks.vectors(index))
-        )
-        stream.write(b"".join(records))
-
-
-def _write_jsonl(blocks: Blocks, stream: IO[bytes], ids: bool) -> None:
-    for index in range(blocks.count):
-        stream.write(jsonl_records(blocks.keys(index), blocks.vectors(index), blocks.ids(index) if ids else None))
-
-
-def jsonl_records(
-    keys: Sequence[str], vectors: NDArray[np.float32], ids: NDArray[np.int64] | None = None
-) -> bytes:
-    """Rows as JSON lines `{"key": ..., "line": ..., "word": ..., "vector": [...]}`, floats that round-trip float32."""
-    vector_format = ", ".join([FLOAT_FORMAT] * vectors.shape[1])
-    keys_json = [json.dumps(key, ensure_ascii=False) for key in keys]
-    if ids is None:
-        heads = [f'{{"key": {key}, ' for key in keys_json]
-    else:
-        pairs = zip(keys_json, ids.tolist())
-        heads = [f'{{"key": {key}, "line": {line}, "word": {word}, ' for key, (line, word) in pairs]
-    lines = (
-        f'{head}"vector": [{_json_numbers(vector_format % tuple(row))}]}}\n'
-        for head, row in zip(heads, vectors.tolist())
-    )
-    return "".join(lines).encode("utf-8")
-
-
-def _json_numbers(text: str) -> str:
-    """`%.9g` numbers as JSON, where a bare `-0` would read back as the integer 0."""
-    if "-0," in text or text.endswith("-0"):  # a cheap test first: signed zeros are rare
-        return _NEGATIVE_ZERO.sub("-0.0", text)
-    return text
+def _write_npz_keys(member: IO[bytes], keys: Path) -> None:
+    """keys.npy of an .npz: fixed-width numpy unicode, written a block at a time after a pass for the width."""
+    width = rows = 0
+    for block in _key_blocks(keys):
+        width = max(width, max(len(key) for key in block))
+        rows += len(block)
+    dtype = np.dtype(f"<U{max(width, 1)}")  # numpy's own minimum: np.array([""]) is <U1
+    member.write(npy_header(dtype, (rows,)))
+    for block in _key_blocks(keys):
+        member.write(np.array(block, dtype=dtype).tobytes())
 
 
 # -- readers -----------------------------------------------------------------------
@@ -344,17 +466,22 @@ def _word2vec_header(line: bytes, path: Path) -> tuple[int, int]:
     return int(fields[0]), int(fields[1])
 
 
+def _load_optional(path: Path) -> NDArray[np.generic] | None:
+    return np.load(path, allow_pickle=False) if path.is_file() else None
+
+
 def _read_npy(path: Path) -> Table:
     vectors = np.load(path, allow_pickle=False).astype(np.float32, copy=False)
-    ids = np.load(ids_path(path), allow_pickle=False) if ids_path(path).is_file() else None
-    return Table(read_keys(sidecar_path(path)), vectors, ids)
+    unknown = _load_optional(unknown_path(path))
+    return Table(read_keys(sidecar_path(path)), vectors, _load_optional(ids_path(path)), unknown)
 
 
 def _read_npz(path: Path) -> Table:
     with np.load(path, allow_pickle=False) as archive:
         keys, vectors = archive["keys"].tolist(), archive["vectors"]
         ids = archive["ids"] if "ids" in archive.files else None
-    return Table(keys, vectors.astype(np.float32, copy=False), ids)
+        unknown = archive["unknown"] if "unknown" in archive.files else None
+    return Table(keys, vectors.astype(np.float32, copy=False), ids, unknown)
 
 
 def _read_txt(path: Path) -> Table:
@@ -397,23 +524,27 @@ def _read_jsonl(path: Path) -> Table:
     keys: list[str] = []
     rows: list[list[float]] = []
     ids: list[tuple[int, int]] = []
+    flags: list[bool] = []
     with path.open("rb") as stream:
         for line in stream:
-            record = json.loads(line)
+            record = orjson.loads(line)
             keys.append(record["key"])
             rows.append(record["vector"])
             if "line" in record:
                 ids.append((record["line"], record["word"]))
-    if len(ids) not in (0, len(rows)):
-        found = f"found them on {len(ids)} of {len(rows)}"
-        raise OutputError(f"{path}: expected line and word on every row or none, {found}")
+            if "unknown" in record:
+                flags.append(bool(record["unknown"]))
+    for name, found in (("line and word", ids), ("unknown", flags)):
+        if len(found) not in (0, len(rows)):
+            raise OutputError(f"{path}: expected {name} on every row or none, found them on {len(found)} of {len(rows)}")
     id_array = np.array(ids, dtype=np.int64).reshape(-1, 2) if ids else None
+    unknown = np.array(flags, dtype=bool) if flags else None
     if not rows:
         return Table(keys, np.zeros((0, 0), dtype=np.float32), None)
     vectors = np.array(rows, dtype=np.float32)
     if vectors.ndim != 2:
         raise OutputError(f"{path}: expected vectors of one length, found shape {vectors.shape}")
-    return Table(keys, vectors, id_array)
+    return Table(keys, vectors, id_array, unknown)
 
 
 _READERS: dict[str, Callable[[Path], Table]] = {
@@ -423,3 +554,9 @@ _READERS: dict[str, Callable[[Path], Table]] = {
     ".bin": _read_bin,
     ".jsonl": _read_jsonl,
 }
+
+__all__ = [
+    "ID_SUFFIXES", "SUPPORTED_SUFFIXES", "Part", "RowBlock", "Table", "assemble", "check_rows", "ids_path",
+    "jsonl_records", "output_files", "parts", "read_table", "read_vectors", "sidecar_path", "suffix_of",
+    "unknown_path", "write_vectors",
+]

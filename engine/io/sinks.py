@@ -1,63 +1,61 @@
-"""Writing embeddings to disk in bulk: bounded memory, atomic, resumable.
+"""Writing embeddings to disk in bulk: constant memory, atomic, resumable, and never over what it was not told to.
 
-`bertonnx embed` turns millions of input lines into vectors chunk by chunk. A
-`VectorSink` takes those chunks and must survive three things: outputs larger
-than RAM, a crash at any instant, and a rerun that should not redo finished work.
+`bertonnx embed` turns millions of input lines into vectors. A `VectorSink`
+takes their rows as they are produced and must survive four things: outputs
+larger than RAM, a crash at any instant, a rerun that should not redo finished
+work, and a user who did not mean to replace a file.
 
 How it works:
-    * Every finished chunk goes to a hidden work directory next to the output,
-      `.<OUT name>.partial/`, as `chunk-NNNNNN.keys` (escaped keys), with ids
-      `chunk-NNNNNN.ids` (an .npy array), then `chunk-NNNNNN.npy` (its vectors). Each file
-      is written to a temp file, fsynced and renamed into place; the `.npy` is
-      renamed last, so its presence is what marks the chunk finished.
-      `state.json` there holds the job's spec.
-    * `finish()` streams the chunks, one at a time, into temp files next to OUT
-      in the format its suffix names (bertonnx.io.formats; the headers of `.npy`,
-      `.txt` and `.bin` need the row count, only known now), fsyncs them and
-      renames them into place: sidecars first, OUT last. So a visible OUT is
-      always complete, and so are its sidecars. Only then is the work directory removed.
-    * Memory stays O(one chunk) throughout.
+    * Rows are appended, block by block, to the *parts* of the output format
+      (bertonnx.io.formats: e.g. an .npy output's vectors, keys, ids and flags)
+      in a hidden work directory beside the output, `.<OUT name>.partial/`.
+      Nothing is held in memory beyond the block being written.
+    * `commit(position)` is a checkpoint: every part is flushed and fsynced,
+      then `state.json` records, atomically, the byte size of each part, the
+      rows so far and the caller's `position` (e.g. lines read). A killed job
+      resumes from its last checkpoint: the parts are cut back to the recorded
+      sizes and the caller continues from `position`.
+    * `finish(position)` assembles the output from the parts (most are renamed,
+      not copied: bertonnx.io.formats.assemble), sidecars first and OUT last, so
+      a visible OUT is always complete; only then is the work directory removed.
 
-Resuming: `VectorSink.open(out, spec, resume=True)` keeps the finished chunks of
-a job with the same `JobSpec`; `done_chunks` says how many. The caller re-reads
-its input, skips the first `done_chunks` chunks (`done_chunks * chunk_size`
-lines), and continues with `write_chunk(done_chunks, ...)`. That is only correct
-when chunk boundaries are the same as before, so the fingerprint must hold
-everything that shapes a chunk's content: input sha256 and size, bundle id,
-mode, pooling, chunk size. A run killed at any point, then resumed, writes an
-output byte-identical to an uninterrupted run. If `finish()` itself fails (disk
-full), the chunks are kept: resume, write nothing, and call `finish()` again.
-Without `resume`, any previous work directory is discarded. An existing OUT is
-left untouched until `finish()` replaces it. One process per OUT at a time.
+Checkpoints may fall anywhere between blocks: as long as the caller cuts its
+input into blocks the same way after a resume (blocks depend on the input
+alone), a run killed at any point and resumed writes an output byte-identical
+to an uninterrupted run. If `finish()` fails (disk full), the parts are kept:
+resume and finish again.
+
+What is refused, with the way out in the message: an existing output (unless
+`force`), and a work directory left by an unfinished job (unless `resume`, for
+the same job, or `force`, which starts over). A resume under another job spec
+names every field that differs. One process per OUT at a time.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import shutil
-from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
-
-import numpy as np
-from numpy.typing import NDArray
+from typing import IO, Any
 
 from bertonnx.errors import OutputError
-from bertonnx.io.atomic import TEMP_SUFFIX, replace_all, write_atomic
+from bertonnx.io.atomic import TEMP_SUFFIX, write_atomic
 from bertonnx.io.formats import (
-    ID_DTYPE,
+    ID_SUFFIXES,
     SUPPORTED_SUFFIXES,
-    VECTOR_DTYPE,
+    Part,
+    RowBlock,
+    assemble,
     check_rows,
-    ids_path,
+    output_files,
+    parts,
     read_vectors,
     sidecar_path,
     suffix_of,
-    targets,
-    write_array,
 )
-from bertonnx.io.keys import key_lines, read_keys
 from bertonnx.io.records import read_record, record_bytes
 
 # read_vectors, sidecar_path and SUPPORTED_SUFFIXES live in bertonnx.io.formats; they stay importable
@@ -66,8 +64,8 @@ __all__ = ["JobSpec", "VectorSink", "partial_dir", "read_vectors", "sidecar_path
 
 STATE_FILE = "state.json"
 STATE_FORMAT = "bertonnx-sink-partial"
-STATE_VERSION = 2  # 2: chunks may carry ids
-RESUME_REMEDY = "start over without resume"
+STATE_VERSION = 3  # 3: rows appended to format parts, checkpoints by byte size
+RESUME_REMEDY = "start over with --force (library: force=True)"
 
 
 @dataclass(frozen=True)
@@ -75,15 +73,17 @@ class JobSpec:
     """What makes two runs the same job, so that one may resume the other.
 
     Attributes:
-        fingerprint: JSON-serialisable facts that fix every chunk's content
-            (input sha256 and size, bundle id, mode, pooling, chunk size...).
+        fingerprint: JSON-serialisable facts that fix every row (input sha256,
+            graph sha256, backend, precision, mode, pooling...).
         dim: the width of every vector.
-        ids: every chunk carries (line, word) ids, written where the format has room.
+        ids: every row carries (line, word) ids, written where the format has room.
+        unknown: every row carries an unknown-token flag, written where the format has room.
     """
 
     fingerprint: dict[str, object]
     dim: int
     ids: bool = False
+    unknown: bool = False
 
     def __post_init__(self) -> None:
         if isinstance(self.dim, bool) or not isinstance(self.dim, int) or self.dim < 1:
@@ -100,96 +100,180 @@ class JobSpec:
             "version": STATE_VERSION,
             "dim": self.dim,
             "ids": self.ids,
+            "unknown": self.unknown,
             "fingerprint": json.loads(json.dumps(self.fingerprint, sort_keys=True)),
         }
 
 
 class VectorSink:
-    """Takes the chunks of one output file; create it with `open` (protocol: module doc)."""
+    """Takes the rows of one output file; create it with `open` (protocol: module doc)."""
 
-    def __init__(self, out: Path, spec: JobSpec, done_chunks: int) -> None:
+    def __init__(self, out: Path, spec: JobSpec, checkpoint: dict[str, Any] | None) -> None:
         self._out = out
         self._spec = spec
         self._suffix = suffix_of(out)
         self._work = partial_dir(out)
-        self._done = done_chunks
+        keep = self._suffix in ID_SUFFIXES
+        self._with_ids, self._with_unknown = spec.ids and keep, spec.unknown and keep
+        self._parts = parts(self._suffix, spec.dim, self._with_ids, self._with_unknown)
+        self._checkpoint = checkpoint
+        self._rows = int(checkpoint["rows"]) if checkpoint else 0
+        self._streams: dict[str, IO[bytes]] | None = None
+        self._digests = {part.name: hashlib.sha256() for part in self._parts}  # bytes since the last checkpoint
+        self._segments: list[dict[str, list[object]]] = list(checkpoint["segments"]) if checkpoint else []
         self._finished = False
 
     @classmethod
-    def open(cls, out: Path | str, spec: JobSpec, resume: bool) -> VectorSink:
-        """Start a job writing `out`, or with `resume` keep the same job's finished chunks.
+    def open(cls, out: Path | str, spec: JobSpec, resume: bool = False, force: bool = False) -> VectorSink:
+        """Start a job writing `out`, or with `resume` continue the same job from its last checkpoint.
 
         Raises:
-            OutputError: unsupported suffix, `out` is a directory, or (resume) the
-                work directory holds another job; the message names what differs.
+            OutputError: unsupported suffix, `out` is a directory, `out` exists (without
+                force), an unfinished job's work directory (without resume or force), or
+                (resume) the work directory holds another job: the message names what differs.
         """
         out = Path(out)
         suffix_of(out)
         if out.is_dir():
             raise OutputError(f"{out}: expected an output file path, found a directory")
         work = partial_dir(out)
-        _remove_temps(out.parent, [target for target, _ in targets(out, with_ids=True)])
-        if resume and (work / STATE_FILE).is_file():
-            _check_same_job(work, spec)
-            _remove_temps(work, [])
-            return cls(out, spec, _count_done(work, spec.ids))
-        _start_fresh(work, spec)
-        return cls(out, spec, 0)
+        _remove_temps(out.parent, output_files(out))
+        if (work / STATE_FILE).is_file() and not force:
+            if not resume:
+                raise OutputError(
+                    f"{work} holds an unfinished job for {out.name}; --resume continues it, --force starts over"
+                )
+            checkpoint = _check_same_job(work, spec)
+            sink = cls(out, spec, checkpoint)
+            sink._cut_back()
+            return sink
+        existing = [path for path in output_files(out) if path.exists()]
+        if existing and not force:
+            raise OutputError(f"{existing[0]} exists; --force replaces it (library: force=True)")
+        sink = cls(out, spec, None)
+        sink._start_fresh()
+        return sink
 
     @property
-    def done_chunks(self) -> int:
-        """Chunks already finished: the caller skips that many chunks of its input."""
-        return self._done
+    def position(self) -> dict[str, Any] | None:
+        """The caller's position at the last checkpoint of a resumed job; None for a fresh one."""
+        return None if self._checkpoint is None else dict(self._checkpoint["position"])
 
-    def write_chunk(
-        self, index: int, keys: Sequence[str], vectors: NDArray[np.float32], ids: NDArray[np.int64] | None = None
-    ) -> None:
-        """Store chunk `index` durably: it counts in `done_chunks` even after a crash.
+    @property
+    def rows(self) -> int:
+        """Rows in the output so far, those kept from a killed run included."""
+        return self._rows
 
-        Args:
-            ids: (n, 2) int64 (line, word) of each row; required when the spec has ids, refused otherwise.
+    def append(self, block: RowBlock) -> None:
+        """Append rows; they become durable at the next `commit`.
 
         Raises:
-            OutputError: out-of-order index, wrong dtype or dim, key count or ids
-                not one per row, NaN or inf, or a key the format cannot hold.
-            OSError: the disk refused the write; OUT is not touched.
+            OutputError: wrong dtype or dim, keys, ids or flags not one per row or
+                missing where the job has them, NaN or inf, or a key the format cannot hold.
+            OSError: the disk refused the write.
         """
         self._check_open()
-        if index != self._done:
-            raise OutputError(f"chunks must come in order: expected chunk {self._done}, found {index}")
-        if (ids is not None) != self._spec.ids:
-            found = f"found a chunk with ids={ids is not None}"
-            raise OutputError(f"this job was opened with ids={self._spec.ids}; {found}")
-        check_rows(keys, vectors, ids, self._spec.dim, self._suffix)
-        lines = key_lines(keys)
-        data = np.ascontiguousarray(vectors, dtype=VECTOR_DTYPE)
+        for name, wanted, found in (("ids", self._spec.ids, block.ids), ("unknown", self._spec.unknown,
+                                                                              block.unknown)):
+            if wanted != (found is not None):
+                raise OutputError(f"this job was opened with {name}={wanted}; found rows with {name}={found is not None}")
+        check_rows(block, self._spec.dim, self._suffix)
+        streams = self._open_streams()
         try:
-            write_atomic(_keys_file(self._work, index), lambda stream: stream.write(lines))
-            if ids is not None:
-                write_atomic(_ids_file(self._work, index), partial(write_array, ids.astype(ID_DTYPE)))
-            write_atomic(_vectors_file(self._work, index), partial(write_array, data))
+            for part in self._parts:
+                data = part.encode(block)
+                streams[part.name].write(data)
+                self._digests[part.name].update(data)
         except OSError as error:
-            raise _disk_error(error, f"chunk {index}", self._out, self._work) from error
-        self._done += 1
+            raise _disk_error(error, "rows", self._out, self._work) from error
+        self._rows += len(block)
 
-    def finish(self) -> Path:
-        """Assemble the output from the finished chunks atomically; drop the work directory.
+    def commit(self, position: dict[str, Any]) -> None:
+        """A checkpoint: every row appended so far survives a crash, and a resume starts after `position`."""
+        self._check_open()
+        streams = self._open_streams()
+        try:
+            for stream in streams.values():
+                stream.flush()
+                os.fsync(stream.fileno())
+            sizes = {name: stream.tell() for name, stream in streams.items()}
+            segments = self._segments
+            segments.append({name: [sizes[name], digest.hexdigest()] for name, digest in self._digests.items()})
+            self._digests = {name: hashlib.sha256() for name in self._digests}
+            self._checkpoint = {
+                "rows": self._rows, "sizes": sizes, "segments": segments, "position": json.loads(json.dumps(position)),
+            }
+            state = record_bytes({**self._spec.record(), "checkpoint": self._checkpoint})
+            write_atomic(self._work / STATE_FILE, lambda stream: stream.write(state))
+        except OSError as error:
+            raise _disk_error(error, "a checkpoint", self._out, self._work) from error
+
+    def finish(self, position: dict[str, Any] | None = None) -> Path:
+        """Assemble the output from the parts atomically; drop the work directory.
 
         Raises:
             OSError: the disk refused the write; OUT is absent or still the old
-                file, and the chunks are kept so that a resumed run can finish.
+                file, and the parts are kept so that a resumed run can finish.
         """
         self._check_open()
-        chunks = _Chunks(self._work, self._done, self._spec.dim, self._spec.ids)
+        self.commit(position if position is not None else (self.position or {}))
+        self._close_streams()
         try:
-            replace_all([(target, partial(write, chunks)) for target, write in targets(self._out, self._spec.ids)])
+            assemble(self._out, self._work, self._rows, self._spec.dim, self._with_ids, self._with_unknown)
         except OSError as error:
             raise _disk_error(error, str(self._out), self._out, self._work) from error
-        if self._suffix == ".npy" and not self._spec.ids:
-            ids_path(self._out).unlink(missing_ok=True)  # an earlier run's ids would not be these rows'
         shutil.rmtree(self._work)
         self._finished = True
         return self._out
+
+    def discard(self) -> None:
+        """Drop the work directory of a job that cannot be resumed (its input is at fault)."""
+        self._close_streams()
+        shutil.rmtree(self._work, ignore_errors=True)
+        self._finished = True
+
+    def close(self) -> None:
+        """Close the parts without finishing (a failed job): the last checkpoint stays resumable."""
+        self._close_streams()
+
+    def _open_streams(self) -> dict[str, IO[bytes]]:
+        if self._streams is None:
+            self._streams = {part.name: (self._work / part.name).open("r+b") for part in self._parts}
+            for stream in self._streams.values():
+                stream.seek(0, os.SEEK_END)
+        return self._streams
+
+    def _close_streams(self) -> None:
+        if self._streams is not None:
+            for stream in self._streams.values():
+                stream.close()
+            self._streams = None
+
+    def _start_fresh(self) -> None:
+        work = self._work
+        if work.is_symlink() or (work.exists() and not work.is_dir()):
+            raise FileExistsError(f"{work}: expected a work directory, found something else; remove it")
+        if work.exists():
+            shutil.rmtree(work)
+        work.mkdir(parents=True)
+        for part in self._parts:
+            _write_part_start(work / part.name, part)  # a header slot, filled at finish: not in any digest
+        self.commit({})
+        self._checkpoint = None
+
+    def _cut_back(self) -> None:
+        """Cut every part back to the last checkpoint: what a killed run wrote after it is redone."""
+        assert self._checkpoint is not None
+        sizes = self._checkpoint.get("sizes", {})
+        for part in self._parts:
+            path = self._work / part.name
+            size = sizes.get(part.name)
+            found = path.stat().st_size if path.is_file() else -1
+            if not isinstance(size, int) or found < size:
+                raise OutputError(f"{path}: expected at least {size} bytes, found {max(found, 0)}; {RESUME_REMEDY}")
+            os.truncate(path, size)
+            _check_segments(path, len(part.start()), [segment[part.name] for segment in self._segments])
+        _remove_temps(self._work, [])
 
     def _check_open(self) -> None:
         if self._finished:
@@ -197,33 +281,50 @@ class VectorSink:
 
 
 def partial_dir(out: Path) -> Path:
-    """The hidden work directory of `out`, holding the finished chunks and job state."""
+    """The hidden work directory of `out`, holding the parts and the job's state."""
     return out.with_name(f".{out.name}.partial")
 
 
-# -- the work directory -------------------------------------------------------
+def _write_part_start(path: Path, part: Part) -> None:
+    with path.open("wb") as stream:
+        stream.write(part.start())
 
 
-def _keys_file(work: Path, index: int) -> Path:
-    return work / f"chunk-{index:06d}.keys"
+def _check_segments(path: Path, start: int, segments: list[list[object]]) -> None:
+    """A part's bytes from `start` (past a header slot) are those its checkpoints recorded, segment by segment:
+    a damaged work directory is refused."""
+    with path.open("rb") as stream:
+        stream.seek(start)
+        for end, digest in segments:
+            if not isinstance(end, int) or end < start:
+                raise OutputError(f"{path}: a damaged checkpoint record; {RESUME_REMEDY}")
+            found = hashlib.sha256()
+            left = end - start
+            while left:
+                block = stream.read(min(left, 1 << 22))
+                if not block:
+                    break
+                found.update(block)
+                left -= len(block)
+            if found.hexdigest() != digest:
+                raise OutputError(f"{path}: bytes {start}-{end} are not what the job wrote (damaged?); {RESUME_REMEDY}")
+            start = end
 
 
-def _ids_file(work: Path, index: int) -> Path:
-    return work / f"chunk-{index:06d}.ids"  # an .npy array; not named *.npy, which marks finished chunks
-
-
-def _vectors_file(work: Path, index: int) -> Path:
-    return work / f"chunk-{index:06d}.npy"
-
-
-def _check_same_job(work: Path, spec: JobSpec) -> None:
+def _check_same_job(work: Path, spec: JobSpec) -> dict[str, Any]:
+    """The saved checkpoint, once the saved job is the same as `spec`."""
     saved = read_record(work / STATE_FILE, STATE_FORMAT, STATE_VERSION, RESUME_REMEDY)
     wanted = spec.record()
-    differences = _differences(
-        {"dim": saved.get("dim"), "ids": saved.get("ids")}, {"dim": wanted["dim"], "ids": wanted["ids"]}
-    ) + _differences(_as_dict(saved.get("fingerprint")), _as_dict(wanted["fingerprint"]))
+    shape = ("dim", "ids", "unknown")
+    differences = _differences({k: saved.get(k) for k in shape}, {k: wanted[k] for k in shape}) + _differences(
+        _as_dict(saved.get("fingerprint")), _as_dict(wanted["fingerprint"])
+    )
     if differences:
-        raise OutputError(f"{work} holds a different job ({'; '.join(differences)}); {RESUME_REMEDY}")
+        raise OutputError(f"cannot resume: {'; '.join(differences)}; {RESUME_REMEDY}")
+    checkpoint = saved.get("checkpoint")
+    if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("rows"), int):
+        raise OutputError(f"{work / STATE_FILE}: no checkpoint recorded; {RESUME_REMEDY}")
+    return checkpoint
 
 
 def _as_dict(value: object) -> dict[str, object]:
@@ -240,28 +341,6 @@ def _differences(saved: dict[str, object], wanted: dict[str, object]) -> list[st
     ]
 
 
-def _start_fresh(work: Path, spec: JobSpec) -> None:
-    if work.is_symlink() or (work.exists() and not work.is_dir()):
-        raise FileExistsError(f"{work}: expected a work directory, found something else; remove it")
-    if work.exists():
-        shutil.rmtree(work)
-    work.mkdir(parents=True)
-    state = record_bytes(spec.record())
-    write_atomic(work / STATE_FILE, lambda stream: stream.write(state))
-
-
-def _count_done(work: Path, ids: bool) -> int:
-    """Finished chunks: the unbroken run from 0 whose vectors file (renamed last) exists."""
-    done = 0
-    while (
-        _vectors_file(work, done).is_file()
-        and _keys_file(work, done).is_file()
-        and (not ids or _ids_file(work, done).is_file())
-    ):
-        done += 1
-    return done
-
-
 def _remove_temps(directory: Path, targets: list[Path]) -> None:
     """Drop the temp files a killed run left: those of `targets`, or all when empty."""
     patterns = [f".{target.name}.*{TEMP_SUFFIX}" for target in targets] or [f".*{TEMP_SUFFIX}"]
@@ -270,56 +349,11 @@ def _remove_temps(directory: Path, targets: list[Path]) -> None:
             temp.unlink(missing_ok=True)
 
 
-@dataclass(frozen=True)
-class _Chunks:
-    """The finished chunks of a job as bertonnx.io.formats.Blocks, read back one at a time."""
-
-    work: Path
-    count: int
-    dim: int
-    with_ids: bool
-
-    def vectors(self, index: int) -> NDArray[np.float32]:
-        path = _vectors_file(self.work, index)
-        vectors = self._load(path)
-        if vectors.dtype != VECTOR_DTYPE or vectors.ndim != 2 or vectors.shape[1] != self.dim:
-            raise OutputError(f"{path}: expected <f4 vectors of dim {self.dim}, found {vectors.dtype} {vectors.shape}")
-        return vectors
-
-    def ids(self, index: int) -> NDArray[np.int64]:
-        path = _ids_file(self.work, index)
-        ids = self._load(path)
-        rows = self.vectors(index).shape[0]
-        if ids.dtype != ID_DTYPE or ids.shape != (rows, 2):
-            raise OutputError(f"{path}: expected <i8 ids of shape ({rows}, 2), found {ids.dtype} {ids.shape}")
-        return ids
-
-    def key_lines(self, index: int) -> bytes:
-        return _keys_file(self.work, index).read_bytes()
-
-    def keys(self, index: int) -> list[str]:
-        keys = read_keys(_keys_file(self.work, index))
-        rows = self.vectors(index).shape[0]
-        if len(keys) != rows:
-            raise OutputError(f"{_keys_file(self.work, index)}: expected {rows} keys, one a row, found {len(keys)}")
-        return keys
-
-    def rows(self) -> int:
-        return sum(self.vectors(index).shape[0] for index in range(self.count))
-
-    @staticmethod
-    def _load(path: Path) -> NDArray[np.generic]:
-        try:
-            return np.load(path, mmap_mode="r", allow_pickle=False)
-        except ValueError as error:  # pickled objects, a damaged header
-            raise OutputError(f"{path}: not a plain numpy array ({error}); {RESUME_REMEDY}") from error
-
-
 def _disk_error(error: OSError, what: str, out: Path, work: Path) -> OSError:
     """An OSError of the same errno that says what failed and what is left on disk."""
     culprit = f" ({error.filename})" if error.filename else ""
     return OSError(
         error.errno,
         f"could not write {what}: {error.strerror or error}{culprit}; {out} was not written, "
-        f"finished chunks are kept in {work} (rerun with resume to continue)",
+        f"finished work is kept in {work} (rerun with --resume to continue)",
     )

@@ -1,13 +1,24 @@
-"""Bulk jobs: a file of words or texts -> a vector file, in chunks, resumable.
+"""Bulk jobs: a file of words or texts -> a vector file, streamed in constant memory, resumable.
 
-The input is read as a stream of lines and cut into fixed chunks of lines; each
-chunk is embedded and stored by a VectorSink before the next is read, so memory
-stays bounded and a killed job resumes at the first unfinished chunk. A chunk is
-embedded in slices of a few hundred lines, so that progress moves within it.
+The input is read as a stream of lines and cut into *slices* (the memory unit):
+at most SLICE_LINES lines and about SLICE_CHARS characters, so a slice's states
+stay small however long its lines. Three stages overlap (bertonnx.jobs.stages):
+a reader thread reads, checks and tokenizes slices ahead; the calling thread
+runs the model and pools; a writer thread encodes rows and appends them to the
+output's parts (bertonnx.io.sinks). A line longer than LONG_TEXT_PIECES pieces
+runs a group of windows at a time (bertonnx.long_text), with progress inside it.
+
+Every `chunk_lines` lines (the checkpoint unit, apart from the memory unit) the
+writer commits a checkpoint: a killed job resumes after the last one and writes
+an output byte-identical to an uninterrupted run, because slices depend on the
+input alone. A resume is refused unless everything that shapes the numbers is
+the same: input bytes, graph, backend, precision, int8 recipe, mode, pooling,
+policies and batching (`JobSpec.fingerprint`).
 
 Every row keeps its id (line, word): the 1-based input line it came from and
 its index among that line's rows (contextual mode gives a row per word; static
-and sentence lines give one row, word 0).
+and sentence lines give one row, word 0), and an unknown flag: the row's word
+(a sentence: any word of it) maps to the unknown token.
 """
 
 from __future__ import annotations
@@ -15,10 +26,10 @@ from __future__ import annotations
 import codecs
 import hashlib
 import sys
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from itertools import islice
 from pathlib import Path
 from typing import BinaryIO
 
@@ -26,10 +37,12 @@ import numpy as np
 from numpy.typing import NDArray
 
 from bertonnx.bundle import Bundle
-from bertonnx.embedder import Embedder
+from bertonnx.embedder import Embedder, Prepared
 from bertonnx.errors import BadLineError, OptionError
-from bertonnx.io.formats import jsonl_records
+from bertonnx.io.formats import RowBlock, jsonl_records
 from bertonnx.io.sinks import JobSpec, VectorSink
+from bertonnx.jobs.stages import Behind, ahead
+from bertonnx.long_text import sentence_in_groups, word_rows_in_groups
 from bertonnx.options import (
     LONG_TEXT_POLICIES,
     ON_ERROR_POLICIES,
@@ -42,13 +55,18 @@ from bertonnx.options import (
     check_pooling_for_mode,
     check_positive,
 )
-from bertonnx.tokenize import preview
+from bertonnx.tokenize import TextPieces, preview
 
 DEFAULT_CHUNK_LINES = 20_000
 SLICE_LINES = 256
-"""Lines per Embedder call within a chunk: progress moves every slice; measured as fast as whole chunks
-(README, "The command line")."""
+"""Lines per Embedder call: enough batches to keep every stream busy (README, "The command line")."""
+SLICE_CHARS = 1 << 16
+"""Characters per slice, about 16,000 pieces: the states of a slice stay near 25 MB at H=384."""
+LONG_TEXT_PIECES = 1 << 14
+"""A line of more pieces runs a group of windows at a time instead of with its slice."""
 SKIP_HINT = "use --on-error skip to skip such lines"
+JOB_VERSION = 2
+"""Bumped when slicing or row order changes: a resume across it would mix two ways of cutting the input."""
 
 Progress = Callable[[int, int], None]  # (bytes read, lines read)
 
@@ -57,12 +75,13 @@ Progress = Callable[[int, int], None]  # (bytes read, lines read)
 class Line:
     number: int  # 1-based line number in the input
     text: str
-    end_byte: int  # offset just past this line, for progress
+    end_byte: int  # offset just past this line, for progress and resume
+    start_byte: int = 0  # offset of its first byte, for progress inside a very long line
 
 
 @dataclass(frozen=True)
 class BulkOptions:
-    """How a bulk job embeds: everything that changes its output."""
+    """How a bulk job embeds: everything that changes its output, and how often it checkpoints."""
 
     mode: Mode = "static"
     pooling: str = "mean"  # a word pooling for static and contextual; mean or cls for sentences
@@ -70,7 +89,7 @@ class BulkOptions:
     long_text: LongText = "window"
     normalize: bool = False  # sentences only
     on_error: OnError = "fail"  # fail, or skip the line and report it
-    chunk_lines: int = DEFAULT_CHUNK_LINES
+    chunk_lines: int = DEFAULT_CHUNK_LINES  # lines between checkpoints; does not change the output
     max_length: int | None = None  # sentences only: cut every text to this many positions, as sentence-transformers
 
     def __post_init__(self) -> None:
@@ -85,6 +104,10 @@ class BulkOptions:
             if self.mode != "sentences":
                 raise OptionError(f"max_length applies to sentences only, not {self.mode}")
 
+    def numbers(self) -> dict[str, object]:
+        """The options that change the rows (chunk_lines only changes when checkpoints fall)."""
+        return {name: getattr(self, name) for name in BulkOptions.__dataclass_fields__ if name != "chunk_lines"}
+
 
 def output_width(bundle: Bundle, options: BulkOptions) -> int:
     """The width of the vectors a job writes: the table's or the hidden size, doubled by first_last word pooling."""
@@ -92,49 +115,39 @@ def output_width(bundle: Bundle, options: BulkOptions) -> int:
     return width * (2 if options.mode != "sentences" and options.pooling == "first_last" else 1)
 
 
-@dataclass(frozen=True)
-class Rows:
-    """What a run of lines gives: a key, a vector and an id per row."""
-
-    keys: list[str]
-    vectors: NDArray[np.float32]  # (N, width)
-    ids: NDArray[np.int64]  # (N, 2) line number, word index within the line
-
-    def __len__(self) -> int:
-        return len(self.keys)
-
-    @staticmethod
-    def join(parts: list[Rows], width: int) -> Rows:
-        if len(parts) == 1:
-            return parts[0]
-        return Rows(
-            [key for part in parts for key in part.keys],
-            np.concatenate([part.vectors for part in parts] or [np.zeros((0, width), np.float32)]),
-            np.concatenate([part.ids for part in parts] or [np.zeros((0, 2), np.int64)]),
-        )
-
-
 @dataclass
 class BulkReport:
+    """What a job did. After a resume `lines` and `rows` count the whole output; `*_this_run` this run alone."""
+
     lines: int = 0
     rows: int = 0
-    skipped: list[tuple[int, str]] = field(default_factory=list)  # (line number, reason)
-    resumed_chunks: int = 0
+    lines_this_run: int = 0
+    rows_this_run: int = 0
+    seconds: float = 0.0  # this run's wall time
+    unknown_rows: int = 0  # this run's rows flagged unknown
+    skipped: list[tuple[int, str]] = field(default_factory=list)  # (line number, reason), this run
+    resumed_lines: int = 0  # lines kept from the killed run
     output: Path | None = None
 
+    @property
+    def lines_per_second(self) -> float:
+        return self.lines_this_run / self.seconds if self.seconds > 0 else 0.0
 
-def read_lines(stream: BinaryIO, name: str) -> Iterator[Line]:
+
+def read_lines(stream: BinaryIO, name: str, first_number: int = 1, offset: int = 0) -> Iterator[Line]:
     """Lines as text without their line ending (LF or CRLF); a missing final newline is fine.
 
     A byte-order mark at the start of the input (as Windows editors write) is
     dropped, so that it does not become part of the first word.
 
+    Args:
+        first_number, offset: the line number and byte offset `stream` starts at (a resumed job seeks).
+
     Raises:
         BadLineError: a line is not UTF-8, naming the line and the byte offset.
     """
-    offset = 0
-    for number, raw in enumerate(stream, start=1):
-        bom = len(codecs.BOM_UTF8) if number == 1 and raw.startswith(codecs.BOM_UTF8) else 0
+    for number, raw in enumerate(stream, start=first_number):
+        bom = len(codecs.BOM_UTF8) if offset == 0 and raw.startswith(codecs.BOM_UTF8) else 0
         try:
             text = raw[bom:].decode("utf-8")
         except UnicodeDecodeError as error:
@@ -142,7 +155,27 @@ def read_lines(stream: BinaryIO, name: str) -> Iterator[Line]:
                 f"{name}: line {number} is not valid UTF-8 (byte offset {offset + bom + error.start})"
             ) from error
         offset += len(raw)
-        yield Line(number=number, text=text.rstrip("\r\n"), end_byte=offset)
+        yield Line(number=number, text=text.rstrip("\r\n"), end_byte=offset, start_byte=offset - len(raw))
+
+
+def slices(lines: Iterator[Line], max_lines: int | None = None, max_chars: int | None = None) -> Iterator[list[Line]]:
+    """Lines cut greedily into slices of at most `max_lines` lines and about `max_chars` characters.
+
+    A slice depends only on the lines from its first on, so slicing resumed at a
+    slice boundary cuts the rest exactly as an uninterrupted run does.
+    """
+    max_lines = SLICE_LINES if max_lines is None else max_lines
+    max_chars = SLICE_CHARS if max_chars is None else max_chars
+    batch: list[Line] = []
+    chars = 0
+    for line in lines:
+        batch.append(line)
+        chars += len(line.text)
+        if len(batch) >= max_lines or chars >= max_chars:
+            yield batch
+            batch, chars = [], 0
+    if batch:
+        yield batch
 
 
 def input_fingerprint(path: Path) -> dict[str, object]:
@@ -152,6 +185,56 @@ def input_fingerprint(path: Path) -> dict[str, object]:
         for block in iter(lambda: stream.read(1 << 20), b""):
             digest.update(block)
     return {"input": str(path.resolve()), "bytes": path.stat().st_size, "sha256": digest.hexdigest()}
+
+
+def job_fingerprint(embedder: Embedder, source: Path | None, options: BulkOptions) -> dict[str, object]:
+    """Everything that changes the rows of a job: a resume under anything else is refused, naming it."""
+    info = embedder.backend.info
+    recipe = None
+    if info.precision == "int8" and info.backend == "openvino":
+        from bertonnx.backends.quantize import RECIPE
+
+        recipe = RECIPE
+    versions = {key: info.details[key] for key in ("onnxruntime", "openvino") if key in info.details}
+    return {
+        **(input_fingerprint(source) if source is not None else {"input": "-"}),
+        "graph": embedder.bundle.graph_sha256,
+        "backend": info.backend,
+        "device": info.device,
+        "precision": info.precision,
+        "int8_recipe": recipe,
+        "runtime": versions,
+        "batch_tokens": embedder.batch_tokens,
+        "slicing": [JOB_VERSION, SLICE_LINES, SLICE_CHARS, LONG_TEXT_PIECES],
+        **options.numbers(),
+    }
+
+
+@dataclass(frozen=True)
+class _Slice:
+    """A slice read, checked and tokenized on the reader thread, ready for the model."""
+
+    lines: list[Line]  # every line read, the bad ones included
+    kept: list[Line]  # the lines that give rows
+    problems: list[tuple[Line, _Problem]]
+    prepared: Prepared | None  # contextual and sentences: the kept lines' pieces
+    static: RowBlock | None  # static: the kept lines' rows (a table lookup, done on the reader thread)
+
+
+@dataclass(frozen=True)
+class _Within:
+    """Progress inside a very long line: shown, never a checkpoint (a resume starts at a slice boundary)."""
+
+    lines: int
+    end_byte: int
+
+
+@dataclass(frozen=True)
+class _Mark:
+    """The end of a slice: where a resume would start, and what progress to show."""
+
+    lines: int  # lines read so far, in the whole input
+    end_byte: int
 
 
 class FileJob:
@@ -168,41 +251,82 @@ class FileJob:
 
     @classmethod
     def open(
-        cls, embedder: Embedder, source: Path | None, out: Path, options: BulkOptions, resume: bool = False
+        cls,
+        embedder: Embedder,
+        source: Path | None,
+        out: Path,
+        options: BulkOptions,
+        resume: bool = False,
+        force: bool = False,
     ) -> FileJob:
         """Check the job and open its sink; see embed_file.
 
         Raises:
             BadLineError: resume from stdin.
-            OutputError: an output the sink refuses (suffix, a directory, another job's chunks).
+            OutputError: an output the sink refuses (suffix, a directory, an existing output without force,
+                an unfinished job without resume or force, a resume of another job).
         """
         if source is None and resume:
             raise BadLineError("--resume needs an input file; standard input cannot be read twice")
-        fingerprint = {
-            **(input_fingerprint(source) if source is not None else {"input": "-"}),
-            "bundle": embedder.bundle.manifest["files"]["model.onnx"]["sha256"],
-            **{name: getattr(options, name) for name in BulkOptions.__dataclass_fields__},
-        }
-        spec = JobSpec(fingerprint=fingerprint, dim=output_width(embedder.bundle, options), ids=True)
-        return cls(embedder, source, options, VectorSink.open(out, spec, resume=resume))
+        spec = JobSpec(
+            fingerprint=job_fingerprint(embedder, source, options),
+            dim=output_width(embedder.bundle, options),
+            ids=True,
+            unknown=True,
+        )
+        return cls(embedder, source, options, VectorSink.open(out, spec, resume=resume, force=force))
 
     def run(self, progress: Progress | None = None) -> BulkReport:
-        """Embed every line into the output; `progress` hears (bytes read, lines read) after each slice."""
-        report = BulkReport(resumed_chunks=self.sink.done_chunks)
-        with _open_input(self.source) as (stream, name):
-            for index, chunk in enumerate(_chunks(read_lines(stream, name), self.options.chunk_lines)):
-                report.lines += len(chunk)
-                if index < self.sink.done_chunks:
-                    if progress is not None and index == self.sink.done_chunks - 1:
-                        progress(chunk[-1].end_byte, report.lines)
-                    continue
-                done = report.lines - len(chunk)
-                rows = embed_slices(self.embedder, chunk, self.options, report, progress, done)
-                self.sink.write_chunk(index, rows.keys, rows.vectors, rows.ids)
-                report.rows += len(rows)
-                if progress is not None:  # the chunk's last slice: reported once it is stored
-                    progress(chunk[-1].end_byte, report.lines)
-        report.output = self.sink.finish()
+        """Embed every line into the output; `progress` hears (bytes read, lines read) as slices are written."""
+        started = time.perf_counter()
+        position = self.sink.position or {}
+        kept_lines, start_byte = int(position.get("lines", 0)), int(position.get("bytes", 0))
+        report = BulkReport(resumed_lines=kept_lines)
+        rows_before = self.sink.rows
+        if progress is not None and kept_lines:
+            progress(start_byte, kept_lines)
+        committed = [kept_lines]
+        last = _Mark(kept_lines, start_byte)
+
+        def write(item: RowBlock | _Mark | _Within) -> None:
+            nonlocal last
+            if isinstance(item, RowBlock):
+                self.sink.append(item)
+                return
+            if isinstance(item, _Within):
+                if progress is not None:
+                    progress(item.end_byte, item.lines)
+                return
+            last = item
+            if item.lines - committed[0] >= self.options.chunk_lines:
+                self.sink.commit({"lines": item.lines, "bytes": item.end_byte})
+                committed[0] = item.lines
+            if progress is not None:
+                progress(item.end_byte, item.lines)
+
+        try:
+            with _open_input(self.source, start_byte) as (stream, name):
+                lines = read_lines(stream, name, first_number=kept_lines + 1, offset=start_byte)
+                prepared = ahead(_prepare(self.embedder, slices(lines), self.options))
+                with Behind(write, depth=4) as writer:
+                    for piece in prepared:
+                        _record(piece, self.options, report)
+                        for block in _embed(self.embedder, piece, self.options):
+                            if isinstance(block, RowBlock):
+                                report.unknown_rows += int(np.count_nonzero(block.unknown))
+                            writer.put(block)
+                        writer.put(_Mark(piece.lines[-1].number, piece.lines[-1].end_byte))
+            report.output = self.sink.finish({"lines": last.lines, "bytes": last.end_byte})
+        except BadLineError:
+            self.sink.discard()  # the same input fails at the same line again: nothing worth resuming
+            raise
+        finally:
+            self.sink.close()
+        report.lines = last.lines
+        report.lines_this_run = last.lines - kept_lines
+        report.rows = self.sink.rows
+        report.rows_this_run = self.sink.rows - rows_before
+        report.seconds = time.perf_counter() - started
         return report
 
 
@@ -213,102 +337,69 @@ def embed_file(
     options: BulkOptions,
     resume: bool = False,
     progress: Progress | None = None,
+    force: bool = False,
 ) -> BulkReport:
-    """Embed every line of `source` (None: stdin) into `out`, atomically and resumably.
+    """Embed every line of `source` (None: stdin) into `out`, atomically and resumably, in constant memory.
 
     Args:
         embedder: the loaded bundle.
         source: a UTF-8 file, one word (static) or text per line; None reads stdin.
-        out: the output; its suffix picks the format (.npy .npz .txt .bin .jsonl), ids kept where it has room.
+        out: the output; its suffix picks the format (.npy .npz .txt .bin .jsonl), ids and flags kept where
+            it has room.
         options: mode, pooling and error handling.
-        resume: keep the chunks a killed run of the same job finished.
-        progress: called with (bytes read, lines read) after each slice of lines.
+        resume: continue a killed run of the same job from its last checkpoint.
+        progress: called with (bytes read, lines read) as slices are written.
+        force: replace an existing output, or start over where a killed run left its work.
 
     Raises:
         BadLineError: a bad line with on_error="fail".
+        OutputError: see FileJob.open.
     """
-    return FileJob.open(embedder, source, out, options, resume).run(progress)
+    return FileJob.open(embedder, source, out, options, resume, force).run(progress)
 
 
-def embed_to_stream(
-    embedder: Embedder, source: Path | None, stream: BinaryIO, options: BulkOptions
-) -> BulkReport:
-    """Embed `source` (None: stdin) and write JSON lines (key, line, word, vector) to `stream` slice by slice.
+def embed_to_stream(embedder: Embedder, source: Path | None, stream: BinaryIO, options: BulkOptions) -> BulkReport:
+    """Embed `source` (None: stdin) and write JSON lines (key, line, word, unknown, vector) to `stream`.
 
-    For pipes: nothing is atomic or resumable here; write to a file for that.
+    For pipes: nothing is atomic or resumable here; write to a file for that. Rows
+    are written slice by slice as they are made, on a writer thread.
     """
+    started = time.perf_counter()
     report = BulkReport()
+
+    def write(block: RowBlock) -> None:
+        stream.write(jsonl_records(block.keys, block.vectors, block.ids, block.unknown))
+        stream.flush()
+        report.rows_this_run += len(block)
+
     with _open_input(source) as (handle, name):
-        for chunk in _chunks(read_lines(handle, name), SLICE_LINES):
-            report.lines += len(chunk)
-            rows = embed_lines(embedder, chunk, options, report)
-            stream.write(jsonl_records(rows.keys, rows.vectors, rows.ids))
-            stream.flush()
-            report.rows += len(rows)
+        prepared = ahead(_prepare(embedder, slices(read_lines(handle, name)), options))
+        with Behind(write, depth=4) as writer:
+            for piece in prepared:
+                _record(piece, options, report)
+                report.lines = piece.lines[-1].number
+                for block in _embed(embedder, piece, options):
+                    if isinstance(block, RowBlock):
+                        report.unknown_rows += int(np.count_nonzero(block.unknown))
+                        writer.put(block)
+    report.lines_this_run, report.rows = report.lines, report.rows_this_run
+    report.seconds = time.perf_counter() - started
     return report
 
 
-def embed_slices(
-    embedder: Embedder,
-    chunk: list[Line],
-    options: BulkOptions,
-    report: BulkReport,
-    progress: Progress | None = None,
-    lines_before: int = 0,
-) -> Rows:
-    """embed_lines over a chunk in slices of SLICE_LINES; the same rows.
+def embed_lines(embedder: Embedder, chunk: list[Line], options: BulkOptions, report: BulkReport) -> RowBlock:
+    """Lines -> their rows (keys, vectors, ids, unknown), in line order; bad lines fail or are skipped into `report`.
 
-    `progress` hears (bytes, lines) after each slice but the last: the caller reports that one once the
-    chunk is stored.
+    The in-memory form of a bulk job, for callers that hand over lines themselves (Ray workers).
     """
-    parts = []
-    for start in range(0, len(chunk), SLICE_LINES):
-        piece = chunk[start : start + SLICE_LINES]
-        parts.append(embed_lines(embedder, piece, options, report))
-        if progress is not None and start + SLICE_LINES < len(chunk):
-            progress(piece[-1].end_byte, lines_before + start + len(piece))
-    return Rows.join(parts, output_width(embedder.bundle, options))
+    blocks: list[RowBlock] = []
+    for piece in _prepare(embedder, slices(iter(chunk)), options):
+        _record(piece, options, report)
+        blocks.extend(block for block in _embed(embedder, piece, options) if isinstance(block, RowBlock))
+    return _join(blocks, output_width(embedder.bundle, options))
 
 
-def embed_lines(embedder: Embedder, chunk: list[Line], options: BulkOptions, report: BulkReport) -> Rows:
-    """Lines -> their rows, in line order; bad lines fail or are skipped into the report.
-
-    Each text is tokenized once: the pieces that tell a line has no words are the
-    ones embedded (a static word is split once more, by the table lookup).
-    """
-    problems = [_text_problem(line.text, options.mode) for line in chunk]
-    texts = _texts(chunk, problems)
-    if options.mode == "static":
-        words = [text.strip() for text in texts]
-        _flag(problems, words, ~embedder.tokenizer.has_pieces(words), _no_words)
-        words = [text.strip() for text in _texts(chunk, problems)]
-        policy = "unk" if options.unknown == "error" else options.unknown  # unknown words are flagged below
-        found = embedder.static_lookup(words, pooling=options.pooling, unknown=policy)
-        vectors = found.vectors
-        if options.unknown == "error":
-            _flag(problems, words, found.unknown, lambda word: _Problem(
-                f"maps to the unknown token ({preview(word)})", "--unknown unk|zero embeds it anyway"))
-            vectors = vectors[~found.unknown]
-    else:
-        prepared = embedder.prepare(texts)
-        _flag(problems, texts, ~prepared.has_words, _no_words)
-        prepared = prepared.select(prepared.has_words)
-    for line, problem in zip(chunk, problems):
-        if problem is not None:
-            _bad(line, problem, options, report)
-    kept = [line for line, problem in zip(chunk, problems) if problem is None]
-    numbers = np.array([line.number for line in kept], dtype=np.int64)  # (L,)
-    if options.mode == "contextual":
-        rows = embedder.contextual_rows(prepared, pooling=options.pooling, long_text=options.long_text)
-        return Rows(list(rows.words), rows.vectors, np.stack([numbers[rows.text], rows.word], axis=1))
-    ids = np.stack([numbers, np.zeros_like(numbers)], axis=1)  # (L, 2): one row a line
-    if options.mode == "static":
-        return Rows([line.text.strip() for line in kept], vectors, ids)
-    vectors = embedder.sentences(
-        prepared, pooling=options.pooling, normalize=options.normalize, long_text=options.long_text,
-        max_length=options.max_length,
-    )
-    return Rows([line.text for line in kept], vectors, ids)
+# -- the reader stage: lines -> checked, tokenized slices ---------------------------------------
 
 
 @dataclass(frozen=True)
@@ -319,7 +410,43 @@ class _Problem:
     hint: str = SKIP_HINT
 
 
-def _no_words(text: str) -> _Problem:
+def _prepare(embedder: Embedder, pieces: Iterator[list[Line]], options: BulkOptions) -> Iterator[_Slice]:
+    """Each slice checked and tokenized once: the pieces that tell a line has no words are the ones embedded."""
+    for lines in pieces:
+        problems: dict[int, _Problem] = {}
+        for index, line in enumerate(lines):
+            problem = _text_problem(line.text, options.mode)
+            if problem is not None:
+                problems[index] = problem
+        clean = [index for index in range(len(lines)) if index not in problems]
+        prepared, static = None, None
+        if options.mode == "static":
+            static = _static_rows(embedder, [lines[index] for index in clean], options, problems, clean)
+        else:
+            prepared = embedder.prepare([lines[index].text for index in clean])
+            limit = embedder.tokenizer.window
+            for index, text in zip(clean, prepared.pieces):
+                if not text.words:
+                    problems[index] = _no_words()
+                elif options.long_text == "error" and text.ids.size > limit and options.max_length is None:
+                    problems[index] = _Problem(
+                        f"has {text.ids.size} word pieces; the model takes {limit}",
+                        "--long-text window|truncate embeds it anyway")
+            prepared = prepared.select(np.array([index not in problems for index in clean], dtype=bool))
+        kept = [line for index, line in enumerate(lines) if index not in problems]
+        found = [(lines[index], problems[index]) for index in sorted(problems)]
+        yield _Slice(lines=lines, kept=kept, problems=found, prepared=prepared, static=static)
+
+
+def _record(piece: _Slice, options: BulkOptions, report: BulkReport) -> None:
+    """Fail on the slice's first bad line, or note every bad line as skipped."""
+    for line, problem in piece.problems:
+        if options.on_error == "fail":
+            raise BadLineError(f"line {line.number} {problem.reason} ({problem.hint})")
+        report.skipped.append((line.number, problem.reason))
+
+
+def _no_words() -> _Problem:
     return _Problem("has no words (only characters the tokenizer drops)")
 
 
@@ -334,37 +461,136 @@ def _text_problem(text: str, mode: str) -> _Problem | None:
     return None
 
 
-def _texts(chunk: list[Line], problems: list[_Problem | None]) -> list[str]:
-    """The texts of the lines without a problem so far."""
-    return [line.text for line, problem in zip(chunk, problems) if problem is None]
+# -- the model stage: one function per mode ------------------------------------------------------
 
 
-def _flag(
-    problems: list[_Problem | None], texts: list[str], bad: NDArray[np.bool_], problem: Callable[[str], _Problem]
-) -> None:
-    """Give `problem(text)` to the lines flagged in `bad`, which has one entry per line without a problem."""
-    clean = [index for index, found in enumerate(problems) if found is None]
-    for index, text, flagged in zip(clean, texts, bad.tolist()):
-        if flagged:
-            problems[index] = problem(text)
+def _embed(embedder: Embedder, piece: _Slice, options: BulkOptions) -> Iterator[RowBlock | _Within]:
+    """A slice's rows in line order; inside a very long line, marks of progress between its blocks."""
+    if not piece.kept:
+        return
+    if piece.static is not None:
+        yield piece.static
+        return
+    numbers = np.array([line.number for line in piece.kept], dtype=np.int64)  # (L,)
+    assert piece.prepared is not None
+    texts = list(piece.prepared.pieces)
+    long = [options.long_text == "window" and options.max_length is None and t.ids.size > LONG_TEXT_PIECES
+            for t in texts]
+    start = 0
+    while start < len(texts):  # runs of ordinary lines together, each very long line alone
+        if long[start]:
+            yield from _long_rows(embedder, texts[start], piece.kept[start], options)
+            start += 1
+            continue
+        end = start
+        while end < len(texts) and not long[end]:
+            end += 1
+        run = Prepared(pieces=tuple(texts[start:end]), tokens=piece.prepared.tokens[start:end])
+        if options.mode == "contextual":
+            yield _contextual_rows(embedder, run, numbers[start:end], options)
+        else:
+            yield _sentence_rows(embedder, run, [line.text for line in piece.kept[start:end]],
+                                 numbers[start:end], options)
+        start = end
 
 
-def _bad(line: Line, problem: _Problem, options: BulkOptions, report: BulkReport) -> None:
-    if options.on_error == "fail":
-        raise BadLineError(f"line {line.number} {problem.reason} ({problem.hint})")
-    report.skipped.append((line.number, problem.reason))
+def _static_rows(
+    embedder: Embedder, lines: list[Line], options: BulkOptions, problems: dict[int, _Problem], clean: list[int]
+) -> RowBlock:
+    """Static rows of one-word lines from one table lookup; lines without pieces, or (--unknown error) with the
+    unknown token, become problems and give no row."""
+    words = [line.text.strip() for line in lines]
+    bad = ~embedder.tokenizer.has_pieces(words)  # (L,)
+    for index, empty in zip(clean, bad.tolist()):
+        if empty:
+            problems[index] = _no_words()
+    words = [word for word, empty in zip(words, bad.tolist()) if not empty]
+    found = embedder.static_lookup(words, pooling=options.pooling,  # type: ignore[arg-type]
+                                   unknown="zero" if options.unknown == "zero" else "unk")
+    unknown = np.zeros(len(lines), dtype=bool)
+    unknown[~bad] = found.unknown
+    vectors = np.zeros((len(lines), found.vectors.shape[1]), dtype=np.float32)
+    vectors[~bad] = found.vectors
+    if options.unknown == "error":
+        for index, line, flagged in zip(clean, lines, unknown.tolist()):
+            if flagged:
+                problems[index] = _Problem(
+                    f"maps to the unknown token ({preview(line.text.strip())})", "--unknown unk|zero embeds it anyway")
+        bad |= unknown
+    keep = ~bad
+    numbers = np.array([line.number for line in lines], dtype=np.int64)[keep]
+    kept = [line.text.strip() for line, k in zip(lines, keep.tolist()) if k]
+    return RowBlock(kept, vectors[keep], _line_ids(numbers), unknown[keep])
+
+
+def _contextual_rows(
+    embedder: Embedder, run: Prepared, numbers: NDArray[np.int64], options: BulkOptions
+) -> RowBlock:
+    rows = embedder.contextual_rows(run, pooling=options.pooling, long_text=options.long_text)  # type: ignore[arg-type]
+    return RowBlock(list(rows.words), rows.vectors, np.stack([numbers[rows.text], rows.word], axis=1), rows.unknown)
+
+
+def _sentence_rows(
+    embedder: Embedder, run: Prepared, texts: list[str], numbers: NDArray[np.int64], options: BulkOptions
+) -> RowBlock:
+    vectors = embedder.sentences(
+        run, pooling=options.pooling, normalize=options.normalize,  # type: ignore[arg-type]
+        long_text=options.long_text, max_length=options.max_length,
+    )
+    unknown = np.array([_has_unknown(embedder, text) for text in run.pieces], dtype=bool)
+    return RowBlock(texts, vectors, _line_ids(numbers), unknown)
+
+
+def _long_rows(embedder: Embedder, text: TextPieces, line: Line, options: BulkOptions) -> Iterator[RowBlock | _Within]:
+    """One very long line, a group of windows at a time (bertonnx.long_text), with progress inside it."""
+    number = np.array([line.number], dtype=np.int64)
+
+    def within(done: int) -> _Within:
+        return _Within(line.number - 1, line.start_byte + (line.end_byte - line.start_byte) * done // text.ids.size)
+
+    if options.mode == "contextual":
+        for rows, done in word_rows_in_groups(embedder, text, options.pooling):  # type: ignore[arg-type]
+            ids = np.stack([np.full_like(rows.word, line.number), rows.word], axis=1)
+            yield RowBlock(list(rows.words), rows.vectors, ids, rows.unknown)
+            yield within(done)
+        return
+    for vector, done in sentence_in_groups(embedder, text, options.pooling):  # type: ignore[arg-type]
+        yield within(done)
+        if vector is not None:
+            vectors = vector[None].astype(np.float32)
+            if options.normalize:
+                from bertonnx.pooling import l2_normalize
+
+                vectors = l2_normalize(vectors)
+            yield RowBlock([line.text], vectors, _line_ids(number),
+                           np.array([_has_unknown(embedder, text)], dtype=bool))
+
+
+def _has_unknown(embedder: Embedder, text: TextPieces) -> bool:
+    return bool((text.ids == embedder.tokenizer.unk_id).any())
+
+
+def _line_ids(numbers: NDArray[np.int64]) -> NDArray[np.int64]:
+    return np.stack([numbers, np.zeros_like(numbers)], axis=1)  # (L, 2): one row a line
+
+
+def _join(blocks: list[RowBlock], width: int) -> RowBlock:
+    if len(blocks) == 1:
+        return blocks[0]
+    return RowBlock(
+        [key for block in blocks for key in block.keys],
+        np.concatenate([block.vectors for block in blocks] or [np.zeros((0, width), np.float32)]),
+        np.concatenate([block.ids for block in blocks if block.ids is not None] or [np.zeros((0, 2), np.int64)]),
+        np.concatenate([block.unknown for block in blocks if block.unknown is not None] or [np.zeros(0, bool)]),
+    )
 
 
 @contextmanager
-def _open_input(source: Path | None) -> Iterator[tuple[BinaryIO, str]]:
-    """The input file, or stdin (left open); yields (binary stream, name for messages)."""
+def _open_input(source: Path | None, start_byte: int = 0) -> Iterator[tuple[BinaryIO, str]]:
+    """The input file from `start_byte`, or stdin (left open); yields (binary stream, name for messages)."""
     if source is None:
         yield sys.stdin.buffer, "stdin"
         return
     with source.open("rb") as stream:
+        stream.seek(start_byte)
         yield stream, str(source)
-
-
-def _chunks(lines: Iterator[Line], size: int) -> Iterator[list[Line]]:
-    while chunk := list(islice(lines, size)):
-        yield chunk
