@@ -62,6 +62,13 @@ class Encoded:
         return {name: available[name] for name in names}
 
 
+SEGMENT_CHARS = 1 << 16
+"""A raw string longer than this is tokenized a segment at a time (Tokenizer._split_long)."""
+_SEGMENT_CUT = re.compile(r"\S(?=[ \t\n\r])")
+"""A character no pre-tokenizer takes for whitespace, before one every pre-tokenizer does: Python's \s is
+wider than BERT's whitespace (\x1c is a control character BERT deletes) and byte-level BPE's (\xa0)."""
+
+
 class Tokenizer:
     """A `tokenizers` tokenizer set up for embedding: no truncation, no padding."""
 
@@ -106,17 +113,13 @@ class Tokenizer:
         raw = [index for index, text in enumerate(texts) if isinstance(text, str)]
         split = [index for index, text in enumerate(texts) if not isinstance(text, str)]
         result: list[TextPieces | None] = [None] * len(texts)
-        if raw:
-            strings: list[str] = [texts[i] for i in raw]  # type: ignore[misc]
-            try:
-                encodings = self.backend.encode_batch(strings, add_special_tokens=False)
-            except (TypeError, ValueError) as error:
-                explained = _bad_input(strings, raw, "text")
-                if explained is None:
-                    raise
-                raise explained from error
-            for index, text, enc in zip(raw, strings, encodings):
-                result[index] = _from_raw(text, enc)
+        long = [index for index in raw if len(texts[index]) > SEGMENT_CHARS]  # type: ignore[arg-type]
+        for index in long:
+            result[index] = self._split_long(texts[index])  # type: ignore[arg-type]
+        raw = [index for index in raw if result[index] is None]
+        strings: list[str] = [texts[i] for i in raw]  # type: ignore[misc]
+        for index, pieces in zip(raw, self._split_raw(strings, raw)):
+            result[index] = pieces
         if split:
             try:
                 word_lists = [list(texts[i]) for i in split]
@@ -129,6 +132,41 @@ class Tokenizer:
             for index, words, enc in zip(split, word_lists, encodings):
                 result[index] = _from_words(words, enc, index)
         return result  # type: ignore[return-value]
+
+    def _split_raw(self, strings: list[str], positions: list[int]) -> list[TextPieces]:
+        if not strings:
+            return []
+        try:
+            encodings = self.backend.encode_batch(strings, add_special_tokens=False)
+        except (TypeError, ValueError) as error:
+            explained = _bad_input(strings, positions, "text")
+            if explained is None:
+                raise
+            raise explained from error
+        return [_from_raw(text, enc) for text, enc in zip(strings, encodings)]
+
+    def _split_long(self, text: str) -> TextPieces:
+        """`split` of one very long string, a segment at a time: the tokenizer's own encoding of a 1.7 MB line
+        takes ~220 MB, a 64k-character segment's a few MB.
+
+        Segments are cut just before a run of whitespace, where no pre-tokenizer
+        joins characters into one word (byte-level BPE gives the space to the word
+        after it, so the space goes with that word's segment). A text with no such
+        place is tokenized whole.
+        """
+        parts: list[TextPieces] = []
+        start = 0
+        while start < len(text):
+            found = _SEGMENT_CUT.search(text, start + SEGMENT_CHARS) if start + SEGMENT_CHARS < len(text) else None
+            end = found.start() + 1 if found else len(text)
+            parts.append(self._split_raw([text[start:end]], [0])[0])
+            start = end
+        word_offsets = np.cumsum([0] + [len(part.words) for part in parts])[:-1]
+        return TextPieces(
+            ids=np.concatenate([part.ids for part in parts]),
+            piece_word=np.concatenate([part.piece_word + offset for part, offset in zip(parts, word_offsets)]),
+            words=tuple(word for part in parts for word in part.words),
+        )
 
     def split_words(self, words: Sequence[str]) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
         """Pieces of many isolated words: the static path's input.

@@ -124,3 +124,21 @@ def test_byte_level_whitespace_words_keep_their_whitespace() -> None:
     """RoBERTa's pre-tokenizer makes a word of a lone space before another space; its offsets are trimmed empty."""
     words = Tokenizer(tiny_byte_level_bpe(), max_length=64).split(["the king  is\u3000wise"])[0].words
     assert words == ("the", "king", " ", "is", "\u3000", "wise")
+
+
+@settings(max_examples=150, deadline=None, derandomize=True)
+@given(text=st.lists(texts, min_size=1, max_size=30).map(" ".join))
+@example(text="the king  is\u3000wise x \u200b y " * 6)
+def test_a_very_long_text_splits_a_segment_at_a_time_as_it_splits_whole(tokenizer: Tokenizer, text: str) -> None:
+    """Very long lines are tokenized in segments cut before whitespace: the same pieces, words and word ids."""
+    import bertonnx.tokenize
+
+    whole = tokenizer.split([text])[0]
+    saved, bertonnx.tokenize.SEGMENT_CHARS = bertonnx.tokenize.SEGMENT_CHARS, 7
+    try:
+        segmented = tokenizer.split([text])[0]
+    finally:
+        bertonnx.tokenize.SEGMENT_CHARS = saved
+    assert segmented.ids.tolist() == whole.ids.tolist()
+    assert segmented.piece_word.tolist() == whole.piece_word.tolist()
+    assert segmented.words == whole.words
