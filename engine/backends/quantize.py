@@ -12,8 +12,13 @@ before it serves anything.
 from __future__ import annotations
 
 import ast
+import contextlib
 import hashlib
+import logging
+import os
+import sys
 import sysconfig
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -48,19 +53,35 @@ def quantized_graph(bundle: Bundle, tokenizer: Tokenizer, cache: Path) -> Path:
     model = shared_core().read_model(str(bundle.model_path))
     feeds = calibration_feeds(tokenizer, [param.get_any_name() for param in model.inputs])
     try:
-        quantized = nncf.quantize(
-            model,
-            nncf.Dataset(feeds),
-            model_type=nncf.ModelType.TRANSFORMER,
-            subset_size=len(feeds),
-            ignored_scope=nncf.IgnoredScope(types=["Gather"], patterns=KEEP_FLOAT, validate=False),
-        )
+        with _quiet_nncf(nncf):
+            quantized = nncf.quantize(
+                model,
+                nncf.Dataset(feeds),
+                model_type=nncf.ModelType.TRANSFORMER,
+                subset_size=len(feeds),
+                ignored_scope=nncf.IgnoredScope(types=["Gather"], patterns=KEEP_FLOAT, validate=False),
+            )
     except Exception as error:  # NNCF raises many kinds; none is the user's to handle differently
         raise BackendError(f"{bundle.model_path}: NNCF could not quantise this graph ({error})") from error
     cache.mkdir(parents=True, exist_ok=True)
     with atomic_directory(cache / GRAPH_DIR) as work:
         ov.save_model(quantized, str(work / GRAPH_FILE), compress_to_fp16=False)
     return graph
+
+
+@contextlib.contextmanager
+def _quiet_nncf(nncf: object) -> Iterator[None]:
+    """NNCF's INFO lines and progress bars never reach stdout, which may carry data (`embed -o -`): its logs are
+    silenced and anything it prints goes to stderr. BERTONNX_DEBUG=1 shows its logs."""
+    logger = logging.getLogger("nncf")
+    level = logger.level
+    if not os.environ.get("BERTONNX_DEBUG"):
+        logger.setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        logger.setLevel(level)
 
 
 def calibration_texts(count: int = CALIBRATION_TEXTS) -> list[str]:

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import functools
 import os
+import sys
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, BinaryIO
 
 import typer
 from rich.console import Console
@@ -85,6 +86,33 @@ def print_skipped(lines: Sequence[str], shown: int = 20) -> None:
         err.print(line, markup=False, highlight=False, soft_wrap=True)
     if len(lines) > shown:
         err.print(f"... and {len(lines) - shown} more skipped lines", markup=False, highlight=False, soft_wrap=True)
+
+
+class _Unclosed:
+    """A stream a `with` block may use and leave open."""
+
+    def __init__(self, stream: BinaryIO) -> None:
+        self.stream = stream
+
+    def __enter__(self) -> BinaryIO:
+        return self.stream
+
+    def __exit__(self, *exc: object) -> None:
+        self.stream.flush()
+
+
+def data_stdout() -> BinaryIO:
+    """The process's stdout, kept for data alone: from here on anything else printed there (a library's log or
+    progress bar, from Python or native code) goes to stderr, so every stdout line parses."""
+    sys.stdout.flush()
+    try:
+        descriptor = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):  # not a real file (an in-process test runner's capture)
+        return _Unclosed(sys.stdout.buffer)
+    data = os.fdopen(os.dup(descriptor), "wb")
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+    sys.stdout = sys.stderr
+    return data
 
 
 def say(message: str) -> None:

@@ -97,6 +97,7 @@ def embed_distributed(
     provider: ProviderOption = Provider.auto,
     min_fidelity: MinFidelityOption = None,
     force: Annotated[bool, typer.Option(help="Replace an existing --output directory")] = False,
+    verbose: Annotated[bool, typer.Option(help="Show Ray's own log lines and the workers' logs")] = False,
 ) -> None:
     """Embed files of words or texts on a Ray cluster (local by default), in input order.
 
@@ -108,7 +109,7 @@ def embed_distributed(
     load_bundle(bundle, verify=False)  # fail on a wrong path, output or input here, before Ray starts
     check_output(output, force)
     planned = plan_inputs(expand_inputs(inputs), column, batch_size)
-    with ray_session(address):
+    with ray_session(address, verbose=verbose):
         rich_progress()
         workers = plan_workers(num_workers, threads, *cluster_cpus())
         err.print(

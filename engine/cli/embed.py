@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from bertonnx.cli.console import CliError, err, print_skipped, say
+from bertonnx.cli.console import CliError, data_stdout, err, print_skipped, say
 from bertonnx.cli.options import (
     BackendChoice,
     BackendOption,
@@ -94,12 +93,15 @@ def embed(
     if source is not None and not source.is_file():
         problem = "not a regular file (use -i - for a pipe or stdin)" if source.exists() else "no such input file"
         raise CliError(f"{source}: {problem}")
+    data = data_stdout() if output is None else None  # before anything loads: stdout carries vectors alone
     embedder = Embedder.load(
         bundle, backend=backend.value, precision=precision.value, provider=provider.value, threads=threads,
         batch_tokens=batch_tokens, min_fidelity=min_fidelity,
     )
     if output is None:
-        report = embed_to_stream(embedder, source, sys.stdout.buffer, options)
+        assert data is not None
+        with data as stream:
+            report = embed_to_stream(embedder, source, stream, options)
         _summary(report)
         return
     job = FileJob.open(embedder, source, output, options, resume=resume, force=force)  # what fails at once fails before the bar

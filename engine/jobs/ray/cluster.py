@@ -7,6 +7,7 @@ extra to install when they are missing.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -39,20 +40,30 @@ def require_pyarrow() -> tuple[Any, Any]:
 
 
 @contextmanager
-def ray_session(address: str = "local") -> Iterator[None]:
+def ray_session(address: str = "local", verbose: bool = False) -> Iterator[None]:
     """Connect to Ray for the duration of a job, unless this process already is.
 
     Args:
         address: "local" starts a Ray instance on this machine, with all its CPUs;
             "auto" joins the cluster this machine belongs to, "host:6379" the one
             whose head is there (this process is then the job's driver).
+        verbose: show Ray's own INFO lines and the workers' logs (also with BERTONNX_DEBUG=1);
+            otherwise only its errors reach stderr.
     """
     ray = require_ray()
     if ray.is_initialized():
         yield
         return
+    loud = verbose or bool(os.environ.get("BERTONNX_DEBUG"))
+    if not loud:
+        for name in ("ray", "ray.data", "ray.train", "ray.tune"):
+            logging.getLogger(name).setLevel(logging.ERROR)
     try:
-        ray.init(address=address)
+        ray.init(
+            address=address,
+            logging_level=logging.INFO if loud else logging.ERROR,
+            log_to_driver=loud,
+        )
     except ConnectionError as error:
         if address == "local":
             raise
