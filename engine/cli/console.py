@@ -26,8 +26,9 @@ except ImportError:  # pragma: no cover - older typer on the real click
 
 from bertonnx.errors import BertonnxError, OptionError
 
-out = Console()
-err = Console(stderr=True)
+# No emoji codes: a message quoting ":-1:" (a port, a path) must print as typed, not as 👎.
+out = Console(emoji=False)
+err = Console(stderr=True, emoji=False)
 USAGE_EXIT = 2
 FAILURE_EXIT = 1
 

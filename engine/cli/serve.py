@@ -23,6 +23,7 @@ from bertonnx.cli.options import (
 )
 from bertonnx.cli.progress import status_spinner
 from bertonnx.defaults import resolve_bundle
+from bertonnx.errors import missing_extra
 from bertonnx.options import choice_enum
 from bertonnx.serve.settings import EMBEDDINGS_LONG_TEXT, SERVE_BATCH_TOKENS, ServeSettings
 
@@ -34,22 +35,24 @@ DEFAULT_LONG_TEXT = EmbeddingsLongText(DEFAULTS.long_text)
 def serve(
     bundle: Annotated[Path | None, typer.Argument(help="Bundle directory; default: all-MiniLM-L6-v2")] = None,
     host: Annotated[str, typer.Option(help="Address to listen on; 0.0.0.0 for every interface")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="TCP port; 0 picks a free one")] = 8080,
+    port: Annotated[int, typer.Option(help="TCP port; 0 picks a free one", min=0, max=65535)] = 8080,
     max_batch_tokens: Annotated[
-        int, typer.Option(help="Tokens of concurrent requests merged into one batch; 1 turns merging off")
+        int, typer.Option(help="Tokens of concurrent requests merged into one batch; 1 turns merging off", min=1)
     ] = DEFAULTS.max_batch_tokens,
     batch_tokens: Annotated[
-        int, typer.Option(help="Padded tokens per ONNX Runtime run, cut from a length-sorted batch")
+        int, typer.Option(help="Padded tokens per ONNX Runtime run, cut from a length-sorted batch", min=1)
     ] = SERVE_BATCH_TOKENS,
     max_wait_ms: Annotated[
-        float, typer.Option(help="How long a batch may wait for requests already on their way to it")
+        float, typer.Option(help="How long a batch may wait for requests already on their way to it", min=0)
     ] = DEFAULTS.max_wait_ms,
     max_queue: Annotated[
-        int, typer.Option(help="Tokens that may wait for the model; past that, 503 with Retry-After")
+        int, typer.Option(help="Tokens that may wait for the model; past that, 503 with Retry-After", min=1)
     ] = DEFAULTS.max_queue,
-    max_body_bytes: Annotated[int, typer.Option(help="Largest request body")] = DEFAULTS.max_body_bytes,
-    max_texts: Annotated[int, typer.Option(help="Most texts (or words) in one request")] = DEFAULTS.max_texts,
-    max_text_chars: Annotated[int, typer.Option(help="Longest text, in characters")] = DEFAULTS.max_text_chars,
+    max_body_bytes: Annotated[int, typer.Option(help="Largest request body", min=1)] = DEFAULTS.max_body_bytes,
+    max_texts: Annotated[int, typer.Option(help="Most texts (or words) in one request", min=1)] = DEFAULTS.max_texts,
+    max_text_chars: Annotated[
+        int, typer.Option(help="Longest text, in characters", min=1)
+    ] = DEFAULTS.max_text_chars,
     long_text: Annotated[
         EmbeddingsLongText,
         typer.Option(
@@ -68,16 +71,22 @@ def serve(
     provider: ProviderOption = Provider.auto,
     min_fidelity: MinFidelityOption = None,
     access_log: Annotated[bool, typer.Option(help="Log every request")] = False,
+    api_key: Annotated[
+        str | None,
+        typer.Option(
+            envvar="BERTONNX_API_KEY", show_envvar=True,
+            help="Require 'Authorization: Bearer KEY' on every endpoint but /health; prefer the environment "
+            "variable, which keeps the key out of the process list",
+        ),
+    ] = None,
 ) -> None:
     """Serve embeddings over HTTP: OpenAI-compatible /v1/embeddings, plus word-level endpoints."""
     try:
         from bertonnx.serve.app import create_app
         from bertonnx.serve.server import check_can_listen, run_server
     except ImportError as error:
-        raise ImportError(f"bertonnx serve needs the serve extra: pip install 'bertonnx[serve]' ({error})") from error
+        raise missing_extra("bertonnx serve", "serve", error) from error
     from bertonnx.embedder import Embedder
-
-    check_can_listen(host, port)  # a taken port fails before the model loads
 
     settings = ServeSettings(
         max_batch_tokens=max_batch_tokens,
@@ -87,7 +96,10 @@ def serve(
         max_texts=max_texts,
         max_text_chars=max_text_chars,
         long_text=long_text.value,
+        api_key=api_key,
     )
+    check_can_listen(host, port)  # a taken port fails before the model loads
+
     with status_spinner(err, "opening the bundle") as step:
         path = resolve_bundle(bundle, step)
         step(f"loading {path}")
@@ -96,7 +108,9 @@ def serve(
             batch_tokens=batch_tokens, spin=spin, min_fidelity=min_fidelity,
         )
     line = serving_line(path, embedder.model_name, embedder.dim, embedder.runtime())
-    err.print(line, highlight=False, soft_wrap=True)  # one line, however narrow the terminal
+    if settings.api_key is not None:
+        line += "; every endpoint but /health needs the API key"
+    err.print(line, highlight=False, soft_wrap=True, markup=False)  # one line, however narrow the terminal
     cut = embedder.sentence_transformers_max_length
     if cut is not None and settings.long_text == "sentence-transformers":
         err.print(

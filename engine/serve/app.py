@@ -16,7 +16,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from bertonnx.embedder import Embedder
-from bertonnx.serve.middleware import BodyLimit, RequestMetrics
+from bertonnx.serve.middleware import BodyLimit, RequestMetrics, RequireKey
 from bertonnx.serve.responses import add_error_handlers
 from bertonnx.serve.routes import EMBEDDING_PATHS, PATHS, add_routes
 from bertonnx.serve.service import Service
@@ -39,6 +39,8 @@ def create_app(embedder: Embedder, settings: ServeSettings | None = None) -> Fas
     add_routes(app, service)
     add_error_handlers(app)
     app.add_middleware(BodyLimit, max_bytes=service.settings.max_body_bytes)
-    # Outermost: sees every response, the body limit's 413s included.
+    if service.settings.api_key is not None:  # before the body is read: a stranger's body is never buffered
+        app.add_middleware(RequireKey, key=service.settings.api_key)
+    # Outermost: sees every response, the key's 401s and the body limit's 413s included.
     app.add_middleware(RequestMetrics, metrics=service.metrics, paths=PATHS, embedding_paths=EMBEDDING_PATHS)
     return app

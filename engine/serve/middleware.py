@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 import time
 from collections.abc import Collection
 
@@ -54,6 +55,31 @@ class BodyLimit:
             return {"type": "http.request", "body": body, "more_body": False}
 
         await self.app(scope, replay, send)
+
+
+class RequireKey:
+    """Every path but the open ones (/health) needs `Authorization: Bearer <key>`; else 401, OpenAI's shape.
+
+    The key is compared in constant time, as bytes, and never logged or echoed.
+    """
+
+    def __init__(self, app: ASGIApp, key: str, open_paths: Collection[str] = ("/health",)) -> None:
+        self.app = app
+        self.expected = b"Bearer " + key.encode("utf-8")
+        self.open_paths = open_paths
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in self.open_paths:
+            await self.app(scope, receive, send)
+            return
+        given = dict(scope["headers"]).get(b"authorization", b"")
+        if not hmac.compare_digest(given, self.expected):
+            message = "a valid API key is required: send Authorization: Bearer <key>" if given else (
+                "this server requires an API key: send Authorization: Bearer <key>")
+            response = error_response(401, message, headers={"WWW-Authenticate": "Bearer"})
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
 
 
 class RequestMetrics:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Literal, get_args
+
+from bertonnx.errors import OptionError
 
 SERVE_BATCH_TOKENS = 256
 """Padded tokens per model run when serving (bulk jobs use bertonnx.embedder.DEFAULT_BATCH_TOKENS, 1024).
@@ -38,14 +40,17 @@ class ServeSettings:
     max_texts: int = 2048  # texts (or words, for /embed/static) per request
     max_text_chars: int = 32768  # characters per text
     long_text: EmbeddingsLongText = "sentence-transformers"  # /v1/embeddings' default; a request may choose
+    api_key: str | None = field(default=None, repr=False)  # every endpoint but /health needs it as a Bearer token
 
     def __post_init__(self) -> None:
         if self.long_text not in EMBEDDINGS_LONG_TEXT:
-            raise ValueError(f"long_text must be one of {', '.join(EMBEDDINGS_LONG_TEXT)}, got {self.long_text!r}")
-        for field in fields(self):
-            value = getattr(self, field.name)
-            if isinstance(value, str):
+            raise OptionError(f"long_text must be one of {', '.join(EMBEDDINGS_LONG_TEXT)}, got {self.long_text!r}")
+        if self.api_key is not None and (not self.api_key.strip() or not self.api_key.isprintable()):
+            raise OptionError("the API key must be printable text, not empty")
+        for setting in fields(self):
+            value = getattr(self, setting.name)
+            if value is None or isinstance(value, str):
                 continue
-            minimum = 0 if field.name == "max_wait_ms" else 1
+            minimum = 0 if setting.name == "max_wait_ms" else 1
             if not value >= minimum:  # written so that NaN fails too
-                raise ValueError(f"{field.name} must be at least {minimum}, got {value}")
+                raise OptionError(f"{setting.name} must be at least {minimum}, got {value}")
