@@ -18,7 +18,7 @@ from numpy.typing import NDArray
 from bertonnx.backends import Backend, Opened, open_backend
 from bertonnx.batching import BatchStats, WindowPlan, batch_stats, plan_batches, plan_windows
 from bertonnx.bundle import CONTEXTUAL_OUTPUT, Bundle, load_bundle
-from bertonnx.errors import OptionError, TextTooLongError, UnknownWordError
+from bertonnx.errors import InputError, OptionError, TextTooLongError, UnknownWordError
 from bertonnx.options import (
     LONG_TEXT_POLICIES,
     SENTENCE_POOLING_MODES,
@@ -289,6 +289,7 @@ class Embedder:
         check_choice(unknown, UNKNOWN_POLICIES, "unknown policy")
         if isinstance(words, str):
             raise TypeError("static() takes a list of words, not one string")
+        _refuse_phrases(words)
         ids, starts = self.tokenizer.split_words(words)
         vectors = pool_pieces(self.table, starts, pooling, index=ids)  # (W, E)
         is_unknown = self._unknown(ids, starts)
@@ -543,6 +544,17 @@ class Embedder:
         weights = seq_tokens.astype(np.float32)[:, None]
         summed = np.add.reduceat(seq_sentence * weights, starts, axis=0)
         return summed / np.add.reduceat(weights, starts, axis=0)
+
+
+def _refuse_phrases(words: Sequence[str]) -> None:
+    """One rule for every interface (library, CLI --static, /embed/static): a static entry is one word, no
+    whitespace inside; a phrase's words each have their own row of the table."""
+    for index, word in enumerate(words):
+        if isinstance(word, str) and len(parts := word.split()) > 1:
+            raise InputError(
+                f"word {index} ({preview(word.strip())}) holds {len(parts)} words; static vectors are one word "
+                "each (embed its words one by one, or the text with contextual)"
+            )
 
 
 def _groups(batches: list[NDArray[np.int64]], size: int) -> list[list[NDArray[np.int64]]]:

@@ -86,10 +86,30 @@ def resolve_source(model: str | None) -> Source:
     return Source(name=model, location=model)
 
 
+def _check_folder(source: Source) -> None:
+    """A local folder must hold a config naming its model type: transformers would otherwise guess one from the
+    folder's name ("empty" -> mpt) or list every type it knows in one 5 kB line."""
+    folder = Path(source.location)
+    if not folder.is_dir():
+        return  # a hub id
+    config = folder / "config.json"
+    if not config.is_file():
+        found = sorted(path.name for path in folder.iterdir())[:5]
+        listing = ", ".join(found) + ("..." if len(found) == 5 else "") if found else "nothing"
+        raise ExportError(f"{source.name}: expected a Hugging Face model folder with config.json, found {listing}")
+    try:
+        model_type = json.loads(config.read_text(encoding="utf-8")).get("model_type")
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError) as error:
+        raise ExportError(f"{config}: not a readable JSON config ({_first_line(error)})") from error
+    if not model_type:
+        raise ExportError(f"{config}: names no model_type; expected one of {', '.join(SUPPORTED_MODEL_TYPES)}")
+
+
 def load_model(source: Source) -> LoadedModel:
     """Load config, weights and fast tokenizer, refusing anything that is not an encoder."""
     from transformers import AutoConfig, AutoModel, AutoTokenizer
 
+    _check_folder(source)
     try:
         config = AutoConfig.from_pretrained(source.location)
     except OSError as error:

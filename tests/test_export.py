@@ -356,3 +356,17 @@ def test_bundle_permissions_follow_the_umask(tiny_model: Path, tmp_path: Path, u
         os.umask(before)
     assert stat.S_IMODE(path.stat().st_mode) == mode
     assert {stat.S_IMODE(f.stat().st_mode) for f in path.iterdir()} == {mode & 0o666}
+
+
+def test_a_folder_without_a_model_is_one_short_line(tmp_path: Path) -> None:
+    """transformers would guess a type from the folder's name ("empty" -> mpt) or list every type it knows."""
+    from test_cli import one_line_error, run
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "notes.txt").write_text("hello")
+    result = run("export", empty, "--out", tmp_path / "out")
+    one_line_error(result, f"{empty}: expected a Hugging Face model folder with config.json, found notes.txt")
+    assert len(result.stderr) < 300
+    (empty / "config.json").write_text("{}")
+    one_line_error(run("export", empty, "--out", tmp_path / "out"), "config.json: names no model_type; expected one of bert")

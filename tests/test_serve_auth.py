@@ -62,3 +62,13 @@ def test_messages_are_printed_as_typed(tmp_path: Path) -> None:
     result = run("embed", odd, "--static", stdin="king\n")
     assert result.exit_code == 1
     assert str(odd) in result.stderr and "👎" not in result.stderr
+
+
+def test_static_entries_are_one_word_everywhere(tiny_bundle: Path, tiny) -> None:  # noqa: ANN001
+    """The CLI's --static refuses 'new york'; so do the library and /embed/static, naming the entry."""
+    with pytest.raises(ValueError, match=r"word 1 \('new york'\) holds 2 words; static vectors are one word each"):
+        tiny.static(["king", "new york"])
+    with serving(tiny_bundle) as server:
+        refused = server.post("/embed/static", {"words": ["king", "new york"]})
+        assert refused.status_code == 422 and "holds 2 words" in refused.json()["error"]["message"]
+        assert server.post("/embed/static", {"words": ["king", " queen "]}).status_code == 200
