@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import unicodedata
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +73,7 @@ class StudyResult:
     pooling: str  # how a word's pieces became one vector
     words: tuple[str, ...]  # (W,)
     panels: tuple[Panel, ...]  # static, context 1, context 2, ...
+    runtime: dict[str, Any] = field(default_factory=dict)  # what ran the model: backend, precision, fidelity
 
     @property
     def kinds(self) -> tuple[str, ...]:
@@ -92,6 +93,7 @@ class StudyResult:
         return {
             "model": self.model,
             "pooling": self.pooling,
+            "runtime": {key: self.runtime.get(key) for key in ("backend", "device", "precision", "fidelity")},
             "words": list(self.words),
             "kinds": list(self.kinds),
             "panels": [
@@ -263,7 +265,7 @@ def run_study(embedder: Embedder, contexts: Mapping[str, list[str]], pooling: st
         for k in range(n_contexts)
     ]
     model = str(embedder.bundle.manifest.get("source", {}).get("model", embedder.bundle.path.name))
-    return StudyResult(model=model, pooling=pooling, words=words, panels=tuple(panels))
+    return StudyResult(model=model, pooling=pooling, words=words, panels=tuple(panels), runtime=embedder.runtime())
 
 
 def pairwise(vectors: NDArray[np.floating], metric: str) -> NDArray[np.float64]:
@@ -340,19 +342,19 @@ def plot_heatmaps(result: StudyResult, metric: str, path: Path, dpi: int = 110) 
     grid_rows = -(-n_panels // columns)
     side = max(3.2, 0.62 * n_words + 1.3)  # inches per panel: room for labels and a readable value per cell
     matrices = np.stack([panel.matrix(metric) for panel in result.panels])  # (K + 1, W, W)
-    off_diagonal = matrices[:, ~np.eye(n_words, dtype=bool)]  # (K + 1, W * (W - 1))
+    low, high = color_range(matrices, metric)  # (K + 1,) each
     shared = metric == "cosine"
-    low = np.full(n_panels, off_diagonal.min()) if shared else off_diagonal.min(axis=1)  # (K + 1,)
-    high = np.full(n_panels, off_diagonal.max()) if shared else off_diagonal.max(axis=1)  # (K + 1,)
     cmap = plt.get_cmap("viridis" if metric == "cosine" else "magma_r")
     tilt = n_words > 6 or max(len(word) for word in result.words) > 8
     figure, axes = plt.subplots(
-        grid_rows, columns, figsize=(side * columns, side * grid_rows + 0.6), squeeze=False, layout="constrained"
+        grid_rows, columns, figsize=(side * columns + 0.8, side * grid_rows + 1.0), squeeze=False,
+        layout="constrained",
     )
     for ax in axes.flat[n_panels:]:
         ax.set_visible(False)
+    image = None
     for ax, panel, matrix, vmin, vmax in zip(axes.flat, result.panels, matrices, low, high):
-        ax.imshow(matrix, cmap=cmap, vmin=vmin, vmax=vmax)
+        image = ax.imshow(matrix, cmap=cmap, vmin=vmin, vmax=vmax)
         ax.set_title(panel.kind, fontsize=12)
         ax.set_xticks(range(n_words), result.words, rotation=40 if tilt else 0, ha="right" if tilt else "center")
         ax.set_yticks(range(n_words), result.words)
@@ -362,11 +364,33 @@ def plot_heatmaps(result: StudyResult, metric: str, path: Path, dpi: int = 110) 
             red, green, blue, _ = cmap(shade[i, j])
             ink = "black" if 0.299 * red + 0.587 * green + 0.114 * blue > 0.5 else "white"
             ax.text(j, i, _cell(value, metric), ha="center", va="center", fontsize=9, color=ink)
-    scale = "one colour scale for all panels" if shared else "colour scale per panel"
-    figure.suptitle(f"{metric} between word vectors · {result.model} · {result.pooling} pooling · {scale}", fontsize=12)
+        if not shared:
+            figure.colorbar(image, ax=ax, shrink=0.8)
+    if shared and image is not None:
+        figure.colorbar(image, ax=list(axes.flat[:n_panels]), shrink=0.8, label=metric)
+    scale = (f"one colour scale, {low[0]:g} to {high[0]:g}" if shared else "colour scale per panel, from 0")
+    runtime = result.runtime
+    ran = f"{runtime.get('backend', '?')} {runtime.get('precision', '?')}" if runtime else "runtime not recorded"
+    figure.suptitle(
+        f"{metric} between word vectors · {result.model}\n{result.pooling} pooling · {ran} · {scale}", fontsize=11
+    )
     figure.savefig(path, dpi=dpi)
     plt.close(figure)
     return path
+
+
+def color_range(matrices: NDArray[np.float64], metric: str) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Fixed, documented colour ranges, so that a colour means the same number wherever it is seen.
+
+    cosine: 0 to 1 for every panel, or -1 to 1 when any value is negative.
+    euclidean: 0 to the panel's largest distance, per panel (static vectors are an order of
+    magnitude shorter than contextual ones: one scale would paint the static panel one colour).
+    """
+    panels = matrices.shape[0]
+    if metric == "cosine":
+        low = -1.0 if (matrices < 0).any() else 0.0
+        return np.full(panels, low), np.ones(panels)
+    return np.zeros(panels), np.maximum(matrices.reshape(panels, -1).max(axis=1), 1e-12)
 
 
 def _cell(value: float, metric: str) -> str:

@@ -27,6 +27,7 @@ from bertonnx.study import (
     METRICS,
     StudyResult,
     check_contexts,
+    color_range,
     load_contexts,
     match_word,
     run_study,
@@ -180,6 +181,17 @@ def test_cli_prints_tables_and_writes_files(cli: typer.Typer, tiny_bundle: Path,
     for title in ("cosine · static", "euclidean · context 2", "word vs itself across contexts", "analogy"):
         assert title in result.stdout
     assert sorted(path.name for path in out.iterdir()) == ["cosine.png", "euclidean.png", "study.json"]
+    ran = json.loads((out / "study.json").read_text())["runtime"]
+    assert (ran["backend"], ran["precision"]) == ("onnxruntime", "fp32")  # the exact path by default, recorded
+
+
+def test_colour_ranges_are_fixed_per_metric() -> None:
+    """A colour means one number: cosine 0..1 (or -1..1 with a negative value), distance 0..each panel's max."""
+    positive = np.array([[[1.0, 0.4], [0.4, 1.0]], [[1.0, 0.9], [0.9, 1.0]]])
+    assert [r.tolist() for r in color_range(positive, "cosine")] == [[0.0, 0.0], [1.0, 1.0]]
+    assert color_range(positive - 0.5, "cosine")[0].tolist() == [-1.0, -1.0]
+    distances = np.array([[[0.0, 2.0], [2.0, 0.0]], [[0.0, 9.0], [9.0, 0.0]]])
+    assert [r.tolist() for r in color_range(distances, "euclidean")] == [[0.0, 0.0], [2.0, 9.0]]
 
 
 def test_cli_reads_a_yaml_file_with_more_contexts(cli: typer.Typer, tiny_bundle: Path, tmp_path: Path) -> None:
