@@ -16,7 +16,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from bertonnx.backends.onnxruntime import default_threads
+from bertonnx.backends.base import default_threads
 
 SIMD_FLAGS = (
     "sse4_2",

@@ -22,13 +22,13 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from bertonnx.backends.onnxruntime import default_threads
+from bertonnx.backends.base import default_threads
 from bertonnx.benchmarks.harness import BenchConfig, Report, run_benchmark
 from bertonnx.benchmarks.report import print_report, write_report
 from bertonnx.benchmarks.systems import Availability, cuda_unavailable
 from bertonnx.benchmarks.workloads import WorkloadSpec
 from bertonnx.bundle import MANIFEST
-from bertonnx.defaults import bundle_home
+from bertonnx.paths import bundle_home
 
 console = Console()
 BERT_BASE_NOTE = (

@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from bertonnx.benchmarks.names import BENCH_WORKLOADS
 from bertonnx.errors import OptionError
-from bertonnx.options import BENCH_WORKLOADS
 from bertonnx.tokenize import Tokenizer
 
 FAMILIES = BENCH_WORKLOADS

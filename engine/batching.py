@@ -18,6 +18,15 @@ import numpy as np
 from numpy.typing import NDArray
 
 
+def run_starts(keys: NDArray[np.int64]) -> NDArray[np.int64]:
+    """Start index of every run of equal consecutive values in `keys` (P,): each word's first piece, each
+    text's first window."""
+    if keys.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    change = np.flatnonzero(keys[1:] != keys[:-1]) + 1
+    return np.concatenate(([0], change)).astype(np.int64)
+
+
 def plan_batches(
     lengths: Sequence[int] | NDArray[np.integer],
     max_tokens: int,

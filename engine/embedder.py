@@ -16,7 +16,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from bertonnx.backends import Backend, Opened, open_backend
-from bertonnx.batching import BatchStats, WindowPlan, batch_stats, plan_batches, plan_windows
+from bertonnx.batching import BatchStats, WindowPlan, batch_stats, plan_batches, plan_windows, run_starts
 from bertonnx.bundle import CONTEXTUAL_OUTPUT, Bundle, load_bundle
 from bertonnx.errors import InputError, OptionError, TextTooLongError, UnknownWordError
 from bertonnx.options import (
@@ -34,7 +34,7 @@ from bertonnx.options import (
     check_positive,
 )
 from bertonnx.options import Backend as BackendName
-from bertonnx.pooling import l2_normalize, pool_pieces, pool_sentences, run_starts
+from bertonnx.pooling import l2_normalize, pool_pieces, pool_sentences
 from bertonnx.tokenize import TextInput, TextPieces, Tokenizer, preview
 
 GROUP_BATCHES = 8

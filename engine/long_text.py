@@ -16,10 +16,10 @@ from collections.abc import Iterator
 import numpy as np
 from numpy.typing import NDArray
 
-from bertonnx.batching import plan_windows
+from bertonnx.batching import plan_windows, run_starts
 from bertonnx.embedder import Embedder, WordRows
 from bertonnx.options import SentencePooling, WordPooling
-from bertonnx.pooling import pool_pieces, run_starts
+from bertonnx.pooling import pool_pieces
 from bertonnx.tokenize import TextPieces
 
 GROUP_WINDOWS = 32

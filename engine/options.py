@@ -36,12 +36,6 @@ POOLING_MODES: tuple[str, ...] = WORD_POOLING_MODES + tuple(
     mode for mode in SENTENCE_POOLING_MODES if mode not in WORD_POOLING_MODES
 )
 """Word pooling modes plus cls, which applies to sentences only: the CLI's --pooling."""
-BENCH_WORKLOADS: tuple[str, ...] = ("latency", "grid", "corpus", "vocab-contextual", "static-vocab", "static-million")
-"""Workload families of `bertonnx bench` (defined here so the CLI need not import the benchmarks)."""
-DEFAULT_BENCH_WORKLOADS: tuple[str, ...] = ("latency", "corpus", "static-vocab")
-"""The quick default (a few minutes on 2 cores); grid, vocab-contextual and static-million are opt-in."""
-
-
 def check_choice(value: str, allowed: tuple[str, ...], what: str = "pooling") -> None:
     """Raise an OptionError naming the allowed choices when `value` is not one of them."""
     if value not in allowed:

@@ -10,15 +10,8 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import NDArray
 
+from bertonnx.batching import run_starts
 from bertonnx.options import SENTENCE_POOLING_MODES, WORD_POOLING_MODES, check_choice
-
-
-def run_starts(keys: NDArray[np.int64]) -> NDArray[np.int64]:
-    """Start index of every run of equal consecutive values in `keys` (P,)."""
-    if keys.size == 0:
-        return np.zeros(0, dtype=np.int64)
-    change = np.flatnonzero(keys[1:] != keys[:-1]) + 1
-    return np.concatenate(([0], change)).astype(np.int64)
 
 
 def pool_pieces(

@@ -18,8 +18,8 @@ from numpy.typing import NDArray
 from tokenizers import Encoding
 from tokenizers import Tokenizer as HFTokenizer
 
+from bertonnx.batching import run_starts
 from bertonnx.errors import BundleError, EmptyWordError, InputError
-from bertonnx.pooling import run_starts
 
 TextInput = str | Sequence[str]
 """A raw string, or a text already split into words."""
@@ -65,7 +65,7 @@ class Encoded:
 SEGMENT_CHARS = 1 << 16
 """A raw string longer than this is tokenized a segment at a time (Tokenizer._split_long)."""
 _SEGMENT_CUT = re.compile(r"\S(?=[ \t\n\r])")
-"""A character no pre-tokenizer takes for whitespace, before one every pre-tokenizer does: Python's \s is
+r"""A character no pre-tokenizer takes for whitespace, before one every pre-tokenizer does: Python's \s is
 wider than BERT's whitespace (\x1c is a control character BERT deletes) and byte-level BPE's (\xa0)."""
 
 

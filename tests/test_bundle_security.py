@@ -78,7 +78,8 @@ def test_a_pickled_part_in_a_work_directory_never_runs(tiny_bundle: Path, tmp_pa
         embed_file(embedder, source, out, options, progress=stop_after(2))
     marker = tmp_path / "ran"
     booby_trapped_npy(partial_dir(out) / "vectors.npy", marker)
-    with pytest.raises(ValueError, match=r"vectors\.npy: (expected at least|bytes .* are not what the job wrote).*; start over with --force"):
+    refused = r"vectors\.npy: (expected at least|bytes .* are not what the job wrote).*; start over with --force"
+    with pytest.raises(ValueError, match=refused):
         embed_file(embedder, source, out, options, resume=True)
     assert not marker.exists() and not out.exists()
 

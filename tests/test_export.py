@@ -369,4 +369,5 @@ def test_a_folder_without_a_model_is_one_short_line(tmp_path: Path) -> None:
     one_line_error(result, f"{empty}: expected a Hugging Face model folder with config.json, found notes.txt")
     assert len(result.stderr) < 300
     (empty / "config.json").write_text("{}")
-    one_line_error(run("export", empty, "--out", tmp_path / "out"), "config.json: names no model_type; expected one of bert")
+    one_line_error(run("export", empty, "--out", tmp_path / "out"),
+                   "config.json: names no model_type; expected one of bert")

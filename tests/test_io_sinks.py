@@ -1,4 +1,5 @@
-"""bertonnx.io.sinks: jobs written in checkpointed chunks round-trip every format, outputs appear atomically, killed jobs resume exactly."""
+"""bertonnx.io.sinks: checkpointed jobs round-trip every format, outputs appear atomically, killed jobs resume
+exactly."""
 
 from __future__ import annotations
 
@@ -326,7 +327,8 @@ def test_without_resume_previous_work_is_refused_unless_forced(tmp_path: Path) -
     out = tmp_path / "out.txt"
     old = VectorSink.open(out, SPEC, resume=False)
     write_chunk(old, 0, *make_chunks([3])[0])
-    with pytest.raises(ValueError, match=r"holds an unfinished job for out\.txt; --resume continues it, --force starts"):
+    unfinished = r"holds an unfinished job for out\.txt; --resume continues it, --force starts"
+    with pytest.raises(ValueError, match=unfinished):
         VectorSink.open(out, JobSpec({"other": "job"}, DIM + 1), resume=False)
     assert checkpointed(out) == 1  # nothing was thrown away
     fresh = VectorSink.open(out, JobSpec({"other": "job"}, DIM + 1), resume=False, force=True)

@@ -24,7 +24,7 @@ import pytest
 from test_cli import run
 from test_io_sinks import leftovers, output_bytes, output_files
 
-from bertonnx.io.sinks import partial_dir, sidecar_path
+from bertonnx.io.sinks import partial_dir
 
 pytestmark = pytest.mark.slow  # real processes killed mid-job and real full disks: seconds a case
 

@@ -19,6 +19,7 @@ from bertonnx.backends.choose import Choice, Machine, choose, this_machine
 from bertonnx.bundle import CONTEXTUAL_OUTPUT, Bundle
 from bertonnx.errors import FidelityGateError
 from bertonnx.fidelity import GATES, Gate, GateResult, compare, probe_batch, read_cached, write_cached
+from bertonnx.paths import bundle_home
 from bertonnx.tokenize import Tokenizer
 
 __all__ = ["Backend", "BackendInfo", "Opened", "cache_root", "open_backend"]
@@ -35,8 +36,6 @@ class Opened:
 
 def cache_root() -> Path:
     """Compiled models, quantised graphs and fidelity figures: never inside a bundle."""
-    from bertonnx.defaults import bundle_home
-
     return bundle_home() / "cache"
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -9,7 +10,22 @@ from typing import Any, Protocol
 import numpy as np
 from numpy.typing import NDArray
 
+from bertonnx.options import check_positive
+
 Feeds = dict[str, NDArray[np.int64]]
+
+
+def default_threads() -> int:
+    """Cores this process may run on: respects taskset and container CPU sets."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def check_threads(threads: int | None) -> int:
+    """Threads a backend runs on: every core this process may use, or a positive number asked for."""
+    return default_threads() if threads is None else check_positive("threads", threads)
 
 
 @dataclass(frozen=True)

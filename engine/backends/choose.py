@@ -17,6 +17,7 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
+from bertonnx.backends.onnxruntime import CUDA
 from bertonnx.errors import BackendError
 from bertonnx.options import BACKENDS, PRECISIONS, check_choice
 
@@ -27,7 +28,6 @@ INSTALL_HINTS = {
     "onnxruntime": "pip install 'bertonnx[cpu]' (or 'bertonnx[gpu]' for CUDA)",
     "openvino": "pip install 'bertonnx[openvino]'",
 }
-CUDA_PROVIDER = "CUDAExecutionProvider"
 
 
 @dataclass(frozen=True)
@@ -106,7 +106,7 @@ def _auto(precision: str, bundle_precision: str, machine: Machine) -> Choice:
         # fp16 and int8 change the numbers: run them only where the bundle or the user asks by name.
         backend = "onnxruntime" if bundle_precision == precision else "openvino"
         return choose(backend, precision, bundle_precision, machine)
-    if has_ort and CUDA_PROVIDER in machine.ort_providers and precision == "auto":
+    if has_ort and CUDA in machine.ort_providers and precision == "auto":
         return Choice("onnxruntime", bundle_precision, "CUDA available")
     if has_ov and bundle_precision == "fp32" and machine.native_bf16 and precision in ("auto", "bf16"):
         return Choice("openvino", "bf16", "CPU has native bf16")

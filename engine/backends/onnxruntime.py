@@ -10,7 +10,6 @@ fall back, and says so in a warning.
 
 from __future__ import annotations
 
-import os
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,9 +18,9 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from bertonnx.backends.base import BackendInfo, Feeds
+from bertonnx.backends.base import BackendInfo, Feeds, check_threads
 from bertonnx.errors import ProviderError, missing_extra
-from bertonnx.options import PROVIDERS, check_choice, check_positive
+from bertonnx.options import PROVIDERS, check_choice
 
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
@@ -35,18 +34,6 @@ def onnxruntime_module() -> Any:
     except ImportError as error:
         raise missing_extra("the onnxruntime backend", "cpu", error) from error
     return onnxruntime
-
-
-def default_threads() -> int:
-    """Cores this process may run on: respects taskset and container CPU sets."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
-
-
-def check_threads(threads: int | None) -> int:
-    return default_threads() if threads is None else check_positive("threads", threads)
 
 
 def choose_providers(requested: str, available: Sequence[str]) -> list[str]:

@@ -84,7 +84,7 @@ class OpenVinoBackend:
             native_bf16: the CPU computes bf16 natively (int8's float parts then run in bf16).
         """
         ov = openvino_module()
-        from bertonnx.backends.onnxruntime import check_threads
+        from bertonnx.backends.base import check_threads
 
         n_threads = check_threads(threads)
         if precision not in _PRECISION_HINT:

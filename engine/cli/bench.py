@@ -10,12 +10,12 @@ from typing import Annotated
 
 import typer
 
-from bertonnx.backends.onnxruntime import default_threads
+from bertonnx.backends.base import default_threads
+from bertonnx.benchmarks.names import BENCH_WORKLOADS, DEFAULT_BENCH_WORKLOADS
 from bertonnx.cli.console import err, out
 from bertonnx.cli.progress import status_spinner
 from bertonnx.defaults import ensure_default_bundle
 from bertonnx.errors import OptionError
-from bertonnx.options import BENCH_WORKLOADS, DEFAULT_BENCH_WORKLOADS
 
 
 def bench(

@@ -15,7 +15,6 @@ import typer
 
 from bertonnx.bundle import load_bundle
 from bertonnx.cli.console import err, print_skipped, say
-from bertonnx.cli.embed import MaxLengthOption
 from bertonnx.cli.options import (
     BackendChoice,
     BackendOption,
@@ -23,6 +22,7 @@ from bertonnx.cli.options import (
     ContextualFlag,
     LongText,
     LongTextOption,
+    MaxLengthOption,
     MinFidelityOption,
     NormalizeOption,
     OnError,

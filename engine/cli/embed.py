@@ -15,6 +15,7 @@ from bertonnx.cli.options import (
     ContextualFlag,
     LongText,
     LongTextOption,
+    MaxLengthOption,
     MinFidelityOption,
     NormalizeOption,
     OnError,
@@ -34,17 +35,6 @@ from bertonnx.cli.options import (
 from bertonnx.cli.progress import LineProgress
 from bertonnx.embedder import DEFAULT_BATCH_TOKENS
 from bertonnx.jobs.bulk import DEFAULT_CHUNK_LINES, BulkReport, FileJob, embed_to_stream
-
-# Shared with `embed-distributed`; its place is bertonnx.cli.options with the other bulk options.
-MaxLengthOption = Annotated[
-    int | None,
-    typer.Option(
-        help="--sentences: cut every text to N positions, special tokens included, as sentence-transformers' "
-        "max_seq_length does (the bundle's manifest records the source model's as "
-        "model.sentence_transformers_max_length); default: the model maximum, then --long-text",
-        min=1,
-    ),
-]
 
 
 def embed(
@@ -67,7 +57,9 @@ def embed(
         int, typer.Option(help="Lines between checkpoints (a killed job resumes from the last); memory does not grow "
                           "with it", min=1)
     ] = DEFAULT_CHUNK_LINES,
-    resume: Annotated[bool, typer.Option(help="Continue a killed job of the same settings from its last checkpoint")] = False,
+    resume: Annotated[
+        bool, typer.Option(help="Continue a killed job of the same settings from its last checkpoint")
+    ] = False,
     force: Annotated[
         bool, typer.Option(help="Replace an existing output, or start over where a killed job left its work")
     ] = False,
@@ -104,7 +96,8 @@ def embed(
             report = embed_to_stream(embedder, source, stream, options)
         _summary(report)
         return
-    job = FileJob.open(embedder, source, output, options, resume=resume, force=force)  # what fails at once fails before the bar
+    # What fails at once (the output, a resume of another job) fails before the bar appears.
+    job = FileJob.open(embedder, source, output, options, resume=resume, force=force)
     total = source.stat().st_size if source is not None else None
     with LineProgress(err, f"embedding ({options.mode})", total) as bar:
         report = job.run(progress=bar.update)

@@ -60,6 +60,16 @@ MinFidelityOption = Annotated[
     typer.Option(help="Replace a reduced precision's gate (bf16/fp16: min token cosine; int8: mean word cosine)"),
 ]
 BatchTokensOption = Annotated[int, typer.Option(help="Padded tokens per model run")]
+MaxLengthOption = Annotated[
+    int | None,
+    typer.Option(
+        help="--sentences: cut every text to N positions, special tokens included, as sentence-transformers' "
+        "max_seq_length does (the bundle's manifest records the source model's as "
+        "model.sentence_transformers_max_length); default: the model maximum, then --long-text",
+        min=1,
+    ),
+]
+
 
 
 def bulk_options(

@@ -342,7 +342,9 @@ def _txt_rows(block: RowBlock) -> bytes:
 
 def _bin_rows(block: RowBlock) -> bytes:
     data = np.ascontiguousarray(block.vectors, dtype=VECTOR_DTYPE)
-    return b"".join(escape_token(key).encode("utf-8") + b" " + row.tobytes() + b"\n" for key, row in zip(block.keys, data))
+    return b"".join(
+        escape_token(key).encode("utf-8") + b" " + row.tobytes() + b"\n" for key, row in zip(block.keys, data)
+    )
 
 
 # -- assembly: parts -> output files ---------------------------------------------------
@@ -536,7 +538,8 @@ def _read_jsonl(path: Path) -> Table:
                 flags.append(bool(record["unknown"]))
     for name, found in (("line and word", ids), ("unknown", flags)):
         if len(found) not in (0, len(rows)):
-            raise OutputError(f"{path}: expected {name} on every row or none, found them on {len(found)} of {len(rows)}")
+            found_on = f"found them on {len(found)} of {len(rows)}"
+            raise OutputError(f"{path}: expected {name} on every row or none, {found_on}")
     id_array = np.array(ids, dtype=np.int64).reshape(-1, 2) if ids else None
     unknown = np.array(flags, dtype=bool) if flags else None
     if not rows:

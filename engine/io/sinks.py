@@ -177,7 +177,8 @@ class VectorSink:
         for name, wanted, found in (("ids", self._spec.ids, block.ids), ("unknown", self._spec.unknown,
                                                                               block.unknown)):
             if wanted != (found is not None):
-                raise OutputError(f"this job was opened with {name}={wanted}; found rows with {name}={found is not None}")
+                found_rows = f"found rows with {name}={found is not None}"
+                raise OutputError(f"this job was opened with {name}={wanted}; {found_rows}")
         check_rows(block, self._spec.dim, self._suffix)
         streams = self._open_streams()
         try:
