@@ -11,19 +11,22 @@ import threading
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
 from bertonnx.backends import Backend, Opened, open_backend
 from bertonnx.batching import BatchStats, WindowPlan, batch_stats, plan_batches, plan_windows, run_starts
-from bertonnx.bundle import CONTEXTUAL_OUTPUT, Bundle, load_bundle
+from bertonnx.bundle import CONTEXTUAL_OUTPUT, Bundle, Manifest, load_bundle
 from bertonnx.errors import InputError, OptionError, TextTooLongError, UnknownWordError
+from bertonnx.fidelity import GateResult
 from bertonnx.options import (
     LONG_TEXT_POLICIES,
     SENTENCE_POOLING_MODES,
     UNKNOWN_POLICIES,
     WORD_POOLING_MODES,
+    BackendName,
     LongText,
     Precision,
     Provider,
@@ -33,7 +36,6 @@ from bertonnx.options import (
     check_choice,
     check_positive,
 )
-from bertonnx.options import Backend as BackendName
 from bertonnx.pooling import l2_normalize, pool_pieces, pool_sentences
 from bertonnx.tokenize import TextInput, TextPieces, Tokenizer, preview
 
@@ -77,6 +79,32 @@ class RunStats:
             self.batches += stats.n_batches
             self.real_tokens += stats.real_tokens
             self.padded_tokens += stats.padded_tokens
+
+
+@dataclass(frozen=True)
+class RuntimeInfo:
+    """What runs a loaded bundle, read off the backend after it opened (never from the request)."""
+
+    backend: str  # onnxruntime | openvino
+    device: str
+    precision: str
+    threads: int
+    spin: bool
+    chosen_because: str  # why `auto` chose it, or "given"
+    fidelity: GateResult | None  # a reduced precision's figures against fp32 and its gate
+    details: dict[str, Any]  # versions, caches, providers
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "backend": self.backend,
+            "device": self.device,
+            "precision": self.precision,
+            "threads": self.threads,
+            "spin": self.spin,
+            "chosen_because": self.chosen_because,
+            "fidelity": self.fidelity.to_dict() if self.fidelity else None,
+            **self.details,
+        }
 
 
 @dataclass(frozen=True)
@@ -215,20 +243,29 @@ class Embedder:
         """The model the bundle was exported from: a hub id or a folder."""
         return self.bundle.source_model
 
-    def runtime(self) -> dict[str, object]:
+    @property
+    def manifest(self) -> Manifest:
+        """The bundle's manifest: source model, sizes, files, validation figures."""
+        return self.bundle.manifest
+
+    def runtime_info(self) -> RuntimeInfo:
         """What actually runs: backend, device, precision, threads, why, and the fidelity against fp32."""
         info = self.backend.info
         opened = self.opened
-        return {
-            "backend": info.backend,
-            "device": info.device,
-            "precision": info.precision,
-            "threads": info.threads,
-            "spin": info.spin,
-            "chosen_because": opened.choice.reason if opened else "given",
-            "fidelity": opened.fidelity.to_dict() if opened and opened.fidelity else None,
-            **{key: value for key, value in info.details.items() if value is not None},
-        }
+        return RuntimeInfo(
+            backend=info.backend,
+            device=info.device,
+            precision=info.precision,
+            threads=info.threads,
+            spin=info.spin,
+            chosen_because=opened.choice.reason if opened else "given",
+            fidelity=opened.fidelity if opened else None,
+            details={key: value for key, value in info.details.items() if value is not None},
+        )
+
+    def runtime(self) -> dict[str, object]:
+        """`runtime_info()` as plain JSON, as /info and study.json show it."""
+        return self.runtime_info().to_dict()
 
     def prepare(self, texts: Sequence[TextInput] | Prepared) -> Prepared:
         """Split texts into word pieces once; `contextual` and `sentences` take the result as it is."""
@@ -303,11 +340,6 @@ class Embedder:
             if unknown == "zero":
                 vectors[is_unknown] = 0.0
         return StaticVectors(vectors=vectors, unknown=is_unknown)
-
-    def find_unknown(self, words: Sequence[str]) -> NDArray[np.bool_]:
-        """(W,) True for each word with a piece that is the unknown token, e.g. most emoji."""
-        ids, starts = self.tokenizer.split_words(words)
-        return self._unknown(ids, starts)
 
     def contextual(
         self,
@@ -413,7 +445,7 @@ class Embedder:
     @property
     def sentence_transformers_max_length(self) -> int | None:
         """`max_seq_length` of the sentence-transformers model the bundle came from, where it had one."""
-        value = self.bundle.manifest["model"].get("sentence_transformers_max_length")
+        value = self.manifest["model"].get("sentence_transformers_max_length")
         return int(value) if isinstance(value, int) else None
 
     def _room(self, max_length: int) -> int:

@@ -38,6 +38,7 @@ class Gate:
     minimum: float
 
     def describe(self) -> str:
+        """The gate as a user reads it: 'word mean cosine >= 0.99'."""
         return f"{self.metric.replace('_', ' ')} >= {self.minimum:g}"
 
 
@@ -92,10 +93,12 @@ class GateResult:
         return cls(data["precision"], data["reference"], OutputFidelity(**fields), Gate(**data["gate"]))
 
     def summary(self) -> str:
+        """One line for `bertonnx info`: the figures, the gate and its verdict."""
         f = self.fidelity
         return (
-            f"{self.precision} vs {self.reference}: token cosine min {f.token_min_cosine:.5f} / mean "
-            f"{f.token_mean_cosine:.5f}, word cosine min {f.word_min_cosine:.5f} / mean {f.word_mean_cosine:.5f}"
+            f"vs {self.reference}: token cosine min {f.token_min_cosine:.5f} / mean {f.token_mean_cosine:.5f}, "
+            f"word cosine min {f.word_min_cosine:.5f} / mean {f.word_mean_cosine:.5f}; gate {self.gate.describe()}: "
+            + ("passed" if self.passed else "FAILED")
         )
 
     def check(self) -> None:

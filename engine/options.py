@@ -18,7 +18,7 @@ Unknown = Literal["error", "unk", "zero"]
 Mode = Literal["static", "contextual", "sentences"]
 OnError = Literal["fail", "skip"]
 Provider = Literal["auto", "cpu", "cuda", "tensorrt"]
-Backend = Literal["auto", "onnxruntime", "openvino"]
+BackendName = Literal["auto", "onnxruntime", "openvino"]
 Precision = Literal["auto", "fp32", "bf16", "fp16", "int8"]
 OutputFormat = Literal["npy", "parquet"]
 
@@ -29,7 +29,7 @@ UNKNOWN_POLICIES: tuple[str, ...] = get_args(Unknown)
 MODES: tuple[str, ...] = get_args(Mode)
 ON_ERROR_POLICIES: tuple[str, ...] = get_args(OnError)
 PROVIDERS: tuple[str, ...] = get_args(Provider)
-BACKENDS: tuple[str, ...] = get_args(Backend)
+BACKENDS: tuple[str, ...] = get_args(BackendName)
 PRECISIONS: tuple[str, ...] = get_args(Precision)
 OUTPUT_FORMATS: tuple[str, ...] = get_args(OutputFormat)
 POOLING_MODES: tuple[str, ...] = WORD_POOLING_MODES + tuple(

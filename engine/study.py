@@ -264,7 +264,7 @@ def run_study(embedder: Embedder, contexts: Mapping[str, list[str]], pooling: st
         _panel(f"context {k + 1}", tuple(contexts[word][k] for word in words), contextual[k], words)
         for k in range(n_contexts)
     ]
-    model = str(embedder.bundle.manifest.get("source", {}).get("model", embedder.bundle.path.name))
+    model = embedder.model_name
     return StudyResult(model=model, pooling=pooling, words=words, panels=tuple(panels), runtime=embedder.runtime())
 
 

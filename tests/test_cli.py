@@ -218,7 +218,14 @@ def test_resume_refuses_a_different_job(tiny_bundle: Path, words_file: Path, tmp
 
 
 def test_cli_choices_match_the_engine() -> None:
-    from bertonnx.cli.options import LongText, OnError, Pooling, Provider, UnknownPolicy, WordPooling
+    from bertonnx.cli.options import (
+        LongTextChoice,
+        OnErrorChoice,
+        PoolingChoice,
+        ProviderChoice,
+        UnknownChoice,
+        WordPoolingChoice,
+    )
     from bertonnx.options import (
         LONG_TEXT_POLICIES,
         PROVIDERS,
@@ -228,12 +235,12 @@ def test_cli_choices_match_the_engine() -> None:
     )
     from bertonnx.options import ON_ERROR_POLICIES as ON_ERROR
 
-    assert tuple(p.value for p in Provider) == PROVIDERS
-    assert tuple(p.value for p in WordPooling) == WORD_POOLING_MODES
-    assert set(p.value for p in Pooling) == set(WORD_POOLING_MODES + SENTENCE_POOLING_MODES)
-    assert tuple(p.value for p in UnknownPolicy) == UNKNOWN_POLICIES
-    assert tuple(p.value for p in LongText) == LONG_TEXT_POLICIES
-    assert tuple(p.value for p in OnError) == ON_ERROR
+    assert tuple(p.value for p in ProviderChoice) == PROVIDERS
+    assert tuple(p.value for p in WordPoolingChoice) == WORD_POOLING_MODES
+    assert set(p.value for p in PoolingChoice) == set(WORD_POOLING_MODES + SENTENCE_POOLING_MODES)
+    assert tuple(p.value for p in UnknownChoice) == UNKNOWN_POLICIES
+    assert tuple(p.value for p in LongTextChoice) == LONG_TEXT_POLICIES
+    assert tuple(p.value for p in OnErrorChoice) == ON_ERROR
 
 
 def test_cli_refuses_unknown_providers_and_negative_threads(tiny_bundle: Path, tmp_path: Path) -> None:

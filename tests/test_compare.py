@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 from bertonnx import Embedder
 from bertonnx.cli.app import app
 from bertonnx.cli.compare import Metric
-from bertonnx.cli.options import Provider, WordPooling
+from bertonnx.cli.options import ProviderChoice, WordPoolingChoice
 from bertonnx.defaults import DEFAULT_BUNDLE_NAME
 from bertonnx.options import PROVIDERS, WORD_POOLING_MODES
 from bertonnx.study import (
@@ -314,8 +314,8 @@ def test_contexts_built_in_code_are_checked_too(tiny: Embedder) -> None:
 
 
 def test_cli_choices_are_the_engine_choices() -> None:
-    assert [mode.value for mode in WordPooling] == list(WORD_POOLING_MODES)
-    assert [provider.value for provider in Provider] == list(PROVIDERS)
+    assert [mode.value for mode in WordPoolingChoice] == list(WORD_POOLING_MODES)
+    assert [provider.value for provider in ProviderChoice] == list(PROVIDERS)
     assert [metric.value for metric in Metric] == [*METRICS, "both"]
 
 

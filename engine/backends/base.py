@@ -42,14 +42,6 @@ class BackendInfo:
     pad_multiple: int = 1  # batches are padded to a multiple of this many positions (fewer shapes to compile)
     details: dict[str, Any] = field(default_factory=dict)  # e.g. the compiled-model cache, the versions
 
-    @property
-    def provider(self) -> str:
-        """The device, under the name ONNX Runtime users know it by."""
-        return self.device
-
-    def describe(self) -> str:
-        return f"{self.backend} {self.device} {self.precision}, {self.threads} thread(s)"
-
 
 class Backend(Protocol):
     """Runs a bundle's graph. `run` is safe to call from many threads at once."""

@@ -19,9 +19,9 @@ from bertonnx.cli.options import (
     BackendOption,
     PrecisionChoice,
     PrecisionOption,
-    Provider,
+    ProviderChoice,
     ProviderOption,
-    WordPooling,
+    WordPoolingChoice,
 )
 from bertonnx.cli.progress import status_spinner
 from bertonnx.defaults import resolve_bundle
@@ -45,10 +45,12 @@ def compare(
         "compare-out"
     ),
     metric: Annotated[Metric, typer.Option(help="Which heatmaps and tables")] = Metric.both,
-    pooling: Annotated[WordPooling, typer.Option(help="How a word's pieces become one vector")] = WordPooling.mean,
+    pooling: Annotated[
+        WordPoolingChoice, typer.Option(help="How a word's pieces become one vector")
+    ] = WordPoolingChoice.mean,
     backend: BackendOption = BackendChoice.auto,
     precision: PrecisionOption = PrecisionChoice.fp32,
-    provider: ProviderOption = Provider.auto,
+    provider: ProviderOption = ProviderChoice.auto,
 ) -> None:
     """Compare static and contextual vectors of words read in context sentences.
 

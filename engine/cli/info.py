@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.table import Table
@@ -18,9 +18,10 @@ from bertonnx.cli.options import (
     MinFidelityOption,
     PrecisionChoice,
     PrecisionOption,
-    Provider,
+    ProviderChoice,
     ProviderOption,
 )
+from bertonnx.embedder import RuntimeInfo
 
 
 def info(
@@ -28,7 +29,7 @@ def info(
     as_json: Annotated[bool, typer.Option("--json", help="Print the manifest and the runtime as JSON")] = False,
     backend: BackendOption = BackendChoice.auto,
     precision: PrecisionOption = PrecisionChoice.auto,
-    provider: ProviderOption = Provider.auto,
+    provider: ProviderOption = ProviderChoice.auto,
     threads: Annotated[int | None, typer.Option(help="Inference threads (default: all cores)")] = None,
     min_fidelity: MinFidelityOption = None,
 ) -> None:
@@ -40,9 +41,9 @@ def info(
     runtime = Embedder.load(
         checked.path, backend=backend.value, precision=precision.value, provider=provider.value, threads=threads,
         verify=False, min_fidelity=min_fidelity,
-    ).runtime()
+    ).runtime_info()
     if as_json:
-        out.print_json(json.dumps({**manifest, "runtime": runtime}))
+        out.print_json(json.dumps({**manifest, "runtime": runtime.to_dict()}))
         return
     table = Table(title=str(checked.path), show_header=False)
     table.add_column("field", style="bold")
@@ -66,23 +67,15 @@ def info(
     out.print(runtime_table(runtime))
 
 
-def runtime_table(runtime: dict[str, Any]) -> Table:
+def runtime_table(runtime: RuntimeInfo) -> Table:
     """What runs the bundle on this machine, and its fidelity against fp32 where the precision is reduced."""
     table = Table(title="runtime on this machine", show_header=False)
     table.add_column("field", style="bold")
     table.add_column("value")
-    table.add_row("backend", f"{runtime['backend']} ({runtime['chosen_because']})")
-    table.add_row("device", str(runtime["device"]))
-    table.add_row("precision", str(runtime["precision"]))
-    table.add_row("threads", str(runtime["threads"]))
-    fidelity = runtime.get("fidelity")
-    if fidelity:
-        gate = fidelity["gate"]
-        table.add_row(
-            "fidelity",
-            f"vs {fidelity['reference']}: token cosine min {fidelity['token_min_cosine']:.5f} / mean "
-            f"{fidelity['token_mean_cosine']:.5f}, word cosine min {fidelity['word_min_cosine']:.5f} / mean "
-            f"{fidelity['word_mean_cosine']:.5f}; gate {gate['metric'].replace('_', ' ')} >= {gate['minimum']:g}: "
-            + ("passed" if fidelity["passed"] else "FAILED"),
-        )
+    table.add_row("backend", f"{runtime.backend} ({runtime.chosen_because})")
+    table.add_row("device", runtime.device)
+    table.add_row("precision", runtime.precision)
+    table.add_row("threads", str(runtime.threads))
+    if runtime.fidelity is not None:
+        table.add_row("fidelity", runtime.fidelity.summary())
     return table

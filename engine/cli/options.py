@@ -24,14 +24,14 @@ from bertonnx.options import (
     choice_enum,
 )
 
-Provider = choice_enum("Provider", PROVIDERS)
+ProviderChoice = choice_enum("ProviderChoice", PROVIDERS)
 BackendChoice = choice_enum("BackendChoice", BACKENDS)
 PrecisionChoice = choice_enum("PrecisionChoice", PRECISIONS)
-WordPooling = choice_enum("WordPooling", WORD_POOLING_MODES)
-Pooling = choice_enum("Pooling", POOLING_MODES)
-UnknownPolicy = choice_enum("UnknownPolicy", UNKNOWN_POLICIES)
-LongText = choice_enum("LongText", LONG_TEXT_POLICIES)
-OnError = choice_enum("OnError", ON_ERROR_POLICIES)
+WordPoolingChoice = choice_enum("WordPoolingChoice", WORD_POOLING_MODES)
+PoolingChoice = choice_enum("PoolingChoice", POOLING_MODES)
+UnknownChoice = choice_enum("UnknownChoice", UNKNOWN_POLICIES)
+LongTextChoice = choice_enum("LongTextChoice", LONG_TEXT_POLICIES)
+OnErrorChoice = choice_enum("OnErrorChoice", ON_ERROR_POLICIES)
 
 
 # -- the bulk options `bertonnx embed` and `bertonnx embed-distributed` share ----
@@ -39,15 +39,15 @@ OnError = choice_enum("OnError", ON_ERROR_POLICIES)
 StaticFlag = Annotated[bool, typer.Option("--static", help="One word per line -> its static vector")]
 ContextualFlag = Annotated[bool, typer.Option("--contextual", help="One text per line -> a contextual vector per word")]
 SentencesFlag = Annotated[bool, typer.Option("--sentences", help="One text per line -> one vector")]
-PoolingOption = Annotated[Pooling, typer.Option(help="Word pooling; for --sentences: mean or cls")]
+PoolingOption = Annotated[PoolingChoice, typer.Option(help="Word pooling; for --sentences: mean or cls")]
 NormalizeOption = Annotated[bool, typer.Option(help="--sentences: unit-length vectors")]
 UnknownOption = Annotated[
-    UnknownPolicy, typer.Option(help="--static: a word mapping to [UNK] is an error, or gets [UNK]'s row, or 0")
+    UnknownChoice, typer.Option(help="--static: a word mapping to [UNK] is an error, or gets [UNK]'s row, or 0")
 ]
-LongTextOption = Annotated[LongText, typer.Option(help="Texts over the model maximum")]
-OnErrorOption = Annotated[OnError, typer.Option(help="A bad line stops the job, or is skipped and reported")]
+LongTextOption = Annotated[LongTextChoice, typer.Option(help="Texts over the model maximum")]
+OnErrorOption = Annotated[OnErrorChoice, typer.Option(help="A bad line stops the job, or is skipped and reported")]
 ProviderOption = Annotated[
-    Provider, typer.Option(help="ONNX Runtime execution provider (naming one implies --backend onnxruntime)")
+    ProviderChoice, typer.Option(help="ONNX Runtime execution provider (naming one implies --backend onnxruntime)")
 ]
 BackendOption = Annotated[
     BackendChoice, typer.Option(help="What runs the graph; auto: the fastest faithful backend on this machine")
@@ -76,11 +76,11 @@ def bulk_options(
     static: bool,
     contextual: bool,
     sentences: bool,
-    pooling: Pooling,
+    pooling: PoolingChoice,
     normalize: bool,
-    unknown: UnknownPolicy,
-    long_text: LongText,
-    on_error: OnError,
+    unknown: UnknownChoice,
+    long_text: LongTextChoice,
+    on_error: OnErrorChoice,
     **more: int,
 ) -> BulkOptions:
     """The BulkOptions the bulk flags ask for; `more` passes on fields such as chunk_lines.

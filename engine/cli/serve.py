@@ -7,7 +7,7 @@ web stack (the `serve` extra) is imported only when the command runs.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
@@ -18,11 +18,12 @@ from bertonnx.cli.options import (
     MinFidelityOption,
     PrecisionChoice,
     PrecisionOption,
-    Provider,
+    ProviderChoice,
     ProviderOption,
 )
 from bertonnx.cli.progress import status_spinner
 from bertonnx.defaults import resolve_bundle
+from bertonnx.embedder import RuntimeInfo
 from bertonnx.errors import missing_extra
 from bertonnx.options import choice_enum
 from bertonnx.serve.settings import EMBEDDINGS_LONG_TEXT, SERVE_BATCH_TOKENS, ServeSettings
@@ -68,7 +69,7 @@ def serve(
     ] = False,
     backend: BackendOption = BackendChoice.auto,
     precision: PrecisionOption = PrecisionChoice.auto,
-    provider: ProviderOption = Provider.auto,
+    provider: ProviderOption = ProviderChoice.auto,
     min_fidelity: MinFidelityOption = None,
     access_log: Annotated[bool, typer.Option(help="Log every request")] = False,
     api_key: Annotated[
@@ -107,7 +108,7 @@ def serve(
             path, backend=backend.value, precision=precision.value, provider=provider.value, threads=threads,
             batch_tokens=batch_tokens, spin=spin, min_fidelity=min_fidelity,
         )
-    line = serving_line(path, embedder.model_name, embedder.dim, embedder.runtime())
+    line = serving_line(path, embedder.model_name, embedder.dim, embedder.runtime_info())
     if settings.api_key is not None:
         line += "; every endpoint but /health needs the API key"
     err.print(line, highlight=False, soft_wrap=True, markup=False)  # one line, however narrow the terminal
@@ -120,17 +121,17 @@ def serve(
     run_server(create_app(embedder, settings), host, port, access_log=access_log)
 
 
-def serving_line(path: Path, model: str, dim: int, runtime: dict[str, Any]) -> str:
+def serving_line(path: Path, model: str, dim: int, runtime: RuntimeInfo) -> str:
     """The start-up line: what is served, and what actually runs it (with its fidelity when not fp32)."""
-    threads = runtime["threads"]
+    threads = runtime.threads
     line = (
-        f"serving {path} ({model}, {dim} dims) on {runtime['backend']} {runtime['device']} {runtime['precision']}, "
+        f"serving {path} ({model}, {dim} dims) on {runtime.backend} {runtime.device} {runtime.precision}, "
         f"{threads} thread{'' if threads == 1 else 's'}"
     )
-    fidelity = runtime.get("fidelity")
-    if fidelity:
+    if runtime.fidelity is not None:
+        found = runtime.fidelity.fidelity
         line += (
-            f"; word cosine vs {fidelity['reference']} min {fidelity['word_min_cosine']:.5f}, "
-            f"mean {fidelity['word_mean_cosine']:.5f}"
+            f"; word cosine vs {runtime.fidelity.reference} min {found.word_min_cosine:.5f}, "
+            f"mean {found.word_mean_cosine:.5f}"
         )
     return line

@@ -24,7 +24,6 @@ and sentence lines give one row, word 0), and an unknown flag: the row's word
 from __future__ import annotations
 
 import codecs
-import hashlib
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -36,7 +35,7 @@ from typing import BinaryIO
 import numpy as np
 from numpy.typing import NDArray
 
-from bertonnx.bundle import Bundle
+from bertonnx.bundle import Bundle, sha256_file
 from bertonnx.embedder import Embedder, Prepared
 from bertonnx.errors import BadLineError, OptionError
 from bertonnx.io.formats import RowBlock, jsonl_records
@@ -185,11 +184,7 @@ def slices(lines: Iterator[Line], max_lines: int | None = None, max_chars: int |
 
 def input_fingerprint(path: Path) -> dict[str, object]:
     """Size and sha256 of the input: a resumed job must read the same bytes."""
-    digest = hashlib.sha256()
-    with path.open("rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return {"input": str(path.resolve()), "bytes": path.stat().st_size, "sha256": digest.hexdigest()}
+    return {"input": str(path.resolve()), "bytes": path.stat().st_size, "sha256": sha256_file(path)}
 
 
 def job_fingerprint(embedder: Embedder, source: Path | None, options: BulkOptions) -> dict[str, object]:

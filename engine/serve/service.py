@@ -103,7 +103,7 @@ class Service:
             "runtime": self.embedder.runtime(),
             "batch_tokens": self.embedder.batch_tokens,
             "settings": asdict(self.settings),
-            "manifest": self.embedder.bundle.manifest,  # the Embedder offers no other view of it
+            "manifest": self.embedder.manifest,
         }
 
     async def _prepare(self, texts: Sequence[TextInput], queued: bool) -> Prepared:

@@ -45,7 +45,7 @@ def embed_files(
     load = load or LoadOptions()
     job = {
         "bundle": str(Path(bundle).resolve()),
-        "model_sha256": checked.manifest["files"]["model.onnx"]["sha256"],
+        "model_sha256": checked.graph_sha256,
         "options": {name: value for name, value in asdict(options).items() if name != "chunk_lines"},
         "input_lines": inputs.lines,
         "workers": workers.count,
