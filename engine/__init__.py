@@ -20,6 +20,7 @@ from bertonnx.errors import (
     TextTooLongError,
     UnknownWordError,
 )
+from bertonnx.options import LoadOptions
 
 __all__ = [
     "BackendError",
@@ -29,6 +30,7 @@ __all__ = [
     "Embedder",
     "EmptyWordError",
     "InputError",
+    "LoadOptions",
     "OptionError",
     "ProviderError",
     "TextTooLongError",

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,14 +22,13 @@ from bertonnx.bundle import CONTEXTUAL_OUTPUT, Bundle, Manifest, load_bundle
 from bertonnx.errors import InputError, OptionError, TextTooLongError, UnknownWordError
 from bertonnx.fidelity import GateResult
 from bertonnx.options import (
+    DEFAULT_BATCH_TOKENS,
     LONG_TEXT_POLICIES,
     SENTENCE_POOLING_MODES,
     UNKNOWN_POLICIES,
     WORD_POOLING_MODES,
-    BackendName,
+    LoadOptions,
     LongText,
-    Precision,
-    Provider,
     SentencePooling,
     Unknown,
     WordPooling,
@@ -41,9 +40,6 @@ from bertonnx.tokenize import TextInput, TextPieces, Tokenizer, preview
 
 GROUP_BATCHES = 8
 """Batches handed to the backend at once: enough to keep every stream busy, few enough to bound memory."""
-DEFAULT_BATCH_TOKENS = 1024
-"""Padded tokens per model run. Measured on 2 cores: smaller runs stay in cache; 1024 beat 8192
-by 1.3-2x on a mixed-length corpus (benchmarks/README.md)."""
 
 
 @dataclass(frozen=True)
@@ -105,22 +101,6 @@ class RuntimeInfo:
             "fidelity": self.fidelity.to_dict() if self.fidelity else None,
             **self.details,
         }
-
-
-@dataclass(frozen=True)
-class LoadOptions:
-    """How a bundle is opened, besides its path: `Embedder.load`'s options as one value (e.g. for Ray actors)."""
-
-    backend: BackendName = "auto"
-    precision: Precision = "auto"
-    provider: Provider = "auto"
-    threads: int | None = None  # default: every core this process may use
-    batch_tokens: int = DEFAULT_BATCH_TOKENS
-    spin: bool = False
-    min_fidelity: float | None = None  # replaces a reduced precision's gate
-
-    def load(self, bundle_dir: str | Path, verify: bool = True) -> Embedder:
-        return Embedder.load(bundle_dir, verify=verify, **asdict(self))
 
 
 @dataclass(frozen=True)
@@ -207,19 +187,19 @@ class Embedder:
     def load(
         cls,
         bundle_dir: str | Path,
-        backend: BackendName = "auto",
-        precision: Precision = "auto",
-        provider: Provider = "auto",
-        threads: int | None = None,
-        batch_tokens: int = DEFAULT_BATCH_TOKENS,
+        options: LoadOptions | None = None,
+        *,
         verify: bool = True,
-        spin: bool = False,
-        min_fidelity: float | None = None,
+        **choices: Any,
     ) -> Embedder:
         """Open a bundle: check it, open the backend that runs its graph, map the table.
 
+        `Embedder.load(path, LoadOptions(backend="openvino"))` and `Embedder.load(path, backend="openvino")`
+        are the same: keywords are LoadOptions' fields, laid over `options`.
+
         Args:
             bundle_dir: directory written by `bertonnx export`.
+            verify: check every file's sha256 against the manifest.
             backend: auto | onnxruntime | openvino. auto picks the fastest faithful one here
                 (bertonnx.backends.choose); a backend named but not installed is an error.
             precision: auto | fp32 | bf16 | fp16 | int8. A reduced precision is checked against
@@ -228,15 +208,15 @@ class Embedder:
                 fails loudly when unavailable.
             threads: inference threads; default every core this process may use.
             batch_tokens: padded tokens per model run (batch size x longest text).
-            verify: check every file's sha256 against the manifest.
             spin: let idle ONNX Runtime threads busy-wait for the next operator: lower latency
                 for short texts (~18 % for one sentence on 2 cores), CPU burned while idle.
             min_fidelity: replaces the reduced precision's gate (bertonnx.fidelity.GATES).
         """
+        options = (options or LoadOptions()).with_choices(**choices)
         bundle = load_bundle(bundle_dir, verify=verify)
         tokenizer = Tokenizer.from_file(bundle.tokenizer_path, bundle.max_length)
-        opened = open_backend(bundle, tokenizer, backend, precision, provider, threads, spin, min_fidelity)
-        return cls(bundle, opened.backend, tokenizer, bundle.load_table(), batch_tokens, opened)
+        opened = open_backend(bundle, tokenizer, options)
+        return cls(bundle, opened.backend, tokenizer, bundle.load_table(), options.batch_tokens, opened)
 
     @property
     def model_name(self) -> str:

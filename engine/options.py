@@ -6,10 +6,15 @@ which are built from the same Literals, so the two cannot drift apart.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
 from enum import Enum
-from typing import Literal, get_args
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from bertonnx.errors import OptionError
+
+if TYPE_CHECKING:
+    from bertonnx.embedder import Embedder
 
 WordPooling = Literal["mean", "first", "last", "first_last", "max", "sum"]
 SentencePooling = Literal["mean", "cls"]
@@ -36,6 +41,39 @@ POOLING_MODES: tuple[str, ...] = WORD_POOLING_MODES + tuple(
     mode for mode in SENTENCE_POOLING_MODES if mode not in WORD_POOLING_MODES
 )
 """Word pooling modes plus cls, which applies to sentences only: the CLI's --pooling."""
+DEFAULT_BATCH_TOKENS = 1024
+"""Padded tokens per model run. Measured on 2 cores: smaller runs stay in cache; 1024 beat 8192
+by 1.3-2x on a mixed-length corpus (benchmarks/README.md)."""
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    """How a bundle is opened, besides its path: one value that `Embedder.load`, the backends, every CLI
+    command and Ray actors pass along."""
+
+    backend: BackendName = "auto"  # auto | onnxruntime | openvino
+    precision: Precision = "auto"  # auto | fp32 | bf16 | fp16 | int8
+    provider: Provider = "auto"  # ONNX Runtime's auto | cpu | cuda | tensorrt (naming one implies onnxruntime)
+    threads: int | None = None  # default: every core this process may use
+    batch_tokens: int = DEFAULT_BATCH_TOKENS
+    spin: bool = False  # ONNX Runtime's idle threads busy-wait: lower latency, CPU burned while idle
+    min_fidelity: float | None = None  # replaces a reduced precision's gate
+
+    def with_choices(self, **choices: Any) -> LoadOptions:
+        """These options with some fields replaced; an unknown name is an OptionError."""
+        unknown = sorted(set(choices) - set(self.__dataclass_fields__))
+        if unknown:
+            raise OptionError(
+                f"unknown load option {', '.join(unknown)}; expected some of {', '.join(self.__dataclass_fields__)}"
+            )
+        return replace(self, **choices) if choices else self
+
+    def load(self, bundle_dir: str | Path, verify: bool = True) -> Embedder:
+        from bertonnx.embedder import Embedder
+
+        return Embedder.load(bundle_dir, self, verify=verify)
+
+
 def check_choice(value: str, allowed: tuple[str, ...], what: str = "pooling") -> None:
     """Raise an OptionError naming the allowed choices when `value` is not one of them."""
     if value not in allowed:

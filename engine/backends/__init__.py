@@ -19,6 +19,7 @@ from bertonnx.backends.choose import Choice, Machine, choose, this_machine
 from bertonnx.bundle import CONTEXTUAL_OUTPUT, Bundle
 from bertonnx.errors import FidelityGateError
 from bertonnx.fidelity import GATES, Gate, GateResult, compare, probe_batch, read_cached, write_cached
+from bertonnx.options import LoadOptions
 from bertonnx.paths import bundle_home
 from bertonnx.tokenize import Tokenizer
 
@@ -40,36 +41,24 @@ def cache_root() -> Path:
 
 
 def open_backend(
-    bundle: Bundle,
-    tokenizer: Tokenizer,
-    backend: str = "auto",
-    precision: str = "auto",
-    provider: str = "auto",
-    threads: int | None = None,
-    spin: bool = False,
-    min_fidelity: float | None = None,
-    machine: Machine | None = None,
+    bundle: Bundle, tokenizer: Tokenizer, options: LoadOptions | None = None, machine: Machine | None = None
 ) -> Opened:
-    """Choose, open and check the backend that runs `bundle`.
+    """Choose, open and check the backend that runs `bundle`, as `options` ask (bertonnx.options.LoadOptions).
 
     Args:
-        backend: auto | onnxruntime | openvino.
-        precision: auto | fp32 | bf16 | fp16 | int8.
-        provider: ONNX Runtime's auto | cpu | cuda | tensorrt (naming one implies onnxruntime).
-        threads: inference threads; default every core this process may use.
-        spin: ONNX Runtime's idle threads busy-wait.
-        min_fidelity: replaces the gate's minimum for a reduced precision.
         machine: what is installed and what the CPU can do; default this machine.
 
     Raises:
         BackendError: not installed, not runnable here, or (FidelityGateError) under the gate.
     """
+    options = options or LoadOptions()
     machine = machine or this_machine()
+    backend, precision, provider = options.backend, options.precision, options.provider
     if provider != "auto" and backend == "auto":
         backend = "onnxruntime"
     choice = choose(backend, precision, bundle.precision, machine, provider)
     try:
-        return _open(bundle, tokenizer, choice, provider, threads, spin, min_fidelity, machine)
+        return _open(bundle, tokenizer, choice, options, machine)
     except FidelityGateError as error:
         if backend != "auto" or precision != "auto":
             raise
@@ -77,20 +66,12 @@ def open_backend(
         warnings.warn(f"{error}; running fp32", RuntimeWarning, stacklevel=2)
         fallback = choose("onnxruntime" if "onnxruntime" in machine.installed else "openvino", "fp32",
                           bundle.precision, machine, provider)
-        return _open(bundle, tokenizer, replace(fallback, reason=f"{choice.precision} under its gate"),
-                     provider, threads, spin, min_fidelity, machine)
+        return _open(bundle, tokenizer, replace(fallback, reason=f"{choice.precision} under its gate"), options,
+                     machine)
 
 
-def _open(
-    bundle: Bundle,
-    tokenizer: Tokenizer,
-    choice: Choice,
-    provider: str,
-    threads: int | None,
-    spin: bool,
-    min_fidelity: float | None,
-    machine: Machine,
-) -> Opened:
+def _open(bundle: Bundle, tokenizer: Tokenizer, choice: Choice, options: LoadOptions, machine: Machine) -> Opened:
+    provider, threads, spin, min_fidelity = options.provider, options.threads, options.spin, options.min_fidelity
     if choice.backend == "onnxruntime":
         from bertonnx.backends.onnxruntime import OnnxRuntimeBackend
 

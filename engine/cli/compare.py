@@ -22,6 +22,7 @@ from bertonnx.cli.options import (
     ProviderChoice,
     ProviderOption,
     WordPoolingChoice,
+    load_options,
 )
 from bertonnx.cli.progress import status_spinner
 from bertonnx.defaults import resolve_bundle
@@ -63,7 +64,7 @@ def compare(
     with status_spinner(err, "opening the bundle") as step:
         path = resolve_bundle(bundle, step)
         step(f"loading {path}")
-        embedder = Embedder.load(path, backend=backend.value, precision=precision.value, provider=provider.value)
+        embedder = Embedder.load(path, load_options(backend, precision, provider))
         step(f"reading {len(study)} words in {n_sentences} sentences")
         result = run_study(embedder, study, pooling=pooling.value)
         step(f"writing {out_dir}")

@@ -38,8 +38,8 @@ from bertonnx.cli.options import (
     UnknownChoice,
     UnknownOption,
     bulk_options,
+    load_options,
 )
-from bertonnx.embedder import DEFAULT_BATCH_TOKENS, LoadOptions
 from bertonnx.jobs.ray import (
     DEFAULT_BATCH_LINES,
     DEFAULT_SHARD_ROWS,
@@ -53,6 +53,7 @@ from bertonnx.jobs.ray import (
     ray_session,
     rich_progress,
 )
+from bertonnx.options import DEFAULT_BATCH_TOKENS
 
 
 class OutputFormat(str, Enum):
@@ -126,10 +127,7 @@ def embed_distributed(
             options,
             workers=workers,
             fmt=output_format.value,
-            load=LoadOptions(
-                backend=backend.value, precision=precision.value, provider=provider.value,
-                batch_tokens=batch_tokens, min_fidelity=min_fidelity,
-            ),
+            load=load_options(backend, precision, provider, batch_tokens=batch_tokens, min_fidelity=min_fidelity),
             shard_rows=shard_rows,
             force=force,
         )

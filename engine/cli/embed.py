@@ -31,10 +31,11 @@ from bertonnx.cli.options import (
     UnknownChoice,
     UnknownOption,
     bulk_options,
+    load_options,
 )
 from bertonnx.cli.progress import LineProgress
-from bertonnx.embedder import DEFAULT_BATCH_TOKENS
 from bertonnx.jobs.bulk import DEFAULT_CHUNK_LINES, BulkReport, FileJob, embed_to_stream
+from bertonnx.options import DEFAULT_BATCH_TOKENS
 
 
 def embed(
@@ -86,10 +87,8 @@ def embed(
         problem = "not a regular file (use -i - for a pipe or stdin)" if source.exists() else "no such input file"
         raise CliError(f"{source}: {problem}")
     data = data_stdout() if output is None else None  # before anything loads: stdout carries vectors alone
-    embedder = Embedder.load(
-        bundle, backend=backend.value, precision=precision.value, provider=provider.value, threads=threads,
-        batch_tokens=batch_tokens, min_fidelity=min_fidelity,
-    )
+    embedder = Embedder.load(bundle, load_options(backend, precision, provider, threads, batch_tokens,
+                                                  min_fidelity=min_fidelity))
     if output is None:
         assert data is not None
         with data as stream:

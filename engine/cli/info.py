@@ -20,6 +20,7 @@ from bertonnx.cli.options import (
     PrecisionOption,
     ProviderChoice,
     ProviderOption,
+    load_options,
 )
 from bertonnx.embedder import RuntimeInfo
 
@@ -38,10 +39,8 @@ def info(
 
     checked = load_bundle(bundle)
     manifest = checked.manifest
-    runtime = Embedder.load(
-        checked.path, backend=backend.value, precision=precision.value, provider=provider.value, threads=threads,
-        verify=False, min_fidelity=min_fidelity,
-    ).runtime_info()
+    options = load_options(backend, precision, provider, threads, min_fidelity=min_fidelity)
+    runtime = Embedder.load(checked.path, options, verify=False).runtime_info()
     if as_json:
         out.print_json(json.dumps({**manifest, "runtime": runtime.to_dict()}))
         return

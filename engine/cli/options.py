@@ -14,6 +14,7 @@ from bertonnx.errors import OptionError
 from bertonnx.jobs.bulk import BulkOptions
 from bertonnx.options import (
     BACKENDS,
+    DEFAULT_BATCH_TOKENS,
     LONG_TEXT_POLICIES,
     ON_ERROR_POLICIES,
     POOLING_MODES,
@@ -21,6 +22,7 @@ from bertonnx.options import (
     PROVIDERS,
     UNKNOWN_POLICIES,
     WORD_POOLING_MODES,
+    LoadOptions,
     choice_enum,
 )
 
@@ -32,6 +34,22 @@ PoolingChoice = choice_enum("PoolingChoice", POOLING_MODES)
 UnknownChoice = choice_enum("UnknownChoice", UNKNOWN_POLICIES)
 LongTextChoice = choice_enum("LongTextChoice", LONG_TEXT_POLICIES)
 OnErrorChoice = choice_enum("OnErrorChoice", ON_ERROR_POLICIES)
+
+
+def load_options(
+    backend: BackendChoice,  # type: ignore[valid-type]
+    precision: PrecisionChoice,  # type: ignore[valid-type]
+    provider: ProviderChoice,  # type: ignore[valid-type]
+    threads: int | None = None,
+    batch_tokens: int = DEFAULT_BATCH_TOKENS,
+    spin: bool = False,
+    min_fidelity: float | None = None,
+) -> LoadOptions:
+    """The load options every command declares, as the library's one carrier."""
+    return LoadOptions(
+        backend=backend.value, precision=precision.value, provider=provider.value,  # type: ignore[attr-defined]
+        threads=threads, batch_tokens=batch_tokens, spin=spin, min_fidelity=min_fidelity,
+    )
 
 
 # -- the bulk options `bertonnx embed` and `bertonnx embed-distributed` share ----
@@ -59,7 +77,7 @@ MinFidelityOption = Annotated[
     float | None,
     typer.Option(help="Replace a reduced precision's gate (bf16/fp16: min token cosine; int8: mean word cosine)"),
 ]
-BatchTokensOption = Annotated[int, typer.Option(help="Padded tokens per model run")]
+BatchTokensOption = Annotated[int, typer.Option(help="Padded tokens per model run", min=1)]
 MaxLengthOption = Annotated[
     int | None,
     typer.Option(

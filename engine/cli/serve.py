@@ -20,6 +20,7 @@ from bertonnx.cli.options import (
     PrecisionOption,
     ProviderChoice,
     ProviderOption,
+    load_options,
 )
 from bertonnx.cli.progress import status_spinner
 from bertonnx.defaults import resolve_bundle
@@ -104,10 +105,8 @@ def serve(
     with status_spinner(err, "opening the bundle") as step:
         path = resolve_bundle(bundle, step)
         step(f"loading {path}")
-        embedder = Embedder.load(
-            path, backend=backend.value, precision=precision.value, provider=provider.value, threads=threads,
-            batch_tokens=batch_tokens, spin=spin, min_fidelity=min_fidelity,
-        )
+        embedder = Embedder.load(path, load_options(backend, precision, provider, threads, batch_tokens, spin,
+                                                    min_fidelity))
     line = serving_line(path, embedder.model_name, embedder.dim, embedder.runtime_info())
     if settings.api_key is not None:
         line += "; every endpoint but /health needs the API key"

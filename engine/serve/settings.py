@@ -8,7 +8,7 @@ from typing import Literal, get_args
 from bertonnx.errors import OptionError
 
 SERVE_BATCH_TOKENS = 256
-"""Padded tokens per model run when serving (bulk jobs use bertonnx.embedder.DEFAULT_BATCH_TOKENS, 1024).
+"""Padded tokens per model run when serving (bulk jobs use bertonnx.options.DEFAULT_BATCH_TOKENS, 1024).
 
 A server's merged batch is a few dozen texts of mixed length; in one big run
 their padding costs more than batching saves (all-MiniLM-L6-v2, 2-core EPYC,

@@ -15,11 +15,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 from numpy.typing import NDArray
 
-from bertonnx.embedder import LoadOptions
 from bertonnx.errors import BadLineError, OptionError
 from bertonnx.jobs.bulk import BulkOptions, BulkReport, Line, embed_lines, output_width
 from bertonnx.jobs.ray.cluster import Workers, require_ray
 from bertonnx.jobs.ray.inputs import DEFAULT_BATCH_LINES, Batch
+from bertonnx.options import LoadOptions
 
 if TYPE_CHECKING:
     from ray.data import Dataset

@@ -6,12 +6,12 @@ from dataclasses import asdict
 from pathlib import Path
 
 from bertonnx.bundle import load_bundle
-from bertonnx.embedder import LoadOptions
 from bertonnx.jobs.bulk import BulkOptions, output_width
 from bertonnx.jobs.ray import adapter
 from bertonnx.jobs.ray.cluster import Workers, cluster_cpus, plan_workers
 from bertonnx.jobs.ray.inputs import Inputs, read_inputs
 from bertonnx.jobs.ray.shards import DEFAULT_SHARD_ROWS, JobReport, write_output
+from bertonnx.options import LoadOptions
 
 
 def embed_files(
