@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -254,3 +255,27 @@ def _most_central(
     margin_lower = np.minimum(span_start - starts[lower], ends[lower] - span_end)  # (S,)
     margin_upper = np.minimum(span_start - starts[upper], ends[upper] - span_end)  # (S,)
     return np.where(margin_lower >= margin_upper, lower, upper).astype(np.int64)
+
+
+def plan_sequences(
+    pieces: Sequence[Any], window: int
+) -> tuple[list[NDArray[np.int64]], list[int], dict[int, tuple[int, WindowPlan]]]:
+    """Each text (its `ids` and `piece_word`) as one sequence of at most `window` pieces, or, when longer, as
+    its overlapping windows laid out consecutively.
+
+    Returns:
+        the sequences; the text each belongs to; for each windowed text, its first sequence and its plan.
+    """
+    sequences: list[NDArray[np.int64]] = []
+    owner: list[int] = []
+    plans: dict[int, tuple[int, WindowPlan]] = {}
+    for index, text in enumerate(pieces):
+        if text.ids.size <= window:
+            sequences.append(text.ids)
+            owner.append(index)
+            continue
+        plan = plan_windows(text.piece_word, window)
+        plans[index] = (len(sequences), plan)
+        sequences.extend(text.ids[start:end] for start, end in zip(plan.starts, plan.ends))
+        owner.extend([index] * len(plan.starts))
+    return sequences, owner, plans

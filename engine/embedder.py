@@ -1,4 +1,4 @@
-"""Embedder: static, contextual and sentence embeddings from one bundle.
+"""Embedder: static, contextual and sentence embeddings from one bundle (what it returns: bertonnx.results).
 
 Data flows one way: text -> TextPieces -> token-budget batches -> ONNX
 outputs (B, T, H) -> one flat buffer of content pieces -> pooled vectors.
@@ -7,9 +7,8 @@ Pooling runs once per call over every text of the call.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,10 +16,9 @@ import numpy as np
 from numpy.typing import NDArray
 
 from bertonnx.backends import Backend, Opened, open_backend
-from bertonnx.batching import BatchStats, WindowPlan, batch_stats, plan_batches, plan_windows, run_starts
+from bertonnx.batching import batch_stats, plan_batches, plan_sequences, run_starts
 from bertonnx.bundle import CONTEXTUAL_OUTPUT, Bundle, Manifest, load_bundle
 from bertonnx.errors import InputError, OptionError, TextTooLongError, UnknownWordError
-from bertonnx.fidelity import GateResult
 from bertonnx.options import (
     DEFAULT_BATCH_TOKENS,
     LONG_TEXT_POLICIES,
@@ -35,124 +33,21 @@ from bertonnx.options import (
     check_choice,
     check_positive,
 )
-from bertonnx.pooling import l2_normalize, pool_pieces, pool_sentences
-from bertonnx.tokenize import TextInput, TextPieces, Tokenizer, preview
+from bertonnx.pooling import fold_windows, l2_normalize, pool_pieces, pool_sentences
+from bertonnx.results import (
+    Prepared,
+    RunStats,
+    RuntimeInfo,
+    StaticVectors,
+    WordRows,
+    WordVectors,
+)
+from bertonnx.tokenize import TextInput, TextPieces, Tokenizer, cut, preview, truncate
+
+__all__ = ["Embedder", "Prepared", "RunStats", "RuntimeInfo", "StaticVectors", "WordRows", "WordVectors"]
 
 GROUP_BATCHES = 8
 """Batches handed to the backend at once: enough to keep every stream busy, few enough to bound memory."""
-
-
-@dataclass(frozen=True)
-class WordVectors:
-    """One text's words and their vectors."""
-
-    words: tuple[str, ...]  # (W,)
-    vectors: NDArray[np.float32]  # (W, H), or (W, 2H) for first_last
-    spans: NDArray[np.int64]  # (W, 2) each word's [start, end) in the text's word pieces
-    unknown: NDArray[np.bool_]  # (W,) True where a word contains the unknown token
-    truncated: bool = False  # long_text="truncate" dropped words past the maximum
-
-
-@dataclass
-class RunStats:
-    """Counters over an Embedder's life, for debugging batching and padding."""
-
-    texts: int = 0
-    sequences: int = 0  # model runs per text: more than one for windowed texts
-    batches: int = 0
-    real_tokens: int = 0
-    padded_tokens: int = 0
-    lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
-
-    @property
-    def padding_ratio(self) -> float:
-        return 0.0 if self.padded_tokens == 0 else 1 - self.real_tokens / self.padded_tokens
-
-    def add(self, texts: int, stats: BatchStats) -> None:
-        with self.lock:
-            self.texts += texts
-            self.sequences += stats.n_texts
-            self.batches += stats.n_batches
-            self.real_tokens += stats.real_tokens
-            self.padded_tokens += stats.padded_tokens
-
-
-@dataclass(frozen=True)
-class RuntimeInfo:
-    """What runs a loaded bundle, read off the backend after it opened (never from the request)."""
-
-    backend: str  # onnxruntime | openvino
-    device: str
-    precision: str
-    threads: int
-    spin: bool
-    chosen_because: str  # why `auto` chose it, or "given"
-    fidelity: GateResult | None  # a reduced precision's figures against fp32 and its gate
-    details: dict[str, Any]  # versions, caches, providers
-
-    def to_dict(self) -> dict[str, object]:
-        return {
-            "backend": self.backend,
-            "device": self.device,
-            "precision": self.precision,
-            "threads": self.threads,
-            "spin": self.spin,
-            "chosen_because": self.chosen_because,
-            "fidelity": self.fidelity.to_dict() if self.fidelity else None,
-            **self.details,
-        }
-
-
-@dataclass(frozen=True)
-class Prepared:
-    """Texts already split into word pieces: tokenize once, then count, queue and embed without tokenizing again."""
-
-    pieces: tuple[TextPieces, ...]
-    tokens: NDArray[np.int64]  # (N,) model positions each text takes in one window: pieces + special tokens
-
-    def __len__(self) -> int:
-        return len(self.pieces)
-
-    @classmethod
-    def join(cls, parts: Sequence[Prepared]) -> Prepared:
-        """Several prepared inputs as one, in order: e.g. concurrent requests merged into one call."""
-        if len(parts) == 1:
-            return parts[0]
-        return cls(
-            pieces=tuple(text for part in parts for text in part.pieces),
-            tokens=np.concatenate([part.tokens for part in parts] or [np.zeros(0, np.int64)]),
-        )
-
-    def select(self, keep: NDArray[np.bool_]) -> Prepared:
-        """The texts where `keep` is True, still tokenized."""
-        return Prepared(pieces=tuple(p for p, k in zip(self.pieces, keep) if k), tokens=self.tokens[keep])
-
-    @property
-    def has_words(self) -> NDArray[np.bool_]:
-        """(N,) False for a text without words (blank, or only characters the tokenizer drops)."""
-        return np.array([len(p.words) > 0 for p in self.pieces], dtype=bool)
-
-
-@dataclass(frozen=True)
-class WordRows:
-    """The words of many texts as flat rows, in text order, then word order."""
-
-    words: tuple[str, ...]  # (W,)
-    vectors: NDArray[np.float32]  # (W, H), or (W, 2H) for first_last
-    text: NDArray[np.int64]  # (W,) the text each word belongs to
-    word: NDArray[np.int64]  # (W,) its index within that text
-    spans: NDArray[np.int64]  # (W, 2) [start, end) in its text's word pieces
-    unknown: NDArray[np.bool_]  # (W,)
-    words_per_text: NDArray[np.int64]  # (N,)
-    truncated: NDArray[np.bool_]  # (N,) long_text="truncate" dropped words of this text
-
-
-@dataclass(frozen=True)
-class StaticVectors:
-    """Static vectors of a word list, with which words map to the unknown token."""
-
-    vectors: NDArray[np.float32]  # (W, E), or (W, 2E) for first_last
-    unknown: NDArray[np.bool_]  # (W,)
 
 
 @dataclass(frozen=True)
@@ -417,7 +312,7 @@ class Embedder:
         check_choice(pooling, SENTENCE_POOLING_MODES)
         pieces = list(self.prepare(texts).pieces)
         if max_length is not None:
-            pieces = [_cut(p, self._room(max_length)) for p in pieces]
+            pieces = [cut(p, self._room(max_length)) for p in pieces]
         pieces, _ = self._fit(pieces, long_text)
         vectors = self._forward(pieces, sentence_pooling=pooling).sentence
         return l2_normalize(vectors) if normalize else vectors
@@ -459,12 +354,12 @@ class Embedder:
                 "(use long_text='window' or 'truncate')"
             )
         if long_text == "truncate":
-            pieces = [_truncate(p, window) if long else p for p, long in zip(pieces, too_long)]
+            pieces = [truncate(p, window) if long else p for p, long in zip(pieces, too_long)]
         return pieces, too_long & (long_text == "truncate")
 
     def _forward(self, pieces: list[TextPieces], sentence_pooling: str | None) -> _Forward:
         """Run every text through the model in token-budget batches and stitch windows."""
-        sequences, owner, plans = self._plan(pieces)
+        sequences, owner, plans = plan_sequences(pieces, self.tokenizer.window)
         seq_len = np.array([s.size for s in sequences], dtype=np.int64)  # (S,)
         seq_offset = np.cumsum(seq_len) - seq_len
         flat, seq_sentence = self.run_sequences(sequences, sentence_pooling)
@@ -472,7 +367,7 @@ class Embedder:
             self.stats.texts += len(pieces)
         owner_arr = np.array(owner, dtype=np.int64)
         seq_tokens = seq_len + self.tokenizer.n_special
-        sentence = self._text_sentences(seq_sentence, seq_tokens, owner_arr, len(pieces), sentence_pooling)
+        sentence = fold_windows(seq_sentence, seq_tokens, owner_arr, len(pieces), sentence_pooling)
         if not plans:
             return _Forward(hidden=flat, sentence=sentence)
         # Windowed texts: map each of their pieces to the row of its chosen window.
@@ -485,25 +380,6 @@ class Embedder:
             rows = seq_offset[seq_start] + plan.flat_index  # windows' rows are consecutive in `flat`
             source[text_offset[index] : text_offset[index] + text_len[index]] = rows
         return _Forward(hidden=flat[source], sentence=sentence)
-
-    def _plan(
-        self, pieces: list[TextPieces]
-    ) -> tuple[list[NDArray[np.int64]], list[int], dict[int, tuple[int, WindowPlan]]]:
-        """Each text as one sequence, or several overlapping windows laid out consecutively."""
-        window = self.tokenizer.window
-        sequences: list[NDArray[np.int64]] = []
-        owner: list[int] = []
-        plans: dict[int, tuple[int, WindowPlan]] = {}
-        for index, text in enumerate(pieces):
-            if text.ids.size <= window:
-                sequences.append(text.ids)
-                owner.append(index)
-                continue
-            plan = plan_windows(text.piece_word, window)
-            plans[index] = (len(sequences), plan)
-            sequences.extend(text.ids[start:end] for start, end in zip(plan.starts, plan.ends))
-            owner.extend([index] * len(plan.starts))
-        return sequences, owner, plans
 
     def run_sequences(
         self, sequences: list[NDArray[np.int64]], sentence_pooling: str | None
@@ -537,27 +413,6 @@ class Embedder:
                     seq_sentence[batch] = pool_sentences(hidden, encoded.attention_mask, sentence_pooling)
         return flat, seq_sentence
 
-    def _text_sentences(
-        self,
-        seq_sentence: NDArray[np.float32],
-        seq_tokens: NDArray[np.int64],
-        owner: NDArray[np.int64],
-        n_texts: int,
-        pooling: str | None,
-    ) -> NDArray[np.float32]:
-        """Fold window sentence vectors back into one per text."""
-        if pooling is None:
-            return np.zeros((n_texts, self.dim), dtype=np.float32)
-        starts = run_starts(owner)
-        if starts.size == owner.size:
-            return seq_sentence
-        if pooling == "cls":
-            return seq_sentence[starts]
-        weights = seq_tokens.astype(np.float32)[:, None]
-        summed = np.add.reduceat(seq_sentence * weights, starts, axis=0)
-        return summed / np.add.reduceat(weights, starts, axis=0)
-
-
 def _refuse_phrases(words: Sequence[str]) -> None:
     """One rule for every interface (library, CLI --static, /embed/static): a static entry is one word, no
     whitespace inside; a phrase's words each have their own row of the table."""
@@ -577,18 +432,3 @@ def _as_list(texts: Sequence[TextInput]) -> list[TextInput]:
     if isinstance(texts, str):
         raise TypeError("pass a list of texts, not one string: contextual(['the king is wise.'])")
     return list(texts)
-
-
-def _cut(text: TextPieces, room: int) -> TextPieces:
-    """The first `room` pieces, even mid-word, as a tokenizer truncating at max_length cuts."""
-    if text.ids.size <= room:
-        return text
-    kept_words = int(text.piece_word[room - 1]) + 1
-    return TextPieces(ids=text.ids[:room], piece_word=text.piece_word[:room], words=text.words[:kept_words])
-
-
-def _truncate(text: TextPieces, window: int) -> TextPieces:
-    """Keep the whole words that fit in one window."""
-    keep_words = int(text.piece_word[window])  # the word cut by the window edge is dropped too
-    keep = int(np.searchsorted(text.piece_word, keep_words))
-    return TextPieces(ids=text.ids[:keep], piece_word=text.piece_word[:keep], words=text.words[:keep_words])

@@ -122,3 +122,24 @@ def cosine_rows(a: NDArray[np.floating], b: NDArray[np.floating]) -> NDArray[np.
     dot = (a64 * b64).sum(axis=-1)
     norm = np.linalg.norm(a64, axis=-1) * np.linalg.norm(b64, axis=-1)
     return dot / np.maximum(norm, 1e-300)
+
+
+def fold_windows(
+    seq_sentence: NDArray[np.float32],
+    seq_tokens: NDArray[np.int64],
+    owner: NDArray[np.int64],
+    n_texts: int,
+    pooling: str | None,
+) -> NDArray[np.float32]:
+    """Sentence vectors of windows (S, H) folded back into one per text (N, H): cls takes a text's first window,
+    mean averages its windows weighted by their tokens; None pools nothing (zeros)."""
+    if pooling is None:
+        return np.zeros((n_texts, seq_sentence.shape[1]), dtype=np.float32)
+    starts = run_starts(owner)
+    if starts.size == owner.size:
+        return seq_sentence
+    if pooling == "cls":
+        return seq_sentence[starts]
+    weights = seq_tokens.astype(np.float32)[:, None]
+    summed = np.add.reduceat(seq_sentence * weights, starts, axis=0)
+    return summed / np.add.reduceat(weights, starts, axis=0)

@@ -5,23 +5,22 @@ each context it is the final hidden state of its pieces at its position in the
 sentence, pooled the same way. Comparing the words' cosine and Euclidean
 matrices per kind ("static", "context 1", "context 2", ...) shows what context
 changes: queen the band drifts away from king, Apple the company from apple the
-fruit. `bertonnx compare` is a thin layer over `run_study` and `write_outputs`.
+fruit. `bertonnx compare` is a thin layer over `run_study` and bertonnx.study_files
+(contexts in, study.json and heatmaps out).
 """
 
 from __future__ import annotations
 
-import json
 import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
 from bertonnx.embedder import Embedder
-from bertonnx.errors import InputError, OptionError, missing_extra
+from bertonnx.errors import InputError, OptionError
 from bertonnx.pooling import cosine_rows
 
 # The seed document's words, each in two sentences: queen is the band in
@@ -36,7 +35,6 @@ DEFAULT_CONTEXTS: dict[str, list[str]] = {
 METRICS: tuple[str, ...] = ("cosine", "euclidean")
 ANALOGY_WORDS: tuple[str, ...] = ("king", "queen", "man", "woman")  # queen − king ≈ woman − man
 STATIC = "static"
-JSON_FILE = "study.json"
 
 
 @dataclass(frozen=True)
@@ -175,47 +173,6 @@ def check_contexts(contexts: Any, source: str = "contexts") -> dict[str, list[st
     return checked
 
 
-def load_contexts(path: str | Path) -> dict[str, list[str]]:
-    """Read word -> context sentences from a .json, .yaml or .yml file.
-
-    Raises:
-        ValueError: unknown suffix, not UTF-8, malformed JSON or YAML, or a wrong shape.
-        OSError: the file cannot be read.
-    """
-    path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix not in (".json", ".yaml", ".yml"):
-        raise InputError(f"{path}: expected a .json, .yaml or .yml file of word -> context sentences")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as error:
-        raise InputError(f"{path} is not UTF-8 text (byte {error.start} cannot be decoded)") from None
-    if suffix == ".json":
-        try:
-            parsed = json.loads(text)
-        except json.JSONDecodeError as error:
-            raise InputError(
-                f"{path}: malformed JSON at line {error.lineno} column {error.colno}: {error.msg}"
-            ) from None
-    else:
-        parsed = _parse_yaml(text, path)
-    return check_contexts(parsed, str(path))
-
-
-def _parse_yaml(text: str, path: Path) -> Any:
-    try:
-        import yaml
-    except ImportError as error:
-        raise missing_extra("reading YAML", "compare", error) from error
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f" at line {mark.line + 1} column {mark.column + 1}" if mark is not None else ""
-        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
-        raise InputError(f"{path}: malformed YAML{where}: {problem}") from None
-
-
 def run_study(embedder: Embedder, contexts: Mapping[str, list[str]], pooling: str = "mean") -> StudyResult:
     """Static and per-context vectors of every word, and their comparisons.
 
@@ -302,96 +259,3 @@ def _analogy(vectors: NDArray[np.float64], words: tuple[str, ...]) -> Analogy | 
         gap=float(np.linalg.norm(royal - gender)),
         cosine=float(cosine_rows(royal[None], gender[None])[0]),
     )
-
-
-def write_outputs(result: StudyResult, out_dir: str | Path, metrics: Sequence[str] = METRICS) -> list[Path]:
-    """Write `<metric>.png` per metric (a heatmap panel per kind) and study.json (every number).
-
-    Returns:
-        The files written, figures first.
-    """
-    unknown = [metric for metric in metrics if metric not in METRICS]
-    if unknown or not metrics:
-        raise OptionError(f"unknown metrics {unknown}; expected some of {', '.join(METRICS)}")
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    written = [plot_heatmaps(result, metric, out_dir / f"{metric}.png") for metric in metrics]
-    json_path = out_dir / JSON_FILE
-    json_path.write_text(json.dumps(result.to_json(), indent=2) + "\n", encoding="utf-8")
-    return [*written, json_path]
-
-
-def plot_heatmaps(result: StudyResult, metric: str, path: Path, dpi: int = 110) -> Path:
-    """One figure, one annotated heatmap per kind.
-
-    Cosine panels share one colour scale, so a colour means the same number in
-    every panel. Euclidean panels get one scale each: static vectors are an
-    order of magnitude shorter than contextual ones, and a shared scale would
-    paint the static panel one flat colour. Every cell prints its value.
-    """
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError as error:
-        raise missing_extra("drawing heatmaps", "compare", error) from error
-
-    n_words, n_panels = len(result.words), len(result.panels)
-    columns = min(n_panels, 3)
-    grid_rows = -(-n_panels // columns)
-    side = max(3.2, 0.62 * n_words + 1.3)  # inches per panel: room for labels and a readable value per cell
-    matrices = np.stack([panel.matrix(metric) for panel in result.panels])  # (K + 1, W, W)
-    low, high = color_range(matrices, metric)  # (K + 1,) each
-    shared = metric == "cosine"
-    cmap = plt.get_cmap("viridis" if metric == "cosine" else "magma_r")
-    tilt = n_words > 6 or max(len(word) for word in result.words) > 8
-    figure, axes = plt.subplots(
-        grid_rows, columns, figsize=(side * columns + 0.8, side * grid_rows + 1.0), squeeze=False,
-        layout="constrained",
-    )
-    for ax in axes.flat[n_panels:]:
-        ax.set_visible(False)
-    image = None
-    for ax, panel, matrix, vmin, vmax in zip(axes.flat, result.panels, matrices, low, high):
-        image = ax.imshow(matrix, cmap=cmap, vmin=vmin, vmax=vmax)
-        ax.set_title(panel.kind, fontsize=12)
-        ax.set_xticks(range(n_words), result.words, rotation=40 if tilt else 0, ha="right" if tilt else "center")
-        ax.set_yticks(range(n_words), result.words)
-        ax.tick_params(length=0, labelsize=10)
-        shade = np.clip((matrix - vmin) / max(vmax - vmin, 1e-12), 0, 1)  # (W, W) position on the colour map
-        for (i, j), value in np.ndenumerate(matrix):
-            red, green, blue, _ = cmap(shade[i, j])
-            ink = "black" if 0.299 * red + 0.587 * green + 0.114 * blue > 0.5 else "white"
-            ax.text(j, i, _cell(value, metric), ha="center", va="center", fontsize=9, color=ink)
-        if not shared:
-            figure.colorbar(image, ax=ax, shrink=0.8)
-    if shared and image is not None:
-        figure.colorbar(image, ax=list(axes.flat[:n_panels]), shrink=0.8, label=metric)
-    scale = (f"one colour scale, {low[0]:g} to {high[0]:g}" if shared else "colour scale per panel, from 0")
-    runtime = result.runtime
-    ran = f"{runtime.get('backend', '?')} {runtime.get('precision', '?')}" if runtime else "runtime not recorded"
-    figure.suptitle(
-        f"{metric} between word vectors · {result.model}\n{result.pooling} pooling · {ran} · {scale}", fontsize=11
-    )
-    figure.savefig(path, dpi=dpi)
-    plt.close(figure)
-    return path
-
-
-def color_range(matrices: NDArray[np.float64], metric: str) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-    """Fixed, documented colour ranges, so that a colour means the same number wherever it is seen.
-
-    cosine: 0 to 1 for every panel, or -1 to 1 when any value is negative.
-    euclidean: 0 to the panel's largest distance, per panel (static vectors are an order of
-    magnitude shorter than contextual ones: one scale would paint the static panel one colour).
-    """
-    panels = matrices.shape[0]
-    if metric == "cosine":
-        low = -1.0 if (matrices < 0).any() else 0.0
-        return np.full(panels, low), np.ones(panels)
-    return np.zeros(panels), np.maximum(matrices.reshape(panels, -1).max(axis=1), 1e-12)
-
-
-def _cell(value: float, metric: str) -> str:
-    return f"{value:.2f}" if metric == "cosine" or abs(value) < 10 else f"{value:.1f}"

@@ -39,6 +39,21 @@ class TextPieces:
         return run_starts(self.piece_word)
 
 
+def cut(text: TextPieces, room: int) -> TextPieces:
+    """The first `room` pieces, even mid-word, as a tokenizer truncating at max_length cuts."""
+    if text.ids.size <= room:
+        return text
+    kept_words = int(text.piece_word[room - 1]) + 1
+    return TextPieces(ids=text.ids[:room], piece_word=text.piece_word[:room], words=text.words[:kept_words])
+
+
+def truncate(text: TextPieces, window: int) -> TextPieces:
+    """Keep the whole words that fit in one window."""
+    keep_words = int(text.piece_word[window])  # the word cut by the window edge is dropped too
+    keep = int(np.searchsorted(text.piece_word, keep_words))
+    return TextPieces(ids=text.ids[:keep], piece_word=text.piece_word[:keep], words=text.words[:keep_words])
+
+
 @dataclass(frozen=True)
 class Encoded:
     """A padded batch ready for the model."""

@@ -27,7 +27,8 @@ from bertonnx.cli.options import (
 from bertonnx.cli.progress import status_spinner
 from bertonnx.defaults import resolve_bundle
 from bertonnx.embedder import Embedder
-from bertonnx.study import DEFAULT_CONTEXTS, METRICS, StudyResult, load_contexts, run_study, write_outputs
+from bertonnx.study import DEFAULT_CONTEXTS, METRICS, StudyResult, run_study
+from bertonnx.study_files import load_contexts, write_outputs
 
 
 class Metric(str, Enum):

@@ -1,0 +1,134 @@
+"""What the Embedder hands back, and what it reports: plain data, no model.
+
+Data flows one way: text -> `Prepared` (word pieces, tokenized once) -> the
+model -> `WordVectors` / `WordRows` (contextual), `StaticVectors` (the table),
+or (N, H) arrays (sentences). `RuntimeInfo` says what ran, `RunStats` how well
+it batched.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from bertonnx.batching import BatchStats
+from bertonnx.fidelity import GateResult
+from bertonnx.tokenize import TextPieces
+
+
+@dataclass(frozen=True)
+class WordVectors:
+    """One text's words and their vectors."""
+
+    words: tuple[str, ...]  # (W,)
+    vectors: NDArray[np.float32]  # (W, H), or (W, 2H) for first_last
+    spans: NDArray[np.int64]  # (W, 2) each word's [start, end) in the text's word pieces
+    unknown: NDArray[np.bool_]  # (W,) True where a word contains the unknown token
+    truncated: bool = False  # long_text="truncate" dropped words past the maximum
+
+
+@dataclass
+class RunStats:
+    """Counters over an Embedder's life, for debugging batching and padding."""
+
+    texts: int = 0
+    sequences: int = 0  # model runs per text: more than one for windowed texts
+    batches: int = 0
+    real_tokens: int = 0
+    padded_tokens: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    @property
+    def padding_ratio(self) -> float:
+        return 0.0 if self.padded_tokens == 0 else 1 - self.real_tokens / self.padded_tokens
+
+    def add(self, texts: int, stats: BatchStats) -> None:
+        with self.lock:
+            self.texts += texts
+            self.sequences += stats.n_texts
+            self.batches += stats.n_batches
+            self.real_tokens += stats.real_tokens
+            self.padded_tokens += stats.padded_tokens
+
+
+@dataclass(frozen=True)
+class RuntimeInfo:
+    """What runs a loaded bundle, read off the backend after it opened (never from the request)."""
+
+    backend: str  # onnxruntime | openvino
+    device: str
+    precision: str
+    threads: int
+    spin: bool
+    chosen_because: str  # why `auto` chose it, or "given"
+    fidelity: GateResult | None  # a reduced precision's figures against fp32 and its gate
+    details: dict[str, Any]  # versions, caches, providers
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "backend": self.backend,
+            "device": self.device,
+            "precision": self.precision,
+            "threads": self.threads,
+            "spin": self.spin,
+            "chosen_because": self.chosen_because,
+            "fidelity": self.fidelity.to_dict() if self.fidelity else None,
+            **self.details,
+        }
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """Texts already split into word pieces: tokenize once, then count, queue and embed without tokenizing again."""
+
+    pieces: tuple[TextPieces, ...]
+    tokens: NDArray[np.int64]  # (N,) model positions each text takes in one window: pieces + special tokens
+
+    def __len__(self) -> int:
+        return len(self.pieces)
+
+    @classmethod
+    def join(cls, parts: Sequence[Prepared]) -> Prepared:
+        """Several prepared inputs as one, in order: e.g. concurrent requests merged into one call."""
+        if len(parts) == 1:
+            return parts[0]
+        return cls(
+            pieces=tuple(text for part in parts for text in part.pieces),
+            tokens=np.concatenate([part.tokens for part in parts] or [np.zeros(0, np.int64)]),
+        )
+
+    def select(self, keep: NDArray[np.bool_]) -> Prepared:
+        """The texts where `keep` is True, still tokenized."""
+        return Prepared(pieces=tuple(p for p, k in zip(self.pieces, keep) if k), tokens=self.tokens[keep])
+
+    @property
+    def has_words(self) -> NDArray[np.bool_]:
+        """(N,) False for a text without words (blank, or only characters the tokenizer drops)."""
+        return np.array([len(p.words) > 0 for p in self.pieces], dtype=bool)
+
+
+@dataclass(frozen=True)
+class WordRows:
+    """The words of many texts as flat rows, in text order, then word order."""
+
+    words: tuple[str, ...]  # (W,)
+    vectors: NDArray[np.float32]  # (W, H), or (W, 2H) for first_last
+    text: NDArray[np.int64]  # (W,) the text each word belongs to
+    word: NDArray[np.int64]  # (W,) its index within that text
+    spans: NDArray[np.int64]  # (W, 2) [start, end) in its text's word pieces
+    unknown: NDArray[np.bool_]  # (W,)
+    words_per_text: NDArray[np.int64]  # (N,)
+    truncated: NDArray[np.bool_]  # (N,) long_text="truncate" dropped words of this text
+
+
+@dataclass(frozen=True)
+class StaticVectors:
+    """Static vectors of a word list, with which words map to the unknown token."""
+
+    vectors: NDArray[np.float32]  # (W, E), or (W, 2E) for first_last
+    unknown: NDArray[np.bool_]  # (W,)
