@@ -1,7 +1,7 @@
 """Connecting to Ray, and sizing the pool of embedding actors to the cluster.
 
 Ray and pyarrow are optional (the `distributed` extra): every module of this
-package imports them through `require_ray` / `require_pyarrow`, which name the
+package imports them through `require_ray` (and bertonnx.io.shards.require_pyarrow), which name the
 extra to install when they are missing.
 """
 
@@ -27,16 +27,6 @@ def require_ray() -> Any:
     except ImportError as error:
         raise missing_extra("distributed embedding", EXTRA, error) from error
     return ray
-
-
-def require_pyarrow() -> tuple[Any, Any]:
-    """(pyarrow, pyarrow.parquet), or a MissingExtraError naming the extra."""
-    try:
-        import pyarrow
-        import pyarrow.parquet
-    except ImportError as error:
-        raise missing_extra("Parquet", EXTRA, error) from error
-    return pyarrow, pyarrow.parquet
 
 
 @contextmanager

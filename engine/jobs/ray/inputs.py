@@ -23,8 +23,9 @@ import numpy as np
 from numpy.typing import NDArray
 
 from bertonnx.errors import BadLineError, OptionError
+from bertonnx.io.shards import require_pyarrow
 from bertonnx.jobs.bulk import Line, read_lines
-from bertonnx.jobs.ray.cluster import require_pyarrow, require_ray
+from bertonnx.jobs.ray.cluster import require_ray
 
 if TYPE_CHECKING:
     from ray.data import Dataset
