@@ -212,7 +212,7 @@ def run_benchmark(config: BenchConfig, progress: Progress | None = None) -> Repo
                 for m in measurements
             ]
     return Report(
-        title=config.title or f"{Path(config.torch_model).name}",
+        title=config.title or first.source_model,
         note=config.note,
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         settings=_settings(config, first.max_length, memory_method),

@@ -50,10 +50,18 @@ def write_report(report: Report, out_dir: Path) -> list[Path]:
     return written + plots(report, out_dir)
 
 
+PLAIN_BELOW = 160
+"""Columns under which (or off a terminal) the report prints as markdown: rich would shrink every cell to '…'."""
+
+
 def print_report(report: Report, written: Sequence[Path], out: Console, err: Console) -> None:
-    """The tables on `out`; what was not measured, and the files written, on `err`."""
-    for table in tables(report):
-        out.print(table)
+    """The tables on `out` (rich on a wide terminal, markdown when narrow or piped); what was not measured, and the
+    files written, on `err`."""
+    if out.is_terminal and out.width >= PLAIN_BELOW:
+        for table in tables(report):
+            out.print(table)
+    else:
+        out.print(markdown_tables(report), markup=False, highlight=False, soft_wrap=True, emoji=False)
     for skipped in report.skipped:
         err.print(f"not measured: {skipped.what}: {skipped.reason}", markup=False, highlight=False)
     err.print("wrote " + ", ".join(str(path) for path in written), markup=False, highlight=False)
@@ -83,7 +91,8 @@ def rows(measurements: Sequence[Measurement]) -> list[list[str]]:
 
 
 def tables(report: Report) -> list[Table]:
-    """One rich table per workload family, then the targets."""
+    """One rich table per workload family, then the backends. The project's own targets are not a user's
+    concern: they live in benchmarks/README.md (report.json keeps them)."""
     found = []
     for family in FAMILIES:
         mine = [m for m in report.measurements if m.case.family == family]
@@ -103,13 +112,6 @@ def tables(report: Report) -> list[Table]:
             table.add_column(column, justify="left" if column == "system" else "right")
         for cells in backends:
             table.add_row(*(escape(cell) for cell in cells))
-        found.append(table)
-    if report.targets:
-        table = Table(title="engine targets", title_justify="left")
-        for column in ("target", "bound", "measured", "met"):
-            table.add_column(column)
-        for t in report.targets:
-            table.add_row(escape(t.name), t.target, escape(t.measured), "[green]yes[/]" if t.met else "[red]no[/]")
         found.append(table)
     return found
 
@@ -134,8 +136,28 @@ def backend_rows(report: Report) -> list[list[str]]:
     ]
 
 
+def markdown_tables(report: Report) -> str:
+    """The backends and one table per family, as markdown: readable at any width and in a pipe."""
+    lines: list[str] = []
+    backends = backend_rows(report)
+    if backends:
+        lines += [f"## Backends ({BACKENDS_FAMILY}, fastest first)", ""]
+        lines += ["| " + " | ".join(BACKEND_COLUMNS) + " |", "|" + "---|" * len(BACKEND_COLUMNS)]
+        lines += ["| " + " | ".join(cells) + " |" for cells in backends]
+        lines.append("")
+    for family in FAMILIES:
+        mine = [x for x in report.measurements if x.case.family == family]
+        if not mine:
+            continue
+        lines += [f"## {family}: {_items(mine[0])}", "", f"While these cases ran, {_noise(mine)}.", ""]
+        lines += ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+        lines += ["| " + " | ".join(cells) + " |" for cells in rows(mine)]
+        lines.append("")
+    return "\n".join(lines)
+
+
 def markdown(report: Report) -> str:
-    """The whole report as markdown: machine, method, targets, one table per family, what was skipped."""
+    """The whole report as markdown: machine, method, one table per family, what was skipped."""
     m = report.machine
     threads = report.settings["threads"]
     lines = [f"# bertonnx bench: {report.title}", ""]
@@ -158,24 +180,7 @@ def markdown(report: Report) -> str:
     ]
     lines += [f"- {key}: {value}" for key, value in report.settings["method"].items()]
     lines += ["", "Bundles: " + ", ".join(f"{Path(b.path).name} ({b.label})" for b in report.bundles), ""]
-    backends = backend_rows(report)
-    if backends:
-        lines += [f"## Backends ({BACKENDS_FAMILY}, fastest first)", ""]
-        lines += ["| " + " | ".join(BACKEND_COLUMNS) + " |", "|" + "---|" * len(BACKEND_COLUMNS)]
-        lines += ["| " + " | ".join(cells) + " |" for cells in backends]
-        lines.append("")
-    if report.targets:
-        lines += ["## Engine targets", "", "| target | bound | measured | met |", "|---|---|---|---|"]
-        lines += [f"| {t.name} | {t.target} | {t.measured} | {'yes' if t.met else '**no**'} |" for t in report.targets]
-        lines.append("")
-    for family in FAMILIES:
-        mine = [x for x in report.measurements if x.case.family == family]
-        if not mine:
-            continue
-        lines += [f"## {family}: {_items(mine[0])}", "", f"While these cases ran, {_noise(mine)}.", ""]
-        lines += ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-        lines += ["| " + " | ".join(cells) + " |" for cells in rows(mine)]
-        lines.append("")
+    lines.append(markdown_tables(report))
     if report.skipped:
         lines += ["## Not measured", ""]
         lines += [f"- {s.what}: {s.reason}" for s in report.skipped]
@@ -237,7 +242,7 @@ def plots(report: Report, out_dir: Path) -> list[Path]:
         axis.set_ylabel("useful GFLOP/s")
         share = axis.secondary_yaxis("right", functions=(lambda g: 100 * g / peak, lambda p: p * peak / 100))
         share.set_ylabel("% of fp32 peak")
-        axis.legend(fontsize=8)
+        axis.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.12, 1.0))  # beside the plot: covers no label
         axis.set_title(f"{report.title}: achieved throughput against the CPU's fp32 peak")
         figure.tight_layout()
         figure.savefig(out_dir / "peak.png", dpi=100)

@@ -191,7 +191,7 @@ def plan_systems(
                     if bundle_spec not in specs:
                         specs.append(bundle_spec)
                     continue
-                other = f"bertonnx {backend} {precision}" + (f" ({label})" if len(bundles) > 1 else "")
+                other = f"bertonnx {backend} {precision}" + (f" · {label} bundle" if len(bundles) > 1 else "")
                 try:
                     choose(backend, precision, facts.precision, available.machine, provider)
                 except BertonnxError as error:
