@@ -69,7 +69,7 @@ NPY_HEADER_BYTES = 128
 
 _ZIP_TIMESTAMP = (1980, 1, 1, 0, 0, 0)  # fixed, so that reruns write identical bytes
 _COPY_BLOCK = 1 << 22
-_KEY_BLOCK = 1 << 16  # keys converted to numpy unicode at a time when an .npz is assembled
+_KEY_BLOCK = 1 << 12  # keys converted to numpy unicode at a time when an .npz is assembled
 
 
 @dataclass(frozen=True)
