@@ -638,11 +638,17 @@ def test_an_address_it_cannot_listen_on_is_a_one_line_error(tiny_bundle: Path, h
 
 
 def test_the_start_up_line_names_what_runs() -> None:
-    runtime: dict[str, Any] = {"backend": "openvino", "device": "CPU", "precision": "bf16", "threads": 2}
-    fidelity = {"reference": "fp32", "word_min_cosine": 0.99912, "word_mean_cosine": 0.999981}
-    line = serving_line(Path("B"), "sentence-transformers/all-MiniLM-L6-v2", 384, {**runtime, "fidelity": None})
+    from dataclasses import replace
+
+    from bertonnx.fidelity import GATES, GateResult, OutputFidelity
+    from bertonnx.results import RuntimeInfo
+
+    runtime = RuntimeInfo("openvino", "CPU", "bf16", 2, False, "auto", None, {})
+    line = serving_line(Path("B"), "sentence-transformers/all-MiniLM-L6-v2", 384, runtime)
     assert line == "serving B (sentence-transformers/all-MiniLM-L6-v2, 384 dims) on openvino CPU bf16, 2 threads"
-    assert serving_line(Path("B"), "m", 32, {**runtime, "threads": 1, "fidelity": fidelity}) == (
+    figures = OutputFidelity("last_hidden_state", 0.01, 0.9995, 0.9999, 0.01, 0.99912, 0.999981)
+    fidelity = GateResult("bf16", "fp32", figures, GATES["bf16"])
+    assert serving_line(Path("B"), "m", 32, replace(runtime, threads=1, fidelity=fidelity)) == (
         "serving B (m, 32 dims) on openvino CPU bf16, 1 thread; word cosine vs fp32 min 0.99912, mean 0.99998"
     )
 
