@@ -90,5 +90,8 @@ def test_no_bar_before_an_error_that_comes_at_once(
     terminal_err: None, tiny_bundle: Path, tmp_path: Path, stdin: str, out: str
 ) -> None:
     result = run("embed", tiny_bundle, "--static", "-o", tmp_path / out, stdin=stdin)
-    one_line_error(result, "unsupported suffix" if out.endswith(".csv") else "line 1 is blank")
+    if out.endswith(".csv"):
+        one_line_error(result, "unsupported suffix", code=2)  # a value the option does not take
+    else:
+        one_line_error(result, "line 1 is blank")
     assert "%" not in result.stderr and "lines/s" not in result.stderr

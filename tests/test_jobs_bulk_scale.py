@@ -277,3 +277,49 @@ def test_memory_does_not_grow_with_the_input(tiny_bundle: Path, tmp_path: Path, 
         assert out.stat().st_size > 0
     print(f"peak RSS {mode} {suffix}: {peaks[0]:.0f} MB -> {peaks[1]:.0f} MB")
     assert peaks[1] - peaks[0] < 40, f"peak RSS {peaks[0]:.0f} MB -> {peaks[1]:.0f} MB"
+
+
+# -- the command line as a new user meets it ---------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_a_reader_that_stops_early_is_no_error(tiny_bundle: Path, tmp_path: Path) -> None:
+    """`bertonnx embed B --contextual < big.txt | head -3`: the pipe closes; the command says nothing more."""
+    source = tmp_path / "in.txt"
+    source.write_text(corpus(3000))
+    with source.open("rb") as stdin:
+        embed = subprocess.Popen([*CLI, "embed", str(tiny_bundle), "--contextual", "--backend", "onnxruntime"],
+                                 stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        head = subprocess.run(["head", "-3"], stdin=embed.stdout, capture_output=True, timeout=300)
+        assert embed.stdout is not None
+        embed.stdout.close()
+        _, stderr = embed.communicate(timeout=300)
+    assert len(head.stdout.splitlines()) == 3 and all(json.loads(line) for line in head.stdout.splitlines())
+    assert embed.returncode == 0 and b"error" not in stderr and b"Traceback" not in stderr, stderr
+
+
+@pytest.mark.slow
+def test_ctrl_c_says_where_the_work_is_and_how_to_continue(tiny_bundle: Path, tmp_path: Path) -> None:
+    import signal
+    import time
+
+    source = tmp_path / "in.txt"
+    source.write_text(corpus(20000))
+    out = tmp_path / "out.npy"
+    job = subprocess.Popen([*CLI, "embed", str(tiny_bundle), "--contextual", "-i", str(source), "-o", str(out),
+                            "--chunk-lines", "500", "--threads", "1"], stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (partial_dir(out) / "state.json").exists() or time.monotonic() < deadline - 118:
+        assert job.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    job.send_signal(signal.SIGINT)
+    _, stderr = job.communicate(timeout=120)
+    assert job.returncode == 130, stderr
+    errors = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "interrupted" in errors[0] and "--resume continues it" in errors[0], stderr
+    assert "Traceback" not in stderr and (partial_dir(out) / "state.json").exists() and not out.exists()
+
+
+def test_the_summary_counts_in_words(tiny_bundle: Path) -> None:
+    result = run("embed", tiny_bundle, "--static", stdin="king\n")
+    assert "1 vector from 1 line" in result.stderr

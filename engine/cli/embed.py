@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from bertonnx.cli.console import CliError, data_stdout, err, print_skipped, say
+from bertonnx.cli.console import CliError, data_stdout, err, print_skipped, say, say_error
 from bertonnx.cli.options import (
     BackendChoice,
     BackendOption,
@@ -34,6 +36,9 @@ from bertonnx.cli.options import (
     load_options,
 )
 from bertonnx.cli.progress import LineProgress
+from bertonnx.errors import OptionError, OutputError
+from bertonnx.io.formats import suffix_of
+from bertonnx.io.sinks import partial_dir
 from bertonnx.jobs.bulk import DEFAULT_CHUNK_LINES, BulkReport, FileJob, embed_to_stream
 from bertonnx.options import DEFAULT_BATCH_TOKENS
 
@@ -82,6 +87,13 @@ def embed(
         static, contextual, sentences, pooling, normalize, unknown, long_text, on_error, chunk_lines=chunk_lines,
         max_length=max_length,
     )
+    if resume and force:
+        raise OptionError("--resume continues a killed job and --force starts over: give one of them")
+    if output is not None:
+        try:
+            suffix_of(output)
+        except OutputError as error:
+            raise OptionError(str(error)) from error
     source = None if input_path == "-" else Path(input_path)
     if source is not None and not source.is_file():
         problem = "not a regular file (use -i - for a pipe or stdin)" if source.exists() else "no such input file"
@@ -91,16 +103,38 @@ def embed(
                                                   min_fidelity=min_fidelity))
     if output is None:
         assert data is not None
-        with data as stream:
-            report = embed_to_stream(embedder, source, stream, options)
+        try:
+            with data as stream:
+                report = embed_to_stream(embedder, source, stream, options)
+        except BrokenPipeError:  # the reader stopped (`| head`): nothing is wrong, and nothing more to say
+            _quiet_stdout()
+            return
         _summary(report)
         return
+    if resume and not partial_dir(output).exists():
+        say(f"nothing to resume for {output}: starting it")
     # What fails at once (the output, a resume of another job) fails before the bar appears.
     job = FileJob.open(embedder, source, output, options, resume=resume, force=force)
     total = source.stat().st_size if source is not None else None
-    with LineProgress(err, f"embedding ({options.mode})", total) as bar:
-        report = job.run(progress=bar.update)
+    try:
+        with LineProgress(err, f"embedding ({options.mode})", total) as bar:
+            report = job.run(progress=bar.update)
+    except KeyboardInterrupt:
+        say_error(f"interrupted: the work up to the last checkpoint is kept in {partial_dir(output)}; "
+                  "the same command with --resume continues it")
+        raise typer.Exit(130) from None
     _summary(report)
+
+
+def _quiet_stdout() -> None:
+    """After a broken pipe, point stdout at /dev/null so that the interpreter's final flush raises nothing."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):
+        pass
+    finally:
+        os.close(devnull)
 
 
 def _summary(report: BulkReport) -> None:
@@ -112,4 +146,8 @@ def _summary(report: BulkReport) -> None:
         notes.append(f"{report.resumed_lines} lines kept from the killed run")
     notes.append(f"{report.lines_per_second:,.0f} lines/s")
     where = f" -> {report.output}" if report.output else ""
-    say(f"{report.rows} vectors from {report.lines} lines{where} ({', '.join(notes)})")
+    say(f"{_count(report.rows, 'vector')} from {_count(report.lines, 'line')}{where} ({', '.join(notes)})")
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number:,} {noun}{'' if number == 1 else 's'}"

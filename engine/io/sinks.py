@@ -25,7 +25,7 @@ alone), a run killed at any point and resumed writes an output byte-identical
 to an uninterrupted run. If `finish()` fails (disk full), the parts are kept:
 resume and finish again.
 
-What is refused, with the way out in the message: an existing output (unless
+What is refused, with the way out in the message (`--force` is `force=True` in the library): an existing output (unless
 `force`), and a work directory left by an unfinished job (unless `resume`, for
 the same job, or `force`, which starts over). A resume under another job spec
 names every field that differs. One process per OUT at a time.
@@ -65,7 +65,7 @@ __all__ = ["JobSpec", "VectorSink", "partial_dir", "read_vectors", "sidecar_path
 STATE_FILE = "state.json"
 STATE_FORMAT = "bertonnx-sink-partial"
 STATE_VERSION = 3  # 3: rows appended to format parts, checkpoints by byte size
-RESUME_REMEDY = "start over with --force (library: force=True)"
+RESUME_REMEDY = "start over with --force"
 ENCODE_ROWS = 2048  # rows encoded at a time: 2048 rows of 384 floats are ~10 MB of JSON
 
 
@@ -150,7 +150,7 @@ class VectorSink:
             return sink
         existing = [path for path in output_files(out) if path.exists()]
         if existing and not force:
-            raise OutputError(f"{existing[0]} exists; --force replaces it (library: force=True)")
+            raise OutputError(f"{existing[0]} exists; --force replaces it")
         sink = cls(out, spec, None)
         sink._start_fresh()
         return sink
