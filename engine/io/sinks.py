@@ -352,10 +352,17 @@ def _differences(saved: dict[str, object], wanted: dict[str, object]) -> list[st
     """'key: saved X, now Y' for each key whose value changed, appeared or vanished."""
     absent = "<absent>"
     return [
-        f"{key}: saved {saved.get(key, absent)!r}, now {wanted.get(key, absent)!r}"
+        f"{key}: saved {_short(saved.get(key, absent))}, now {_short(wanted.get(key, absent))}"
         for key in sorted(saved.keys() | wanted.keys())
         if saved.get(key, absent) != wanted.get(key, absent)
     ]
+
+
+def _short(value: object) -> str:
+    """A value as the refusal shows it: a 64-digit hash by its first 12 digits."""
+    if isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value):
+        return repr(value[:12] + "…")
+    return repr(value)
 
 
 def _remove_temps(directory: Path, targets: list[Path]) -> None:
