@@ -108,6 +108,7 @@ def embed(
                 report = embed_to_stream(embedder, source, stream, options)
         except BrokenPipeError:  # the reader stopped (`| head`): nothing is wrong, and nothing more to say
             _quiet_stdout()
+            _leave_now()
             return
         _summary(report)
         return
@@ -124,6 +125,14 @@ def embed(
                   "the same command with --resume continues it")
         raise typer.Exit(130) from None
     _summary(report)
+
+
+def _leave_now() -> None:
+    """Exit 0 at once, as `| head` expects: nothing is left to write, and a native library's threads (the
+    tokenizer's, the runtime's) must not be torn down mid-call by the interpreter's shutdown. Only a real pipe
+    breaks; an in-process caller (a test's captured stdout) never gets here."""
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def _quiet_stdout() -> None:

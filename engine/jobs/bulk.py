@@ -27,7 +27,7 @@ import codecs
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -307,8 +307,9 @@ class FileJob:
         try:
             with _open_input(self.source, start_byte) as (stream, name):
                 lines = read_lines(stream, name, first_number=kept_lines + 1, offset=start_byte)
+                # closing(): on any error the reader thread is stopped and joined here, never left running
                 prepared = ahead(_prepare(self.embedder, slices(lines), self.options))
-                with Behind(write, depth=2) as writer:
+                with closing(prepared), Behind(write, depth=2) as writer:
                     for piece in prepared:
                         _record(piece, self.options, report)
                         for block in _embed(self.embedder, piece, self.options):
@@ -377,7 +378,7 @@ def embed_to_stream(embedder: Embedder, source: Path | None, stream: BinaryIO, o
 
     with _open_input(source) as (handle, name):
         prepared = ahead(_prepare(embedder, slices(read_lines(handle, name)), options))
-        with Behind(write, depth=2) as writer:
+        with closing(prepared), Behind(write, depth=2) as writer:
             for piece in prepared:
                 _record(piece, options, report)
                 report.lines = piece.lines[-1].number
