@@ -168,11 +168,9 @@ def test_bad_lines_fail_or_are_skipped_as_asked(tiny_bundle: Path, tmp_path: Pat
 
 def checkpointed_lines(out: Path) -> int:
     """Input lines up to the last checkpoint of a running job, read as a resume reads them."""
-    try:
-        state = json.loads((partial_dir(out) / "state.json").read_text())
-    except (OSError, ValueError):
-        return 0
-    return int(state.get("checkpoint", {}).get("position", {}).get("lines", 0))
+    from test_io_sinks import checkpoint_position
+
+    return int(checkpoint_position(out).get("lines", 0))
 
 
 @pytest.mark.slow

@@ -134,13 +134,18 @@ def spawn_writer(
     )
 
 
-def checkpointed(out: Path) -> int:
-    """Chunks up to the last checkpoint on disk, read as a resume would."""
+def checkpoint_position(out: Path) -> dict[str, Any]:
+    """The caller's position at the last checkpoint on disk, read as a resume would ({} before the first)."""
     try:
         state = json.loads((partial_dir(out) / "state.json").read_text())
     except (OSError, ValueError):
-        return 0
-    return int(state.get("checkpoint", {}).get("position", {}).get("chunks", 0))
+        return {}
+    return dict(state.get("checkpoint", {}).get("position", {}))
+
+
+def checkpointed(out: Path) -> int:
+    """Chunks up to the last checkpoint on disk."""
+    return int(checkpoint_position(out).get("chunks", 0))
 
 
 def leftovers(directory: Path, out: Path) -> list[str]:

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from test_cli import run
-from test_io_sinks import leftovers, output_bytes, output_files
+from test_io_sinks import checkpoint_position, leftovers, output_bytes, output_files
 
 from bertonnx.io.sinks import partial_dir
 
@@ -80,11 +80,7 @@ def temps_of(out: Path) -> list[Path]:
 
 def finished_chunks(out: Path) -> int:
     """Lines up to the last checkpoint, in units of --chunk-lines (checkpoints fall at slice ends past them)."""
-    try:
-        state = json.loads((partial_dir(out) / "state.json").read_text())
-    except (OSError, ValueError):
-        return 0
-    return int(state.get("checkpoint", {}).get("position", {}).get("lines", 0)) // CHUNK_LINES
+    return int(checkpoint_position(out).get("lines", 0)) // CHUNK_LINES
 
 
 def kill_when(command: list[str], condition: Callable[[], bool], timeout: float = 120) -> bool:

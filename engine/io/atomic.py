@@ -57,17 +57,19 @@ def write_atomic(target: Path, write: Writer) -> None:
     replace_all([(target, write)])
 
 
-def replace_all(files: list[tuple[Path, Writer]]) -> None:
+def replace_all(files: list[tuple[Path, Writer | Path]]) -> None:
     """Write every file to a temp, then rename them all into place, the last file last.
 
-    Nothing is renamed before every temp is complete. With sidecars, the old
-    last (main) file is removed first: a crash between the renames then leaves
-    no main file, rather than an old one beside new sidecars.
+    A source that is a Path (a finished file on the same filesystem) is fsynced and
+    hard-linked to the temp, not copied, and stays where it is: a crash at any
+    moment leaves it whole. Nothing is renamed before every temp is complete. With
+    sidecars, the old last (main) file is removed first: a crash between the
+    renames then leaves no main file, rather than an old one beside new sidecars.
     """
     temps: list[Path] = []
     try:
-        for target, write in files:
-            temps.append(temp_file(target, write))
+        for target, source in files:
+            temps.append(_linked_temp(target, source) if isinstance(source, Path) else temp_file(target, source))
         if len(files) > 1:
             files[-1][0].unlink(missing_ok=True)
         for (target, _), temp in zip(files, temps):
@@ -76,6 +78,26 @@ def replace_all(files: list[tuple[Path, Writer]]) -> None:
     finally:
         for temp in temps:
             temp.unlink(missing_ok=True)
+
+
+def _linked_temp(target: Path, source: Path) -> Path:
+    """A temp beside `target` holding `source`'s bytes: a hard link where the filesystem has them, else a copy."""
+    descriptor = os.open(source, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+    temp = target.with_name(f".{target.name}.{os.urandom(6).hex()}{TEMP_SUFFIX}")
+    try:
+        os.link(source, temp)
+        return temp
+    except OSError:  # a filesystem without hard links
+        return temp_file(target, lambda stream: _copy_into(stream, source))
+
+
+def _copy_into(stream: IO[bytes], source: Path) -> None:
+    with source.open("rb") as part:
+        shutil.copyfileobj(part, stream, 1 << 22)
 
 
 def make_hidden_dir(target: Path, tag: str = "partial") -> Path:

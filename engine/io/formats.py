@@ -43,7 +43,6 @@ every row in order, with keys unescaped.
 from __future__ import annotations
 
 import io
-import os
 import shutil
 import zipfile
 from collections.abc import Callable, Iterator, Sequence
@@ -56,7 +55,7 @@ import orjson
 from numpy.typing import NDArray
 
 from bertonnx.errors import OutputError
-from bertonnx.io.atomic import fsync_dir, make_hidden_dir, temp_file
+from bertonnx.io.atomic import make_hidden_dir, replace_all
 from bertonnx.io.keys import escape_token, key_lines, read_keys, unescape_key
 
 SUPPORTED_SUFFIXES: tuple[str, ...] = (".npy", ".npz", ".txt", ".bin", ".jsonl")
@@ -196,7 +195,7 @@ def assemble(out: Path, work: Path, rows: int, dim: int, with_ids: bool, with_un
     for stale in output_files(out):
         if stale not in kept:
             stale.unlink(missing_ok=True)
-    _install(files)
+    replace_all(files)
 
 
 def write_vectors(
@@ -366,48 +365,6 @@ def _fill_header(path: Path, npy: tuple[np.dtype, tuple[int, ...]], rows: int) -
     header = npy_header(dtype, (rows, *row_shape))
     with path.open("r+b") as stream:
         stream.write(header)
-
-
-def _install(files: list[tuple[Path, Path | Callable[[IO[bytes]], object]]]) -> None:
-    """Every target from a finished part (hard-linked) or a writer (to a temp), renamed in order, main file last.
-
-    A part is linked, not moved, so that it stays in the work directory until the
-    job is done: a crash at any moment here leaves the parts whole for a resume.
-    """
-    temps: list[Path] = []
-    try:
-        for target, source in files:
-            if isinstance(source, Path):
-                temp = target.with_name(f".{target.name}.{os.urandom(6).hex()}.tmp")
-                _fsync_file(source)
-                _link_or_copy(source, temp)
-                temps.append(temp)
-            else:
-                temps.append(temp_file(target, source))
-        if len(files) > 1:
-            files[-1][0].unlink(missing_ok=True)  # a crash between renames leaves no main file beside new sidecars
-        for (target, _), temp in zip(files, temps):
-            os.replace(temp, target)
-        fsync_dir(files[-1][0].parent)
-    finally:
-        for temp in temps:
-            temp.unlink(missing_ok=True)
-
-
-def _link_or_copy(source: Path, temp: Path) -> None:
-    try:
-        os.link(source, temp)
-    except OSError:  # a filesystem without hard links
-        temp_copy = temp_file(temp, lambda stream: _copy_after(stream, b"", source))
-        os.replace(temp_copy, temp)
-
-
-def _fsync_file(path: Path) -> None:
-    descriptor = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
 
 
 def _copy_after(stream: IO[bytes], header: bytes, source: Path) -> None:
