@@ -68,6 +68,8 @@ NPY_HEADER_BYTES = 128
 
 _ZIP_TIMESTAMP = (1980, 1, 1, 0, 0, 0)  # fixed, so that reruns write identical bytes
 _COPY_BLOCK = 1 << 22
+ENCODE_ROWS = 2048
+"""Rows encoded at a time: 2048 rows of 384 floats are ~10 MB of JSON."""
 _KEY_BLOCK = 1 << 12  # keys converted to numpy unicode at a time when an .npz is assembled
 
 
@@ -82,6 +84,20 @@ class RowBlock:
 
     def __len__(self) -> int:
         return len(self.keys)
+
+    def pieces(self, rows: int = ENCODE_ROWS) -> list[RowBlock]:
+        """The rows in blocks of at most `rows`: a text format's encoding is never held for a whole block."""
+        if len(self) <= rows:
+            return [self]
+        return [
+            RowBlock(
+                self.keys[start : start + rows],
+                self.vectors[start : start + rows],
+                None if self.ids is None else self.ids[start : start + rows],
+                None if self.unknown is None else self.unknown[start : start + rows],
+            )
+            for start in range(0, len(self), rows)
+        ]
 
 
 @dataclass(frozen=True)

@@ -66,7 +66,6 @@ STATE_FILE = "state.json"
 STATE_FORMAT = "bertonnx-sink-partial"
 STATE_VERSION = 3  # 3: rows appended to format parts, checkpoints by byte size
 RESUME_REMEDY = "start over with --force"
-ENCODE_ROWS = 2048  # rows encoded at a time: 2048 rows of 384 floats are ~10 MB of JSON
 
 
 @dataclass(frozen=True)
@@ -182,7 +181,7 @@ class VectorSink:
         check_rows(block, self._spec.dim, self._suffix)
         streams = self._open_streams()
         try:
-            for piece in _pieces(block, ENCODE_ROWS):  # a text format's encoding is never held for a whole block
+            for piece in block.pieces():
                 for part in self._parts:
                     data = part.encode(piece)
                     streams[part.name].write(data)
@@ -281,20 +280,6 @@ class VectorSink:
     def _check_open(self) -> None:
         if self._finished:
             raise OutputError(f"{self._out}: this sink has already finished")
-
-
-def _pieces(block: RowBlock, rows: int) -> list[RowBlock]:
-    if len(block) <= rows:
-        return [block]
-    return [
-        RowBlock(
-            block.keys[start : start + rows],
-            block.vectors[start : start + rows],
-            None if block.ids is None else block.ids[start : start + rows],
-            None if block.unknown is None else block.unknown[start : start + rows],
-        )
-        for start in range(0, len(block), rows)
-    ]
 
 
 def partial_dir(out: Path) -> Path:

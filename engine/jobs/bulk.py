@@ -66,8 +66,6 @@ SLICE_CHARS = 1 << 18
 """Characters per slice, about 64,000 pieces: bounds a slice of long lines as SLICE_LINES bounds short ones."""
 LONG_TEXT_PIECES = 1 << 14
 """A line of more pieces runs a group of windows at a time instead of with its slice."""
-ENCODE_ROWS = 2048
-"""Rows encoded to text at a time: a slice's JSON is never held whole (2048 rows of 384 floats: ~10 MB)."""
 SKIP_HINT = "use --on-error skip to skip such lines"
 JOB_VERSION = 2
 """Bumped when slicing or row order changes: a resume across it would mix two ways of cutting the input."""
@@ -285,11 +283,11 @@ class FileJob:
         rows_before = self.sink.rows
         if progress is not None and kept_lines:
             progress(start_byte, kept_lines)
-        committed = [kept_lines]
+        committed = kept_lines
         last = _Mark(kept_lines, start_byte)
 
         def write(item: RowBlock | _Mark | _Within) -> None:
-            nonlocal last
+            nonlocal last, committed
             if isinstance(item, RowBlock):
                 self.sink.append(item)
                 return
@@ -298,9 +296,9 @@ class FileJob:
                     progress(item.end_byte, item.lines)
                 return
             last = item
-            if item.lines - committed[0] >= self.options.chunk_lines:
+            if item.lines - committed >= self.options.chunk_lines:
                 self.sink.commit({"lines": item.lines, "bytes": item.end_byte})
-                committed[0] = item.lines
+                committed = item.lines
             if progress is not None:
                 progress(item.end_byte, item.lines)
 
@@ -369,10 +367,8 @@ def embed_to_stream(embedder: Embedder, source: Path | None, stream: BinaryIO, o
     report = BulkReport()
 
     def write(block: RowBlock) -> None:
-        for start in range(0, len(block), ENCODE_ROWS):
-            stop = start + ENCODE_ROWS
-            stream.write(jsonl_records(block.keys[start:stop], block.vectors[start:stop], block.ids[start:stop],
-                                       block.unknown[start:stop]))
+        for piece in block.pieces():
+            stream.write(jsonl_records(piece.keys, piece.vectors, piece.ids, piece.unknown))
         stream.flush()
         report.rows_this_run += len(block)
 
