@@ -394,7 +394,8 @@ class Embedder:
         seq_offset = np.cumsum(seq_len) - seq_len
         n_special = self.tokenizer.n_special
         info = self.backend.info
-        multiple = info.pad_multiple
+        # A lone sequence is one shape however it is padded: padding it to the backend's multiple only costs time.
+        multiple = info.pad_multiple if len(sequences) > 1 else 1
         padded = -(-(seq_len + n_special) // multiple) * multiple  # (S,) positions each sequence will take
         batches = plan_batches(padded, self.batch_tokens)
         self.stats.add(0, batch_stats(seq_len + n_special, batches))
@@ -402,7 +403,7 @@ class Embedder:
         flat = np.empty((int(seq_len.sum()), self.dim), dtype=np.float32)  # (sum S_len, H)
         seq_sentence = np.empty((len(sequences), self.dim), dtype=np.float32)  # (S, H)
         for group in _groups(batches, GROUP_BATCHES):
-            packed = [self.tokenizer.pack([sequences[i] for i in batch], info.pad_multiple) for batch in group]
+            packed = [self.tokenizer.pack([sequences[i] for i in batch], multiple) for batch in group]
             outputs = self.backend.run_many(CONTEXTUAL_OUTPUT, [encoded.feeds(info.inputs) for encoded in packed])
             for batch, encoded, hidden in zip(group, packed, outputs):  # hidden: (B, T, H)
                 lengths = seq_len[batch]

@@ -56,7 +56,7 @@ class LoadOptions:
     provider: Provider = "auto"  # ONNX Runtime's auto | cpu | cuda | tensorrt (naming one implies onnxruntime)
     threads: int | None = None  # default: every core this process may use
     batch_tokens: int = DEFAULT_BATCH_TOKENS
-    spin: bool = False  # ONNX Runtime's idle threads busy-wait: lower latency, CPU burned while idle
+    spin: bool = True  # ONNX Runtime's threads busy-wait between a run's operators (never after it returns)
     min_fidelity: float | None = None  # replaces a reduced precision's gate
 
     def with_choices(self, **choices: Any) -> LoadOptions:

@@ -115,10 +115,15 @@ assert not any(m.split(".")[0] in ("torch", "transformers") for m in sys.modules
 
 
 @pytest.mark.parametrize("spin", [False, True])
-def test_spinning_is_off_unless_asked_for_and_changes_no_vector(tiny_bundle: Path, spin: bool) -> None:
+def test_threads_spin_within_a_run_by_default_stop_when_it_returns_and_change_no_vector(
+    tiny_bundle: Path, spin: bool
+) -> None:
     default = Embedder.load(tiny_bundle, backend="onnxruntime", threads=2)
     chosen = Embedder.load(tiny_bundle, backend="onnxruntime", threads=2, spin=spin)
-    assert default.backend.info.spin is False and chosen.backend.info.spin is spin
+    assert default.backend.info.spin is True and chosen.backend.info.spin is spin
+    for embedder in (default, chosen):  # spinning never outlives a call: the cores are free between calls
+        options = embedder.backend._session.get_session_options()
+        assert options.get_session_config_entry("session.force_spinning_stop") == "1"
     texts = ["the queen of the kingdom", "apple music"]
     np.testing.assert_array_equal(chosen.sentences(texts), default.sentences(texts))
 

@@ -53,6 +53,26 @@ def test_dynamic_shapes_long_texts_and_the_static_path(ort: Embedder, ov: Embedd
     np.testing.assert_array_equal(ov.static(["king", "queen"]), ort.static(["king", "queen"]))
 
 
+def test_a_lone_text_runs_unpadded_and_batches_pad_to_sixteen(
+    ort: Embedder, ov: Embedder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Padding to 16 keeps the shapes of a bulk call few; a single short text (the latency case) skips it."""
+    widths: list[int] = []
+    run = ov.backend.run
+
+    def spy(output: str, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        widths.append(feeds["input_ids"].shape[1])
+        return run(output, feeds)
+
+    monkeypatch.setattr(ov.backend, "run", spy)
+    lone = ov.sentences(["the king is wise."])
+    assert widths == [int(ov.count_tokens(["the king is wise."])[0])] and widths[0] % 16 != 0
+    np.testing.assert_allclose(lone, ort.sentences(["the king is wise."]), atol=2e-5)
+    widths.clear()
+    ov.sentences(["the king is wise.", "a"])
+    assert widths and all(width % 16 == 0 for width in widths)
+
+
 def test_the_static_path_never_runs_the_graph(ov: Embedder, monkeypatch: pytest.MonkeyPatch) -> None:
     def refuse(*args: object, **kwargs: object) -> None:
         raise AssertionError("the static path ran the graph")

@@ -42,7 +42,7 @@ def load_options(
     provider: ProviderChoice,  # type: ignore[valid-type]
     threads: int | None = None,
     batch_tokens: int = DEFAULT_BATCH_TOKENS,
-    spin: bool = False,
+    spin: bool = True,
     min_fidelity: float | None = None,
 ) -> LoadOptions:
     """The load options every command declares, as the library's one carrier."""

@@ -66,8 +66,8 @@ def serve(
     ] = DEFAULT_LONG_TEXT,
     threads: Annotated[int | None, typer.Option(help="ONNX Runtime threads (default: all cores)")] = None,
     spin: Annotated[
-        bool, typer.Option(help="ORT threads busy-wait between operators: lower latency, CPU burned while idle")
-    ] = False,
+        bool, typer.Option(help="ORT threads busy-wait between a call's operators (not after it): lower latency")
+    ] = True,
     backend: BackendOption = BackendChoice.auto,
     precision: PrecisionOption = PrecisionChoice.auto,
     provider: ProviderOption = ProviderChoice.auto,
