@@ -7,6 +7,11 @@ Contextual path (texts -> last hidden states):
                            texts sorted by length into batches of 32 as sentence-transformers
                            does: the strongest thing a PyTorch user has on a CPU with native bf16.
     sentence-transformers  its own `encode` (batches of 32, sorted by length), same weights.
+    ST onnx / ST openvino  the same `encode` on sentence-transformers' own ONNX Runtime and OpenVINO
+                           backends (`SentenceTransformer(model, backend=...)`, exported on load by
+                           optimum-onnx / optimum-intel), OpenVINO at its default precision (bf16 on
+                           a CPU with native bf16) and, where that differs, at f32: the peer a user
+                           picks instead of bertonnx with one argument.
     bertonnx <bundle>      `Embedder.contextual` on ONNX Runtime at the bundle's precision:
                            tokenization, token-budget batches, word pooling.
     bertonnx <backend> <precision>
@@ -24,8 +29,10 @@ compared with PyTorch's on identical token ids.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
-from collections.abc import Sequence
+import logging
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -41,6 +48,10 @@ from bertonnx.embedder import Embedder
 from bertonnx.errors import BertonnxError, OptionError
 from bertonnx.pooling import pool_pieces, run_starts
 
+ST_BACKEND_MODULES = {"onnx": "optimum.onnxruntime", "openvino": "optimum.intel"}
+"""What sentence-transformers' backend="onnx" and backend="openvino" import (optimum-onnx, optimum-intel)."""
+ST_OPENVINO = "ST openvino"
+"""The label of sentence-transformers' OpenVINO backend at its default precision: the headline peer."""
 DEFAULT_BACKENDS = ("auto", "onnxruntime")
 """What the engine picks here, and ONNX Runtime at the bundle's precision beside it."""
 BASELINE_BATCH = 32
@@ -66,8 +77,8 @@ class SystemSpec:
     source: str  # bundle directory (bertonnx, numpy) or Hugging Face model folder (torch, ST)
     provider: str  # "cpu" or "cuda"
     threads: int
-    backend: str = ""  # bertonnx: onnxruntime | openvino
-    precision: str = ""  # bertonnx: fp32 | bf16 | fp16 | int8
+    backend: str = ""  # bertonnx: onnxruntime | openvino; sentence-transformers: "" (torch) | onnx | openvino
+    precision: str = ""  # bertonnx: fp32 | bf16 | fp16 | int8; ST openvino: "" (its default) | fp32
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -94,6 +105,7 @@ class Availability:
     torch_cuda: bool
     sentence_transformers: bool
     machine: Machine = Machine(frozenset({"onnxruntime"}), (CPU,), frozenset())  # backends and CPU flags
+    st_backends: frozenset[str] = frozenset()  # sentence-transformers' own backends installed: onnx, openvino
 
     @classmethod
     def detect(cls) -> Availability:
@@ -105,6 +117,7 @@ class Availability:
             torch_cuda=bool(torch.cuda.is_available()),
             sentence_transformers=importlib.util.find_spec("sentence_transformers") is not None,
             machine=machine,
+            st_backends=frozenset(name for name, module in ST_BACKEND_MODULES.items() if _installed(module)),
         )
 
 
@@ -174,6 +187,10 @@ def plan_systems(
                     threads,
                 )
             )
+            if provider == "cpu":
+                peers, left_out = _st_peers(torch_model, threads, available)
+                specs += peers
+                skipped += left_out
         else:
             skipped.append(Skipped("sentence-transformers" + suffix, "sentence-transformers is not installed"))
         for facts, label in zip(bundles, labels):
@@ -207,6 +224,34 @@ def plan_systems(
             specs.append(SystemSpec(kind, label, "static", source, "cpu", threads))
         specs.append(SystemSpec("bertonnx-static", "bertonnx static", "static", static_bundle.path, "cpu", threads))
     return specs, skipped
+
+
+def _st_peers(torch_model: str, threads: int, available: Availability) -> tuple[list[SystemSpec], list[Skipped]]:
+    """sentence-transformers' own ONNX and OpenVINO backends on the CPU, or why each is left out."""
+    specs: list[SystemSpec] = []
+    skipped: list[Skipped] = []
+    if "onnx" in available.st_backends:
+        specs.append(SystemSpec("sentence-transformers", "ST onnx", "contextual", torch_model, "cpu", threads, "onnx"))
+    else:
+        skipped.append(Skipped("ST onnx", "optimum-onnx is not installed: pip install 'bertonnx[peers]'"))
+    if "openvino" not in available.st_backends:
+        skipped.append(Skipped(ST_OPENVINO, "optimum-intel is not installed: pip install 'bertonnx[peers]'"))
+        return specs, skipped
+    specs.append(SystemSpec("sentence-transformers", ST_OPENVINO, "contextual", torch_model, "cpu", threads,
+                            "openvino"))
+    if available.machine.native_bf16:
+        specs.append(SystemSpec("sentence-transformers", ST_OPENVINO + " f32", "contextual", torch_model, "cpu",
+                                threads, "openvino", "fp32"))
+    else:
+        skipped.append(Skipped(ST_OPENVINO + " f32", "its default is already f32 on this CPU (no native bf16)"))
+    return specs, skipped
+
+
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:  # the parent package is missing
+        return False
 
 
 def _sweep(
@@ -330,14 +375,29 @@ class TorchContextual:
 
 
 class SentenceTransformerContextual:
-    """sentence-transformers' own encode on the same weights (its own batching and sorting)."""
+    """sentence-transformers' own encode on the same weights (its own batching and sorting), on torch or on
+    its ONNX Runtime or OpenVINO backend, held to the same thread count."""
 
     def __init__(self, spec: SystemSpec) -> None:
         from sentence_transformers import SentenceTransformer
 
         set_torch_threads(spec.threads)
         self.spec = spec
-        self.model = SentenceTransformer(spec.source, device=spec.provider)
+        kwargs: dict[str, Any] = {}
+        if spec.backend == "onnx":
+            import onnxruntime
+
+            options = onnxruntime.SessionOptions()
+            options.intra_op_num_threads, options.inter_op_num_threads = spec.threads, 1
+            kwargs = {"backend": "onnx", "model_kwargs": {"provider": "CPUExecutionProvider",
+                                                          "session_options": options}}
+        elif spec.backend == "openvino":
+            config = {"INFERENCE_NUM_THREADS": str(spec.threads)}
+            if spec.precision == "fp32":
+                config["INFERENCE_PRECISION_HINT"] = "f32"
+            kwargs = {"backend": "openvino", "model_kwargs": {"ov_config": config}}
+        with _quiet_export():
+            self.model = SentenceTransformer(spec.source, device=spec.provider, **kwargs)
 
     def run(self, inputs: Sequence[str]) -> object:
         return self.model.encode(list(inputs), batch_size=BASELINE_BATCH, show_progress_bar=False)
@@ -352,6 +412,19 @@ class SentenceTransformerContextual:
     def cannot_run(self, longest: int) -> str | None:
         limit = int(self.model.max_seq_length)
         return None if longest <= limit else f"its max_seq_length is {limit}: it would truncate"
+
+
+@contextlib.contextmanager
+def _quiet_export() -> Iterator[None]:
+    """sentence-transformers exports a model without ONNX or OpenVINO files on load and advises, at warning
+    level, saving the export; the bench exports afresh each run on purpose (its model folder may be read-only)."""
+    logger = logging.getLogger("sentence_transformers")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 class BertonnxContextual:

@@ -43,6 +43,7 @@ from bertonnx.errors import OptionError
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 TINY_SPEC = WorkloadSpec(batch_sizes=(1, 2), seq_lens=(8, 32, 512), corpus_texts=12, million=500, repeat=2)
 NO_GPU = cuda_unavailable(Availability.detect()) is not None
+ST_OPENVINO_INSTALLED = "openvino" in Availability.detect().st_backends
 COSINES = ("token_min_cosine", "token_mean_cosine", "word_min_cosine", "word_mean_cosine")
 
 
@@ -85,6 +86,8 @@ def test_report_json_has_fidelity_next_to_every_speed_figure(tiny_report: tuple[
         assert row["vs_pytorch"] > 0
         if row["case"]["path"] == "contextual":
             assert row["vs_sentence_transformers"] > 0 and row["gflops"] > 0 and 0 < row["peak_share"] < 1
+            if ST_OPENVINO_INSTALLED:  # the headline peer, where optimum-intel is installed
+                assert row["vs_st_openvino"] > 0
         assert row["peak_rss_mb"] > 10, row["system"]
 
 
@@ -172,7 +175,8 @@ AMX_MACHINE = Machine(frozenset({"onnxruntime", "openvino", "nncf"}), (CPU,),
 
 def test_backends_all_sweeps_every_backend_and_precision_this_machine_has() -> None:
     bundles = [BundleFacts("/b/fp32", "fp32", False), BundleFacts("/b/opt", "fp32", True)]
-    available = Availability((CPU,), torch_cuda=False, sentence_transformers=True, machine=AMX_MACHINE)
+    available = Availability((CPU,), torch_cuda=False, sentence_transformers=True, machine=AMX_MACHINE,
+                             st_backends=frozenset({"onnx", "openvino"}))
     specs, skipped = plan_systems(bundles, "/m", ("cpu",), 2, available, backends=("all",))
     contextual = {(s.label, s.backend, s.precision) for s in specs if s.kind == "bertonnx"}
     assert {(b, p) for _, b, p in contextual} == {
@@ -199,6 +203,27 @@ def test_every_backend_left_out_says_why(machine: Machine, missing: str, reason:
     assert any(s.what == missing and reason in s.reason for s in skipped), skipped
 
 
+def test_sentence_transformers_own_backends_are_peers_or_say_why_not() -> None:
+    """ST onnx and ST openvino (its default precision, and f32 where the default is bf16) run where installed."""
+    both = frozenset({"onnx", "openvino"})
+    bf16 = Availability((CPU,), torch_cuda=False, sentence_transformers=True, machine=AMX_MACHINE, st_backends=both)
+    specs, skipped = plan_systems([BundleFacts("/b", "fp32", False)], "/m", ("cpu",), 2, bf16)
+    peers = {(s.label, s.backend, s.precision) for s in specs if s.kind == "sentence-transformers"}
+    assert peers == {("sentence-transformers", "", ""), ("ST onnx", "onnx", ""), ("ST openvino", "openvino", ""),
+                     ("ST openvino f32", "openvino", "fp32")}
+    assert all(s.threads == 2 for s in specs)
+    avx2 = Machine(frozenset({"onnxruntime", "openvino"}), (CPU,), frozenset({"avx2"}))
+    plain = Availability((CPU,), torch_cuda=False, sentence_transformers=True, machine=avx2,
+                         st_backends=frozenset({"openvino"}))
+    specs, skipped = plan_systems([BundleFacts("/b", "fp32", False)], "/m", ("cpu",), 2, plain)
+    assert "ST openvino" in {s.label for s in specs}
+    reasons = {s.what: s.reason for s in skipped}
+    assert "already f32" in reasons["ST openvino f32"] and "optimum-onnx" in reasons["ST onnx"]
+    none = Availability((CPU,), torch_cuda=False, sentence_transformers=True, machine=avx2)
+    _, skipped = plan_systems([BundleFacts("/b", "fp32", False)], "/m", ("cpu",), 2, none)
+    assert "bertonnx[peers]" in {s.what: s.reason for s in skipped}["ST openvino"]
+
+
 def test_auto_is_resolved_as_the_engine_resolves_it() -> None:
     available = Availability((CPU,), torch_cuda=False, sentence_transformers=True, machine=AMX_MACHINE)
     specs, _ = plan_systems([BundleFacts("/b", "fp32", False)], "/m", ("cpu",), 2, available)  # auto,onnxruntime
@@ -217,7 +242,7 @@ def test_the_faithful_target_takes_the_fastest_system_that_kept_its_fidelity() -
     def measured(system: str, per_second: float, token_min: float) -> Measurement:
         fidelity = Fidelity("pytorch", 100, 1000, 500, token_min, 0.9999, token_min, 0.9999, 0.01)
         return Measurement(case, system, "cpu", Latency(1e5 / per_second, 0, 0, 3), 0.0, per_second,
-                           None, 1000 / per_second / 50, None, None, None, None, None, fidelity)
+                           None, 1000 / per_second / 50, None, None, None, None, None, None, fidelity)
 
     found = evaluate_targets([measured("bertonnx openvino int8", 400, 0.95),
                               measured("bertonnx openvino bf16", 300, 0.9997),
