@@ -209,8 +209,11 @@ def plan_systems(
                         specs.append(bundle_spec)
                     continue
                 other = f"bertonnx {backend} {precision}" + (f" · {label} bundle" if len(bundles) > 1 else "")
+                if backend == "auto":
+                    other = "bertonnx auto" + (f" · {label} bundle" if len(bundles) > 1 else "")
                 try:
-                    choose(backend, precision, facts.precision, available.machine, provider)
+                    if backend != "auto":
+                        choose(backend, precision, facts.precision, available.machine, provider)
                 except BertonnxError as error:
                     skipped.append(Skipped(other, str(error)))
                     continue
@@ -262,12 +265,12 @@ def _sweep(
     for entry in backends:
         if entry == "onnxruntime":
             pairs.append(("onnxruntime", facts.precision))
-        elif entry == "auto":
+        elif entry == "auto":  # measured by the engine when it loads: a row of its own beside the candidates
             try:
-                choice = choose("auto", "auto", facts.precision, machine, "auto" if provider == "cpu" else provider)
+                choose("auto", "auto", facts.precision, machine, "auto" if provider == "cpu" else provider)
             except BertonnxError:
                 continue
-            pairs.append((choice.backend, choice.precision))
+            pairs.append(("auto", "auto") if provider == "cpu" else ("onnxruntime", facts.precision))
         elif entry == "all":
             pairs.append(("onnxruntime", facts.precision))
             if provider == "cpu" and facts.precision == "fp32" and not facts.optimized:
@@ -434,9 +437,9 @@ class BertonnxContextual:
         self.spec = spec
         self.embedder = Embedder.load(
             spec.source, backend=spec.backend or "onnxruntime", precision=spec.precision or "auto",
-            provider=spec.provider, threads=spec.threads,
+            provider="auto" if spec.backend == "auto" else spec.provider, threads=spec.threads,
         )
-        wanted = "CPU" if spec.backend == "openvino" else CUDA if spec.provider == "cuda" else CPU
+        wanted = "CPU" if self.embedder.backend.info.backend == "openvino" else CUDA if spec.provider == "cuda" else CPU
         if self.embedder.backend.info.device != wanted:
             raise RuntimeError(
                 f"{spec.label}: asked for {wanted}, the session runs on {self.embedder.backend.info.device}"

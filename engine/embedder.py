@@ -135,6 +135,7 @@ class Embedder:
             spin=info.spin,
             chosen_because=opened.choice.reason if opened else "given",
             fidelity=opened.fidelity if opened else None,
+            timings=opened.timings if opened else None,
             details={key: value for key, value in info.details.items() if value is not None},
         )
 

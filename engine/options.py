@@ -24,7 +24,7 @@ Mode = Literal["static", "contextual", "sentences"]
 OnError = Literal["fail", "skip"]
 Provider = Literal["auto", "cpu", "cuda", "tensorrt"]
 BackendName = Literal["auto", "onnxruntime", "openvino"]
-Precision = Literal["auto", "fp32", "bf16", "fp16", "int8"]
+Precision = Literal["auto", "fastest", "fp32", "bf16", "fp16", "int8"]
 OutputFormat = Literal["npy", "parquet"]
 
 WORD_POOLING_MODES: tuple[str, ...] = get_args(WordPooling)
@@ -52,7 +52,7 @@ class LoadOptions:
     command and Ray actors pass along."""
 
     backend: BackendName = "auto"  # auto | onnxruntime | openvino
-    precision: Precision = "auto"  # auto | fp32 | bf16 | fp16 | int8
+    precision: Precision = "auto"  # auto | fastest (admits int8) | fp32 | bf16 | fp16 | int8
     provider: Provider = "auto"  # ONNX Runtime's auto | cpu | cuda | tensorrt (naming one implies onnxruntime)
     threads: int | None = None  # default: every core this process may use
     batch_tokens: int = DEFAULT_BATCH_TOKENS

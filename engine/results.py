@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from bertonnx.backends.measure import Timings
 from bertonnx.batching import BatchStats
 from bertonnx.fidelity import GateResult
 from bertonnx.tokenize import TextPieces
@@ -67,6 +68,7 @@ class RuntimeInfo:
     spin: bool
     chosen_because: str  # why `auto` chose it, or "given"
     fidelity: GateResult | None  # a reduced precision's figures against fp32 and its gate
+    timings: Timings | None  # the candidates auto / fastest timed on this machine, where it measured
     details: dict[str, Any]  # versions, caches, providers
 
     def to_dict(self) -> dict[str, object]:
@@ -78,6 +80,7 @@ class RuntimeInfo:
             "spin": self.spin,
             "chosen_because": self.chosen_because,
             "fidelity": self.fidelity.to_dict() if self.fidelity else None,
+            "timings": self.timings.to_dict() if self.timings else None,
             **self.details,
         }
 

@@ -77,7 +77,8 @@ def test_impossible_requests_say_why_in_one_line(
 def test_unknown_names_list_the_known_ones() -> None:
     with pytest.raises(OptionError, match="unknown backend 'tvm'; expected one of auto, onnxruntime, openvino"):
         choose("tvm", "auto", "fp32", machine())
-    with pytest.raises(OptionError, match="unknown precision 'fp8'; expected one of auto, fp32, bf16, fp16, int8"):
+    known = "auto, fastest, fp32, bf16, fp16, int8"
+    with pytest.raises(OptionError, match=f"unknown precision 'fp8'; expected one of {known}"):
         choose("auto", "fp8", "fp32", machine())
 
 

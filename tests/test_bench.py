@@ -224,11 +224,11 @@ def test_sentence_transformers_own_backends_are_peers_or_say_why_not() -> None:
     assert "bertonnx[peers]" in {s.what: s.reason for s in skipped}["ST openvino"]
 
 
-def test_auto_is_resolved_as_the_engine_resolves_it() -> None:
+def test_auto_is_a_row_of_its_own_that_the_engine_resolves_by_measurement() -> None:
     available = Availability((CPU,), torch_cuda=False, sentence_transformers=True, machine=AMX_MACHINE)
     specs, _ = plan_systems([BundleFacts("/b", "fp32", False)], "/m", ("cpu",), 2, available)  # auto,onnxruntime
-    assert {(s.backend, s.precision) for s in specs if s.kind == "bertonnx"} == {
-        ("openvino", "bf16"), ("onnxruntime", "fp32")}
+    assert {(s.label, s.backend, s.precision) for s in specs if s.kind == "bertonnx"} == {
+        ("bertonnx auto", "auto", "auto"), ("bertonnx fp32", "onnxruntime", "fp32")}
     with pytest.raises(OptionError, match="unknown backend 'tvm'"):
         plan_systems([BundleFacts("/b", "fp32", False)], "/m", ("cpu",), 2, available, ("tvm",))
 

@@ -643,7 +643,7 @@ def test_the_start_up_line_names_what_runs() -> None:
     from bertonnx.fidelity import GATES, GateResult, OutputFidelity
     from bertonnx.results import RuntimeInfo
 
-    runtime = RuntimeInfo("openvino", "CPU", "bf16", 2, False, "auto", None, {})
+    runtime = RuntimeInfo("openvino", "CPU", "bf16", 2, False, "auto", None, None, {})
     line = serving_line(Path("B"), "sentence-transformers/all-MiniLM-L6-v2", 384, runtime)
     assert line == "serving B (sentence-transformers/all-MiniLM-L6-v2, 384 dims) on openvino CPU bf16, 2 threads"
     figures = OutputFidelity("last_hidden_state", 0.01, 0.9995, 0.9999, 0.01, 0.99912, 0.999981)

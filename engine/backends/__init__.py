@@ -2,7 +2,8 @@
 
 onnxruntime.py  ONNX Runtime: CPU, CUDA (IO binding), TensorRT (fp16, engine cache)
 openvino.py     OpenVINO on the CPU: fp32, bf16, int8 (NNCF, quantize.py), compiled-model cache
-choose.py       `auto`: a pure function of the request, the installed packages and the CPU flags
+choose.py       what a request may run: a pure function of it, the installed packages and the CPU flags
+measure.py      `auto` and `fastest` on the CPU: time the candidates once per machine, cache the verdict
 open_backend    composes them: choose, open, and hold a reduced precision to its fidelity gate
 
 Neither onnxruntime nor openvino is imported until a backend of its kind opens.
@@ -10,20 +11,21 @@ Neither onnxruntime nor openvino is imported until a backend of its kind opens.
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from bertonnx.backends.base import Backend, BackendInfo
 from bertonnx.backends.choose import Choice, Machine, choose, this_machine
+from bertonnx.backends.measure import Timings
+from bertonnx.backends.onnxruntime import CUDA
 from bertonnx.bundle import CONTEXTUAL_OUTPUT, Bundle
-from bertonnx.errors import FidelityGateError
+from bertonnx.errors import BackendError
 from bertonnx.fidelity import GATES, Gate, GateResult, compare, probe_batch, read_cached, write_cached
 from bertonnx.options import LoadOptions
 from bertonnx.paths import bundle_home
 from bertonnx.tokenize import Tokenizer
 
-__all__ = ["Backend", "BackendInfo", "Opened", "cache_root", "open_backend"]
+__all__ = ["Backend", "BackendInfo", "Opened", "Timings", "cache_root", "open_backend"]
 
 
 @dataclass(frozen=True)
@@ -33,6 +35,7 @@ class Opened:
     backend: Backend
     choice: Choice
     fidelity: GateResult | None
+    timings: Timings | None = None  # the candidates `auto` or `fastest` timed, where it measured
 
 
 def cache_root() -> Path:
@@ -56,21 +59,93 @@ def open_backend(
     backend, precision, provider = options.backend, options.precision, options.provider
     if provider != "auto" and backend == "auto":
         backend = "onnxruntime"
-    choice = choose(backend, precision, bundle.precision, machine, provider)
-    try:
-        return _open(bundle, tokenizer, choice, options, machine)
-    except FidelityGateError as error:
-        if backend != "auto" or precision != "auto":
-            raise
-        # auto never trades fidelity for speed: run the bundle as it was exported instead.
-        warnings.warn(f"{error}; running fp32", RuntimeWarning, stacklevel=2)
-        fallback = choose("onnxruntime" if "onnxruntime" in machine.installed else "openvino", "fp32",
-                          bundle.precision, machine, provider)
-        return _open(bundle, tokenizer, replace(fallback, reason=f"{choice.precision} under its gate"), options,
-                     machine)
+    on_gpu = provider == "auto" and "onnxruntime" in machine.installed and CUDA in machine.ort_providers
+    if (precision == "fastest" or (precision == "auto" and backend == "auto")) and not on_gpu:
+        return _measured(bundle, tokenizer, options, machine, backend)
+    if precision == "fastest":
+        precision = "auto"  # on a GPU: CUDA at the bundle's precision, as auto
+    return _open(bundle, tokenizer, choose(backend, precision, bundle.precision, machine, provider), options, machine)
 
 
-def _open(bundle: Bundle, tokenizer: Tokenizer, choice: Choice, options: LoadOptions, machine: Machine) -> Opened:
+def _measured(bundle: Bundle, tokenizer: Tokenizer, options: LoadOptions, machine: Machine, backend: str) -> Opened:
+    """`auto` or `fastest` on the CPU: the fastest candidate that passes its gate, timed once per machine."""
+    from bertonnx.backends import measure
+
+    policy = "fastest" if options.precision == "fastest" else "auto"
+    pairs = [pair for pair in measure.candidates(policy, bundle.precision, machine, _int8_faithful(bundle, machine))
+             if backend == "auto" or pair[0] == backend]
+    if not pairs:
+        return _open(bundle, tokenizer, choose(backend, "auto", bundle.precision, machine), options, machine)
+    if len(pairs) == 1:
+        choice = Choice(*pairs[0], reason="the only candidate here")
+        return _open(bundle, tokenizer, choice, options, machine, _policy_gate(policy, choice.precision))
+    from bertonnx.backends.base import check_threads
+
+    threads = check_threads(options.threads)
+    key = measure.cache_key(bundle.graph_sha256, policy, threads, _versions(machine), machine, pairs)
+    path = cache_root() / "timings" / f"{_graph_key(bundle)}-{policy}-{threads}t.json"
+    cached = measure.read_timings(path, key)
+    if cached is not None:
+        choice = Choice(*cached.winner, reason=cached.reason)
+        try:
+            opened = _open(bundle, tokenizer, choice, options, machine, _policy_gate(policy, choice.precision))
+            return replace(opened, timings=cached)
+        except BackendError:
+            pass  # the verdict no longer holds (a gate changed with --min-fidelity, say): measure again
+    opened_all: dict[tuple[str, str], Opened] = {}
+    refused: dict[tuple[str, str], str] = {}
+    for pair in pairs:
+        try:
+            opened_all[pair] = _open(bundle, tokenizer, Choice(*pair, reason=""), options, machine,
+                                     _policy_gate(policy, pair[1]))
+        except BackendError as error:  # under its gate, or cannot run here after all
+            refused[pair] = str(error)
+    if not opened_all:
+        raise BackendError("no backend can run this bundle here: " + "; ".join(refused.values()))
+    figures = measure.time_candidates({pair: o.backend for pair, o in opened_all.items()},
+                                      measure.timing_workload(tokenizer))
+    trials = tuple(measure.Trial(b, p, *figures.get((b, p), (None, None)), refused.get((b, p))) for b, p in pairs)
+    best = min((t for t in trials if t.score is not None), key=lambda t: t.score or 0.0)
+    winner = (best.backend, best.precision)
+    timings = Timings(policy, threads, trials, winner, measure.now())
+    measure.write_timings(path, key, timings)
+    return replace(opened_all[winner], choice=Choice(*winner, reason=timings.reason), timings=timings)
+
+
+def _policy_gate(policy: str, precision: str) -> str:
+    """The gate a candidate is held to: under auto, int8 too must clear the bf16 gate."""
+    return "bf16" if policy == "auto" and precision == "int8" else precision
+
+
+def _versions(machine: Machine) -> dict[str, str]:
+    import importlib.metadata
+
+    found = {}
+    for name in ("onnxruntime", "openvino", "nncf"):
+        if name in machine.installed:
+            try:
+                found[name] = importlib.metadata.version(name)
+            except importlib.metadata.PackageNotFoundError:
+                found[name] = "unknown"
+    return found
+
+
+def _int8_faithful(bundle: Bundle, machine: Machine) -> bool:
+    """int8's fidelity on OpenVINO, measured before on this machine, clears the bf16 gate."""
+    if "openvino" not in machine.installed:
+        return False
+    from bertonnx.backends.openvino import openvino_version
+
+    path, key = _fidelity_entry(bundle, "openvino", "int8", {"openvino": openvino_version()}, machine)
+    cached = read_cached(path, key)
+    return cached is not None and GateResult(cached.precision, cached.reference, cached.fidelity, GATES["bf16"]).passed
+
+
+def _open(
+    bundle: Bundle, tokenizer: Tokenizer, choice: Choice, options: LoadOptions, machine: Machine,
+    gate_of: str | None = None,
+) -> Opened:
+    """Open one choice. gate_of: hold a reduced precision to another precision's gate (auto's int8: bf16's)."""
     provider, threads, spin, min_fidelity = options.provider, options.threads, options.spin, options.min_fidelity
     if choice.backend == "onnxruntime":
         from bertonnx.backends.onnxruntime import OnnxRuntimeBackend
@@ -94,7 +169,7 @@ def _open(bundle: Bundle, tokenizer: Tokenizer, choice: Choice, options: LoadOpt
                                  native_bf16=machine.native_bf16)
         if choice.precision == "fp32":
             return Opened(opened, choice, None)
-    result = _measured_fidelity(bundle, tokenizer, opened, choice, machine, min_fidelity)
+    result = _measured_fidelity(bundle, tokenizer, opened, choice, machine, min_fidelity, gate_of)
     result.check()
     return Opened(opened, choice, result)
 
@@ -105,7 +180,7 @@ def _graph_key(bundle: Bundle) -> str:
 
 
 def _gate(precision: str, min_fidelity: float | None) -> Gate:
-    gate = GATES[precision]
+    gate = GATES.get(precision, GATES["bf16"])
     return gate if min_fidelity is None else Gate(gate.metric, min_fidelity)
 
 
@@ -126,20 +201,12 @@ def _exported_fidelity(bundle: Bundle, min_fidelity: float | None) -> GateResult
 
 def _measured_fidelity(
     bundle: Bundle, tokenizer: Tokenizer, candidate: Backend, choice: Choice, machine: Machine,
-    min_fidelity: float | None,
+    min_fidelity: float | None, gate_of: str | None = None,
 ) -> GateResult:
     """Run the probes at the reduced precision and at fp32; cached per bundle, backend, versions and CPU."""
-    gate = _gate(choice.precision, min_fidelity)
-    key = {
-        "graph": bundle.graph_sha256,
-        "backend": candidate.info.backend,
-        "precision": choice.precision,
-        "versions": {k: v for k, v in candidate.info.details.items() if k in ("openvino", "onnxruntime")},
-        "cpu": sorted(machine.cpu_flags & {"amx_bf16", "amx_int8", "avx512_bf16", "avx512_vnni", "avx512f"}),
-        "probes": "v1",
-        "recipe": _int8_recipe() if choice.precision == "int8" and candidate.info.backend == "openvino" else None,
-    }
-    path = cache_root() / "fidelity" / f"{_graph_key(bundle)}-{candidate.info.backend}-{choice.precision}.json"
+    gate = _gate(gate_of or choice.precision, min_fidelity)
+    versions = {k: v for k, v in candidate.info.details.items() if k in ("openvino", "onnxruntime")}
+    path, key = _fidelity_entry(bundle, candidate.info.backend, choice.precision, versions, machine)
     cached = read_cached(path, key)
     if cached is not None:
         return GateResult(cached.precision, cached.reference, cached.fidelity, gate)
@@ -152,6 +219,22 @@ def _measured_fidelity(
     result = GateResult(choice.precision, name, fidelity, gate)
     write_cached(path, key, result)
     return result
+
+
+def _fidelity_entry(
+    bundle: Bundle, backend: str, precision: str, versions: dict[str, str], machine: Machine
+) -> tuple[Path, dict[str, object]]:
+    """Where a precision's fidelity figures are cached, and the key they were measured under."""
+    key = {
+        "graph": bundle.graph_sha256,
+        "backend": backend,
+        "precision": precision,
+        "versions": versions,
+        "cpu": sorted(machine.cpu_flags & {"amx_bf16", "amx_int8", "avx512_bf16", "avx512_vnni", "avx512f"}),
+        "probes": "v1",
+        "recipe": _int8_recipe() if precision == "int8" and backend == "openvino" else None,
+    }
+    return cache_root() / "fidelity" / f"{_graph_key(bundle)}-{backend}-{precision}.json", key
 
 
 def _int8_recipe() -> str:

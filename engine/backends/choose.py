@@ -1,7 +1,10 @@
 """Which backend and precision run a bundle: a pure function of the request and the machine.
 
-`auto` picks the fastest *faithful* choice, never one that lowers fidelity past
-the bf16 gate: int8 is only ever run when asked for by name.
+`auto` here is the guess from the flags alone, the fastest *faithful* choice,
+never one that lowers fidelity past the bf16 gate. On a CPU, open_backend then
+times every candidate once per machine and lets the measurement decide
+(measure.py); this guess stands where there is nothing to time (one candidate,
+a GPU) and is what the bench plans with.
 
 - CUDA, where onnxruntime-gpu is installed (it falls back to the CPU, with a
   warning, where no GPU answers);

@@ -77,4 +77,12 @@ def runtime_table(runtime: RuntimeInfo) -> Table:
     table.add_row("threads", str(runtime.threads))
     if runtime.fidelity is not None:
         table.add_row("fidelity", runtime.fidelity.summary())
+    if runtime.timings is not None:
+        timings = runtime.timings
+        for trial in timings.trials:
+            won = (trial.backend, trial.precision) == timings.winner
+            figure = trial.refused or f"{trial.short_ms:.1f} ms short, {trial.bulk_ms:.1f} ms bulk"
+            table.add_row(f"{timings.policy}: {trial.name}", figure + (" ← fastest" if won else ""))
+        table.add_row("measured", f"{timings.measured_at}, {timings.threads} threads (cached until the graph, "
+                      "the runtimes or the CPU change)")
     return table

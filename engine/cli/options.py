@@ -71,7 +71,9 @@ BackendOption = Annotated[
     BackendChoice, typer.Option(help="What runs the graph; auto: the fastest faithful backend on this machine")
 ]
 PrecisionOption = Annotated[
-    PrecisionChoice, typer.Option(help="auto: bf16 on OpenVINO where the CPU has it, else the bundle's own")
+    PrecisionChoice,
+    typer.Option(help="auto: the fastest faithful backend and precision, timed once per machine; "
+                 "fastest: the same, int8 admitted under its own gate"),
 ]
 MinFidelityOption = Annotated[
     float | None,

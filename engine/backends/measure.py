@@ -1,0 +1,206 @@
+"""`auto` decided by measurement: CPU flags say what is worth trying, a timed workload says which wins.
+
+At the first load of a graph on a machine, every candidate backend x precision
+that passes its gate is timed on a fixed workload built from the fidelity
+probes, in two parts: short (each probe alone, as a request is) and bulk
+(batches of the probes and of a text of the model's full length, as a bulk
+job runs them), the candidates' rounds interleaved so that a drifting machine
+hits them all alike. The winner has the lowest geometric mean of the two
+medians: neither latency nor throughput decides alone, nor either part's
+scale. Timings are cached with the fidelity figures, keyed like them (graph,
+versions, CPU flags) and by thread count, so later loads read the verdict
+instead of measuring again.
+
+Two policies:
+    auto      faithful: every candidate must clear the bf16 gate (token min
+              cosine >= 0.999). int8 takes part only where its fidelity, already
+              measured on this machine, clears that same gate: quantising just
+              to find out would cost a first-time user a minute.
+    fastest   also admits int8, under int8's own gate, where the CPU has int8
+              dot products (VNNI or AMX-INT8) and NNCF is installed.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bertonnx.backends.base import Backend, Feeds
+from bertonnx.backends.choose import INT8_FLAGS, Machine
+from bertonnx.bundle import CONTEXTUAL_OUTPUT
+from bertonnx.fidelity import probe_batch
+from bertonnx.tokenize import Tokenizer
+
+ROUNDS = 5
+"""Timed rounds per candidate (after one untimed): the median of each part is its figure."""
+WORKLOAD = "probes-short-and-bulk/v1"
+"""The timed workload's name: in the cache key, so a changed workload measures again."""
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One candidate: its medians, or why it took no part."""
+
+    backend: str
+    precision: str
+    short_ms: float | None  # median of the short part (every probe alone); None when refused
+    bulk_ms: float | None  # median of the bulk part
+    refused: str | None = None  # why it could not run here, or its fidelity under the gate
+
+    @property
+    def name(self) -> str:
+        return f"{self.backend} {self.precision}"
+
+    @property
+    def score(self) -> float | None:
+        """Geometric mean of the two parts' medians, in ms: lower wins."""
+        if self.short_ms is None or self.bulk_ms is None:
+            return None
+        return float(np.sqrt(self.short_ms * self.bulk_ms))
+
+
+@dataclass(frozen=True)
+class Timings:
+    """Every candidate's figures and the winner: what `info` and /info show."""
+
+    policy: str  # auto | fastest
+    threads: int
+    trials: tuple[Trial, ...]
+    winner: tuple[str, str]  # (backend, precision)
+    measured_at: str  # ISO time of the measurement
+
+    @property
+    def reason(self) -> str:
+        """Why the winner won, in a few words (the figures are in `trials`)."""
+        timed = sum(t.score is not None for t in self.trials)
+        refused = [t.name for t in self.trials if t.refused]
+        return f"{self.policy}: fastest of {timed} timed on this machine" + (
+            f"; {', '.join(refused)} refused" if refused else ""
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON: lists, not tuples, so a dict read back from the cache compares equal."""
+        data = asdict(self)
+        return data | {"trials": [asdict(trial) for trial in self.trials], "winner": list(self.winner)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Timings:
+        trials = tuple(Trial(**trial) for trial in data["trials"])
+        backend, precision = data["winner"]
+        return cls(data["policy"], int(data["threads"]), trials, (backend, precision), data["measured_at"])
+
+
+def candidates(policy: str, bundle_precision: str, machine: Machine, int8_faithful: bool) -> list[tuple[str, str]]:
+    """(backend, precision) pairs worth timing on this CPU, best guess first.
+
+    Args:
+        int8_faithful: int8's fidelity, measured before on this machine, clears the bf16 gate.
+    """
+    found: list[tuple[str, str]] = []
+    if "onnxruntime" in machine.installed:
+        found.append(("onnxruntime", bundle_precision))
+    if "openvino" in machine.installed and bundle_precision == "fp32":
+        if machine.native_bf16:
+            found.append(("openvino", "bf16"))
+        found.append(("openvino", "fp32"))
+        int8_cpu = bool(machine.cpu_flags & set(INT8_FLAGS)) and "nncf" in machine.installed
+        if int8_cpu and (policy == "fastest" or int8_faithful):
+            found.append(("openvino", "int8"))
+    return found
+
+
+@dataclass(frozen=True)
+class Workload:
+    short: list[list[Feeds]]  # calls of one batch each: every probe alone
+    bulk: list[list[Feeds]]  # one call of several batches: the probes together, the full-length text alone, twice
+
+
+def timing_workload(tokenizer: Tokenizer) -> Workload:
+    """The fixed workload: the fidelity probes (mixed lengths, unusual characters) and a full-length text."""
+    encoded, _ = probe_batch(tokenizer)  # the probes, then one text of the model's full length
+    arrays = {"input_ids": encoded.input_ids, "attention_mask": encoded.attention_mask,
+              "token_type_ids": encoded.token_type_ids}
+    widths = encoded.attention_mask.sum(axis=1).tolist()
+
+    def rows(start: int, stop: int) -> Feeds:
+        width = max(widths[start:stop])
+        return {name: np.ascontiguousarray(value[start:stop, :width]) for name, value in arrays.items()}
+
+    last = len(widths) - 1
+    short = [[rows(row, row + 1)] for row in range(last)]
+    return Workload(short=short, bulk=[[rows(0, last), rows(last, last + 1)] * 2])
+
+
+def time_candidates(
+    backends: Mapping[tuple[str, str], Backend], workload: Workload, rounds: int = ROUNDS,
+    clock: Callable[[], int] = time.perf_counter_ns,
+) -> dict[tuple[str, str], tuple[float, float]]:
+    """(short, bulk) median milliseconds per candidate, rounds interleaved in rotation (A B, B A, ...)."""
+    keys = list(backends)
+    for key in keys:  # warm-up: compiled shapes, caches, thread pools
+        _calls(backends[key], workload.short + workload.bulk)
+    spent: dict[tuple[str, str], list[tuple[float, float]]] = {key: [] for key in keys}
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        for index in range(rounds):
+            for key in keys[index % len(keys):] + keys[: index % len(keys)]:
+                start = clock()
+                _calls(backends[key], workload.short)
+                middle = clock()
+                _calls(backends[key], workload.bulk)
+                spent[key].append(((middle - start) / 1e6, (clock() - middle) / 1e6))
+    finally:
+        if enabled:
+            gc.enable()
+    return {key: (float(np.median([s for s, _ in v])), float(np.median([b for _, b in v])))
+            for key, v in spent.items()}
+
+
+def _calls(backend: Backend, calls: Sequence[Sequence[Feeds]]) -> None:
+    for batches in calls:
+        feeds = [{name: batch[name] for name in backend.info.inputs} for batch in batches]
+        backend.run_many(CONTEXTUAL_OUTPUT, feeds)
+
+
+def cache_key(graph_sha256: str, policy: str, threads: int, versions: Mapping[str, str], machine: Machine,
+              pairs: Sequence[tuple[str, str]]) -> dict[str, Any]:
+    """What a cached verdict depends on: the graph, the runtimes, the CPU, the threads and the candidates."""
+    return {
+        "graph": graph_sha256,
+        "policy": policy,
+        "threads": threads,
+        "versions": dict(sorted(versions.items())),
+        "cpu": sorted(machine.cpu_flags & {"amx_bf16", "amx_int8", "avx512_bf16", "avx512_vnni", "avx_vnni",
+                                           "avx512f", "avx2"}),
+        "candidates": [list(pair) for pair in pairs],
+        "workload": WORKLOAD,
+    }
+
+
+def read_timings(path: Path, key: Mapping[str, Any]) -> Timings | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return Timings.from_dict(data["timings"]) if data.get("key") == key else None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # absent or damaged: measure again
+
+
+def write_timings(path: Path, key: Mapping[str, Any], timings: Timings) -> None:
+    from bertonnx.io.atomic import write_atomic
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps({"key": dict(key), "timings": timings.to_dict()}, indent=2) + "\n"
+    write_atomic(path, lambda stream: stream.write(text.encode("utf-8")))
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
