@@ -50,6 +50,8 @@ from bertonnx.tokenize import Tokenizer
 
 Progress = Callable[[str], None]
 SCHEMA = "bertonnx-bench/1"
+ORDER_SEED = 20261205
+"""Seed of the rounds' orders: the same run order every time the bench runs the same systems."""
 MEMORY_WORKERS = 2
 """Memory children run side by side once timing is over: contention changes their speed, not their peak."""
 
@@ -229,14 +231,21 @@ def run_benchmark(config: BenchConfig, progress: Progress | None = None) -> Repo
 
 
 def time_interleaved(systems: Sequence[System], workload: Workload) -> dict[str, list[int]]:
-    """Wall-clock nanoseconds per system: warm-up first, then rotated rounds A B C, B C A, ..."""
+    """Wall-clock nanoseconds per system: warm-up first, then rounds in a fresh (seeded) order each.
+
+    A rotation (A B C, B C A, ...) keeps each system behind the same one in every
+    round, and a system whose threads spin on after a call (PyTorch's OpenMP pool)
+    then slows its follower every time: 2.5x on one short sentence, measured.
+    Shuffled rounds give every system varied predecessors, so such a cost is shared.
+    """
     for system in systems:
         system.run(workload.warmup)
     times: dict[str, list[int]] = {s.spec.label: [] for s in systems}
     gc.collect()
-    for round_index in range(workload.repeat):
-        shift = round_index % max(1, len(systems))
-        for system in list(systems[shift:]) + list(systems[:shift]):
+    order = np.random.default_rng(ORDER_SEED)
+    for _ in range(workload.repeat):
+        for index in order.permutation(len(systems)).tolist():
+            system = systems[index]
             gc.disable()
             start = time.perf_counter_ns()
             result = system.run(workload.inputs)
@@ -494,7 +503,7 @@ def _settings(config: BenchConfig, max_length: int, memory_method: str) -> dict[
         "max_length": max_length,
         "memory": config.memory,
         "method": {
-            "interleaved": "systems rotated each round: A B C, B C A, C A B, ...",
+            "interleaved": "every round runs each system once, in a fresh seeded random order (varied predecessors)",
             "warmup": "one untimed call per system first (bulk workloads: their first 64 inputs)",
             "timer": "time.perf_counter_ns around the whole call, GC off while timed",
             "threads": "torch.set_num_threads = ONNX Runtime intra_op_num_threads; inter-op 1 for both",

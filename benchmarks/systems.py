@@ -32,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import logging
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -419,15 +420,20 @@ class SentenceTransformerContextual:
 
 @contextlib.contextmanager
 def _quiet_export() -> Iterator[None]:
-    """sentence-transformers exports a model without ONNX or OpenVINO files on load and advises, at warning
-    level, saving the export; the bench exports afresh each run on purpose (its model folder may be read-only)."""
-    logger = logging.getLogger("sentence_transformers")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
+    """sentence-transformers exports a model without ONNX or OpenVINO files on load, with transformers' tracing
+    warnings and advice to save the export; the bench exports afresh each run on purpose (its model folder
+    may be read-only), so only errors are shown."""
+    loggers = [logging.getLogger(name) for name in ("sentence_transformers", "transformers", "optimum")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
     try:
-        yield
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the exporters' tracing warnings: about the trace, not the results
+            yield
     finally:
-        logger.setLevel(level)
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
 
 
 class BertonnxContextual:

@@ -257,7 +257,7 @@ def test_unknown_provider_is_refused() -> None:
         plan_systems([], "/m", ("tpu",), 1, Availability((CPU,), False, True))
 
 
-def test_systems_are_interleaved_in_rotation_after_warm_up() -> None:
+def test_systems_run_once_a_round_in_varied_orders_after_warm_up() -> None:
     calls: list[tuple[str, tuple[str, ...]]] = []
 
     def fake(label: str) -> SimpleNamespace:
@@ -265,11 +265,18 @@ def test_systems_are_interleaved_in_rotation_after_warm_up() -> None:
         return SimpleNamespace(spec=spec, run=lambda inputs: calls.append((label, tuple(inputs))))
 
     case = Case("static-vocab", "x", "static", items=2, tokens=2, longest=0, flops=0.0)
-    workload = Workload(case, inputs=("a", "b"), warmup=("a",), repeat=3)
+    workload = Workload(case, inputs=("a", "b"), warmup=("a",), repeat=12)
     times = time_interleaved([fake("A"), fake("B"), fake("C")], workload)
     assert calls[:3] == [("A", ("a",)), ("B", ("a",)), ("C", ("a",))]
-    assert [label for label, _ in calls[3:]] == list("ABCBCACAB")
-    assert {label: len(ns) for label, ns in times.items()} == {"A": 3, "B": 3, "C": 3}
+    timed = "".join(label for label, _ in calls[3:])
+    rounds = [timed[i : i + 3] for i in range(0, len(timed), 3)]
+    assert all(sorted(r) == list("ABC") for r in rounds) and len(set(rounds)) > 2  # each once a round, orders vary
+    for label in "ABC":  # no system always runs behind the same one
+        assert len({r[r.index(label) - 1] for r in rounds if r.index(label) > 0}) == 2, (label, rounds)
+    assert {label: len(ns) for label, ns in times.items()} == {"A": 12, "B": 12, "C": 12}
+    calls.clear()
+    time_interleaved([fake("A"), fake("B"), fake("C")], workload)
+    assert "".join(label for label, _ in calls[3:]) == timed  # seeded: the same orders every run
 
 
 def test_fidelity_refuses_outputs_of_different_shapes() -> None:

@@ -543,7 +543,11 @@ def test_info_shows_what_actually_runs(server: Server) -> None:
     info = httpx.get(server.url + "/info").json()
     runtime = json.loads(json.dumps(server.served.runtime()))
     assert info["runtime"] == runtime
-    assert {"backend", "device", "precision", "threads", "chosen_because", "fidelity"} <= set(runtime)
+    assert {"backend", "device", "precision", "threads", "chosen_because", "fidelity", "timings"} <= set(runtime)
+    timings = info["runtime"]["timings"]  # auto on a CPU: the candidates timed here, and the winner
+    if timings is not None:
+        assert timings["winner"] == [info["runtime"]["backend"], info["runtime"]["precision"]]
+        assert all(trial["refused"] or trial["short_ms"] > 0 for trial in timings["trials"])
     assert info["runtime"]["backend"] in ("onnxruntime", "openvino")
     assert info["runtime"]["precision"] in ("fp32", "bf16", "fp16", "int8")
     assert (info["runtime"]["precision"] == "fp32") == (info["runtime"]["fidelity"] is None)
