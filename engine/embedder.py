@@ -7,7 +7,7 @@ Pooling runs once per call over every text of the call.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,6 +43,7 @@ from bertonnx.results import (
     WordVectors,
 )
 from bertonnx.tokenize import TextInput, TextPieces, Tokenizer, cut, preview, truncate
+from bertonnx.type_level import DEFAULT_MAX_CONTEXTS, TypeVectors
 
 __all__ = ["Embedder", "Prepared", "RunStats", "RuntimeInfo", "StaticVectors", "WordRows", "WordVectors"]
 
@@ -282,6 +283,48 @@ class Embedder:
             unknown=self._unknown(all_ids, starts),
             words_per_text=words_per_text,
             truncated=truncated,
+        )
+
+    def piece_states(self, texts: Sequence[TextInput] | Prepared) -> NDArray[np.float32]:
+        """(P, H) the final state of every word piece of every text, in order; long texts windowed and
+        stitched as `contextual` does. What word pooling reads, for callers that pool their own runs."""
+        pieces, _ = self._fit(list(self.prepare(texts).pieces), "window")
+        return self._forward(pieces, sentence_pooling=None).hidden
+
+    def type_vectors(
+        self,
+        words: Sequence[str],
+        *,
+        method: str = "templates",
+        corpus: Iterable[str] | None = None,
+        templates: Sequence[str] | None = None,
+        max_contexts: int = DEFAULT_MAX_CONTEXTS,
+        postprocess: str | None = None,
+        pooling: WordPooling = "mean",
+        unknown: Unknown = "error",
+    ) -> TypeVectors:
+        """One vector per vocabulary word that carries what the whole model knows about it (bertonnx.type_level).
+
+        Args:
+            words: vocabulary entries, one word each (no whitespace inside), as `static` takes them.
+            method: "templates" averages the word's pooled vector over `templates`; "corpus" over its
+                occurrences in `corpus` (matched by the model's own word split and normaliser), at most
+                `max_contexts` each, a word never seen falling back to templates (flagged in `fallback`).
+            corpus: texts (e.g. an open file's lines), read once, as a stream.
+            templates: sentences with `{}` where the word goes; default type_level.DEFAULT_TEMPLATES.
+            postprocess: None, "center" (subtract the mean vector) or "abtt:D" (centre, then remove the
+                top D principal directions: all-but-the-top).
+            pooling: how a word's pieces pool in each context (mean, first, last, first_last, max, sum).
+            unknown: a word mapping to the unknown token: "error" raises; "unk" embeds it from templates
+                (the corpus cannot tell [UNK] words apart); "zero" gives a zero vector.
+
+        Returns:
+            TypeVectors: words, (N, H) float32 vectors, per-word context counts, fallback and unknown flags.
+        """
+        from bertonnx import type_level
+
+        return type_level.type_vectors(
+            self, words, method, corpus, templates, max_contexts, postprocess, pooling, unknown
         )
 
     def sentences(

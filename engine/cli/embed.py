@@ -40,7 +40,8 @@ from bertonnx.errors import OptionError, OutputError
 from bertonnx.io.formats import suffix_of
 from bertonnx.io.sinks import partial_dir
 from bertonnx.jobs.bulk import DEFAULT_CHUNK_LINES, BulkReport, FileJob, embed_to_stream
-from bertonnx.options import DEFAULT_BATCH_TOKENS
+from bertonnx.options import DEFAULT_BATCH_TOKENS, LoadOptions
+from bertonnx.type_level import DEFAULT_MAX_CONTEXTS
 
 
 def embed(
@@ -69,6 +70,25 @@ def embed(
     force: Annotated[
         bool, typer.Option(help="Replace an existing output, or start over where a killed job left its work")
     ] = False,
+    type_level: Annotated[
+        bool, typer.Option("--type-level", help="One vector per vocabulary word (-i: one word a line), pooled over "
+                           "its contexts in --corpus, else in templates")
+    ] = False,
+    corpus: Annotated[
+        list[str] | None, typer.Option("--corpus", help="--type-level: UTF-8 text files or globs, one context a "
+                                       "line (repeatable); words never seen fall back to templates")
+    ] = None,
+    templates: Annotated[
+        Path | None, typer.Option(help="--type-level: templates, one a line, {} where the word goes "
+                                  "(default: six neutral sentences)")
+    ] = None,
+    max_contexts: Annotated[
+        int, typer.Option(help="--type-level: contexts averaged per word at most", min=1)
+    ] = DEFAULT_MAX_CONTEXTS,
+    postprocess: Annotated[
+        str, typer.Option(help="--type-level: none, center, or abtt:D (centre, then remove the top D principal "
+                          "directions)")
+    ] = "none",
     backend: BackendOption = BackendChoice.auto,
     precision: PrecisionOption = PrecisionChoice.auto,
     provider: ProviderOption = ProviderChoice.auto,
@@ -77,12 +97,21 @@ def embed(
 ) -> None:
     """Embed a file of words or texts in bulk, streaming in chunks, written atomically.
 
-    Required: exactly one of --static, --contextual, --sentences.
+    Required: exactly one of --static, --contextual, --sentences, --type-level.
 
     Each row keeps its input line and word index where the format has room (.npy, .npz, .jsonl).
     """
     from bertonnx.embedder import Embedder
 
+    if type_level:
+        if static or contextual or sentences:
+            raise OptionError("choose exactly one of --static, --contextual, --sentences, --type-level")
+        _type_level(bundle, input_path, output, corpus or [], templates, max_contexts, postprocess, pooling.value,
+                    unknown.value, chunk_lines, resume, force,
+                    load_options(backend, precision, provider, threads, batch_tokens, min_fidelity=min_fidelity))
+        return
+    if corpus or templates is not None:
+        raise OptionError("--corpus and --templates go with --type-level")
     options = bulk_options(
         static, contextual, sentences, pooling, normalize, unknown, long_text, on_error, chunk_lines=chunk_lines,
         max_length=max_length,
@@ -125,6 +154,68 @@ def embed(
                   "the same command with --resume continues it")
         raise typer.Exit(130) from None
     _summary(report)
+
+
+def _type_level(
+    bundle: Path, input_path: str, output: Path | None, corpus: list[str], templates: Path | None,
+    max_contexts: int, postprocess: str, pooling: str, unknown: str, chunk_lines: int, resume: bool, force: bool,
+    load: LoadOptions,
+) -> None:
+    """--type-level: the vocabulary in -i, the corpus files, the vector file in -o."""
+    from bertonnx.embedder import Embedder
+    from bertonnx.jobs.type_level import TypeLevelJob, TypeLevelOptions, iter_paths, read_templates, work_dir
+
+    if output is None:
+        raise OptionError("--type-level writes a file: give -o out.npy|.npz|.txt|.bin|.jsonl")
+    if resume and force:
+        raise OptionError("--resume continues a killed job and --force starts over: give one of them")
+    try:
+        suffix_of(output)
+    except OutputError as error:
+        raise OptionError(str(error)) from error
+    vocabulary = Path(input_path)
+    if input_path == "-" or not vocabulary.is_file():
+        raise CliError(f"{input_path}: --type-level reads its vocabulary from a file (-i vocab.txt, one word a line)")
+    options = TypeLevelOptions(
+        templates=read_templates(templates) if templates is not None else None, max_contexts=max_contexts,
+        postprocess=postprocess, pooling=pooling, unknown=unknown, chunk_lines=chunk_lines,
+    )
+    paths = list(iter_paths(corpus))
+    embedder = Embedder.load(bundle, load)
+    if resume and not work_dir(output).exists():
+        say(f"nothing to resume for {output}: starting it")
+    job = TypeLevelJob(embedder, vocabulary, paths, output, options).open(resume=resume, force=force)
+    bars: dict[str, LineProgress] = {}
+
+    def progress(what: str, done: int, total: int, lines: int) -> None:
+        if what not in bars:
+            for bar in bars.values():
+                bar.__exit__(None, None, None)
+            title = "type-level: corpus" if what == "corpus" else "type-level: templates (words)"
+            bars[what] = LineProgress(err, title, total)
+        bars[what].update(done, lines)
+
+    try:
+        report = job.run(progress)
+    except KeyboardInterrupt:
+        say_error(f"interrupted: the work up to the last checkpoint is kept in {work_dir(output)}; "
+                  "the same command with --resume continues it")
+        raise typer.Exit(130) from None
+    finally:
+        for bar in bars.values():
+            bar.__exit__(None, None, None)
+    notes = []
+    if paths:
+        notes.append(f"{_count(report.corpus_lines, 'corpus line')}, {report.contexts:,} contexts")
+        notes.append(f"{report.fallback:,} from templates (never seen)")
+        if report.stopped_early:
+            notes.append(f"every word reached {max_contexts} contexts early")
+    if report.unknown:
+        notes.append(f"{report.unknown} flagged unknown")
+    if report.resumed_lines:
+        notes.append(f"{report.resumed_lines:,} corpus lines kept from the killed run")
+    notes.append(f"{report.seconds:,.1f} s")
+    say(f"{_count(report.words, 'type-level vector')} -> {output} + {report.files[0].name} ({'; '.join(notes)})")
 
 
 def _leave_now() -> None:

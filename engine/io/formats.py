@@ -178,7 +178,9 @@ def parts(suffix: str, dim: int, with_ids: bool, with_unknown: bool) -> list[Par
     return [Part("rows" + suffix, _txt_rows if suffix == ".txt" else _bin_rows)]
 
 
-def assemble(out: Path, work: Path, rows: int, dim: int, with_ids: bool, with_unknown: bool) -> None:
+def assemble(
+    out: Path, work: Path, rows: int, dim: int, with_ids: bool, with_unknown: bool, members: Sequence[str] = ()
+) -> None:
     """Turn the finished parts in `work` into the output files at `out`, atomically, the main file last.
 
     Parts that are already the file (.npy arrays once their header is in, key lines,
@@ -201,7 +203,7 @@ def assemble(out: Path, work: Path, rows: int, dim: int, with_ids: bool, with_un
         files += [(unknown_path(out), work / "unknown.npy")] if with_unknown else []
         files.append((out, work / "vectors.npy"))
     elif suffix == ".npz":
-        files = [(out, lambda stream: _write_npz(stream, work, list(found)))]
+        files = [(out, lambda stream: _write_npz(stream, work, [*found, *members]))]
     elif suffix == ".jsonl":
         files = [(out, work / "rows.jsonl")]
     else:
@@ -220,6 +222,7 @@ def write_vectors(
     vectors: NDArray[np.float32],
     ids: NDArray[np.int64] | None = None,
     unknown: NDArray[np.bool_] | None = None,
+    extra: dict[str, NDArray[np.generic]] | None = None,
 ) -> Path:
     """Write rows held in memory to `out` atomically, in the format its suffix names.
 
@@ -228,6 +231,7 @@ def write_vectors(
         vectors: (N, dim) float32, finite.
         ids: (N, 2) int64 (line, word), kept where the format has room.
         unknown: (N,) bool, kept where the format has room.
+        extra: more per-row arrays by name, kept in an .npz only (e.g. a type-level table's counts).
     """
     out = Path(out)
     suffix = suffix_of(out)
@@ -238,7 +242,13 @@ def write_vectors(
     try:
         for part in parts(suffix, int(vectors.shape[1]), keep_ids, keep_flags):
             (work / part.name).write_bytes(part.start() + part.encode(block))
-        assemble(out, work, len(block), int(vectors.shape[1]), keep_ids, keep_flags)
+        members = []
+        for name, values in (extra or {}).items() if suffix == ".npz" else ():
+            if len(values) != len(block):
+                raise OutputError(f"{name}: expected {len(block)} values, one a row, found {len(values)}")
+            np.save(work / f"{name}.npy", np.ascontiguousarray(values), allow_pickle=False)
+            members.append(f"{name}.npy")
+        assemble(out, work, len(block), int(vectors.shape[1]), keep_ids, keep_flags, members)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return out

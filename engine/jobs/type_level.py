@@ -1,0 +1,358 @@
+"""Type-level jobs: a vocabulary file (+ corpus files) -> one vector per word, in constant memory, resumable.
+
+The corpus is read as a stream of lines cut into the bulk path's slices; only
+running sums per vocabulary word are kept (bertonnx.type_level.TypeSums). Every
+`chunk_lines` lines, at a slice boundary, a checkpoint saves the sums, the counts
+and the input position (file, line, byte offset) in `.<OUT>.partial/`; a killed
+job resumes there and, because slices depend on the input alone and the sums
+are added in input order, writes the same bytes as an uninterrupted run. The
+templates pass (every word for --method templates, the words the corpus never
+saw otherwise) checkpoints the same way, a chunk of words at a time.
+
+Outputs: the vectors in any bulk format, keyed by the vocabulary words; the
+context counts in `<stem>.counts.tsv` beside it (word, contexts, source) and,
+in an .npz, as `counts` and `fallback` arrays.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+from numpy.typing import NDArray
+
+from bertonnx.embedder import Embedder
+from bertonnx.errors import BadLineError, InputError, JobError, OptionError
+from bertonnx.io.atomic import replace_all, write_atomic
+from bertonnx.io.formats import output_files, suffix_of, write_vectors
+from bertonnx.jobs.bulk import DEFAULT_CHUNK_LINES, job_fingerprint, read_lines, slices
+from bertonnx.options import UNKNOWN_POLICIES, WORD_POOLING_MODES, check_choice, check_positive
+from bertonnx.tokenize import preview
+from bertonnx.type_level import (
+    DEFAULT_MAX_CONTEXTS,
+    TEMPLATE_WORDS,
+    Templates,
+    TypeSums,
+    TypeVectors,
+    Vocabulary,
+    check_unknown,
+    finish,
+    parse_postprocess,
+    template_slots,
+)
+
+Progress = Callable[[str, int, int, int], None]
+"""Called with (pass, done, total, lines): ("corpus", bytes read, corpus bytes, lines read), then
+("templates", words done, words, words done)."""
+STATE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class TypeLevelOptions:
+    """Everything that shapes a type-level job's output, and how often it checkpoints."""
+
+    templates: tuple[str, ...] | None = None  # None: type_level.DEFAULT_TEMPLATES
+    max_contexts: int = DEFAULT_MAX_CONTEXTS
+    postprocess: str | None = None  # none | center | abtt:D
+    pooling: str = "mean"
+    unknown: str = "error"
+    chunk_lines: int = DEFAULT_CHUNK_LINES  # corpus lines (or template texts) between checkpoints
+
+    def __post_init__(self) -> None:
+        check_choice(self.pooling, WORD_POOLING_MODES)
+        check_choice(self.unknown, UNKNOWN_POLICIES, "unknown policy")
+        check_positive("max_contexts", self.max_contexts)
+        check_positive("chunk_lines", self.chunk_lines)
+
+    def numbers(self) -> dict[str, object]:
+        return {name: value for name, value in asdict(self).items() if name != "chunk_lines"}
+
+
+@dataclass
+class TypeLevelReport:
+    words: int = 0
+    from_corpus: int = 0  # words with at least one corpus context
+    fallback: int = 0  # corpus method: words never seen, embedded from templates
+    unknown: int = 0
+    corpus_lines: int = 0  # lines read, this run and the killed one
+    contexts: int = 0  # occurrences averaged
+    stopped_early: bool = False  # every word reached max_contexts before the corpus ended
+    resumed_lines: int = 0
+    seconds: float = 0.0
+    output: Path | None = None
+    files: list[Path] = field(default_factory=list)
+
+
+def counts_path(out: Path) -> Path:
+    """Where a type-level output keeps its context counts: `<stem>.counts.tsv` beside it."""
+    return out.with_name(f"{out.stem}.counts.tsv")
+
+
+def work_dir(out: Path) -> Path:
+    return out.with_name(f".{out.name}.partial")
+
+
+def read_vocabulary(path: Path) -> list[str]:
+    """One word a line, UTF-8; a blank line or a line of several words is a bad line naming its number."""
+    words: list[str] = []
+    with path.open("rb") as stream:
+        for line in read_lines(stream, str(path)):
+            text = line.text.strip()
+            if not text:
+                raise BadLineError(f"{path}: line {line.number} is blank; the vocabulary takes one word a line")
+            if len(text.split()) > 1:
+                raise BadLineError(f"{path}: line {line.number} holds {len(text.split())} words "
+                                   f"({preview(text)}); the vocabulary takes one word a line")
+            words.append(text)
+    if not words:
+        raise InputError(f"{path}: the vocabulary is empty")
+    return words
+
+
+def read_templates(path: Path) -> tuple[str, ...]:
+    """One template a line (blank lines skipped), each with {} where the word goes."""
+    found = []
+    with path.open("rb") as stream:
+        for line in read_lines(stream, str(path)):
+            if line.text.strip():
+                found.append(line.text.strip())
+    if not found:
+        raise InputError(f"{path}: no templates; write one a line, with {{}} where the word goes")
+    return tuple(found)
+
+
+@dataclass
+class _Position:
+    phase: str = "corpus"  # corpus | templates | done
+    file: int = 0  # corpus file index
+    line: int = 0  # lines of that file done
+    byte: int = 0  # bytes of that file done
+    lines_total: int = 0  # corpus lines done over every file
+    template_done: int = 0  # template slots done
+
+
+class TypeLevelJob:
+    """One type-level job from start (or its last checkpoint) to the finished output."""
+
+    def __init__(self, embedder: Embedder, vocabulary_path: Path, corpus: Sequence[Path], out: Path,
+                 options: TypeLevelOptions) -> None:
+        suffix_of(out)
+        self.embedder, self.out, self.options = embedder, out, options
+        self.corpus = list(corpus)
+        self.vocabulary = Vocabulary.of(embedder, read_vocabulary(vocabulary_path))
+        check_unknown(self.vocabulary, options.unknown)
+        self.templates = Templates.of(embedder, options.templates)
+        self.sums = TypeSums(embedder, self.vocabulary, options.pooling, options.max_contexts)
+        self.postprocess = parse_postprocess(options.postprocess, self.sums.sums.shape[1])
+        self.method = "corpus" if self.corpus else "templates"
+        for path in self.corpus:
+            if not path.is_file():
+                raise InputError(f"{path}: no such corpus file")
+        if self.corpus and all(path.stat().st_size == 0 for path in self.corpus):
+            raise InputError("the corpus is empty: every corpus file has 0 bytes")
+        self.fingerprint = {
+            **job_fingerprint(embedder, vocabulary_path, _no_bulk_options()),
+            "kind": "type-level",
+            "corpus": [_file_print(path) for path in self.corpus],
+            "method": self.method,
+            **options.numbers(),
+            "state": STATE_VERSION,
+        }
+        self.position = _Position()
+        self.need: NDArray[np.int64] | None = None  # template slots, fixed when the corpus pass ends
+        self.report = TypeLevelReport(words=len(self.vocabulary.words), output=out)
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(path.stat().st_size for path in self.corpus)
+
+    def open(self, resume: bool, force: bool) -> TypeLevelJob:
+        """Refuse what must not be overwritten; pick up a killed run's checkpoint with `resume`."""
+        work = work_dir(self.out)
+        targets = [*output_files(self.out), counts_path(self.out)]
+        if work.exists() and force:
+            shutil.rmtree(work)
+        if work.exists() and not resume:
+            raise JobError(f"{work} holds a killed job's work: --resume continues it, --force starts over")
+        if not work.exists() and not force and any(path.exists() for path in targets):
+            existing = next(path for path in targets if path.exists())
+            raise JobError(f"{existing} exists; --force replaces it")
+        if work.exists():
+            self._load(work)
+        return self
+
+    def run(self, progress: Progress | None = None) -> TypeLevelReport:
+        started = time.monotonic()
+        work = work_dir(self.out)
+        work.mkdir(exist_ok=True)
+        tick = progress or (lambda what, done, total, lines: None)
+        if self.position.phase == "corpus" and self.method == "corpus":
+            self._corpus_pass(work, tick)
+        if self.position.phase in ("corpus", "templates"):
+            if self.need is None:
+                self.need = template_slots(self.sums, self.method, self.options.unknown)
+                self.position.phase = "templates"
+                self._checkpoint(work)
+            self._templates_pass(work, tick)
+        from_corpus = np.zeros(len(self.vocabulary), dtype=bool)
+        if self.method == "corpus":
+            assert self.need is not None
+            from_corpus[:] = True
+            from_corpus[self.need] = False
+        found = finish(self.vocabulary, self.sums, self.method, from_corpus, self.options.unknown, self.postprocess)
+        self._write(found)
+        shutil.rmtree(work, ignore_errors=True)
+        self.report.from_corpus = int(from_corpus[self.vocabulary.slot].sum()) if self.method == "corpus" else 0
+        self.report.fallback = int(found.fallback.sum())
+        self.report.unknown = int(found.unknown.sum())
+        self.report.contexts = int(found.counts.sum())
+        self.report.corpus_lines = self.position.lines_total
+        self.report.seconds = time.monotonic() - started
+        return self.report
+
+    # -- the passes ------------------------------------------------------------------------------
+
+    def _corpus_pass(self, work: Path, tick: Progress) -> None:
+        done_before = sum(path.stat().st_size for path in self.corpus[: self.position.file])
+        since = 0
+        for index in range(self.position.file, len(self.corpus)):
+            path = self.corpus[index]
+            with path.open("rb") as stream:
+                stream.seek(self.position.byte)
+                lines = read_lines(stream, str(path), self.position.line + 1, self.position.byte)
+                for piece in slices(lines):
+                    self.sums.add_corpus([line.text for line in piece])
+                    self.position.line, self.position.byte = piece[-1].number, piece[-1].end_byte
+                    self.position.lines_total += len(piece)
+                    since += len(piece)
+                    tick("corpus", done_before + self.position.byte, self.total_bytes, self.position.lines_total)
+                    if not self.sums.wanting:
+                        self.report.stopped_early = True
+                        break
+                    if since >= self.options.chunk_lines:
+                        self._checkpoint(work)
+                        since = 0
+            if self.report.stopped_early:
+                break
+            done_before += path.stat().st_size
+            self.position.file, self.position.line, self.position.byte = index + 1, 0, 0
+        if self.position.lines_total == 0:
+            raise InputError("the corpus is empty: no line in any corpus file")
+
+    def _templates_pass(self, work: Path, tick: Progress) -> None:
+        assert self.need is not None
+        chunk = max(TEMPLATE_WORDS, self.options.chunk_lines // max(1, len(self.templates.texts)))
+        while self.position.template_done < self.need.size:
+            stop = min(self.position.template_done + chunk, self.need.size)
+            self.sums.add_templates(self.need[self.position.template_done : stop], self.templates)
+            self.position.template_done = stop
+            tick("templates", stop, int(self.need.size), stop)
+            if stop < self.need.size:
+                self._checkpoint(work)
+
+    # -- checkpoints --------------------------------------------------------------------------------
+
+    def _checkpoint(self, work: Path) -> None:
+        """Arrays first, each atomically; state.json last, with their sha256: a torn checkpoint is refused."""
+        arrays = {"sums.npy": self.sums.sums, "counts.npy": self.sums.counts}
+        if self.need is not None:
+            arrays["need.npy"] = self.need
+        hashes = {}
+        files = []
+        for name, array in arrays.items():
+            data = _npy_bytes(array)
+            hashes[name] = hashlib.sha256(data).hexdigest()
+            files.append((work / name, _writer(data)))
+        replace_all(files)
+        state = {"fingerprint": self.fingerprint, "position": asdict(self.position), "sha256": hashes}
+        write_atomic(work / "state.json", _writer(json.dumps(state, indent=1).encode("utf-8")))
+
+    def _load(self, work: Path) -> None:
+        try:
+            state = json.loads((work / "state.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError) as error:
+            raise JobError(f"{work}: no readable checkpoint ({error}); start over with --force") from error
+        saved = state.get("fingerprint", {})
+        for key, value in self.fingerprint.items():
+            if saved.get(key) != value:
+                raise JobError(f"cannot resume: {key}: saved {_short(saved.get(key))}, now {_short(value)}; "
+                               "start over with --force")
+        arrays = {}
+        for name, digest in state["sha256"].items():
+            data = (work / name).read_bytes()
+            if hashlib.sha256(data).hexdigest() != digest:
+                raise JobError(f"{work / name} does not match its checkpoint; start over with --force")
+            arrays[name] = np.load(work / name, allow_pickle=False)
+        self.sums.sums[...] = arrays["sums.npy"]
+        self.sums.counts[...] = arrays["counts.npy"]
+        self.need = arrays.get("need.npy")
+        self.position = _Position(**state["position"])
+        self.report.resumed_lines = self.position.lines_total
+
+    # -- the output -----------------------------------------------------------------------------------
+
+    def _write(self, found: TypeVectors) -> None:
+        source = np.where(found.fallback | (self.method == "templates"), "templates", "corpus")
+        source = np.where(found.unknown & (self.options.unknown == "zero"), "zero", source)
+        rows = ["word\tcontexts\tsource"] + [
+            f"{word}\t{count}\t{kind}" for word, count, kind in zip(found.words, found.counts.tolist(), source)
+        ]
+        write_atomic(counts_path(self.out), _writer(("\n".join(rows) + "\n").encode("utf-8")))
+        extra = {"counts": found.counts, "fallback": found.fallback}
+        write_vectors(self.out, list(found.words), found.vectors, unknown=found.unknown, extra=extra)
+        self.report.files = [counts_path(self.out), self.out]
+
+
+def run_type_level(
+    embedder: Embedder, vocabulary: Path, corpus: Sequence[Path], out: Path, options: TypeLevelOptions,
+    resume: bool = False, force: bool = False, progress: Progress | None = None,
+) -> TypeLevelReport:
+    """A type-level job from a vocabulary file (and corpus files) to `out`: see the module docstring."""
+    return TypeLevelJob(embedder, vocabulary, corpus, out, options).open(resume, force).run(progress)
+
+
+def _no_bulk_options() -> object:
+    from bertonnx.jobs.bulk import BulkOptions
+
+    return BulkOptions(mode="contextual")
+
+
+def _file_print(path: Path) -> dict[str, object]:
+    from bertonnx.jobs.bulk import input_fingerprint
+
+    return input_fingerprint(path)
+
+
+def _npy_bytes(array: NDArray[np.generic]) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=False)
+    return buffer.getvalue()
+
+
+def _writer(data: bytes) -> Callable[[object], object]:
+    return lambda stream: stream.write(data)  # type: ignore[attr-defined]
+
+
+def _short(value: object) -> str:
+    text = json.dumps(value, default=str)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def iter_paths(patterns: Sequence[str]) -> Iterator[Path]:
+    """Corpus paths from paths or globs, each glob's matches sorted; a pattern matching nothing is an error."""
+    import glob
+
+    for pattern in patterns:
+        matches = sorted(glob.glob(pattern)) if any(c in pattern for c in "*?[") else [pattern]
+        if not matches:
+            raise OptionError(f"--corpus {pattern!r} matches no file")
+        for match in matches:
+            yield Path(match)

@@ -1,0 +1,378 @@
+"""Type-level word vectors: one vector per vocabulary word, distilled from the contexts it appears in.
+
+The static table knows only what the input layer learned; a contextual vector
+belongs to one sentence. A type-level vector pools a word's contextual vectors
+over many contexts (Bommasani et al., ACL 2020):
+
+    templates  the word in a few neutral sentences (DEFAULT_TEMPLATES, or your own),
+               its pooled vector averaged over them;
+    corpus     the word's occurrences in real texts, up to `max_contexts` each,
+               averaged; a word never seen falls back to templates (and is flagged).
+
+A vocabulary entry is one word as the static path takes it (no whitespace
+inside). The tokenizer's pre-tokenizer may still split it ("U.S." -> U . S .):
+its pieces are pooled as one word, in templates and in the corpus, where it is
+matched as that run of words. Matching uses the model's own word split and
+normaliser: an entry and a corpus word are the same word when they give the
+same word pieces ("Apple" and "apple" for an uncased model, not for a cased one).
+
+The corpus pass keeps running float64 sums per vocabulary word, never the
+vectors of each occurrence, so memory does not grow with the corpus; lines
+holding no vocabulary word that still wants contexts never reach the model.
+Post-processing (`postprocess`) then centres the table, or removes the top
+principal directions as well ("all-but-the-top", Mu and Viswanath, ICLR 2018).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+from numpy.typing import NDArray
+
+from bertonnx.errors import EmptyWordError, InputError, OptionError, UnknownWordError
+from bertonnx.options import UNKNOWN_POLICIES, WORD_POOLING_MODES, check_choice, check_positive
+from bertonnx.pooling import pool_pieces
+from bertonnx.tokenize import TextPieces, preview
+
+if TYPE_CHECKING:
+    from bertonnx.embedder import Embedder
+
+METHODS = ("templates", "corpus")
+DEFAULT_TEMPLATES: tuple[str, ...] = (
+    "{}",
+    "The word is {}.",
+    "This is about {}.",
+    "I thought of {} today.",
+    "Here is a sentence with {} in it.",
+    "What does {} mean?",
+)
+"""Neutral sentences, `{}` where the word goes: the word alone, then five plain frames around it."""
+DEFAULT_MAX_CONTEXTS = 100
+TEMPLATE_WORDS = 256
+"""Vocabulary words per model call of the templates pass (each with every template): its memory unit."""
+
+
+@dataclass(frozen=True)
+class TypeVectors:
+    """One vector per vocabulary word and what it was made of."""
+
+    words: tuple[str, ...]
+    vectors: NDArray[np.float32]  # (N, H), or (N, 2H) for first_last
+    counts: NDArray[np.int64]  # (N,) contexts averaged: corpus occurrences, or the templates
+    fallback: NDArray[np.bool_]  # (N,) corpus method: never seen in the corpus, so templates
+    unknown: NDArray[np.bool_]  # (N,) maps to the unknown token
+
+
+@dataclass(frozen=True)
+class Vocabulary:
+    """Vocabulary entries as the model splits them; entries the model cannot tell apart share one slot."""
+
+    words: tuple[str, ...]
+    slot: NDArray[np.int64]  # (N,) each entry's slot; equal slots <=> equal word pieces
+    keys: tuple[bytes, ...]  # (U,) a slot's pieces and word lengths, as corpus runs are keyed
+    first: tuple[bytes, ...]  # (U,) its first word's pieces: the corpus scan's first test
+    n_words: NDArray[np.int64]  # (U,) pre-tokenizer words a slot spans
+    unknown: NDArray[np.bool_]  # (U,)
+
+    @classmethod
+    def of(cls, embedder: Embedder, words: Sequence[str]) -> Vocabulary:
+        """Split every entry as the corpus will be split.
+
+        Raises:
+            InputError: an entry holds whitespace (several words), or is not text.
+            EmptyWordError: an entry gives no word pieces.
+        """
+        if isinstance(words, str):
+            raise TypeError("type_vectors() takes a list of words, not one string")
+        words = tuple(words)
+        for index, word in enumerate(words):
+            if not isinstance(word, str):
+                raise InputError(f"word {index} is {type(word).__name__}; expected str")
+            if len(word.split()) > 1:
+                raise InputError(
+                    f"word {index} ({preview(word.strip())}) holds {len(word.split())} words; type-level vectors "
+                    "are one word each, as static vectors are"
+                )
+        pieces = embedder.tokenizer.split(list(words))
+        slot_of: dict[bytes, int] = {}
+        slot = np.empty(len(words), dtype=np.int64)
+        keys: list[bytes] = []
+        first: list[bytes] = []
+        n_words: list[int] = []
+        unknown: list[bool] = []
+        for index, text in enumerate(pieces):
+            if text.ids.size == 0:
+                raise EmptyWordError(f"word {index} ({preview(words[index])}) has no word pieces: it is empty or blank")
+            key = run_key(text.ids, text.piece_word)
+            if key not in slot_of:
+                slot_of[key] = len(keys)
+                keys.append(key)
+                first.append(text.ids[text.piece_word == 0].tobytes())
+                n_words.append(int(text.piece_word[-1]) + 1)
+                unknown.append(bool((text.ids == embedder.tokenizer.unk_id).any()))
+            slot[index] = slot_of[key]
+        return cls(words, slot, tuple(keys), tuple(first), np.array(n_words, dtype=np.int64),
+                   np.array(unknown, dtype=bool))
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+
+def run_key(ids: NDArray[np.int64], piece_word: NDArray[np.int64]) -> bytes:
+    """A run of words keyed by its pieces and its word lengths: equal keys, the same words to the model."""
+    lengths = np.bincount(piece_word - piece_word[0]).astype(np.int64)
+    return ids.astype(np.int64).tobytes() + b"|" + lengths.tobytes()
+
+
+@dataclass(frozen=True)
+class Templates:
+    """Templates split once: the words left and right of `{}` in each."""
+
+    texts: tuple[str, ...]
+    left: tuple[tuple[str, ...], ...]
+    right: tuple[tuple[str, ...], ...]
+
+    @classmethod
+    def of(cls, embedder: Embedder, templates: Sequence[str] | None) -> Templates:
+        texts = tuple(DEFAULT_TEMPLATES if templates is None else templates)
+        if not texts:
+            raise OptionError("templates: give at least one, each with {} where the word goes")
+        left: list[tuple[str, ...]] = []
+        right: list[tuple[str, ...]] = []
+        for index, template in enumerate(texts):
+            if not isinstance(template, str) or template.count("{}") != 1:
+                raise OptionError(
+                    f"template {index} ({preview(str(template))}) must hold {{}} exactly once, where the word goes"
+                )
+            before, after = template.split("{}")
+            left.append(embedder.tokenizer.split([before])[0].words)
+            right.append(embedder.tokenizer.split([after])[0].words)
+        return cls(texts, tuple(left), tuple(right))
+
+
+def parse_postprocess(spec: str | None, width: int) -> tuple[str, int] | None:
+    """None | "center" | "abtt:D" -> None, ("center", 0) or ("abtt", D); a OptionError names what is wrong."""
+    if spec is None or spec == "none":
+        return None
+    if spec == "center":
+        return ("center", 0)
+    name, _, value = spec.partition(":")
+    if name == "abtt" and value.isdigit() and 1 <= int(value) < width:
+        return ("abtt", int(value))
+    raise OptionError(f"postprocess {spec!r}: expected none, center or abtt:D with 1 <= D < {width}")
+
+
+def postprocess(vectors: NDArray[np.float32], spec: tuple[str, int] | None, keep: NDArray[np.bool_]) -> None:
+    """Centre the rows in `keep` (in place), and for abtt remove their top D principal directions.
+
+    Rows outside `keep` (zero vectors of unknown words) stay as they are.
+    """
+    if spec is None or not keep.any():
+        return
+    rows = vectors[keep].astype(np.float64)
+    rows -= rows.mean(axis=0)
+    if spec[0] == "abtt":
+        _, eigvecs = np.linalg.eigh(rows.T @ rows)  # ascending eigenvalues: the top ones are last
+        top = eigvecs[:, -spec[1]:]  # (H, D)
+        rows -= (rows @ top) @ top.T
+    vectors[keep] = rows.astype(np.float32)
+
+
+class TypeSums:
+    """Running sums of pooled contextual vectors per vocabulary slot: what a corpus pass updates and a
+    checkpoint saves. float64, added in input order, so a resumed pass gives the same bits."""
+
+    def __init__(self, embedder: Embedder, vocabulary: Vocabulary, pooling: str = "mean",
+                 max_contexts: int = DEFAULT_MAX_CONTEXTS) -> None:
+        check_choice(pooling, WORD_POOLING_MODES)
+        check_positive("max_contexts", max_contexts)
+        self.embedder, self.vocabulary, self.pooling, self.max_contexts = embedder, vocabulary, pooling, max_contexts
+        width = embedder.dim * (2 if pooling == "first_last" else 1)
+        self.sums = np.zeros((len(vocabulary), width), dtype=np.float64)  # (U, H)
+        self.counts = np.zeros(len(vocabulary), dtype=np.int64)  # (U,)
+        self._by_first: dict[bytes, list[int]] = {}
+        for index, key in enumerate(vocabulary.first):
+            if not vocabulary.unknown[index]:  # [UNK] in the key would match unrelated words
+                self._by_first.setdefault(key, []).append(index)
+        self._first_ids = np.array(sorted({np.frombuffer(k, dtype=np.int64)[0] for k in self._by_first}),
+                                   dtype=np.int64)
+
+    @property
+    def wanting(self) -> int:
+        """Slots the corpus can still add to (known words under max_contexts)."""
+        return int(((self.counts < self.max_contexts) & ~self.vocabulary.unknown).sum())
+
+    def add_corpus(self, texts: Sequence[str]) -> int:
+        """Add the occurrences in `texts` (in order) of every slot still under max_contexts; the number added.
+
+        Raises:
+            InputError: a text the tokenizer refuses (not valid Unicode).
+        """
+        if not self.wanting:
+            return 0
+        pieces = self.embedder.tokenizer.split(list(texts))
+        found = self._occurrences(pieces)  # (M, 4) slot, text, first piece, end piece, in input order
+        if not found.size:
+            return 0
+        slots = found[:, 0]
+        order = np.argsort(slots, kind="stable")
+        group_start = np.searchsorted(slots[order], slots[order])
+        rank = np.empty_like(slots)
+        rank[order] = np.arange(slots.size) - group_start  # each occurrence's place among its slot's in this slice
+        found = found[rank < (self.max_contexts - self.counts[slots])]
+        texts_used = np.unique(found[:, 1])
+        remap = np.full(len(pieces), -1, dtype=np.int64)
+        remap[texts_used] = np.arange(texts_used.size)
+        vectors = self._pool([pieces[i] for i in texts_used.tolist()],
+                             np.column_stack([remap[found[:, 1]], found[:, 2:]]))
+        np.add.at(self.sums, found[:, 0], vectors.astype(np.float64))
+        np.add.at(self.counts, found[:, 0], 1)
+        return int(found.shape[0])
+
+    def _occurrences(self, pieces: Sequence[TextPieces]) -> NDArray[np.int64]:
+        """Every run of words in `pieces` that is a vocabulary slot: (M, 4) slot, text, start, end piece."""
+        found: list[tuple[int, int, int, int]] = []
+        for text_index, text in enumerate(pieces):
+            if text.ids.size == 0:
+                continue
+            starts = np.flatnonzero(np.diff(text.piece_word, prepend=-1) != 0)  # (W,) each word's first piece
+            ends = np.append(starts[1:], text.ids.size)
+            candidates = np.flatnonzero(np.isin(text.ids[starts], self._first_ids))
+            for word in candidates.tolist():
+                slots = self._by_first.get(text.ids[starts[word] : ends[word]].tobytes())
+                if slots is None:
+                    continue
+                for slot in slots:
+                    last = word + int(self.vocabulary.n_words[slot]) - 1
+                    if last >= starts.size:
+                        continue
+                    start, end = int(starts[word]), int(ends[last])
+                    if self.counts[slot] < self.max_contexts and (
+                        self.vocabulary.n_words[slot] == 1
+                        or run_key(text.ids[start:end], text.piece_word[start:end]) == self.vocabulary.keys[slot]
+                    ):
+                        found.append((slot, text_index, start, end))
+        return np.array(found, dtype=np.int64).reshape(-1, 4)
+
+    def add_templates(self, slots: NDArray[np.int64], templates: Templates) -> None:
+        """Add each slot's vector in every template; counts += the number of templates."""
+        for start in range(0, slots.size, TEMPLATE_WORDS):
+            chunk = slots[start : start + TEMPLATE_WORDS]
+            texts: list[list[str]] = []
+            ranges: list[tuple[int, int]] = []  # (text, word index of the entry)
+            for slot in chunk.tolist():
+                word = self._word_of(slot)
+                for left, right in zip(templates.left, templates.right):
+                    ranges.append((len(texts), len(left)))
+                    texts.append([*left, word, *right])
+            pieces = self.embedder.tokenizer.split(texts)
+            spans = np.array([_word_span(pieces[t], w) for t, w in ranges], dtype=np.int64).reshape(-1, 2)
+            vectors = self._pool(pieces, np.column_stack([np.array([t for t, _ in ranges]), spans]))
+            k = len(templates.texts)
+            self.sums[chunk] += vectors.astype(np.float64).reshape(chunk.size, k, -1).sum(axis=1)
+            self.counts[chunk] += k
+
+    def _word_of(self, slot: int) -> str:
+        return self.vocabulary.words[int(np.flatnonzero(self.vocabulary.slot == slot)[0])]
+
+    def _pool(self, pieces: Sequence[TextPieces], ranges: NDArray[np.int64]) -> NDArray[np.float32]:
+        """Final states of `pieces` pooled over each (text, start, end) piece range: (M, H)."""
+        if not len(ranges):
+            return np.zeros((0, self.sums.shape[1]), dtype=np.float32)
+        from bertonnx.results import Prepared
+
+        special = self.embedder.tokenizer.n_special
+        sizes = np.array([p.ids.size + special for p in pieces], dtype=np.int64)
+        hidden = self.embedder.piece_states(Prepared(tuple(pieces), sizes))  # (P, H) every piece, in order
+        offsets = np.cumsum([0] + [p.ids.size for p in pieces])[:-1]
+        first = offsets[ranges[:, 0]] + ranges[:, 1]
+        lengths = ranges[:, 2] - ranges[:, 1]
+        starts = np.cumsum(lengths) - lengths
+        index = np.repeat(first - starts, lengths) + np.arange(int(lengths.sum()))
+        return pool_pieces(hidden, starts, self.pooling, index=index)
+
+    def means(self) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
+        """(U, H) means and (U,) counts; a slot with no context is zero."""
+        return (self.sums / np.maximum(self.counts, 1)[:, None]).astype(np.float32), self.counts.copy()
+
+
+def _word_span(text: TextPieces, word: int) -> tuple[int, int]:
+    where = np.flatnonzero(text.piece_word == word)
+    return int(where[0]), int(where[-1]) + 1
+
+
+def type_vectors(
+    embedder: Embedder,
+    words: Sequence[str],
+    method: str = "templates",
+    corpus: Iterable[str] | None = None,
+    templates: Sequence[str] | None = None,
+    max_contexts: int = DEFAULT_MAX_CONTEXTS,
+    postprocess_spec: str | None = None,
+    pooling: str = "mean",
+    unknown: str = "error",
+) -> TypeVectors:
+    """The in-memory form of a type-level job (Embedder.type_vectors documents the arguments)."""
+    check_choice(method, METHODS, "method")
+    check_choice(unknown, UNKNOWN_POLICIES, "unknown policy")
+    vocabulary = Vocabulary.of(embedder, words)
+    check_unknown(vocabulary, unknown)
+    frames = Templates.of(embedder, templates)
+    sums = TypeSums(embedder, vocabulary, pooling, max_contexts)
+    spec = parse_postprocess(postprocess_spec, sums.sums.shape[1])
+    if method == "corpus":
+        if corpus is None or isinstance(corpus, str):
+            raise OptionError("method='corpus' needs corpus: an iterable of texts")
+        seen_any = False
+        batch: list[str] = []
+        for text in corpus:
+            seen_any = True
+            batch.append(text)
+            if len(batch) >= 512:
+                sums.add_corpus(batch)
+                batch = []
+                if not sums.wanting:
+                    break
+        if batch:
+            sums.add_corpus(batch)
+        if not seen_any:
+            raise InputError("the corpus is empty: give at least one text")
+    need = template_slots(sums, method, unknown)
+    from_corpus = sums.counts > 0
+    sums.add_templates(need, frames)
+    return finish(vocabulary, sums, method, from_corpus, unknown, spec)
+
+
+def check_unknown(vocabulary: Vocabulary, unknown: str) -> None:
+    if unknown == "error" and vocabulary.unknown.any():
+        first = int(np.flatnonzero(vocabulary.unknown[vocabulary.slot])[0])
+        raise UnknownWordError(
+            f"word {first} ({preview(vocabulary.words[first])}) maps to the unknown token; "
+            "pass unknown='unk' or 'zero' to embed it anyway"
+        )
+
+
+def template_slots(sums: TypeSums, method: str, unknown: str) -> NDArray[np.int64]:
+    """Slots the templates pass fills: all (templates), or those the corpus never saw; never zeroed unknowns."""
+    need = np.ones(len(sums.vocabulary), dtype=bool) if method == "templates" else sums.counts == 0
+    if unknown == "zero":
+        need &= ~sums.vocabulary.unknown
+    return np.flatnonzero(need)
+
+
+def finish(vocabulary: Vocabulary, sums: TypeSums, method: str, from_corpus: NDArray[np.bool_], unknown: str,
+           spec: tuple[str, int] | None) -> TypeVectors:
+    """Means per slot, spread back to the entries, post-processed."""
+    means, counts = sums.means()
+    if unknown == "zero":
+        means[vocabulary.unknown] = 0.0
+        counts[vocabulary.unknown] = 0
+    vectors = means[vocabulary.slot]
+    is_unknown = vocabulary.unknown[vocabulary.slot]
+    postprocess(vectors, spec, ~(is_unknown & (unknown == "zero")))
+    fallback = (~from_corpus[vocabulary.slot] & (method == "corpus")) & ~(is_unknown & (unknown == "zero"))
+    return TypeVectors(words=vocabulary.words, vectors=vectors, counts=counts[vocabulary.slot], fallback=fallback,
+                       unknown=is_unknown)

@@ -1,0 +1,157 @@
+"""Type-level word vectors against slow references written plainly: a loop over templates and occurrences."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bertonnx import Embedder
+from bertonnx.errors import EmptyWordError, InputError, OptionError, UnknownWordError
+from bertonnx.type_level import DEFAULT_TEMPLATES, TypeSums, Vocabulary
+
+VOCAB = ["king", "queen", "apple", "Apple", "unable", "u.s.", "music", "zebra"]
+CORPUS = [
+    "the king is wise and the queen is kind",
+    "an apple a day ; the Apple company makes music",
+    "the king eats every apple in the kingdom of the u.s. , unable to stop",
+    "how much is an apple music account in the u.s.",
+    "",
+    "the queen and the king rule the kingdom",
+    "the king is strong",
+] * 3
+
+
+@pytest.fixture(scope="module")
+def embedder(tiny_bundle: Path) -> Embedder:
+    return Embedder.load(tiny_bundle, backend="onnxruntime", threads=1)
+
+
+def reference_templates(embedder: Embedder, word: str, templates: tuple[str, ...], pooling: str) -> np.ndarray:
+    """The word in each template, embedded one text at a time, its pieces pooled, averaged."""
+    found = []
+    for template in templates:
+        before, after = template.split("{}")
+        left = list(embedder.tokenizer.split([before])[0].words)
+        right = list(embedder.tokenizer.split([after])[0].words)
+        found.append(embedder.contextual([[*left, word, *right]], pooling=pooling)[0].vectors[len(left)])
+    return np.mean(found, axis=0)
+
+
+def reference_corpus(embedder: Embedder, word: str, corpus: list[str], cap: int) -> tuple[np.ndarray | None, int]:
+    """Mean-pooled occurrences of `word` (its run of pre-tokenizer words) in order, up to `cap`, text by text."""
+    key = embedder.tokenizer.split([word])[0]
+    key_words = [key.ids[key.piece_word == w].tolist() for w in range(int(key.piece_word.max()) + 1)]
+    found: list[np.ndarray] = []
+    for text in corpus:
+        pieces = embedder.tokenizer.split([text])[0]
+        if pieces.ids.size == 0:
+            continue
+        words = [pieces.ids[pieces.piece_word == w].tolist() for w in range(int(pieces.piece_word.max()) + 1)]
+        vectors = embedder.contextual([text])[0].vectors  # (W, H) mean of each word's pieces
+        for start in range(len(words) - len(key_words) + 1):
+            if len(found) == cap:
+                break
+            if words[start : start + len(key_words)] == key_words:
+                lengths = np.array([len(w) for w in key_words], dtype=np.float64)
+                run = vectors[start : start + len(key_words)].astype(np.float64)
+                found.append((run * lengths[:, None]).sum(axis=0) / lengths.sum())  # the mean over all its pieces
+    return (np.mean(found, axis=0) if found else None), len(found)
+
+
+@pytest.mark.parametrize("pooling", ["mean", "max", "first_last"])
+def test_templates_match_the_slow_reference(embedder: Embedder, pooling: str) -> None:
+    words = ["king", "apple", "unable", "u.s."]
+    found = embedder.type_vectors(words, pooling=pooling)
+    assert found.words == tuple(words) and found.vectors.dtype == np.float32
+    assert found.counts.tolist() == [len(DEFAULT_TEMPLATES)] * 4 and not found.fallback.any()
+    for word, vector in zip(words, found.vectors):
+        np.testing.assert_allclose(vector, reference_templates(embedder, word, DEFAULT_TEMPLATES, pooling),
+                                   rtol=1e-5, atol=1e-5)
+
+
+def test_own_templates(embedder: Embedder) -> None:
+    templates = ("a {} !", "{} and the band")
+    found = embedder.type_vectors(["queen"], templates=templates)
+    np.testing.assert_allclose(found.vectors[0], reference_templates(embedder, "queen", templates, "mean"), atol=1e-5)
+    with pytest.raises(OptionError, match=r"template 0 .* must hold \{\} exactly once"):
+        embedder.type_vectors(["queen"], templates=["no slot"])
+    with pytest.raises(OptionError, match="at least one"):
+        embedder.type_vectors(["queen"], templates=[])
+
+
+@pytest.mark.parametrize("cap", [1, 2, 100])
+def test_corpus_matches_the_slow_reference_and_falls_back_to_templates(embedder: Embedder, cap: int) -> None:
+    found = embedder.type_vectors(VOCAB, method="corpus", corpus=iter(CORPUS), max_contexts=cap)
+    for index, word in enumerate(VOCAB):
+        expected, count = reference_corpus(embedder, word, CORPUS, cap)
+        if expected is None:  # never seen: the templates, flagged
+            assert found.fallback[index] and found.counts[index] == len(DEFAULT_TEMPLATES), word
+            expected = reference_templates(embedder, word, DEFAULT_TEMPLATES, "mean")
+        else:
+            assert not found.fallback[index] and found.counts[index] == count, word
+        np.testing.assert_allclose(found.vectors[index], expected, rtol=1e-5, atol=1e-5, err_msg=word)
+    assert found.fallback[VOCAB.index("zebra")] and not found.fallback[VOCAB.index("u.s.")]
+    # the uncased model cannot tell Apple from apple: one word to it, one vector
+    np.testing.assert_array_equal(found.vectors[VOCAB.index("Apple")], found.vectors[VOCAB.index("apple")])
+
+
+def test_the_corpus_is_read_as_a_stream_and_stops_when_every_word_is_full(embedder: Embedder) -> None:
+    read: list[int] = []
+
+    def lines() -> object:
+        for number in range(100_000):
+            read.append(number)
+            yield "the king and the queen"
+
+    found = embedder.type_vectors(["king", "queen"], method="corpus", corpus=lines(), max_contexts=3)
+    assert found.counts.tolist() == [3, 3] and len(read) < 2_000
+
+
+def test_postprocessing_centres_and_removes_top_directions(embedder: Embedder) -> None:
+    words = ["king", "queen", "apple", "music", "band", "kingdom", "fruit", "company"]
+    plain = embedder.type_vectors(words).vectors.astype(np.float64)
+    centred = embedder.type_vectors(words, postprocess="center").vectors
+    np.testing.assert_allclose(centred, plain - plain.mean(axis=0), atol=1e-5)
+    abtt = embedder.type_vectors(words, postprocess="abtt:2").vectors.astype(np.float64)
+    rows = plain - plain.mean(axis=0)
+    top = np.linalg.svd(rows, full_matrices=False)[2][:2]  # (2, H) top principal directions
+    np.testing.assert_allclose(abtt, rows - rows @ top.T @ top, atol=1e-4)
+    np.testing.assert_allclose(abtt @ top.T, 0.0, atol=1e-4)
+    for bad in ("abtt", "abtt:0", f"abtt:{embedder.dim}", "pca"):
+        with pytest.raises(OptionError, match="expected none, center or abtt:D"):
+            embedder.type_vectors(words, postprocess=bad)
+
+
+def test_bad_input(embedder: Embedder) -> None:
+    with pytest.raises(InputError, match="word 1 .* holds 2 words; type-level vectors are one word each"):
+        embedder.type_vectors(["king", "the queen"])
+    with pytest.raises(EmptyWordError, match="word 0 .* has no word pieces"):
+        embedder.type_vectors(["  "])
+    with pytest.raises(InputError, match="the corpus is empty"):
+        embedder.type_vectors(["king"], method="corpus", corpus=[])
+    with pytest.raises(OptionError, match="needs corpus"):
+        embedder.type_vectors(["king"], method="corpus")
+    with pytest.raises(OptionError, match="unknown method"):
+        embedder.type_vectors(["king"], method="pca")
+    with pytest.raises(TypeError, match="not one string"):
+        embedder.type_vectors("king")
+
+
+def test_unknown_words_follow_the_policy(embedder: Embedder) -> None:
+    words = ["king", "ü€"]  # the tiny vocabulary has no piece for these characters
+    with pytest.raises(UnknownWordError, match="word 1 .* maps to the unknown token"):
+        embedder.type_vectors(words)
+    zero = embedder.type_vectors(words, unknown="zero", method="corpus", corpus=CORPUS)
+    assert zero.unknown.tolist() == [False, True] and not zero.vectors[1].any() and zero.counts[1] == 0
+    unk = embedder.type_vectors(words, unknown="unk", method="corpus", corpus=CORPUS + ["ü€ ü€"])
+    # [UNK] words are never matched in a corpus (their pieces would match unrelated words): templates
+    assert unk.fallback[1] and unk.counts[1] == len(DEFAULT_TEMPLATES) and unk.vectors[1].any()
+
+
+def test_entries_the_model_cannot_tell_apart_share_a_slot(embedder: Embedder) -> None:
+    vocabulary = Vocabulary.of(embedder, ["Apple", "apple", "APPLE", "u.s.", "king"])
+    assert vocabulary.slot.tolist() == [0, 0, 0, 1, 2] and vocabulary.n_words.tolist() == [1, 4, 1]
+    sums = TypeSums(embedder, vocabulary, max_contexts=5)
+    assert sums.add_corpus(["apple Apple the u.s. king"]) == 4 and sums.counts.tolist() == [2, 1, 1]
