@@ -35,6 +35,7 @@ DEFAULT_CONTEXTS: dict[str, list[str]] = {
 METRICS: tuple[str, ...] = ("cosine", "euclidean")
 ANALOGY_WORDS: tuple[str, ...] = ("king", "queen", "man", "woman")  # queen − king ≈ woman − man
 STATIC = "static"
+TYPE_LEVEL = "type-level"
 
 
 @dataclass(frozen=True)
@@ -173,7 +174,10 @@ def check_contexts(contexts: Any, source: str = "contexts") -> dict[str, list[st
     return checked
 
 
-def run_study(embedder: Embedder, contexts: Mapping[str, list[str]], pooling: str = "mean") -> StudyResult:
+def run_study(
+    embedder: Embedder, contexts: Mapping[str, list[str]], pooling: str = "mean", type_level: bool = False,
+    corpus: Sequence[str] | None = None,
+) -> StudyResult:
     """Static and per-context vectors of every word, and their comparisons.
 
     All sentences go through the model in one `contextual` call. In each
@@ -186,6 +190,8 @@ def run_study(embedder: Embedder, contexts: Mapping[str, list[str]], pooling: st
         embedder: an opened bundle.
         contexts: word -> its context sentences, the same number for every word.
         pooling: how a word's pieces become one vector (mean | first | last | first_last | max | sum).
+        type_level: add a "type-level" panel after the static one (Embedder.type_vectors: templates, or
+            `corpus` texts with templates for words they lack).
 
     Raises:
         ValueError: a word is not one word to the model, is missing from one of
@@ -217,6 +223,10 @@ def run_study(embedder: Embedder, contexts: Mapping[str, list[str]], pooling: st
     contextual = np.stack(rows).reshape(n_contexts, len(words), -1)  # (K, W, H)
     static = embedder.static(list(words), pooling=pooling)  # (W, H)
     panels = [_panel(STATIC, None, static, words)]
+    if type_level:
+        method = "templates" if corpus is None else "corpus"
+        found = embedder.type_vectors(list(words), method=method, corpus=corpus, pooling=pooling)
+        panels.append(_panel(TYPE_LEVEL, None, found.vectors, words))
     panels += [
         _panel(f"context {k + 1}", tuple(contexts[word][k] for word in words), contextual[k], words)
         for k in range(n_contexts)

@@ -27,6 +27,7 @@ from bertonnx.cli.options import (
 from bertonnx.cli.progress import status_spinner
 from bertonnx.defaults import resolve_bundle
 from bertonnx.embedder import Embedder
+from bertonnx.errors import InputError
 from bertonnx.study import DEFAULT_CONTEXTS, METRICS, StudyResult, run_study
 from bertonnx.study_files import load_contexts, write_outputs
 
@@ -53,6 +54,13 @@ def compare(
     backend: BackendOption = BackendChoice.auto,
     precision: PrecisionOption = PrecisionChoice.fp32,
     provider: ProviderOption = ProviderChoice.auto,
+    type_level: Annotated[
+        bool, typer.Option("--type-level", help="Add a type-level panel: each word pooled over templates, or over "
+                           "--corpus")
+    ] = False,
+    corpus: Annotated[
+        Path | None, typer.Option(help="--type-level: a UTF-8 text file, one context a line")
+    ] = None,
 ) -> None:
     """Compare static and contextual vectors of words read in context sentences.
 
@@ -67,7 +75,9 @@ def compare(
         step(f"loading {path}")
         embedder = Embedder.load(path, load_options(backend, precision, provider))
         step(f"reading {len(study)} words in {n_sentences} sentences")
-        result = run_study(embedder, study, pooling=pooling.value)
+        lines = _corpus_lines(corpus) if corpus is not None else None
+        result = run_study(embedder, study, pooling=pooling.value, type_level=type_level or corpus is not None,
+                           corpus=lines)
         step(f"writing {out_dir}")
         written = write_outputs(result, out_dir, metrics)
     for metric_name in metrics:
@@ -125,3 +135,13 @@ def analogy_table(result: StudyResult) -> Table:
 
 def _number(value: float, metric: str) -> str:
     return f"{value:.3f}" if metric == "cosine" else f"{value:.2f}"
+
+
+def _corpus_lines(path: Path) -> list[str]:
+    """A small corpus for the study, read whole (type-level jobs at scale stream: `embed --type-level`)."""
+    from bertonnx.jobs.bulk import read_lines
+
+    if not path.is_file():
+        raise InputError(f"{path}: no such corpus file")
+    with path.open("rb") as stream:
+        return [line.text for line in read_lines(stream, str(path))]

@@ -193,7 +193,11 @@ class TypeLevelJob:
         work.mkdir(exist_ok=True)
         tick = progress or (lambda what, done, total, lines: None)
         if self.position.phase == "corpus" and self.method == "corpus":
-            self._corpus_pass(work, tick)
+            try:
+                self._corpus_pass(work, tick)
+            except (BadLineError, InputError):
+                shutil.rmtree(work, ignore_errors=True)  # the same corpus fails at the same line again
+                raise
         if self.position.phase in ("corpus", "templates"):
             if self.need is None:
                 self.need = template_slots(self.sums, self.method, self.options.unknown)
@@ -247,14 +251,14 @@ class TypeLevelJob:
 
     def _templates_pass(self, work: Path, tick: Progress) -> None:
         assert self.need is not None
-        chunk = max(TEMPLATE_WORDS, self.options.chunk_lines // max(1, len(self.templates.texts)))
+        chunk = max(1, self.options.chunk_lines // len(self.templates.texts))  # words between checkpoints
         while self.position.template_done < self.need.size:
             stop = min(self.position.template_done + chunk, self.need.size)
             self.sums.add_templates(self.need[self.position.template_done : stop], self.templates)
             self.position.template_done = stop
-            tick("templates", stop, int(self.need.size), stop)
             if stop < self.need.size:
                 self._checkpoint(work)
+            tick("templates", stop, int(self.need.size), stop)
 
     # -- checkpoints --------------------------------------------------------------------------------
 
