@@ -36,7 +36,6 @@ from bertonnx.options import UNKNOWN_POLICIES, WORD_POOLING_MODES, check_choice,
 from bertonnx.tokenize import preview
 from bertonnx.type_level import (
     DEFAULT_MAX_CONTEXTS,
-    TEMPLATE_WORDS,
     Templates,
     TypeSums,
     TypeVectors,
