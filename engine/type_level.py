@@ -35,7 +35,7 @@ from numpy.typing import NDArray
 from bertonnx.errors import EmptyWordError, InputError, OptionError, UnknownWordError
 from bertonnx.options import UNKNOWN_POLICIES, WORD_POOLING_MODES, check_choice, check_positive
 from bertonnx.pooling import pool_pieces
-from bertonnx.tokenize import TextPieces, preview
+from bertonnx.tokenize import TextPieces, Tokenizer, preview
 
 if TYPE_CHECKING:
     from bertonnx.embedder import Embedder
@@ -78,7 +78,7 @@ class Vocabulary:
     unknown: NDArray[np.bool_]  # (U,)
 
     @classmethod
-    def of(cls, embedder: Embedder, words: Sequence[str]) -> Vocabulary:
+    def of(cls, tokenizer: Tokenizer, words: Sequence[str]) -> Vocabulary:
         """Split every entry as the corpus will be split.
 
         Raises:
@@ -96,7 +96,7 @@ class Vocabulary:
                     f"word {index} ({preview(word.strip())}) holds {len(word.split())} words; type-level vectors "
                     "are one word each, as static vectors are"
                 )
-        pieces = embedder.tokenizer.split(list(words))
+        pieces = tokenizer.split(list(words))
         slot_of: dict[bytes, int] = {}
         slot = np.empty(len(words), dtype=np.int64)
         keys: list[bytes] = []
@@ -112,7 +112,7 @@ class Vocabulary:
                 keys.append(key)
                 first.append(text.ids[text.piece_word == 0].tobytes())
                 n_words.append(int(text.piece_word[-1]) + 1)
-                unknown.append(bool((text.ids == embedder.tokenizer.unk_id).any()))
+                unknown.append(bool((text.ids == tokenizer.unk_id).any()))
             slot[index] = slot_of[key]
         return cls(words, slot, tuple(keys), tuple(first), np.array(n_words, dtype=np.int64),
                    np.array(unknown, dtype=bool))
@@ -136,7 +136,7 @@ class Templates:
     right: tuple[tuple[str, ...], ...]
 
     @classmethod
-    def of(cls, embedder: Embedder, templates: Sequence[str] | None) -> Templates:
+    def of(cls, tokenizer: Tokenizer, templates: Sequence[str] | None) -> Templates:
         texts = tuple(DEFAULT_TEMPLATES if templates is None else templates)
         if not texts:
             raise OptionError("templates: give at least one, each with {} where the word goes")
@@ -148,8 +148,8 @@ class Templates:
                     f"template {index} ({preview(str(template))}) must hold {{}} exactly once, where the word goes"
                 )
             before, after = template.split("{}")
-            left.append(embedder.tokenizer.split([before])[0].words)
-            right.append(embedder.tokenizer.split([after])[0].words)
+            left.append(tokenizer.split([before])[0].words)
+            right.append(tokenizer.split([after])[0].words)
         return cls(texts, tuple(left), tuple(right))
 
 
@@ -181,6 +181,67 @@ def postprocess(vectors: NDArray[np.float32], spec: tuple[str, int] | None, keep
     vectors[keep] = rows.astype(np.float32)
 
 
+class Matcher:
+    """Finds vocabulary slots in tokenized texts: runs of words whose pieces and word lengths are a slot's."""
+
+    def __init__(self, vocabulary: Vocabulary) -> None:
+        self.vocabulary = vocabulary
+        self._by_first: dict[bytes, list[int]] = {}
+        for index, key in enumerate(vocabulary.first):
+            if not vocabulary.unknown[index]:  # [UNK] in the key would match unrelated words
+                self._by_first.setdefault(key, []).append(index)
+        self._first_ids = np.array(sorted({np.frombuffer(k, dtype=np.int64)[0] for k in self._by_first}),
+                                   dtype=np.int64)
+
+    def find(self, pieces: Sequence[TextPieces], wanted: NDArray[np.bool_] | None = None) -> NDArray[np.int64]:
+        """(M, 4) slot, text, first piece, end piece of every occurrence, in input order; only `wanted` slots."""
+        found: list[tuple[int, int, int, int]] = []
+        n_words = self.vocabulary.n_words
+        for text_index, text in enumerate(pieces):
+            if text.ids.size == 0:
+                continue
+            starts = np.flatnonzero(np.diff(text.piece_word, prepend=-1) != 0)  # (W,) each word's first piece
+            ends = np.append(starts[1:], text.ids.size)
+            for word in np.flatnonzero(np.isin(text.ids[starts], self._first_ids)).tolist():
+                for slot in self._by_first.get(text.ids[starts[word] : ends[word]].tobytes(), ()):
+                    last = word + int(n_words[slot]) - 1
+                    if last >= starts.size or (wanted is not None and not wanted[slot]):
+                        continue
+                    start, end = int(starts[word]), int(ends[last])
+                    if n_words[slot] == 1 or (
+                        run_key(text.ids[start:end], text.piece_word[start:end]) == self.vocabulary.keys[slot]
+                    ):
+                        found.append((slot, text_index, start, end))
+        return np.array(found, dtype=np.int64).reshape(-1, 4)
+
+
+def pool_ranges(
+    embedder: Embedder, pieces: Sequence[TextPieces], ranges: NDArray[np.int64], pooling: str
+) -> NDArray[np.float32]:
+    """Final states of `pieces` pooled over each (text, start, end) piece range: (M, H)."""
+    from bertonnx.results import Prepared
+
+    special = embedder.tokenizer.n_special
+    sizes = np.array([p.ids.size + special for p in pieces], dtype=np.int64)
+    hidden = embedder.piece_states(Prepared(tuple(pieces), sizes))  # (P, H) every piece, in order
+    offsets = np.cumsum([0] + [p.ids.size for p in pieces])[:-1]
+    first = offsets[ranges[:, 0]] + ranges[:, 1]
+    lengths = ranges[:, 2] - ranges[:, 1]
+    starts = np.cumsum(lengths) - lengths
+    index = np.repeat(first - starts, lengths) + np.arange(int(lengths.sum()))
+    return pool_pieces(hidden, starts, pooling, index=index)
+
+
+def first_per_slot(found: NDArray[np.int64], room: NDArray[np.int64]) -> NDArray[np.int64]:
+    """The occurrences (rows of `found`, slot first) that are among the first `room[slot]` of their slot."""
+    slots = found[:, 0]
+    order = np.argsort(slots, kind="stable")
+    group_start = np.searchsorted(slots[order], slots[order])
+    rank = np.empty_like(slots)
+    rank[order] = np.arange(slots.size) - group_start  # each occurrence's place among its slot's
+    return found[rank < room[slots]]
+
+
 class TypeSums:
     """Running sums of pooled contextual vectors per vocabulary slot: what a corpus pass updates and a
     checkpoint saves. float64, added in input order, so a resumed pass gives the same bits."""
@@ -193,12 +254,8 @@ class TypeSums:
         width = embedder.dim * (2 if pooling == "first_last" else 1)
         self.sums = np.zeros((len(vocabulary), width), dtype=np.float64)  # (U, H)
         self.counts = np.zeros(len(vocabulary), dtype=np.int64)  # (U,)
-        self._by_first: dict[bytes, list[int]] = {}
-        for index, key in enumerate(vocabulary.first):
-            if not vocabulary.unknown[index]:  # [UNK] in the key would match unrelated words
-                self._by_first.setdefault(key, []).append(index)
-        self._first_ids = np.array(sorted({np.frombuffer(k, dtype=np.int64)[0] for k in self._by_first}),
-                                   dtype=np.int64)
+        self.matcher = Matcher(vocabulary)
+        self._entry = np.unique(vocabulary.slot, return_index=True)[1]  # (U,) each slot's first entry
 
     @property
     def wanting(self) -> int:
@@ -214,15 +271,10 @@ class TypeSums:
         if not self.wanting:
             return 0
         pieces = self.embedder.tokenizer.split(list(texts))
-        found = self._occurrences(pieces)  # (M, 4) slot, text, first piece, end piece, in input order
+        found = self.matcher.find(pieces, self.counts < self.max_contexts)  # (M, 4) in input order
         if not found.size:
             return 0
-        slots = found[:, 0]
-        order = np.argsort(slots, kind="stable")
-        group_start = np.searchsorted(slots[order], slots[order])
-        rank = np.empty_like(slots)
-        rank[order] = np.arange(slots.size) - group_start  # each occurrence's place among its slot's in this slice
-        found = found[rank < (self.max_contexts - self.counts[slots])]
+        found = first_per_slot(found, self.max_contexts - self.counts)
         texts_used = np.unique(found[:, 1])
         remap = np.full(len(pieces), -1, dtype=np.int64)
         remap[texts_used] = np.arange(texts_used.size)
@@ -231,31 +283,6 @@ class TypeSums:
         np.add.at(self.sums, found[:, 0], vectors.astype(np.float64))
         np.add.at(self.counts, found[:, 0], 1)
         return int(found.shape[0])
-
-    def _occurrences(self, pieces: Sequence[TextPieces]) -> NDArray[np.int64]:
-        """Every run of words in `pieces` that is a vocabulary slot: (M, 4) slot, text, start, end piece."""
-        found: list[tuple[int, int, int, int]] = []
-        for text_index, text in enumerate(pieces):
-            if text.ids.size == 0:
-                continue
-            starts = np.flatnonzero(np.diff(text.piece_word, prepend=-1) != 0)  # (W,) each word's first piece
-            ends = np.append(starts[1:], text.ids.size)
-            candidates = np.flatnonzero(np.isin(text.ids[starts], self._first_ids))
-            for word in candidates.tolist():
-                slots = self._by_first.get(text.ids[starts[word] : ends[word]].tobytes())
-                if slots is None:
-                    continue
-                for slot in slots:
-                    last = word + int(self.vocabulary.n_words[slot]) - 1
-                    if last >= starts.size:
-                        continue
-                    start, end = int(starts[word]), int(ends[last])
-                    if self.counts[slot] < self.max_contexts and (
-                        self.vocabulary.n_words[slot] == 1
-                        or run_key(text.ids[start:end], text.piece_word[start:end]) == self.vocabulary.keys[slot]
-                    ):
-                        found.append((slot, text_index, start, end))
-        return np.array(found, dtype=np.int64).reshape(-1, 4)
 
     def add_templates(self, slots: NDArray[np.int64], templates: Templates) -> None:
         """Add each slot's vector in every template; counts += the number of templates."""
@@ -276,23 +303,12 @@ class TypeSums:
             self.counts[chunk] += k
 
     def _word_of(self, slot: int) -> str:
-        return self.vocabulary.words[int(np.flatnonzero(self.vocabulary.slot == slot)[0])]
+        return self.vocabulary.words[int(self._entry[slot])]
 
     def _pool(self, pieces: Sequence[TextPieces], ranges: NDArray[np.int64]) -> NDArray[np.float32]:
-        """Final states of `pieces` pooled over each (text, start, end) piece range: (M, H)."""
         if not len(ranges):
             return np.zeros((0, self.sums.shape[1]), dtype=np.float32)
-        from bertonnx.results import Prepared
-
-        special = self.embedder.tokenizer.n_special
-        sizes = np.array([p.ids.size + special for p in pieces], dtype=np.int64)
-        hidden = self.embedder.piece_states(Prepared(tuple(pieces), sizes))  # (P, H) every piece, in order
-        offsets = np.cumsum([0] + [p.ids.size for p in pieces])[:-1]
-        first = offsets[ranges[:, 0]] + ranges[:, 1]
-        lengths = ranges[:, 2] - ranges[:, 1]
-        starts = np.cumsum(lengths) - lengths
-        index = np.repeat(first - starts, lengths) + np.arange(int(lengths.sum()))
-        return pool_pieces(hidden, starts, self.pooling, index=index)
+        return pool_ranges(self.embedder, pieces, ranges, self.pooling)
 
     def means(self) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
         """(U, H) means and (U,) counts; a slot with no context is zero."""
@@ -318,9 +334,9 @@ def type_vectors(
     """The in-memory form of a type-level job (Embedder.type_vectors documents the arguments)."""
     check_choice(method, METHODS, "method")
     check_choice(unknown, UNKNOWN_POLICIES, "unknown policy")
-    vocabulary = Vocabulary.of(embedder, words)
+    vocabulary = Vocabulary.of(embedder.tokenizer, words)
     check_unknown(vocabulary, unknown)
-    frames = Templates.of(embedder, templates)
+    frames = Templates.of(embedder.tokenizer, templates)
     sums = TypeSums(embedder, vocabulary, pooling, max_contexts)
     spec = parse_postprocess(postprocess_spec, sums.sums.shape[1])
     if method == "corpus":

@@ -140,7 +140,7 @@ def test_max_length_refusals(tiny_bundle: Path, tmp_path: Path, args: list[str],
 def test_help_says_one_mode_is_required() -> None:
     for command in ("embed", "embed-distributed"):
         result = run(command, "--help")
-        assert "Required: exactly one of --static, --contextual, --sentences." in result.stdout
+        assert "Required: exactly one of --static, --contextual, --sentences, --type-level." in result.stdout
     assert "--max-length" in run("embed", "--help").stdout
 
 

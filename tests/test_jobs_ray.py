@@ -252,7 +252,7 @@ def test_embed_batch_keeps_the_line_of_every_row(tiny_bundle: Path) -> None:
     assert rows["word"].tolist() == [0, 1, 0, 0, 1, 2, 3]
     assert rows["key"].tolist() == ["the", "king", "", "a", "queen", "is", "wise"]
     assert rows["skipped"].tolist() == ["", "", "is blank", "", "", "", ""]
-    expected = Embedder.load(tiny_bundle).contextual(["the king", "a queen is wise"])
+    expected = Embedder.load(tiny_bundle, threads=1).contextual(["the king", "a queen is wise"])  # as the adapter
     np.testing.assert_array_equal(rows["vector"][[0, 1, 3, 4, 5, 6]], np.concatenate([r.vectors for r in expected]))
     empty = adapter({"file": np.zeros(0, np.int64), "line": np.zeros(0, np.int64), "text": np.zeros(0, object)})
     assert empty["vector"].shape == (0, 32) and empty["key"].size == 0
@@ -480,3 +480,34 @@ def test_without_ray_the_error_says_what_to_install(monkeypatch: pytest.MonkeyPa
     monkeypatch.setitem(sys.modules, "ray", None)
     with pytest.raises(ImportError, match=r"pip install 'bertonnx\[distributed\]'"):
         ray_session().__enter__()
+
+
+@pytest.mark.parametrize("cap", [2, 1000])
+def test_type_level_on_ray_equals_one_process(
+    ray_cluster: None, tiny_bundle: Path, corpus: dict[str, list[Path]], tmp_path: Path, cap: int
+) -> None:
+    """Two corpus files on two workers: the same contexts (the first `cap` of each word, in input order) as one
+    process over their concatenation, so the same counts and flags, and vectors up to float summation order."""
+    *inputs, whole = corpus["text"]
+    vocab = tmp_path / "vocab.txt"
+    vocab.write_text("king\nqueen\napple\nunable\nkingly\nzebra\nu.s.\n", encoding="utf-8")
+    single = tmp_path / "single.npz"
+    one = run("embed", tiny_bundle, "--type-level", "-i", vocab, "--corpus", whole, "--max-contexts", cap,
+              "-o", single, "--backend", "onnxruntime", "--threads", 1)
+    assert one.exit_code == 0, one.output
+    out = tmp_path / "ray.npz"
+    result = run("embed-distributed", tiny_bundle, "--type-level", "-i", vocab, "--corpus", inputs[0],
+                 "--corpus", inputs[1], "--max-contexts", cap, "-o", out, "--num-workers", 2, "--batch-size", 32,
+                 "--threads", 1, "--backend", "onnxruntime")
+    assert result.exit_code == 0, result.output
+    assert "7 type-level vectors" in result.stderr and "300 corpus lines" in result.stderr
+    with np.load(single) as expected, np.load(out) as found:
+        assert found["keys"].tolist() == expected["keys"].tolist()
+        np.testing.assert_array_equal(found["counts"], expected["counts"])
+        np.testing.assert_array_equal(found["fallback"], expected["fallback"])
+        np.testing.assert_allclose(found["vectors"], expected["vectors"], rtol=0, atol=1e-6)
+        fallback = found["fallback"].tolist()
+        assert fallback[5:] == [True, True] and not any(fallback[:5])  # zebra and u.s. are not in the corpus
+        if cap == 2:
+            assert found["counts"][:5].tolist() == [2] * 5
+    assert (tmp_path / "ray.counts.tsv").read_text() == (tmp_path / "single.counts.tsv").read_text()

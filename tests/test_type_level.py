@@ -151,7 +151,7 @@ def test_unknown_words_follow_the_policy(embedder: Embedder) -> None:
 
 
 def test_entries_the_model_cannot_tell_apart_share_a_slot(embedder: Embedder) -> None:
-    vocabulary = Vocabulary.of(embedder, ["Apple", "apple", "APPLE", "u.s.", "king"])
+    vocabulary = Vocabulary.of(embedder.tokenizer, ["Apple", "apple", "APPLE", "u.s.", "king"])
     assert vocabulary.slot.tolist() == [0, 0, 0, 1, 2] and vocabulary.n_words.tolist() == [1, 4, 1]
     sums = TypeSums(embedder, vocabulary, max_contexts=5)
     assert sums.add_corpus(["apple Apple the u.s. king"]) == 4 and sums.counts.tolist() == [2, 1, 1]

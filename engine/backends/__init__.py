@@ -105,8 +105,7 @@ def _measured(bundle: Bundle, tokenizer: Tokenizer, options: LoadOptions, machin
     figures = measure.time_candidates({pair: o.backend for pair, o in opened_all.items()},
                                       measure.timing_workload(tokenizer))
     trials = tuple(measure.Trial(b, p, *figures.get((b, p), (None, None)), refused.get((b, p))) for b, p in pairs)
-    best = min((t for t in trials if t.score is not None), key=lambda t: t.score or 0.0)
-    winner = (best.backend, best.precision)
+    winner = measure.winner(trials)
     timings = Timings(policy, threads, trials, winner, measure.now())
     measure.write_timings(path, key, timings)
     return replace(opened_all[winner], choice=Choice(*winner, reason=timings.reason), timings=timings)

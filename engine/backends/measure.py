@@ -7,7 +7,9 @@ probes, in two parts: short (each probe alone, as a request is) and bulk
 job runs them), the candidates' rounds interleaved so that a drifting machine
 hits them all alike. The winner has the lowest geometric mean of the two
 medians: neither latency nor throughput decides alone, nor either part's
-scale. Timings are cached with the fidelity figures, keyed like them (graph,
+scale; within 3 % of it, the first candidate in a fixed order wins (ONNX
+Runtime first), so that noise does not flip a near-tie between runs.
+Timings are cached with the fidelity figures, keyed like them (graph,
 versions, CPU flags) and by thread count, so later loads read the verdict
 instead of measuring again.
 
@@ -96,6 +98,19 @@ class Timings:
         trials = tuple(Trial(**trial) for trial in data["trials"])
         backend, precision = data["winner"]
         return cls(data["policy"], int(data["threads"]), trials, (backend, precision), data["measured_at"])
+
+
+NEAR_TIE = 1.03
+"""A candidate within this factor of the fastest counts as tied with it; of tied ones the first in
+`candidates` order wins (ONNX Runtime first), so that timing noise does not flip the choice between runs."""
+
+
+def winner(trials: Sequence[Trial]) -> tuple[str, str]:
+    """The first timed candidate (in the order given) within NEAR_TIE of the lowest score."""
+    timed = [t for t in trials if t.score is not None]
+    best = min(t.score or 0.0 for t in timed)
+    chosen = next(t for t in timed if (t.score or 0.0) <= best * NEAR_TIE)
+    return chosen.backend, chosen.precision
 
 
 def candidates(policy: str, bundle_precision: str, machine: Machine, int8_faithful: bool) -> list[tuple[str, str]]:

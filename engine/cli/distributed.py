@@ -40,6 +40,8 @@ from bertonnx.cli.options import (
     bulk_options,
     load_options,
 )
+from bertonnx.errors import OptionError, OutputError
+from bertonnx.io.formats import suffix_of
 from bertonnx.jobs.ray import (
     DEFAULT_BATCH_LINES,
     DEFAULT_SHARD_ROWS,
@@ -53,7 +55,8 @@ from bertonnx.jobs.ray import (
     ray_session,
     rich_progress,
 )
-from bertonnx.options import DEFAULT_BATCH_TOKENS
+from bertonnx.options import DEFAULT_BATCH_TOKENS, LoadOptions
+from bertonnx.type_level import DEFAULT_MAX_CONTEXTS
 
 
 class OutputFormat(str, Enum):
@@ -99,11 +102,36 @@ def embed_distributed(
     min_fidelity: MinFidelityOption = None,
     force: Annotated[bool, typer.Option(help="Replace an existing --output directory")] = False,
     verbose: Annotated[bool, typer.Option(help="Show Ray's own log lines and the workers' logs")] = False,
+    type_level: Annotated[
+        bool, typer.Option("--type-level", help="One vector per vocabulary word (-i: the vocabulary, one word a "
+                           "line; -o: a vector file), pooled over --corpus on the cluster, else templates")
+    ] = False,
+    corpus: Annotated[
+        list[str] | None, typer.Option("--corpus", help="--type-level: corpus files or globs (repeatable)")
+    ] = None,
+    templates: Annotated[
+        Path | None, typer.Option(help="--type-level: templates, one a line, {} where the word goes")
+    ] = None,
+    max_contexts: Annotated[
+        int, typer.Option(help="--type-level: contexts averaged per word at most", min=1)
+    ] = DEFAULT_MAX_CONTEXTS,
+    postprocess: Annotated[
+        str, typer.Option(help="--type-level: none, center, or abtt:D")
+    ] = "none",
 ) -> None:
     """Embed files of words or texts on a Ray cluster (local by default), in input order.
 
-    Required: exactly one of --static, --contextual, --sentences.
+    Required: exactly one of --static, --contextual, --sentences, --type-level.
     """
+    if type_level:
+        if static or contextual or sentences:
+            raise OptionError("choose exactly one of --static, --contextual, --sentences, --type-level")
+        _type_level(bundle, inputs, output, corpus or [], templates, max_contexts, postprocess, pooling.value,
+                    unknown.value, address, num_workers, threads, batch_size, force, verbose,
+                    load_options(backend, precision, provider, batch_tokens=batch_tokens, min_fidelity=min_fidelity))
+        return
+    if corpus or templates is not None:
+        raise OptionError("--corpus and --templates go with --type-level")
     options = bulk_options(
         static, contextual, sentences, pooling, normalize, unknown, long_text, on_error, max_length=max_length
     )
@@ -132,6 +160,41 @@ def embed_distributed(
             force=force,
         )
     _summary(report)
+
+
+def _type_level(
+    bundle: Path, inputs: list[str], output: Path, corpus: list[str], templates: Path | None, max_contexts: int,
+    postprocess: str, pooling: str, unknown: str, address: str, num_workers: int | None, threads: int | None,
+    batch_size: int, force: bool, verbose: bool, load: LoadOptions,
+) -> None:
+    from bertonnx.jobs.ray.type_level import type_level_files
+    from bertonnx.jobs.type_level import TypeLevelOptions, read_templates
+
+    if len(inputs) != 1 or not Path(inputs[0]).is_file():
+        raise OptionError("--type-level reads one vocabulary file: -i vocab.txt (one word a line)")
+    try:
+        suffix_of(output)
+    except OutputError as error:
+        raise OptionError(str(error)) from error
+    options = TypeLevelOptions(
+        templates=read_templates(templates) if templates is not None else None, max_contexts=max_contexts,
+        postprocess=postprocess, pooling=pooling, unknown=unknown,
+    )
+    load_bundle(bundle, verify=False)
+    planned = plan_inputs(expand_inputs(corpus), "text", batch_size) if corpus else None
+    with ray_session(address, verbose=verbose):
+        rich_progress()
+        workers = plan_workers(num_workers, threads, *cluster_cpus())
+        if planned is not None:
+            err.print(f"type-level: {planned.lines} corpus lines of {len(planned.paths)} file(s) with "
+                      f"{workers.count} worker(s) x {workers.threads} thread(s)", markup=False, highlight=False)
+        report = type_level_files(bundle, Path(inputs[0]), planned, output, options, workers, load, force)
+    notes = []
+    if planned is not None:
+        notes.append(f"{report.corpus_lines:,} corpus lines, {report.contexts:,} contexts, "
+                     f"{report.fallback:,} from templates (never seen)")
+    notes.append(f"{report.seconds:,.1f} s")
+    say(f"{report.words:,} type-level vectors -> {output} + {report.files[0].name} ({'; '.join(notes)})")
 
 
 def _summary(report: JobReport) -> None:

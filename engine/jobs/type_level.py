@@ -144,9 +144,9 @@ class TypeLevelJob:
         suffix_of(out)
         self.embedder, self.out, self.options = embedder, out, options
         self.corpus = list(corpus)
-        self.vocabulary = Vocabulary.of(embedder, read_vocabulary(vocabulary_path))
+        self.vocabulary = Vocabulary.of(embedder.tokenizer, read_vocabulary(vocabulary_path))
         check_unknown(self.vocabulary, options.unknown)
-        self.templates = Templates.of(embedder, options.templates)
+        self.templates = Templates.of(embedder.tokenizer, options.templates)
         self.sums = TypeSums(embedder, self.vocabulary, options.pooling, options.max_contexts)
         self.postprocess = parse_postprocess(options.postprocess, self.sums.sums.shape[1])
         self.method = "corpus" if self.corpus else "templates"
@@ -301,15 +301,20 @@ class TypeLevelJob:
     # -- the output -----------------------------------------------------------------------------------
 
     def _write(self, found: TypeVectors) -> None:
-        source = np.where(found.fallback | (self.method == "templates"), "templates", "corpus")
-        source = np.where(found.unknown & (self.options.unknown == "zero"), "zero", source)
-        rows = ["word\tcontexts\tsource"] + [
-            f"{word}\t{count}\t{kind}" for word, count, kind in zip(found.words, found.counts.tolist(), source)
-        ]
-        write_atomic(counts_path(self.out), _writer(("\n".join(rows) + "\n").encode("utf-8")))
-        extra = {"counts": found.counts, "fallback": found.fallback}
-        write_vectors(self.out, list(found.words), found.vectors, unknown=found.unknown, extra=extra)
-        self.report.files = [counts_path(self.out), self.out]
+        self.report.files = write_type_vectors(self.out, found, self.method, self.options.unknown)
+
+
+def write_type_vectors(out: Path, found: TypeVectors, method: str, unknown: str) -> list[Path]:
+    """The counts beside the vectors first, then the vectors (in any bulk format), each atomically."""
+    source = np.where(found.fallback | (method == "templates"), "templates", "corpus")
+    source = np.where(found.unknown & (unknown == "zero"), "zero", source)
+    rows = ["word\tcontexts\tsource"] + [
+        f"{word}\t{count}\t{kind}" for word, count, kind in zip(found.words, found.counts.tolist(), source)
+    ]
+    write_atomic(counts_path(out), _writer(("\n".join(rows) + "\n").encode("utf-8")))
+    extra = {"counts": found.counts, "fallback": found.fallback}
+    write_vectors(out, list(found.words), found.vectors, unknown=found.unknown, extra=extra)
+    return [counts_path(out), out]
 
 
 def run_type_level(
