@@ -34,11 +34,13 @@ SHOWN = ("king", "queen", "man", "woman", "apple", "bank", "music", "river")
 NEIGHBOURS = 10
 
 
-def vocabulary_words(embedder: Embedder, count: int) -> list[str]:
+def vocabulary_words(embedder: Embedder, count: int, compounds: bool = True) -> list[str]:
     """Whole-word entries of the bundle's vocabulary, then compounds of a word and a ## suffix, to `count`."""
     vocab = embedder.tokenizer.backend.get_vocab()
     ordered = sorted(vocab, key=vocab.__getitem__)
     words = [w for w in ordered if w.isalpha() and not w.startswith("[") and not w.startswith("##")]
+    if not compounds:
+        return list(dict.fromkeys(words))
     suffixes = [w[2:] for w in ordered if w.startswith("##") and w[2:].isalpha() and len(w) >= 5]
     found = dict.fromkeys(words)
     for suffix in suffixes:
@@ -98,8 +100,13 @@ def main(
     embedder.contextual_rows(template_texts)
     template_contextual = len(template_texts) / (time.perf_counter() - started)
 
+    # The report is over the vocabulary's own whole words: the compounds that fill the speed run to --words
+    # are not words, and would crowd the neighbour lists.
+    whole = vocabulary_words(embedder, 0, compounds=False)
+    vocab_speed, vocab = vocab, whole
+    index = {word: i for i, word in enumerate(vocab_speed)}
     static = l2_normalize(embedder.static(vocab, unknown="unk"))
-    typed = l2_normalize(templates.vectors)
+    typed = l2_normalize(templates.vectors[[index[word] for word in vocab]])
     cosine = (static * typed).sum(axis=1)
     overlap = _neighbour_overlap(static, typed)
     shown = {w: {"cosine": float(cosine[vocab.index(w)]), "overlap": float(overlap[vocab.index(w)]),
@@ -108,8 +115,8 @@ def main(
     machine = describe_machine()
     record = {
         "schema": "bertonnx-type-level/1", "machine": machine.to_dict(), "runtime": info.to_dict(),
-        "words": len(vocab), "templates": list(DEFAULT_TEMPLATES),
-        "templates_words_per_s": len(vocab) / templates_s, "template_texts_per_s_contextual": template_contextual,
+        "words": len(vocab_speed), "report_words": len(vocab), "templates": list(DEFAULT_TEMPLATES),
+        "templates_words_per_s": len(vocab_speed) / templates_s, "template_texts_per_s_contextual": template_contextual,
         "corpus_lines": len(lines), "corpus_vocabulary": len(frequent), "corpus_contexts": contexts,
         "corpus_lines_per_s": len(lines) / corpus_s, "contextual_lines_per_s": len(lines) / contextual_s,
         "mean_cosine_static_vs_type_level": float(cosine.mean()),
@@ -121,14 +128,15 @@ def main(
         f"{machine.cpu} (family {machine.family}), {info.threads} threads, {info.backend} {info.precision}; "
         f"SIMD: {', '.join(machine.flags)}", "",
         "| pass | throughput | same backend, contextual | ratio |", "|---|---:|---:|---:|",
-        f"| templates ({len(vocab):,} words × {len(DEFAULT_TEMPLATES)} templates) | "
-        f"{len(vocab) / templates_s:,.1f} words/s | {template_contextual / len(DEFAULT_TEMPLATES):,.1f} words/s "
-        f"({template_contextual:,.0f} template texts/s) | "
-        f"{(len(vocab) / templates_s) / (template_contextual / len(DEFAULT_TEMPLATES)):.2f}× |",
+        f"| templates ({len(vocab_speed):,} words × {len(DEFAULT_TEMPLATES)} templates) | "
+        f"{len(vocab_speed) / templates_s:,.1f} words/s | {template_contextual / len(DEFAULT_TEMPLATES):,.1f} "
+        f"words/s ({template_contextual:,.0f} template texts/s) | "
+        f"{(len(vocab_speed) / templates_s) / (template_contextual / len(DEFAULT_TEMPLATES)):.2f}× |",
         f"| corpus ({len(lines):,} lines, {len(frequent):,}-word vocabulary, {contexts:,} contexts) | "
         f"{len(lines) / corpus_s:,.1f} lines/s | {len(lines) / contextual_s:,.1f} lines/s | "
         f"{contextual_s / corpus_s:.2f}× |", "",
-        f"Static vs type-level (templates), {len(vocab):,} words: mean cosine {cosine.mean():.3f}; "
+        f"Static vs type-level (templates), the vocabulary's {len(vocab):,} whole words: mean cosine "
+        f"{cosine.mean():.3f}; "
         f"mean overlap of the {NEIGHBOURS} nearest neighbours {overlap.mean():.3f}.", "",
         "| word | cosine | neighbour overlap | static neighbours | type-level neighbours |", "|---|---:|---:|---|---|",
     ]

@@ -354,11 +354,14 @@ class Embedder:
             (len(texts), H) float32.
         """
         check_choice(pooling, SENTENCE_POOLING_MODES)
-        pieces = list(self.prepare(texts).pieces)
+        if isinstance(texts, Prepared):
+            pieces = list(texts.pieces)
+        else:  # no word strings: a sentence vector does not need them
+            pieces = self.tokenizer.split(_as_list(texts), words=False)
         if max_length is not None:
             pieces = [cut(p, self._room(max_length)) for p in pieces]
         pieces, _ = self._fit(pieces, long_text)
-        vectors = self._forward(pieces, sentence_pooling=pooling).sentence
+        vectors = self._forward(pieces, sentence_pooling=pooling, keep_pieces=False).sentence
         return l2_normalize(vectors) if normalize else vectors
 
     @property
@@ -401,18 +404,20 @@ class Embedder:
             pieces = [truncate(p, window) if long else p for p, long in zip(pieces, too_long)]
         return pieces, too_long & (long_text == "truncate")
 
-    def _forward(self, pieces: list[TextPieces], sentence_pooling: str | None) -> _Forward:
-        """Run every text through the model in token-budget batches and stitch windows."""
+    def _forward(self, pieces: list[TextPieces], sentence_pooling: str | None, keep_pieces: bool = True) -> _Forward:
+        """Run every text through the model in token-budget batches and stitch windows.
+
+        keep_pieces=False (sentence vectors only) skips gathering every piece's state: `hidden` is then empty."""
         sequences, owner, plans = plan_sequences(pieces, self.tokenizer.window)
         seq_len = np.array([s.size for s in sequences], dtype=np.int64)  # (S,)
         seq_offset = np.cumsum(seq_len) - seq_len
-        flat, seq_sentence = self.run_sequences(sequences, sentence_pooling)
+        flat, seq_sentence = self.run_sequences(sequences, sentence_pooling, keep_pieces)
         with self.stats.lock:
             self.stats.texts += len(pieces)
         owner_arr = np.array(owner, dtype=np.int64)
         seq_tokens = seq_len + self.tokenizer.n_special
         sentence = fold_windows(seq_sentence, seq_tokens, owner_arr, len(pieces), sentence_pooling)
-        if not plans:
+        if not plans or not keep_pieces:
             return _Forward(hidden=flat, sentence=sentence)
         # Windowed texts: map each of their pieces to the row of its chosen window.
         text_len = np.array([p.ids.size for p in pieces], dtype=np.int64)
@@ -426,13 +431,13 @@ class Embedder:
         return _Forward(hidden=flat[source], sentence=sentence)
 
     def run_sequences(
-        self, sequences: list[NDArray[np.int64]], sentence_pooling: str | None
+        self, sequences: list[NDArray[np.int64]], sentence_pooling: str | None, keep_pieces: bool = True
     ) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
         """Sequences of content pieces (each at most `tokenizer.window`) through the model in token-budget batches.
 
         Returns:
-            (sum of lengths, H) the content pieces' final states, sequence after sequence, and
-            (S, H) each sequence's sentence vector (only when `sentence_pooling` is given).
+            (sum of lengths, H) the content pieces' final states, sequence after sequence (empty with
+            keep_pieces=False), and (S, H) each sequence's sentence vector (only when `sentence_pooling` is given).
         """
         seq_len = np.array([s.size for s in sequences], dtype=np.int64)  # (S,)
         seq_offset = np.cumsum(seq_len) - seq_len
@@ -444,16 +449,17 @@ class Embedder:
         batches = plan_batches(padded, self.batch_tokens)
         self.stats.add(0, batch_stats(seq_len + n_special, batches))
 
-        flat = np.empty((int(seq_len.sum()), self.dim), dtype=np.float32)  # (sum S_len, H)
+        flat = np.empty((int(seq_len.sum()) if keep_pieces else 0, self.dim), dtype=np.float32)  # (sum S_len, H)
         seq_sentence = np.empty((len(sequences), self.dim), dtype=np.float32)  # (S, H)
         for group in _groups(batches, GROUP_BATCHES):
             packed = [self.tokenizer.pack([sequences[i] for i in batch], multiple) for batch in group]
             outputs = self.backend.run_many(CONTEXTUAL_OUTPUT, [encoded.feeds(info.inputs) for encoded in packed])
             for batch, encoded, hidden in zip(group, packed, outputs):  # hidden: (B, T, H)
-                lengths = seq_len[batch]
-                dest = np.repeat(seq_offset[batch] - (np.cumsum(lengths) - lengths), lengths)
-                dest += np.arange(dest.size)
-                flat[dest] = hidden[encoded.content_rows, encoded.content_cols]
+                if keep_pieces:
+                    lengths = seq_len[batch]
+                    dest = np.repeat(seq_offset[batch] - (np.cumsum(lengths) - lengths), lengths)
+                    dest += np.arange(dest.size)
+                    flat[dest] = hidden[encoded.content_rows, encoded.content_cols]
                 if sentence_pooling is not None:
                     seq_sentence[batch] = pool_sentences(hidden, encoded.attention_mask, sentence_pooling)
         return flat, seq_sentence

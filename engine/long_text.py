@@ -66,7 +66,7 @@ def sentence_in_groups(
     for first in range(0, count, group):
         last = min(count, first + group)
         sequences = [text.ids[start:end] for start, end in zip(plan.starts[first:last], plan.ends[first:last])]
-        _, vectors = embedder.run_sequences(sequences, pooling)
+        _, vectors = embedder.run_sequences(sequences, pooling, keep_pieces=False)
         if first_vector is None:
             first_vector = vectors[0].copy()
         weights = np.array([s.size + n_special for s in sequences], dtype=np.float32)

@@ -73,6 +73,12 @@ class LoadOptions:
 
         return Embedder.load(bundle_dir, self, verify=verify)
 
+    def resolved(self, embedder: Embedder) -> LoadOptions:
+        """These options with `auto` replaced by what `embedder` (opened with them) runs: for workers that must
+        all run the same backend and precision, chosen and timed once, not once each."""
+        info = embedder.runtime_info()
+        return replace(self, backend=info.backend, precision=info.precision)
+
 
 def check_choice(value: str, allowed: tuple[str, ...], what: str = "pooling") -> None:
     """Raise an OptionError naming the allowed choices when `value` is not one of them."""

@@ -115,12 +115,14 @@ class Tokenizer:
         """Special tokens around every sequence ([CLS] and [SEP] for BERT)."""
         return len(self.prefix_ids) + len(self.suffix_ids)
 
-    def split(self, texts: Sequence[TextInput]) -> list[TextPieces]:
+    def split(self, texts: Sequence[TextInput], words: bool = True) -> list[TextPieces]:
         """Tokenize raw strings or pre-split word lists, keeping each piece's word.
 
         Raw strings are split into words by the tokenizer's own pre-tokenizer
         ("The king is wise." -> The, king, is, wise, .), so the words match what
         the model was trained on. A raw text without words gives zero pieces.
+        words=False leaves a raw text's `words` empty (its pieces still know their
+        word): sentence vectors need no word strings, and finding them costs time.
 
         Raises:
             EmptyWordError: a pre-split word is empty or whitespace only.
@@ -130,10 +132,10 @@ class Tokenizer:
         result: list[TextPieces | None] = [None] * len(texts)
         long = [index for index in raw if len(texts[index]) > SEGMENT_CHARS]  # type: ignore[arg-type]
         for index in long:
-            result[index] = self._split_long(texts[index])  # type: ignore[arg-type]
+            result[index] = self._split_long(texts[index], words)  # type: ignore[arg-type]
         raw = [index for index in raw if result[index] is None]
         strings: list[str] = [texts[i] for i in raw]  # type: ignore[misc]
-        for index, pieces in zip(raw, self._split_raw(strings, raw)):
+        for index, pieces in zip(raw, self._split_raw(strings, raw, words)):
             result[index] = pieces
         if split:
             try:
@@ -148,7 +150,7 @@ class Tokenizer:
                 result[index] = _from_words(words, enc, index)
         return result  # type: ignore[return-value]
 
-    def _split_raw(self, strings: list[str], positions: list[int]) -> list[TextPieces]:
+    def _split_raw(self, strings: list[str], positions: list[int], words: bool = True) -> list[TextPieces]:
         if not strings:
             return []
         try:
@@ -158,9 +160,11 @@ class Tokenizer:
             if explained is None:
                 raise
             raise explained from error
+        if not words:
+            return [_pieces_only(enc) for enc in encodings]
         return [_from_raw(text, enc) for text, enc in zip(strings, encodings)]
 
-    def _split_long(self, text: str) -> TextPieces:
+    def _split_long(self, text: str, words: bool = True) -> TextPieces:
         """`split` of one very long string, a segment at a time: the tokenizer's own encoding of a 1.7 MB line
         takes ~220 MB, a 64k-character segment's a few MB.
 
@@ -174,9 +178,10 @@ class Tokenizer:
         while start < len(text):
             found = _SEGMENT_CUT.search(text, start + SEGMENT_CHARS) if start + SEGMENT_CHARS < len(text) else None
             end = found.start() + 1 if found else len(text)
-            parts.append(self._split_raw([text[start:end]], [0])[0])
+            parts.append(self._split_raw([text[start:end]], [0], words)[0])
             start = end
-        word_offsets = np.cumsum([0] + [len(part.words) for part in parts])[:-1]
+        counts = [len(part.words) if words else int(part.piece_word[-1]) + 1 if part.ids.size else 0 for part in parts]
+        word_offsets = np.cumsum([0] + counts)[:-1]
         return TextPieces(
             ids=np.concatenate([part.ids for part in parts]),
             piece_word=np.concatenate([part.piece_word + offset for part, offset in zip(parts, word_offsets)]),
@@ -350,6 +355,15 @@ def _bad_word_lists(texts: Sequence[object], positions: Iterable[int]) -> Except
 def _word_ids(encoding: Encoding) -> NDArray[np.int64]:
     """Word ids as int64; content pieces always belong to a word when no specials are added."""
     return np.asarray(encoding.word_ids, dtype=np.int64)
+
+
+def _pieces_only(encoding: Encoding) -> TextPieces:
+    """A raw text's pieces and their words' numbers 0..W-1, without the word strings."""
+    ids = np.asarray(encoding.ids, dtype=np.int64)
+    piece_word = _word_ids(encoding)
+    if ids.size:
+        piece_word = np.cumsum(np.diff(piece_word, prepend=piece_word[0]) != 0).astype(np.int64)
+    return TextPieces(ids=ids, piece_word=piece_word, words=())
 
 
 def _from_raw(text: str, encoding: Encoding) -> TextPieces:

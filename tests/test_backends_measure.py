@@ -154,3 +154,14 @@ def test_auto_int8_is_held_to_the_bf16_gate() -> None:
 
     assert _policy_gate("auto", "int8") == "bf16" and _policy_gate("fastest", "int8") == "int8"
     assert _policy_gate("auto", "bf16") == "bf16" and _policy_gate("auto", "fp32") == "fp32"
+
+
+def test_resolved_options_name_what_auto_chose(tiny_bundle: Path) -> None:
+    """Ray workers get the driver's choice by name, so that all of them run the same backend and precision."""
+    options = LoadOptions(threads=1)
+    embedder = options.load(tiny_bundle)
+    resolved = options.resolved(embedder)
+    info = embedder.runtime_info()
+    assert (resolved.backend, resolved.precision, resolved.threads) == (info.backend, info.precision, 1)
+    again = resolved.load(tiny_bundle).runtime_info()
+    assert (again.backend, again.precision) == (info.backend, info.precision) and again.timings is None

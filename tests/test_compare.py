@@ -176,6 +176,23 @@ def test_cli_prints_tables_and_writes_files(cli: typer.Typer, tiny_bundle: Path,
     assert (ran["backend"], ran["precision"]) == ("onnxruntime", "fp32")  # the exact path by default, recorded
 
 
+def test_a_type_level_panel_follows_the_static_one(cli: typer.Typer, tiny: Embedder, tiny_bundle: Path,
+                                                   tmp_path: Path) -> None:
+    result = run_study(tiny, PIECES_CONTEXTS, type_level=True)
+    assert result.kinds[:2] == ("static", "type-level") and len(result.kinds) == 2 + len(
+        next(iter(PIECES_CONTEXTS.values())))
+    np.testing.assert_array_equal(result.panels[1].vectors, tiny.type_vectors(list(result.words)).vectors)
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("the king and queen rule the kingdom\nthe man and woman are friends\n", encoding="utf-8")
+    out = tmp_path / "out"
+    shown = CliRunner().invoke(cli, ["compare", str(tiny_bundle), "--out", str(out), "--provider", "cpu",
+                                     "--type-level", "--corpus", str(corpus), "--metric", "cosine"])
+    assert shown.exit_code == 0, shown.stderr
+    assert "cosine · type-level" in shown.stdout and "type↔1" in shown.stdout.replace(" ", "")
+    kinds = json.loads((out / "study.json").read_text())["kinds"]
+    assert kinds[:2] == ["static", "type-level"]
+
+
 def test_colour_ranges_are_fixed_per_metric() -> None:
     """A colour means one number: cosine 0..1 (or -1..1 with a negative value), distance 0..each panel's max."""
     positive = np.array([[[1.0, 0.4], [0.4, 1.0]], [[1.0, 0.9], [0.9, 1.0]]])

@@ -28,7 +28,7 @@ from bertonnx.cli.progress import status_spinner
 from bertonnx.defaults import resolve_bundle
 from bertonnx.embedder import Embedder
 from bertonnx.errors import InputError
-from bertonnx.study import DEFAULT_CONTEXTS, METRICS, StudyResult, run_study
+from bertonnx.study import DEFAULT_CONTEXTS, METRICS, TYPE_LEVEL, StudyResult, run_study
 from bertonnx.study_files import load_contexts, write_outputs
 
 
@@ -108,11 +108,13 @@ def across_table(result: StudyResult, metrics: tuple[str, ...]) -> Table:
     """Each word against itself in every other context: how far context moves it."""
     n_contexts = len(result.panels) - 1
     pairs = [(a, b) for a in range(n_contexts) for b in range(a + 1, n_contexts)]
+    # context k is "k"; a type-level panel (in the same last-layer space) is "type"
+    names = ["type" if panel.kind == TYPE_LEVEL else panel.kind.split()[-1] for panel in result.panels[1:]]
     table = Table(title="word vs itself across contexts", title_justify="left")
     table.add_column("word", style="bold")
     for metric in metrics:
         for a, b in pairs:
-            table.add_column(f"{metric} {a + 1}↔{b + 1}", justify="right")
+            table.add_column(f"{metric} {names[a]}↔{names[b]}", justify="right")
     matrices = [result.across_contexts(metric) for metric in metrics]  # each (W, K, K)
     for index, word in enumerate(result.words):
         table.add_row(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from bertonnx.bundle import load_bundle
@@ -39,10 +39,13 @@ def embed_files(
     checked = load_bundle(bundle, verify=False)
     width = output_width(checked, options)
     workers = workers or plan_workers(None, None, *cluster_cpus())
+    load = load or LoadOptions()
+    if load.backend == "auto" or load.precision in ("auto", "fastest"):
+        # Chosen (and timed) once here, at the workers' thread count: every worker then runs the same thing.
+        load = load.resolved(replace(load, threads=workers.threads).load(bundle, verify=False))
     rows = adapter.embed_dataset(
         read_inputs(inputs), bundle, options, workers, inputs.block_lines, load, inputs.paths
     )
-    load = load or LoadOptions()
     job = {
         "bundle": str(Path(bundle).resolve()),
         "model_sha256": checked.graph_sha256,

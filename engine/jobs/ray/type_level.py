@@ -137,6 +137,7 @@ def type_level_files(
     load = load or LoadOptions()
     words = read_vocabulary(vocabulary_path)
     embedder = replace(load, threads=workers.threads).load(bundle)  # the driver's: templates, as a worker runs
+    load = load.resolved(embedder)  # auto chosen once, here: every worker runs the same backend and precision
     vocabulary = Vocabulary.of(embedder.tokenizer, words)
     check_unknown(vocabulary, options.unknown)
     templates = Templates.of(embedder.tokenizer, options.templates)
