@@ -443,10 +443,11 @@ class Embedder:
         seq_offset = np.cumsum(seq_len) - seq_len
         n_special = self.tokenizer.n_special
         info = self.backend.info
-        # A lone sequence is one shape however it is padded: padding it to the backend's multiple only costs time.
-        multiple = info.pad_multiple if len(sequences) > 1 else 1
+        # Every batch, a lone text's too, is padded to the backend's multiple: OpenVINO's kernels round differently
+        # at other widths, and a text must get the same bits alone as merged with others (the server merges).
+        multiple = info.pad_multiple
         padded = -(-(seq_len + n_special) // multiple) * multiple  # (S,) positions each sequence will take
-        batches = plan_batches(padded, self.batch_tokens)
+        batches = plan_batches(padded, self.batch_tokens) if len(sequences) > 1 else [np.zeros(1, dtype=np.int64)]
         self.stats.add(0, batch_stats(seq_len + n_special, batches))
 
         flat = np.empty((int(seq_len.sum()) if keep_pieces else 0, self.dim), dtype=np.float32)  # (sum S_len, H)

@@ -278,6 +278,8 @@ class Tokenizer:
             pad_multiple: pad the width up to a multiple of this (a backend that compiles
                 each new shape then meets fewer shapes); the mask hides the extra positions.
         """
+        if len(sequences) == 1 and pad_multiple == 1:
+            return self._pack_one(sequences[0])
         prefix = np.asarray(self.prefix_ids, dtype=np.int64)
         suffix = np.asarray(self.suffix_ids, dtype=np.int64)
         lengths = np.fromiter((len(s) for s in sequences), dtype=np.int64, count=len(sequences))
@@ -301,6 +303,18 @@ class Tokenizer:
             token_type_ids=np.zeros_like(input_ids),
             content_rows=rows,
             content_cols=cols,
+        )
+
+    def _pack_one(self, sequence: NDArray[np.int64]) -> Encoded:
+        """`pack` of a lone sequence (the latency path): the same arrays, built without the batch machinery."""
+        ids = np.concatenate((self.prefix_ids, sequence, self.suffix_ids)).astype(np.int64)[None, :]  # (1, T)
+        start = len(self.prefix_ids)
+        return Encoded(
+            input_ids=ids,
+            attention_mask=np.ones_like(ids),
+            token_type_ids=np.zeros_like(ids),
+            content_rows=np.zeros(len(sequence), dtype=np.int64),
+            content_cols=np.arange(start, start + len(sequence), dtype=np.int64),
         )
 
 

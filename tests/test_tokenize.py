@@ -142,3 +142,18 @@ def test_a_very_long_text_splits_a_segment_at_a_time_as_it_splits_whole(tokenize
     assert segmented.ids.tolist() == whole.ids.tolist()
     assert segmented.piece_word.tolist() == whole.piece_word.tolist()
     assert segmented.words == whole.words
+
+
+def test_a_lone_sequence_packs_as_the_first_row_of_a_batch(tokenizer: Tokenizer) -> None:
+    """`pack` takes a shortcut for one sequence (the latency path): the same arrays as the batch path's."""
+    for ids in (np.array([7, 8, 9], dtype=np.int64), np.zeros(0, dtype=np.int64)):
+        alone = tokenizer.pack([ids])
+        batch = tokenizer.pack([ids, np.concatenate([ids, ids, [5]]).astype(np.int64)])
+        width = alone.input_ids.shape[1]
+        assert alone.input_ids.shape == (1, len(ids) + tokenizer.n_special)
+        for name in ("input_ids", "attention_mask", "token_type_ids"):
+            np.testing.assert_array_equal(getattr(alone, name)[0], getattr(batch, name)[0, :width], err_msg=name)
+            assert getattr(alone, name).dtype == np.int64
+        np.testing.assert_array_equal(alone.content_cols, batch.content_cols[: len(ids)])
+        np.testing.assert_array_equal(alone.content_rows, np.zeros(len(ids), dtype=np.int64))
+        assert tokenizer.pack([ids], pad_multiple=16).input_ids.shape[1] % 16 == 0
