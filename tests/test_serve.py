@@ -657,7 +657,7 @@ def test_the_start_up_line_names_what_runs() -> None:
     )
 
 
-def _wait_for_url(process: subprocess.Popen[str], timeout: float = 60) -> tuple[str, str]:
+def _wait_for_url(process: subprocess.Popen[str], timeout: float = 120) -> tuple[str, str]:
     """Read the server's log until uvicorn says where it listens; the URL and the log so far."""
     assert process.stderr is not None
     selector = selectors.DefaultSelector()
