@@ -232,6 +232,31 @@ def pool_ranges(
     return pool_pieces(hidden, starts, pooling, index=index)
 
 
+LONG_LINE_PIECES = 1 << 14
+"""A corpus line of more pieces is read as parts of at most this many, cut between words, so that its states
+stay small (the model sees a window around each word either way; only words near a cut see less context)."""
+
+
+def cut_long(text: TextPieces, limit: int = LONG_LINE_PIECES) -> list[TextPieces]:
+    """`text` as parts of at most `limit` pieces, each cut at a word's first piece (a longer word stays whole)."""
+    if text.ids.size <= limit:
+        return [text]
+    starts = np.flatnonzero(np.diff(text.piece_word, prepend=-1) != 0)  # (W,) each word's first piece
+    parts = []
+    begin = 0
+    while begin < text.ids.size:
+        # the last word start at or before begin + limit (past begin), else the next one: a word is never split
+        stop = starts[np.searchsorted(starts, begin + limit, side="right") - 1] if begin + limit < text.ids.size \
+            else text.ids.size
+        if stop <= begin:
+            after = starts[starts > begin]
+            stop = int(after[0]) if after.size else text.ids.size
+        word = text.piece_word[begin:stop]
+        parts.append(TextPieces(ids=text.ids[begin:stop], piece_word=word - word[0], words=()))
+        begin = int(stop)
+    return parts
+
+
 def first_per_slot(found: NDArray[np.int64], room: NDArray[np.int64]) -> NDArray[np.int64]:
     """The occurrences (rows of `found`, slot first) that are among the first `room[slot]` of their slot."""
     slots = found[:, 0]
@@ -270,7 +295,7 @@ class TypeSums:
         """
         if not self.wanting:
             return 0
-        pieces = self.embedder.tokenizer.split(list(texts))
+        pieces = [part for text in self.embedder.tokenizer.split(list(texts)) for part in cut_long(text)]
         found = self.matcher.find(pieces, self.counts < self.max_contexts)  # (M, 4) in input order
         if not found.size:
             return 0

@@ -155,3 +155,22 @@ def test_entries_the_model_cannot_tell_apart_share_a_slot(embedder: Embedder) ->
     assert vocabulary.slot.tolist() == [0, 0, 0, 1, 2] and vocabulary.n_words.tolist() == [1, 4, 1]
     sums = TypeSums(embedder, vocabulary, max_contexts=5)
     assert sums.add_corpus(["apple Apple the u.s. king"]) == 4 and sums.counts.tolist() == [2, 1, 1]
+
+
+def test_a_giant_corpus_line_is_read_in_parts_cut_between_words(embedder: Embedder) -> None:
+    """Over LONG_LINE_PIECES pieces a line is read in parts (its states stay small); no word is split, none lost."""
+    from bertonnx.tokenize import TextPieces
+    from bertonnx.type_level import LONG_LINE_PIECES, cut_long
+
+    lengths = np.random.default_rng(0).integers(1, 5, size=3000)
+    piece_word = np.repeat(np.arange(lengths.size), lengths)
+    text = TextPieces(ids=np.arange(piece_word.size, dtype=np.int64), piece_word=piece_word, words=())
+    parts = cut_long(text, 100)
+    assert all(0 < part.ids.size <= 100 for part in parts)
+    np.testing.assert_array_equal(np.concatenate([part.ids for part in parts]), text.ids)
+    firsts = np.cumsum([0] + [part.ids.size for part in parts])[1:-1]
+    assert all(piece_word[i] != piece_word[i - 1] for i in firsts)  # every cut falls between two words
+    line = " ".join(["the king and the queen rule"] * (LONG_LINE_PIECES // 6 + 50))  # ~16.7k pieces
+    sums = TypeSums(embedder, Vocabulary.of(embedder.tokenizer, ["king", "queen"]), max_contexts=10**9)
+    assert sums.add_corpus([line]) == 2 * (LONG_LINE_PIECES // 6 + 50)
+    assert np.isfinite(sums.sums).all() and sums.counts.tolist() == [LONG_LINE_PIECES // 6 + 50] * 2
