@@ -25,7 +25,7 @@ principal directions as well ("all-but-the-top", Mu and Viswanath, ICLR 2018).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -78,24 +78,32 @@ class Vocabulary:
     unknown: NDArray[np.bool_]  # (U,)
 
     @classmethod
-    def of(cls, tokenizer: Tokenizer, words: Sequence[str]) -> Vocabulary:
+    def of(cls, tokenizer: Tokenizer, words: Sequence[str], name: Callable[[int], str] = "word {}".format
+           ) -> Vocabulary:
         """Split every entry as the corpus will be split.
 
+        Args:
+            name: how an error names entry i ("word 3"; the CLI says "vocab.txt: line 4").
+
         Raises:
-            InputError: an entry holds whitespace (several words), or is not text.
+            InputError: an entry holds whitespace (several words), repeats an earlier one, or is not text.
             EmptyWordError: an entry gives no word pieces.
         """
         if isinstance(words, str):
             raise TypeError("type_vectors() takes a list of words, not one string")
         words = tuple(words)
+        seen: dict[str, int] = {}
         for index, word in enumerate(words):
             if not isinstance(word, str):
-                raise InputError(f"word {index} is {type(word).__name__}; expected str")
+                raise InputError(f"{name(index)} is {type(word).__name__}; expected str")
             if len(word.split()) > 1:
                 raise InputError(
-                    f"word {index} ({preview(word.strip())}) holds {len(word.split())} words; type-level vectors "
+                    f"{name(index)} ({preview(word.strip())}) holds {len(word.split())} words; type-level vectors "
                     "are one word each, as static vectors are"
                 )
+            if word in seen:  # a table keyed by words cannot hold one twice (gensim loads a broken one)
+                raise InputError(f"{name(index)} ({preview(word)}) repeats {name(seen[word])}; give each word once")
+            seen[word] = index
         pieces = tokenizer.split(list(words))
         slot_of: dict[bytes, int] = {}
         slot = np.empty(len(words), dtype=np.int64)
@@ -105,7 +113,9 @@ class Vocabulary:
         unknown: list[bool] = []
         for index, text in enumerate(pieces):
             if text.ids.size == 0:
-                raise EmptyWordError(f"word {index} ({preview(words[index])}) has no word pieces: it is empty or blank")
+                raise EmptyWordError(
+                    f"{name(index)} ({preview(words[index])}) has no word pieces: it is empty or blank"
+                )
             key = run_key(text.ids, text.piece_word)
             if key not in slot_of:
                 slot_of[key] = len(keys)
@@ -136,7 +146,8 @@ class Templates:
     right: tuple[tuple[str, ...], ...]
 
     @classmethod
-    def of(cls, tokenizer: Tokenizer, templates: Sequence[str] | None) -> Templates:
+    def of(cls, tokenizer: Tokenizer, templates: Sequence[str] | None,
+           name: Callable[[int], str] = "template {}".format) -> Templates:
         texts = tuple(DEFAULT_TEMPLATES if templates is None else templates)
         if not texts:
             raise OptionError("templates: give at least one, each with {} where the word goes")
@@ -145,7 +156,7 @@ class Templates:
         for index, template in enumerate(texts):
             if not isinstance(template, str) or template.count("{}") != 1:
                 raise OptionError(
-                    f"template {index} ({preview(str(template))}) must hold {{}} exactly once, where the word goes"
+                    f"{name(index)} ({preview(str(template))}) must hold {{}} exactly once, where the word goes"
                 )
             before, after = template.split("{}")
             left.append(tokenizer.split([before])[0].words)
@@ -163,6 +174,17 @@ def parse_postprocess(spec: str | None, width: int) -> tuple[str, int] | None:
     if name == "abtt" and value.isdigit() and 1 <= int(value) < width:
         return ("abtt", int(value))
     raise OptionError(f"postprocess {spec!r}: expected none, center or abtt:D with 1 <= D < {width}")
+
+
+def check_postprocess_rows(spec: tuple[str, int] | None, rows: int) -> None:
+    """Centring one vector, or removing D directions from D + 1 or fewer, leaves nothing: refuse it up front."""
+    if spec is None:
+        return
+    needed = 2 if spec[0] == "center" else spec[1] + 2
+    if rows < needed:
+        what = "center" if spec[0] == "center" else f"abtt:{spec[1]}"
+        raise OptionError(f"postprocess {what} needs at least {needed} distinct words, got {rows}: it would leave "
+                          "zero vectors")
 
 
 def postprocess(vectors: NDArray[np.float32], spec: tuple[str, int] | None, keep: NDArray[np.bool_]) -> None:
@@ -364,6 +386,7 @@ def type_vectors(
     frames = Templates.of(embedder.tokenizer, templates)
     sums = TypeSums(embedder, vocabulary, pooling, max_contexts)
     spec = parse_postprocess(postprocess_spec, sums.sums.shape[1])
+    check_postprocess_rows(spec, kept_slots(vocabulary, unknown))
     if method == "corpus":
         if corpus is None or isinstance(corpus, str):
             raise OptionError("method='corpus' needs corpus: an iterable of texts")
@@ -387,13 +410,16 @@ def type_vectors(
     return finish(vocabulary, sums, method, from_corpus, unknown, spec)
 
 
-def check_unknown(vocabulary: Vocabulary, unknown: str) -> None:
+def check_unknown(vocabulary: Vocabulary, unknown: str, name: Callable[[int], str] = "word {}".format,
+                  hint: str = "pass unknown='unk' or 'zero' to embed it anyway") -> None:
     if unknown == "error" and vocabulary.unknown.any():
         first = int(np.flatnonzero(vocabulary.unknown[vocabulary.slot])[0])
-        raise UnknownWordError(
-            f"word {first} ({preview(vocabulary.words[first])}) maps to the unknown token; "
-            "pass unknown='unk' or 'zero' to embed it anyway"
-        )
+        raise UnknownWordError(f"{name(first)} ({preview(vocabulary.words[first])}) maps to the unknown token; {hint}")
+
+
+def kept_slots(vocabulary: Vocabulary, unknown: str) -> int:
+    """Distinct vectors post-processing works on: zeroed unknown words take no part."""
+    return int((~vocabulary.unknown).sum()) if unknown == "zero" else len(vocabulary)
 
 
 def template_slots(sums: TypeSums, method: str, unknown: str) -> NDArray[np.int64]:

@@ -165,3 +165,36 @@ def test_resolved_options_name_what_auto_chose(tiny_bundle: Path) -> None:
     assert (resolved.backend, resolved.precision, resolved.threads) == (info.backend, info.precision, 1)
     again = resolved.load(tiny_bundle).runtime_info()
     assert (again.backend, again.precision) == (info.backend, info.precision) and again.timings is None
+
+
+def test_what_was_not_tried_says_why() -> None:
+    avx2 = measure.left_out("fastest", "fp32", machine(AVX2), int8_faithful=False)
+    assert [(t.name, t.refused.split(":")[0]) for t in avx2] == [("openvino bf16", "not tried"),
+                                                                  ("openvino int8", "not tried")]
+    assert "no int8 dot products" in avx2[1].refused and "no native bf16" in avx2[0].refused
+    zen4 = measure.left_out("auto", "fp32", machine(ZEN4), int8_faithful=False)
+    assert [t.name for t in zen4] == ["openvino int8"] and "--precision fastest" in zen4[0].refused
+    assert measure.left_out("fastest", "fp32", machine(ZEN4), int8_faithful=False) == []
+    assert measure.left_out("auto", "int8", machine(ZEN4), int8_faithful=False) == []  # OpenVINO reads fp32 only
+
+
+@pytest.mark.skipif("openvino" not in this_machine().installed, reason="one backend: nothing to time")
+def test_fastest_without_int8_shares_autos_verdict(
+    tiny_bundle: Path, fresh_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where int8 is not a candidate, `fastest` times exactly what `auto` times: it reads auto's verdict."""
+    bundle = load_bundle(tiny_bundle)
+    tokenizer = Tokenizer.from_file(bundle.tokenizer_path, bundle.max_length)
+    avx2 = machine(AVX2)
+    auto = open_backend(bundle, tokenizer, LoadOptions(threads=1), avx2)
+    assert auto.timings is not None and "openvino int8" in {t.name for t in auto.timings.trials}
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("timed again")
+
+    monkeypatch.setattr(measure, "time_candidates", refuse)
+    fastest = open_backend(bundle, tokenizer, LoadOptions(threads=1, precision="fastest"), avx2)
+    assert fastest.timings is not None and fastest.timings.policy == "fastest"
+    assert fastest.timings.winner == auto.timings.winner
+    int8 = next(t for t in fastest.timings.trials if t.name == "openvino int8")
+    assert int8.score is None and "no int8 dot products" in (int8.refused or "")

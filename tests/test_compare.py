@@ -191,6 +191,8 @@ def test_a_type_level_panel_follows_the_static_one(cli: typer.Typer, tiny: Embed
     assert "cosine · type-level" in shown.stdout and "type↔1" in shown.stdout.replace(" ", "")
     kinds = json.loads((out / "study.json").read_text())["kinds"]
     assert kinds[:2] == ["static", "type-level"]
+    alone = CliRunner().invoke(cli, ["compare", str(tiny_bundle), "--out", str(out), "--corpus", str(corpus)])
+    assert alone.exit_code == 2 and "--corpus goes with --type-level" in alone.stderr
 
 
 def test_colour_ranges_are_fixed_per_metric() -> None:

@@ -120,7 +120,8 @@ def test_a_killed_corpus_pass_resumes_to_identical_bytes(tiny_bundle: Path, voca
 def test_a_stopped_templates_pass_resumes_to_identical_bytes(
     embedder: Embedder, tmp_path: Path
 ) -> None:
-    words = [f"{a}{b}" for a in "abcdefghij" for b in "klmnopqrst"] * 3  # 300 entries, 100 slots
+    base = [f"{a}{b}" for a in "abcdefghij" for b in "klmnopqrst"]
+    words = base + [w.upper() for w in base] + [w.title() for w in base]  # 300 entries, 100 slots (uncased)
     vocab = tmp_path / "vocab.txt"
     vocab.write_text("\n".join(words) + "\n", encoding="utf-8")
     options = TypeLevelOptions(chunk_lines=60 * len(DEFAULT_TEMPLATES))  # templates checkpoint every 60 words
@@ -135,6 +136,20 @@ def test_a_stopped_templates_pass_resumes_to_identical_bytes(
             raise Stop
 
     out = tmp_path / "out.npz"
+    job = TypeLevelJob(embedder, vocab, [], out, options).open(False, False)
+
+    def interrupted(*args: object) -> None:  # Ctrl-C inside the first model call, before any checkpoint of the pass
+        raise KeyboardInterrupt
+
+    job.sums.add_templates = interrupted  # type: ignore[method-assign]
+    with pytest.raises(KeyboardInterrupt):
+        job.run()
+    early = TypeLevelJob(embedder, vocab, [], out, options).open(resume=True, force=False)  # the start's checkpoint
+    assert early.position.template_done == 0
+    early.run()
+    assert out.read_bytes() == (tmp_path / "whole.npz").read_bytes()
+    out.unlink()
+    counts_path(out).unlink()
     with pytest.raises(Stop):
         TypeLevelJob(embedder, vocab, [], out, options).open(False, False).run(stop)
     resumed = TypeLevelJob(embedder, vocab, [], out, options).open(resume=True, force=False)
@@ -168,7 +183,11 @@ def test_a_resume_under_other_settings_is_refused(tiny_bundle: Path, vocab: Path
         ("king\n", b"the king\n\xff\xfe bad\n", (), "line 2 is not valid UTF-8", 1),
         ("king\n", b"the king\n", ("--postprocess", "abtt:0"), "expected none, center or abtt:D", 2),
         ("king\n", b"the king\n", ("--pooling", "cls"), "pooling", 2),
-        ("king\nzzz\u20ac\n", b"the king\n", (), "maps to the unknown token", 1),
+        ("king\nzzz\u20ac\n", b"the king\n", (), "line 2 ('zzz€') maps to the unknown token; --unknown unk|zero", 1),
+        ("king\nqueen\nking\n", b"the king\n", (), "line 3 ('king') repeats {vocab}: line 1; give each word once", 1),
+        ("king\nqueen\n", b"the king\n", ("--postprocess", "abtt:1"), "abtt:1 needs at least 3 distinct words", 2),
+        ("king\n", b"the king\n", ("--normalize", "--on-error", "skip"), "--normalize, --on-error do not apply", 2),
+        ("king\n", b"the king\n", ("--max-length", "8"), "--max-length does not apply to --type-level", 2),
         ("king\n", b"the king\n", ("--static",), "choose exactly one of --static, --contextual", 2),
     ],
 )
@@ -182,15 +201,29 @@ def test_bad_input_is_one_line(
     corpus.write_bytes(corpus_bytes)
     out = tmp_path / "out.npy"
     result = run("embed", tiny_bundle, "--type-level", "-i", vocab, "--corpus", corpus, "-o", out, *extra, *LOAD)
-    one_line_error(result, message, code)
+    one_line_error(result, message.format(vocab=vocab), code)
     assert not out.exists() and not counts_path(out).exists()
 
 
 def test_corpus_options_need_type_level(tiny_bundle: Path, vocab: Path, tmp_path: Path) -> None:
-    result = run("embed", tiny_bundle, "--static", "-i", vocab, "--corpus", vocab, "-o", tmp_path / "o.npy")
-    one_line_error(result, "--corpus and --templates go with --type-level", 2)
+    for extra in (["--corpus", str(vocab)], ["--max-contexts", "5"], ["--postprocess", "center"]):
+        result = run("embed", tiny_bundle, "--static", "-i", vocab, *extra, "-o", tmp_path / "o.npy")
+        one_line_error(result, "--corpus, --templates, --max-contexts and --postprocess go with --type-level", 2)
     result = run("embed", tiny_bundle, "--type-level", "-i", vocab)
     one_line_error(result, "--type-level writes a file", 2)
+    result = run("embed", tiny_bundle, "--type-level", "-o", tmp_path / "o.npy")  # -i defaults to stdin
+    one_line_error(result, "--type-level reads its vocabulary from a file", 2)
+    result = run("embed", tiny_bundle, "--type-level", "-i", tmp_path / "none.txt", "-o", tmp_path / "o.npy")
+    one_line_error(result, "none.txt: no such vocabulary file")
+    result = run("embed", tiny_bundle, "--type-level", "-i", vocab, "--corpus", tmp_path, "-o", tmp_path / "o.npy")
+    one_line_error(result, "a directory, not a corpus file")
+    templates = tmp_path / "t.txt"
+    templates.write_text("the {} is\n\nno slot here\n", encoding="utf-8")
+    result = run("embed", tiny_bundle, "--type-level", "-i", vocab, "--templates", templates, "-o", tmp_path / "o.npy")
+    one_line_error(result, "t.txt: line 3 ('no slot here') must hold {} exactly once", 2)
+    result = run("embed", tiny_bundle, "--type-level", "-i", vocab, "--templates", tmp_path / "no.txt",
+                 "-o", tmp_path / "o.npy")
+    one_line_error(result, "no.txt: no such templates file")
     result = run("embed", tiny_bundle, "--type-level", "-i", vocab, "--corpus", str(tmp_path / "none*.txt"),
                  "-o", tmp_path / "o.npy")
     one_line_error(result, "matches no file", 2)

@@ -150,6 +150,15 @@ def test_unknown_words_follow_the_policy(embedder: Embedder) -> None:
     assert unk.fallback[1] and unk.counts[1] == len(DEFAULT_TEMPLATES) and unk.vectors[1].any()
 
 
+def test_a_repeated_word_and_a_postprocessing_that_would_leave_zeros_are_refused(embedder: Embedder) -> None:
+    with pytest.raises(InputError, match=r"word 2 \('king'\) repeats word 0; give each word once"):
+        embedder.type_vectors(["king", "queen", "king"])
+    with pytest.raises(OptionError, match="abtt:3 needs at least 5 distinct words, got 4"):
+        embedder.type_vectors(["king", "queen", "apple", "music"], postprocess="abtt:3")
+    with pytest.raises(OptionError, match="center needs at least 2 distinct words, got 1"):
+        embedder.type_vectors(["king", "KING"], postprocess="center")  # one word to an uncased model
+
+
 def test_entries_the_model_cannot_tell_apart_share_a_slot(embedder: Embedder) -> None:
     vocabulary = Vocabulary.of(embedder.tokenizer, ["Apple", "apple", "APPLE", "u.s.", "king"])
     assert vocabulary.slot.tolist() == [0, 0, 0, 1, 2] and vocabulary.n_words.tolist() == [1, 4, 1]

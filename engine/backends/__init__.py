@@ -72,8 +72,11 @@ def _measured(bundle: Bundle, tokenizer: Tokenizer, options: LoadOptions, machin
     from bertonnx.backends import measure
 
     policy = "fastest" if options.precision == "fastest" else "auto"
-    pairs = [pair for pair in measure.candidates(policy, bundle.precision, machine, _int8_faithful(bundle, machine))
+    int8_faithful = _int8_faithful(bundle, machine)
+    pairs = [pair for pair in measure.candidates(policy, bundle.precision, machine, int8_faithful)
              if backend == "auto" or pair[0] == backend]
+    untried = tuple(trial for trial in measure.left_out(policy, bundle.precision, machine, int8_faithful)
+                    if backend in ("auto", trial.backend))
     if not pairs:
         return _open(bundle, tokenizer, choose(backend, "auto", bundle.precision, machine), options, machine)
     if len(pairs) == 1:
@@ -82,10 +85,13 @@ def _measured(bundle: Bundle, tokenizer: Tokenizer, options: LoadOptions, machin
     from bertonnx.backends.base import check_threads
 
     threads = check_threads(options.threads)
-    key = measure.cache_key(bundle.graph_sha256, policy, threads, _versions(machine), machine, pairs)
-    path = cache_root() / "timings" / f"{_graph_key(bundle)}-{policy}-{threads}t.json"
+    # Gates differ between the policies for int8 only: without it, auto and fastest share one verdict.
+    verdict = "fastest" if policy == "fastest" and ("openvino", "int8") in pairs else "auto"
+    key = measure.cache_key(bundle.graph_sha256, verdict, threads, _versions(machine), machine, pairs)
+    path = cache_root() / "timings" / f"{_graph_key(bundle)}-{verdict}-{threads}t.json"
     cached = measure.read_timings(path, key)
     if cached is not None:
+        cached = replace(cached, policy=policy, trials=cached.trials[: len(pairs)] + untried)
         choice = Choice(*cached.winner, reason=cached.reason)
         try:
             opened = _open(bundle, tokenizer, choice, options, machine, _policy_gate(policy, choice.precision))
@@ -106,8 +112,8 @@ def _measured(bundle: Bundle, tokenizer: Tokenizer, options: LoadOptions, machin
                                       measure.timing_workload(tokenizer))
     trials = tuple(measure.Trial(b, p, *figures.get((b, p), (None, None)), refused.get((b, p))) for b, p in pairs)
     winner = measure.winner(trials)
-    timings = Timings(policy, threads, trials, winner, measure.now())
-    measure.write_timings(path, key, timings)
+    measure.write_timings(path, key, Timings(verdict, threads, trials, winner, measure.now()))
+    timings = Timings(policy, threads, trials + untried, winner, measure.now())
     return replace(opened_all[winner], choice=Choice(*winner, reason=timings.reason), timings=timings)
 
 

@@ -83,7 +83,7 @@ class Timings:
     def reason(self) -> str:
         """Why the winner won, in a few words (the figures are in `trials`)."""
         timed = sum(t.score is not None for t in self.trials)
-        refused = [t.name for t in self.trials if t.refused]
+        refused = [t.name for t in self.trials if t.refused and not t.refused.startswith("not tried")]
         return f"{self.policy}: fastest of {timed} timed on this machine" + (
             f"; {', '.join(refused)} refused" if refused else ""
         )
@@ -136,6 +136,26 @@ def candidates(policy: str, bundle_precision: str, machine: Machine, int8_faithf
 class Workload:
     short: list[list[Feeds]]  # calls of one batch each: every probe alone
     bulk: list[list[Feeds]]  # one call of several batches: the probes together, the full-length text alone, twice
+
+
+def left_out(policy: str, bundle_precision: str, machine: Machine, int8_faithful: bool) -> list[Trial]:
+    """The OpenVINO precisions not tried on this machine, each with why: what `info` lists beside the timings."""
+    if "openvino" not in machine.installed or bundle_precision != "fp32":
+        return []
+    found = []
+    if not machine.native_bf16:
+        found.append(Trial("openvino", "bf16", None, None, "not tried: this CPU has no native bf16 (AMX or "
+                           "AVX512-BF16); emulated bf16 is slower than fp32"))
+    if not machine.cpu_flags & set(INT8_FLAGS):
+        found.append(Trial("openvino", "int8", None, None, "not tried: this CPU has no int8 dot products (VNNI or "
+                           "AMX-INT8)"))
+    elif "nncf" not in machine.installed:
+        found.append(Trial("openvino", "int8", None, None, "not tried: NNCF is not installed "
+                           "(pip install 'bertonnx[openvino]')"))
+    elif policy == "auto" and not int8_faithful:
+        found.append(Trial("openvino", "int8", None, None, "not tried under auto: no measured fidelity here clears "
+                           "the bf16 gate yet (--precision fastest tries it under its own gate)"))
+    return found
 
 
 def timing_workload(tokenizer: Tokenizer) -> Workload:

@@ -27,7 +27,7 @@ from bertonnx.cli.options import (
 from bertonnx.cli.progress import status_spinner
 from bertonnx.defaults import resolve_bundle
 from bertonnx.embedder import Embedder
-from bertonnx.errors import InputError
+from bertonnx.errors import InputError, OptionError
 from bertonnx.study import DEFAULT_CONTEXTS, METRICS, TYPE_LEVEL, StudyResult, run_study
 from bertonnx.study_files import load_contexts, write_outputs
 
@@ -67,6 +67,8 @@ def compare(
     Runs the exact fp32 graph by default (a study of the model, not of the hardware: bf16 moves its numbers in the
     third decimal); study.json and the figures record what ran.
     """
+    if corpus is not None and not type_level:
+        raise OptionError("--corpus goes with --type-level")
     study = load_contexts(contexts) if contexts is not None else DEFAULT_CONTEXTS
     metrics = METRICS if metric.value == "both" else (metric.value,)
     n_sentences = sum(len(sentences) for sentences in study.values())
@@ -76,8 +78,7 @@ def compare(
         embedder = Embedder.load(path, load_options(backend, precision, provider))
         step(f"reading {len(study)} words in {n_sentences} sentences")
         lines = _corpus_lines(corpus) if corpus is not None else None
-        result = run_study(embedder, study, pooling=pooling.value, type_level=type_level or corpus is not None,
-                           corpus=lines)
+        result = run_study(embedder, study, pooling=pooling.value, type_level=type_level, corpus=lines)
         step(f"writing {out_dir}")
         written = write_outputs(result, out_dir, metrics)
     for metric_name in metrics:

@@ -130,8 +130,8 @@ def embed_distributed(
                     unknown.value, address, num_workers, threads, batch_size, force, verbose,
                     load_options(backend, precision, provider, batch_tokens=batch_tokens, min_fidelity=min_fidelity))
         return
-    if corpus or templates is not None:
-        raise OptionError("--corpus and --templates go with --type-level")
+    if corpus or templates is not None or max_contexts != DEFAULT_MAX_CONTEXTS or postprocess != "none":
+        raise OptionError("--corpus, --templates, --max-contexts and --postprocess go with --type-level")
     options = bulk_options(
         static, contextual, sentences, pooling, normalize, unknown, long_text, on_error, max_length=max_length
     )

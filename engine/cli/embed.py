@@ -106,12 +106,17 @@ def embed(
     if type_level:
         if static or contextual or sentences:
             raise OptionError("choose exactly one of --static, --contextual, --sentences, --type-level")
+        ignored = [flag for flag, given in (("--normalize", normalize), ("--max-length", max_length is not None),
+                                            ("--long-text", long_text != LongTextChoice.window),
+                                            ("--on-error", on_error != OnErrorChoice.fail)) if given]
+        if ignored:
+            raise OptionError(f"{', '.join(ignored)} do{'es' if len(ignored) == 1 else ''} not apply to --type-level")
         _type_level(bundle, input_path, output, corpus or [], templates, max_contexts, postprocess, pooling.value,
                     unknown.value, chunk_lines, resume, force,
                     load_options(backend, precision, provider, threads, batch_tokens, min_fidelity=min_fidelity))
         return
-    if corpus or templates is not None:
-        raise OptionError("--corpus and --templates go with --type-level")
+    if corpus or templates is not None or max_contexts != DEFAULT_MAX_CONTEXTS or postprocess != "none":
+        raise OptionError("--corpus, --templates, --max-contexts and --postprocess go with --type-level")
     options = bulk_options(
         static, contextual, sentences, pooling, normalize, unknown, long_text, on_error, chunk_lines=chunk_lines,
         max_length=max_length,
@@ -174,8 +179,10 @@ def _type_level(
     except OutputError as error:
         raise OptionError(str(error)) from error
     vocabulary = Path(input_path)
-    if input_path == "-" or not vocabulary.is_file():
-        raise CliError(f"{input_path}: --type-level reads its vocabulary from a file (-i vocab.txt, one word a line)")
+    if input_path == "-":
+        raise OptionError("--type-level reads its vocabulary from a file: -i vocab.txt, one word a line")
+    if not vocabulary.is_file():
+        raise CliError(f"{vocabulary}: {'not a regular file' if vocabulary.exists() else 'no such vocabulary file'}")
     options = TypeLevelOptions(
         templates=read_templates(templates) if templates is not None else None, max_contexts=max_contexts,
         postprocess=postprocess, pooling=pooling, unknown=unknown, chunk_lines=chunk_lines,
@@ -198,6 +205,9 @@ def _type_level(
     try:
         report = job.run(progress)
     except KeyboardInterrupt:
+        for bar in bars.values():  # the bar stops first, so the message is the last thing on the screen
+            bar.__exit__(None, None, None)
+        bars.clear()
         say_error(f"interrupted: the work up to the last checkpoint is kept in {work_dir(output)}; "
                   "the same command with --resume continues it")
         raise typer.Exit(130) from None

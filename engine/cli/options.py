@@ -60,7 +60,8 @@ SentencesFlag = Annotated[bool, typer.Option("--sentences", help="One text per l
 PoolingOption = Annotated[PoolingChoice, typer.Option(help="Word pooling; for --sentences: mean or cls")]
 NormalizeOption = Annotated[bool, typer.Option(help="--sentences: unit-length vectors")]
 UnknownOption = Annotated[
-    UnknownChoice, typer.Option(help="--static: a word mapping to [UNK] is an error, or gets [UNK]'s row, or 0")
+    UnknownChoice, typer.Option(help="--static, --type-level: a word mapping to [UNK] is an error, or is embedded "
+                                "as [UNK] (type-level: from templates), or gets 0")
 ]
 LongTextOption = Annotated[LongTextChoice, typer.Option(help="Texts over the model maximum")]
 OnErrorOption = Annotated[OnErrorChoice, typer.Option(help="A bad line stops the job, or is skipped and reported")]

@@ -40,8 +40,10 @@ from bertonnx.type_level import (
     TypeSums,
     TypeVectors,
     Vocabulary,
+    check_postprocess_rows,
     check_unknown,
     finish,
+    kept_slots,
     parse_postprocess,
     template_slots,
 )
@@ -115,14 +117,22 @@ def read_vocabulary(path: Path) -> list[str]:
 
 
 def read_templates(path: Path) -> tuple[str, ...]:
-    """One template a line (blank lines skipped), each with {} where the word goes."""
-    found = []
+    """One template a line (blank lines skipped), each with {} where the word goes, checked here so that an
+    error names the file and line."""
+    if not path.is_file():
+        raise InputError(f"{path}: no such templates file")
+    found, numbers = [], []
     with path.open("rb") as stream:
         for line in read_lines(stream, str(path)):
             if line.text.strip():
                 found.append(line.text.strip())
+                numbers.append(line.number)
     if not found:
         raise InputError(f"{path}: no templates; write one a line, with {{}} where the word goes")
+    for text, number in zip(found, numbers):
+        if text.count("{}") != 1:
+            raise OptionError(f"{path}: line {number} ({preview(text)}) must hold {{}} exactly once, where the "
+                              "word goes")
     return tuple(found)
 
 
@@ -144,13 +154,19 @@ class TypeLevelJob:
         suffix_of(out)
         self.embedder, self.out, self.options = embedder, out, options
         self.corpus = list(corpus)
-        self.vocabulary = Vocabulary.of(embedder.tokenizer, read_vocabulary(vocabulary_path))
-        check_unknown(self.vocabulary, options.unknown)
+        line = f"{vocabulary_path}: line {{}}"  # the vocabulary has no blank line: entry i is line i + 1
+        self.vocabulary = Vocabulary.of(embedder.tokenizer, read_vocabulary(vocabulary_path),
+                                        name=lambda i: line.format(i + 1))
+        check_unknown(self.vocabulary, options.unknown, name=lambda i: line.format(i + 1),
+                      hint="--unknown unk|zero embeds it anyway")
         self.templates = Templates.of(embedder.tokenizer, options.templates)
         self.sums = TypeSums(embedder, self.vocabulary, options.pooling, options.max_contexts)
         self.postprocess = parse_postprocess(options.postprocess, self.sums.sums.shape[1])
+        check_postprocess_rows(self.postprocess, kept_slots(self.vocabulary, options.unknown))
         self.method = "corpus" if self.corpus else "templates"
         for path in self.corpus:
+            if path.is_dir():
+                raise InputError(f"{path}: a directory, not a corpus file (give a glob such as '{path}/*.txt')")
             if not path.is_file():
                 raise InputError(f"{path}: no such corpus file")
         if self.corpus and all(path.stat().st_size == 0 for path in self.corpus):
@@ -190,6 +206,8 @@ class TypeLevelJob:
         started = time.monotonic()
         work = work_dir(self.out)
         work.mkdir(exist_ok=True)
+        if not (work / "state.json").exists():
+            self._checkpoint(work)  # a kill from here on leaves something --resume can continue
         tick = progress or (lambda what, done, total, lines: None)
         if self.position.phase == "corpus" and self.method == "corpus":
             try:
@@ -313,7 +331,8 @@ def write_type_vectors(out: Path, found: TypeVectors, method: str, unknown: str)
     ]
     write_atomic(counts_path(out), _writer(("\n".join(rows) + "\n").encode("utf-8")))
     extra = {"counts": found.counts, "fallback": found.fallback}
-    write_vectors(out, list(found.words), found.vectors, unknown=found.unknown, extra=extra)
+    ids = np.column_stack([np.arange(1, len(found.words) + 1), np.zeros(len(found.words))]).astype(np.int64)
+    write_vectors(out, list(found.words), found.vectors, ids=ids, unknown=found.unknown, extra=extra)
     return [counts_path(out), out]
 
 

@@ -40,8 +40,10 @@ from bertonnx.type_level import (
     Templates,
     TypeSums,
     Vocabulary,
+    check_postprocess_rows,
     check_unknown,
     finish,
+    kept_slots,
     parse_postprocess,
     pool_ranges,
     template_slots,
@@ -138,11 +140,14 @@ def type_level_files(
     words = read_vocabulary(vocabulary_path)
     embedder = replace(load, threads=workers.threads).load(bundle)  # the driver's: templates, as a worker runs
     load = load.resolved(embedder)  # auto chosen once, here: every worker runs the same backend and precision
-    vocabulary = Vocabulary.of(embedder.tokenizer, words)
-    check_unknown(vocabulary, options.unknown)
+    line = f"{vocabulary_path}: line {{}}"
+    vocabulary = Vocabulary.of(embedder.tokenizer, words, name=lambda i: line.format(i + 1))
+    check_unknown(vocabulary, options.unknown, name=lambda i: line.format(i + 1),
+                  hint="--unknown unk|zero embeds it anyway")
     templates = Templates.of(embedder.tokenizer, options.templates)
     sums = TypeSums(embedder, vocabulary, options.pooling, options.max_contexts)
     spec = parse_postprocess(options.postprocess, sums.sums.shape[1])
+    check_postprocess_rows(spec, kept_slots(vocabulary, options.unknown))
     method = "corpus" if corpus is not None else "templates"
     report = TypeLevelReport(words=len(words), output=out)
     if corpus is not None:
