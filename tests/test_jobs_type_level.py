@@ -49,6 +49,9 @@ def test_templates_to_npz_with_counts_as_the_library_gives(
     out = tmp_path / "types.npz"
     result = run("embed", tiny_bundle, "--type-level", "-i", vocab, "-o", out, *LOAD)
     assert result.exit_code == 0, result.output
+    centred = run("embed", tiny_bundle, "--type-level", "-i", vocab, "-o", tmp_path / "c.npy", "--postprocess",
+                  "center", *LOAD)
+    assert centred.exit_code == 0 and "post-processed: center" in centred.stderr
     assert f"{len(VOCAB)} type-level vectors -> {out} + types.counts.tsv" in result.stderr
     table = read_table(out)
     expected = embedder.type_vectors(VOCAB)

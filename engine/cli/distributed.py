@@ -193,6 +193,8 @@ def _type_level(
     if planned is not None:
         notes.append(f"{report.corpus_lines:,} corpus lines, {report.contexts:,} contexts, "
                      f"{report.fallback:,} from templates (never seen)")
+    if postprocess != "none":
+        notes.append(f"post-processed: {postprocess}")
     notes.append(f"{report.seconds:,.1f} s")
     say(f"{report.words:,} type-level vectors -> {output} + {report.files[0].name} ({'; '.join(notes)})")
 

@@ -222,6 +222,8 @@ def _type_level(
             notes.append(f"every word reached {max_contexts} contexts early")
     if report.unknown:
         notes.append(f"{report.unknown} flagged unknown")
+    if postprocess != "none":
+        notes.append(f"post-processed: {postprocess}")
     if report.resumed_lines:
         notes.append(f"{report.resumed_lines:,} corpus lines kept from the killed run")
     notes.append(f"{report.seconds:,.1f} s")
