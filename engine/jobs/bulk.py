@@ -187,6 +187,15 @@ def input_fingerprint(path: Path) -> dict[str, object]:
 
 def job_fingerprint(embedder: Embedder, source: Path | None, options: BulkOptions) -> dict[str, object]:
     """Everything that changes the rows of a job: a resume under anything else is refused, naming it."""
+    return {
+        **(input_fingerprint(source) if source is not None else {"input": "-"}),
+        **runtime_fingerprint(embedder),
+        **options.numbers(),
+    }
+
+
+def runtime_fingerprint(embedder: Embedder) -> dict[str, object]:
+    """What changes the numbers besides a job's input and options: the graph, what runs it, how it slices."""
     info = embedder.backend.info
     recipe = None
     if info.precision == "int8" and info.backend == "openvino":
@@ -195,7 +204,6 @@ def job_fingerprint(embedder: Embedder, source: Path | None, options: BulkOption
         recipe = RECIPE
     versions = {key: info.details[key] for key in ("onnxruntime", "openvino") if key in info.details}
     return {
-        **(input_fingerprint(source) if source is not None else {"input": "-"}),
         "graph": embedder.bundle.graph_sha256,
         "backend": info.backend,
         "device": info.device,
@@ -204,7 +212,6 @@ def job_fingerprint(embedder: Embedder, source: Path | None, options: BulkOption
         "runtime": versions,
         "batch_tokens": embedder.batch_tokens,
         "slicing": [JOB_VERSION, SLICE_LINES, SLICE_CHARS, LONG_TEXT_PIECES],
-        **options.numbers(),
     }
 
 

@@ -31,7 +31,7 @@ from bertonnx.embedder import Embedder
 from bertonnx.errors import BadLineError, InputError, JobError, OptionError
 from bertonnx.io.atomic import replace_all, write_atomic
 from bertonnx.io.formats import output_files, suffix_of, write_vectors
-from bertonnx.jobs.bulk import DEFAULT_CHUNK_LINES, job_fingerprint, read_lines, slices
+from bertonnx.jobs.bulk import DEFAULT_CHUNK_LINES, input_fingerprint, read_lines, runtime_fingerprint, slices
 from bertonnx.options import UNKNOWN_POLICIES, WORD_POOLING_MODES, check_choice, check_positive
 from bertonnx.tokenize import preview
 from bertonnx.type_level import (
@@ -172,9 +172,10 @@ class TypeLevelJob:
         if self.corpus and all(path.stat().st_size == 0 for path in self.corpus):
             raise InputError("the corpus is empty: every corpus file has 0 bytes")
         self.fingerprint = {
-            **job_fingerprint(embedder, vocabulary_path, _no_bulk_options()),
+            **input_fingerprint(vocabulary_path),
+            **runtime_fingerprint(embedder),
             "kind": "type-level",
-            "corpus": [_file_print(path) for path in self.corpus],
+            "corpus": [input_fingerprint(path) for path in self.corpus],
             "method": self.method,
             **options.numbers(),
             "state": STATE_VERSION,
@@ -342,18 +343,6 @@ def run_type_level(
 ) -> TypeLevelReport:
     """A type-level job from a vocabulary file (and corpus files) to `out`: see the module docstring."""
     return TypeLevelJob(embedder, vocabulary, corpus, out, options).open(resume, force).run(progress)
-
-
-def _no_bulk_options() -> object:
-    from bertonnx.jobs.bulk import BulkOptions
-
-    return BulkOptions(mode="contextual")
-
-
-def _file_print(path: Path) -> dict[str, object]:
-    from bertonnx.jobs.bulk import input_fingerprint
-
-    return input_fingerprint(path)
 
 
 def _npy_bytes(array: NDArray[np.generic]) -> bytes:

@@ -105,7 +105,7 @@ def write_output(
     started = time.perf_counter()
     with atomic_directory(out_dir) as work:
         shards = ShardWriter(work, dim, fmt, [str(path) for path in inputs])
-        for batch in _batches(dataset, shard_rows):
+        for batch in dataset_batches(dataset, shard_rows):
             shards.add(batch)
         if expected_lines is not None and shards.lines != expected_lines:
             raise JobError(f"expected rows from {expected_lines} input lines, found {shards.lines}: rows were lost")
@@ -120,7 +120,7 @@ def write_output(
     )
 
 
-def _batches(dataset: Dataset, size: int) -> Iterator[Batch]:
+def dataset_batches(dataset: Dataset, size: int) -> Iterator[Batch]:
     """Run the dataset; an error a worker raised (a bad line) comes out as itself, not wrapped by Ray."""
     ray = require_ray()
     dataset.context.raise_original_map_exception = True

@@ -31,7 +31,7 @@ from bertonnx.bundle import load_bundle
 from bertonnx.errors import InputError
 from bertonnx.jobs.ray.cluster import Workers, require_ray
 from bertonnx.jobs.ray.inputs import Batch, Inputs, read_inputs
-from bertonnx.jobs.ray.shards import _batches
+from bertonnx.jobs.ray.shards import dataset_batches
 from bertonnx.jobs.type_level import TypeLevelOptions, TypeLevelReport, read_vocabulary, write_type_vectors
 from bertonnx.options import LoadOptions
 from bertonnx.tokenize import Tokenizer
@@ -185,7 +185,7 @@ def _quotas(bundle: str | Path, words: list[str], corpus: Inputs, cap: int, slot
     dataset.context.execution_options.preserve_order = True
     seen = np.zeros(slots, dtype=np.int64)
     chosen: dict[str, list[int]] = {"file": [], "line": [], "slot": [], "quota": []}
-    for batch in _batches(dataset, 4096):
+    for batch in dataset_batches(dataset, 4096):
         for file, line, slot, count in zip(batch["file"].tolist(), batch["line"].tolist(), batch["slot"].tolist(),
                                            batch["count"].tolist()):
             room = cap - seen[slot]
@@ -208,7 +208,7 @@ def _sum(bundle: str | Path, words: list[str], corpus: Inputs, options: TypeLeve
         compute=ray.data.ActorPoolStrategy(size=workers.count), num_cpus=workers.threads,
         batch_size=corpus.block_lines, batch_format="numpy",
     )
-    for batch in _batches(dataset, 4096):
+    for batch in dataset_batches(dataset, 4096):
         np.add.at(sums.sums, batch["slot"], batch["sum"])
         np.add.at(sums.counts, batch["slot"], batch["count"])
 
