@@ -7,7 +7,6 @@ below its gate (`GATES`). Everything is numpy over one padded probe batch.
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -160,16 +159,12 @@ def compare(
 
 def read_cached(path: Path, key: dict[str, Any]) -> GateResult | None:
     """A gate result measured before under the same key (bundle, backend, versions, CPU), else None."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        return GateResult.from_dict(data["result"]) if data.get("key") == key else None
-    except (OSError, ValueError, KeyError, TypeError):
-        return None  # absent or damaged: measure again
+    from bertonnx.io.cache import read_entry
+
+    return read_entry(path, key, GateResult.from_dict)
 
 
 def write_cached(path: Path, key: dict[str, Any], result: GateResult) -> None:
-    from bertonnx.io.atomic import write_atomic
+    from bertonnx.io.cache import write_entry
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps({"key": key, "result": result.to_dict()}, indent=2) + "\n"
-    write_atomic(path, lambda stream: stream.write(text.encode("utf-8")))
+    write_entry(path, key, result.to_dict())

@@ -25,7 +25,6 @@ Two policies:
 from __future__ import annotations
 
 import gc
-import json
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -222,19 +221,15 @@ def cache_key(graph_sha256: str, policy: str, threads: int, versions: Mapping[st
 
 
 def read_timings(path: Path, key: Mapping[str, Any]) -> Timings | None:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        return Timings.from_dict(data["timings"]) if data.get("key") == key else None
-    except (OSError, ValueError, KeyError, TypeError):
-        return None  # absent or damaged: measure again
+    from bertonnx.io.cache import read_entry
+
+    return read_entry(path, key, Timings.from_dict)
 
 
 def write_timings(path: Path, key: Mapping[str, Any], timings: Timings) -> None:
-    from bertonnx.io.atomic import write_atomic
+    from bertonnx.io.cache import write_entry
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps({"key": dict(key), "timings": timings.to_dict()}, indent=2) + "\n"
-    write_atomic(path, lambda stream: stream.write(text.encode("utf-8")))
+    write_entry(path, key, timings.to_dict())
 
 
 def now() -> str:
