@@ -8,9 +8,53 @@ a `BertonnxError` or an `OSError` as one line; anything else is a bug and says s
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Fix:
+    """What would allow a refused call, as data: the argument and the value to pass (`force=True`).
+
+    The library words it as its keyword (`force=True`); the CLI renders the same fix as its flag (`--force`).
+    A tuple value lists alternatives (`unknown='unk' or 'zero'`, `--unknown unk|zero`).
+    """
+
+    argument: str
+    value: Any = True
+
+    def as_argument(self) -> str:
+        if isinstance(self.value, tuple):
+            return f"{self.argument}=" + " or ".join(repr(choice) for choice in self.value)
+        return f"{self.argument}={self.value!r}"
+
 
 class BertonnxError(Exception):
-    """Root of the errors a user can cause: bad input, a bad option, a damaged bundle."""
+    """Root of the errors a user can cause: bad input, a bad option, a damaged bundle.
+
+    A message may name its remedies as `{argument}` placeholders with the fixes as keywords:
+    `OutputError("{path} exists; {force} replaces it", force=True)`. `str(error)` words them as the library's
+    arguments; `render` words them any other way (the CLI's flags), and `fixes` carries them as data.
+    """
+
+    def __init__(self, message: str = "", **fixes: Any) -> None:
+        self.template = message
+        self.fixes = tuple(Fix(argument, value) for argument, value in fixes.items())
+        super().__init__(self.render(Fix.as_argument))
+
+    def render(self, word: Callable[[Fix], str]) -> str:
+        """The message with each fix worded by `word`."""
+        if not self.fixes:
+            return self.template
+        return self.template.format(**{fix.argument: word(fix) for fix in self.fixes})
+
+    def __reduce__(self) -> tuple[Any, ...]:  # Ray and multiprocessing carry errors across processes by pickle
+        return _rebuild, (type(self), self.template, {fix.argument: fix.value for fix in self.fixes})
+
+
+def _rebuild(cls: type[BertonnxError], template: str, fixes: dict[str, Any]) -> BertonnxError:
+    return cls(template, **fixes)
 
 
 class OptionError(BertonnxError, ValueError):

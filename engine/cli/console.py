@@ -24,7 +24,7 @@ try:  # typer >= 0.2x carries its own copy of click
 except ImportError:  # pragma: no cover - older typer on the real click
     from click import exceptions as click_exceptions  # type: ignore[no-redef]
 
-from bertonnx.errors import BertonnxError, OptionError
+from bertonnx.errors import BertonnxError, Fix, OptionError
 
 # No emoji codes: a message quoting ":-1:" (a port, a path) must print as typed, not as 👎.
 out = Console(emoji=False)
@@ -41,8 +41,28 @@ def debugging() -> bool:
     return bool(os.environ.get("BERTONNX_DEBUG"))
 
 
+FLAGS = {"mode": "", "out": "--out"}
+"""Library arguments whose flag is not `--` + the argument's name: a mode is chosen by its own flag (--static)."""
+
+
+def as_flag(fix: Fix) -> str:
+    """A library fix (`force=True`, `unknown=('unk', 'zero')`) as the command line says it (`--force`,
+    `--unknown unk|zero`)."""
+    flag = FLAGS.get(fix.argument, "--" + fix.argument.replace("_", "-"))
+    value = fix.value
+    if fix.argument == "mode":
+        return f"--{value}"
+    if value is True:
+        return flag
+    if value is False:
+        return "--no-" + flag.removeprefix("--")
+    if isinstance(value, tuple):
+        return f"{flag} {'|'.join(str(choice) for choice in value)}"
+    return f"{flag} {value}"
+
+
 def one_line(error: BaseException) -> str:
-    text = str(error).strip()
+    text = (error.render(as_flag) if isinstance(error, BertonnxError) else str(error)).strip()
     return text.splitlines()[0] if text else type(error).__name__
 
 
