@@ -27,7 +27,7 @@ from rich.console import Console
 from bertonnx.benchmarks.machine import describe_machine
 from bertonnx.embedder import Embedder
 from bertonnx.pooling import l2_normalize
-from bertonnx.type_level import DEFAULT_TEMPLATES, TypeSums, Vocabulary
+from bertonnx.type_level.vectors import DEFAULT_TEMPLATES, TypeSums, Vocabulary
 
 console = Console(stderr=True)
 SHOWN = ("king", "queen", "man", "woman", "apple", "bank", "music", "river")

@@ -321,7 +321,7 @@ class Embedder:
         Returns:
             TypeVectors: words, (N, H) float32 vectors, per-word context counts, fallback and unknown flags.
         """
-        from bertonnx import type_level
+        from bertonnx.type_level import vectors as type_level
 
         return type_level.type_vectors(
             self, words, method, corpus, templates, max_contexts, postprocess, pooling, unknown

@@ -17,7 +17,7 @@ from test_jobs_bulk_scale import peak_rss_mb
 
 from bertonnx import Embedder
 from bertonnx.io.formats import read_table
-from bertonnx.jobs.type_level import TypeLevelJob, TypeLevelOptions, counts_path, work_dir
+from bertonnx.type_level.job import TypeLevelJob, TypeLevelOptions, counts_path, work_dir
 from bertonnx.type_level import DEFAULT_TEMPLATES
 
 CLI = [sys.executable, "-c", "from bertonnx.cli.app import main; main()"]

@@ -9,7 +9,7 @@ import pytest
 
 from bertonnx import Embedder
 from bertonnx.errors import EmptyWordError, InputError, OptionError, UnknownWordError
-from bertonnx.type_level import DEFAULT_TEMPLATES, TypeSums, Vocabulary
+from bertonnx.type_level.vectors import DEFAULT_TEMPLATES, TypeSums, Vocabulary
 
 VOCAB = ["king", "queen", "apple", "Apple", "unable", "u.s.", "music", "zebra"]
 CORPUS = [
@@ -169,7 +169,7 @@ def test_entries_the_model_cannot_tell_apart_share_a_slot(embedder: Embedder) ->
 def test_a_giant_corpus_line_is_read_in_parts_cut_between_words(embedder: Embedder) -> None:
     """Over LONG_LINE_PIECES pieces a line is read in parts (its states stay small); no word is split, none lost."""
     from bertonnx.tokenize import TextPieces
-    from bertonnx.type_level import LONG_LINE_PIECES, cut_long
+    from bertonnx.type_level.vectors import LONG_LINE_PIECES, cut_long
 
     lengths = np.random.default_rng(0).integers(1, 5, size=3000)
     piece_word = np.repeat(np.arange(lengths.size), lengths)

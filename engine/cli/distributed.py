@@ -167,8 +167,8 @@ def _type_level(
     postprocess: str, pooling: str, unknown: str, address: str, num_workers: int | None, threads: int | None,
     batch_size: int, force: bool, verbose: bool, load: LoadOptions,
 ) -> None:
-    from bertonnx.jobs.ray.type_level import type_level_files
-    from bertonnx.jobs.type_level import TypeLevelOptions, read_templates
+    from bertonnx.type_level.distributed import type_level_files
+    from bertonnx.type_level.job import TypeLevelOptions, read_templates
 
     if len(inputs) != 1 or not Path(inputs[0]).is_file():
         raise OptionError("--type-level reads one vocabulary file: -i vocab.txt (one word a line)")

@@ -168,7 +168,7 @@ def _type_level(
 ) -> None:
     """--type-level: the vocabulary in -i, the corpus files, the vector file in -o."""
     from bertonnx.embedder import Embedder
-    from bertonnx.jobs.type_level import TypeLevelJob, TypeLevelOptions, iter_paths, read_templates, work_dir
+    from bertonnx.type_level.job import TypeLevelJob, TypeLevelOptions, iter_paths, read_templates, work_dir
 
     if output is None:
         raise OptionError("--type-level writes a file: give -o out.npy|.npz|.txt|.bin|.jsonl")

@@ -32,10 +32,10 @@ from bertonnx.errors import InputError
 from bertonnx.jobs.ray.cluster import Workers, require_ray
 from bertonnx.jobs.ray.inputs import Batch, Inputs, read_inputs
 from bertonnx.jobs.ray.shards import dataset_batches
-from bertonnx.jobs.type_level import TypeLevelOptions, TypeLevelReport, read_vocabulary, write_type_vectors
+from bertonnx.type_level.job import TypeLevelOptions, TypeLevelReport, read_vocabulary, write_type_vectors
 from bertonnx.options import LoadOptions
 from bertonnx.tokenize import Tokenizer
-from bertonnx.type_level import (
+from bertonnx.type_level.vectors import (
     Matcher,
     Templates,
     TypeSums,
@@ -127,7 +127,7 @@ def type_level_files(
     import time
 
     from bertonnx.io.formats import output_files, suffix_of
-    from bertonnx.jobs.type_level import counts_path
+    from bertonnx.type_level.job import counts_path
 
     started = time.monotonic()
     suffix_of(out)

@@ -34,7 +34,7 @@ from bertonnx.io.formats import output_files, suffix_of, write_vectors
 from bertonnx.jobs.bulk import DEFAULT_CHUNK_LINES, input_fingerprint, read_lines, runtime_fingerprint, slices
 from bertonnx.options import UNKNOWN_POLICIES, WORD_POOLING_MODES, check_choice, check_positive
 from bertonnx.tokenize import preview
-from bertonnx.type_level import (
+from bertonnx.type_level.vectors import (
     DEFAULT_MAX_CONTEXTS,
     Templates,
     TypeSums,
