@@ -14,6 +14,11 @@ from bertonnx.batching import run_starts
 from bertonnx.options import SENTENCE_POOLING_MODES, WORD_POOLING_MODES, check_choice
 
 
+def pooled_width(width: int, pooling: str) -> int:
+    """Width of a word vector pooled by `pooling` from pieces `width` wide: first_last concatenates two."""
+    return 2 * width if pooling == "first_last" else width
+
+
 def pool_pieces(
     pieces: NDArray[np.floating],
     starts: NDArray[np.int64],
@@ -37,7 +42,7 @@ def pool_pieces(
     n_pieces, dim = position.shape[0], pieces.shape[1]
     n_words = starts.shape[0]
     if n_words == 0:
-        return np.zeros((0, 2 * dim if mode == "first_last" else dim), dtype=np.float32)
+        return np.zeros((0, pooled_width(dim, mode)), dtype=np.float32)
     ends = np.append(starts[1:], n_pieces)  # (W,) one past each word's last piece
     if mode in ("first", "last", "first_last"):
         first, last = pieces[position[starts]], pieces[position[ends - 1]]  # (W, H) each
