@@ -142,18 +142,18 @@ def test_fastest_admits_int8_under_its_own_gate(
         assert int8.refused and "under the gate 1" in int8.refused
         assert opened.choice.precision != "int8"
     # auto times int8 only where the figure just cached clears the bf16 gate (token min cosine >= 0.999)
-    from bertonnx.backends import _int8_faithful
+    from bertonnx.backends.gate import int8_faithful
 
     auto = open_backend(bundle, tokenizer, LoadOptions(threads=1, min_fidelity=min_fidelity), vnni)
     assert auto.timings is not None
-    assert ("openvino int8" in {t.name for t in auto.timings.trials}) is _int8_faithful(bundle, vnni)
+    assert ("openvino int8" in {t.name for t in auto.timings.trials}) is int8_faithful(bundle, vnni)
 
 
 def test_auto_int8_is_held_to_the_bf16_gate() -> None:
-    from bertonnx.backends import _policy_gate
+    from bertonnx.backends.open import policy_gate
 
-    assert _policy_gate("auto", "int8") == "bf16" and _policy_gate("fastest", "int8") == "int8"
-    assert _policy_gate("auto", "bf16") == "bf16" and _policy_gate("auto", "fp32") == "fp32"
+    assert policy_gate("auto", "int8") == "bf16" and policy_gate("fastest", "int8") == "int8"
+    assert policy_gate("auto", "bf16") == "bf16" and policy_gate("auto", "fp32") == "fp32"
 
 
 def test_resolved_options_name_what_auto_chose(tiny_bundle: Path) -> None:
