@@ -45,9 +45,10 @@ class BertonnxError(Exception):
 
     def render(self, word: Callable[[Fix], str]) -> str:
         """The message with each fix worded by `word`."""
-        if not self.fixes:
-            return self.template
-        return self.template.format(**{fix.argument: word(fix) for fix in self.fixes})
+        message = self.template
+        for fix in self.fixes:  # plain replacement: a quoted input may hold braces of its own
+            message = message.replace("{" + fix.argument + "}", word(fix))
+        return message
 
     def __reduce__(self) -> tuple[Any, ...]:  # Ray and multiprocessing carry errors across processes by pickle
         return _rebuild, (type(self), self.template, {fix.argument: fix.value for fix in self.fixes})
