@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_bundle import reseal
+from helpers.bundles import reseal
 
 from bertonnx import BundleError, Embedder, ProviderError, load_bundle
 from bertonnx.io.sinks import partial_dir, read_vectors
@@ -78,7 +78,7 @@ def test_a_pickled_part_in_a_work_directory_never_runs(tiny_bundle: Path, tmp_pa
         embed_file(embedder, source, out, options, progress=stop_after(2))
     marker = tmp_path / "ran"
     booby_trapped_npy(partial_dir(out) / "vectors.npy", marker)
-    refused = r"vectors\.npy: (expected at least|bytes .* are not what the job wrote).*; start over with --force"
+    refused = r"vectors\.npy: (expected at least|bytes .* are not what the job wrote).*; start over with force=True"
     with pytest.raises(ValueError, match=refused):
         embed_file(embedder, source, out, options, resume=True)
     assert not marker.exists() and not out.exists()

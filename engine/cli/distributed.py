@@ -53,8 +53,8 @@ from bertonnx.jobs.ray import (
     plan_inputs,
     plan_workers,
     ray_session,
-    rich_progress,
 )
+from bertonnx.jobs.ray.cluster import require_ray
 from bertonnx.options import DEFAULT_BATCH_TOKENS, LoadOptions
 from bertonnx.type_level import DEFAULT_MAX_CONTEXTS
 
@@ -138,6 +138,7 @@ def embed_distributed(
     load_bundle(bundle, verify=False)  # fail on a wrong path, output or input here, before Ray starts
     check_output(output, force)
     planned = plan_inputs(expand_inputs(inputs), column, batch_size)
+    _check_workers(num_workers, threads)
     with ray_session(address, verbose=verbose):
         rich_progress()
         workers = plan_workers(num_workers, threads, *cluster_cpus())
@@ -181,7 +182,8 @@ def _type_level(
         postprocess=postprocess, pooling=pooling, unknown=unknown,
     )
     load_bundle(bundle, verify=False)
-    planned = plan_inputs(expand_inputs(corpus), "text", batch_size) if corpus else None
+    planned = plan_inputs(expand_inputs(corpus, "corpus"), "text", batch_size) if corpus else None
+    _check_workers(num_workers, threads)
     with ray_session(address, verbose=verbose):
         rich_progress()
         workers = plan_workers(num_workers, threads, *cluster_cpus())
@@ -197,6 +199,20 @@ def _type_level(
         notes.append(f"post-processed: {postprocess}")
     notes.append(f"{report.seconds:,.1f} s")
     say(f"{report.words:,} type-level vectors -> {output} + {report.files[0].name} ({'; '.join(notes)})")
+
+
+def rich_progress() -> None:
+    """Draw Ray Data's progress bars with rich, a bertonnx dependency; its default needs tqdm, which may be absent."""
+    context = require_ray().data.DataContext.get_current()
+    context.enable_rich_progress_bars = True
+    context.use_ray_tqdm = False
+
+
+def _check_workers(num_workers: int | None, threads: int | None) -> None:
+    """The worker flags, checked before Ray starts."""
+    for name, value in (("--num-workers", num_workers), ("--threads", threads)):
+        if value is not None and value < 1:
+            raise OptionError(f"{name} must be at least 1, got {value}")
 
 
 def _summary(report: JobReport) -> None:

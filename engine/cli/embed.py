@@ -37,8 +37,8 @@ from bertonnx.cli.options import (
 )
 from bertonnx.cli.progress import LineProgress
 from bertonnx.errors import OptionError, OutputError
+from bertonnx.io.checkpoints import partial_dir
 from bertonnx.io.formats import suffix_of
-from bertonnx.io.sinks import partial_dir
 from bertonnx.jobs.bulk import DEFAULT_CHUNK_LINES, BulkReport, FileJob, embed_to_stream
 from bertonnx.options import DEFAULT_BATCH_TOKENS, LoadOptions
 from bertonnx.type_level import DEFAULT_MAX_CONTEXTS
@@ -168,7 +168,8 @@ def _type_level(
 ) -> None:
     """--type-level: the vocabulary in -i, the corpus files, the vector file in -o."""
     from bertonnx.embedder import Embedder
-    from bertonnx.type_level.job import TypeLevelJob, TypeLevelOptions, iter_paths, read_templates, work_dir
+    from bertonnx.io.paths import expand_paths
+    from bertonnx.type_level.job import TypeLevelJob, TypeLevelOptions, read_templates
 
     if output is None:
         raise OptionError("--type-level writes a file: give -o out.npy|.npz|.txt|.bin|.jsonl")
@@ -187,9 +188,9 @@ def _type_level(
         templates=read_templates(templates) if templates is not None else None, max_contexts=max_contexts,
         postprocess=postprocess, pooling=pooling, unknown=unknown, chunk_lines=chunk_lines,
     )
-    paths = list(iter_paths(corpus))
+    paths = expand_paths(corpus, "corpus")
     embedder = Embedder.load(bundle, load)
-    if resume and not work_dir(output).exists():
+    if resume and not partial_dir(output).exists():
         say(f"nothing to resume for {output}: starting it")
     job = TypeLevelJob(embedder, vocabulary, paths, output, options).open(resume=resume, force=force)
     bars: dict[str, LineProgress] = {}
@@ -208,7 +209,7 @@ def _type_level(
         for bar in bars.values():  # the bar stops first, so the message is the last thing on the screen
             bar.__exit__(None, None, None)
         bars.clear()
-        say_error(f"interrupted: the work up to the last checkpoint is kept in {work_dir(output)}; "
+        say_error(f"interrupted: the work up to the last checkpoint is kept in {partial_dir(output)}; "
                   "the same command with --resume continues it")
         raise typer.Exit(130) from None
     finally:

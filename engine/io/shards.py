@@ -15,7 +15,6 @@ it. Nothing here needs Ray; numpy shards need no pyarrow either.
 from __future__ import annotations
 
 import hashlib
-import io
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,8 +23,9 @@ import numpy as np
 from numpy.typing import NDArray
 
 from bertonnx.errors import JobError, OutputError, missing_extra
+from bertonnx.io.checkpoints import npy_bytes
 from bertonnx.io.keys import key_lines, read_keys
-from bertonnx.io.records import read_record
+from bertonnx.io.records import literal, read_record
 
 MANIFEST = "manifest.json"
 MANIFEST_FORMAT = "bertonnx-shards"
@@ -98,7 +98,7 @@ class ShardWriter:
 def check_output(out_dir: Path, force: bool) -> None:
     """Refuse to replace an existing output unless forced; cheap, so callers check before starting Ray."""
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())) and not force:
-        raise FileExistsError(f"{out_dir}: already exists; use --force (force=True) to replace it")
+        raise OutputError(f"{literal(out_dir)}: already exists; use {{force}} to replace it", force=True)
 
 
 def _check_increasing(last: NDArray[np.int64], ids: NDArray[np.int64]) -> None:
@@ -115,12 +115,6 @@ def _check_increasing(last: NDArray[np.int64], ids: NDArray[np.int64]) -> None:
         )
 
 
-def _npy_bytes(array: NDArray[Any]) -> bytes:
-    buffer = io.BytesIO()
-    np.save(buffer, array, allow_pickle=False)
-    return buffer.getvalue()
-
-
 def _write_files(work: Path, contents: dict[str, bytes]) -> dict[str, str]:
     for name, data in contents.items():
         (work / name).write_bytes(data)
@@ -131,9 +125,9 @@ def _write_npy_shard(
     work: Path, name: str, keys: list[str], vectors: NDArray[np.float32], ids: NDArray[np.int64]
 ) -> dict[str, str]:
     return _write_files(work, {
-        f"{name}.npy": _npy_bytes(vectors),
+        f"{name}.npy": npy_bytes(vectors),
         f"{name}.keys.txt": key_lines(keys),
-        f"{name}.ids.npy": _npy_bytes(ids),
+        f"{name}.ids.npy": npy_bytes(ids),
     })
 
 

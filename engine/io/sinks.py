@@ -25,7 +25,8 @@ alone), a run killed at any point and resumed writes an output byte-identical
 to an uninterrupted run. If `finish()` fails (disk full), the parts are kept:
 resume and finish again.
 
-What is refused, with the way out in the message (`--force` is `force=True` in the library): an existing output (unless
+What is refused (bertonnx.io.checkpoints, the checkpoint system this shares with
+type-level jobs), with the way out in the message: an existing output (unless
 `force`), and a work directory left by an unfinished job (unless `resume`, for
 the same job, or `force`, which starts over). A resume under another job spec
 names every field that differs. One process per OUT at a time.
@@ -42,7 +43,18 @@ from pathlib import Path
 from typing import IO, Any
 
 from bertonnx.errors import OutputError
-from bertonnx.io.atomic import TEMP_SUFFIX, write_atomic
+from bertonnx.io.atomic import TEMP_SUFFIX
+from bertonnx.io.checkpoints import (
+    START_OVER,
+    STATE_FILE,
+    WorkKeptError,
+    check_part,
+    check_same_job,
+    claim,
+    partial_dir,
+    read_state,
+    write_state,
+)
 from bertonnx.io.formats import (
     ID_SUFFIXES,
     SUPPORTED_SUFFIXES,
@@ -56,16 +68,14 @@ from bertonnx.io.formats import (
     sidecar_path,
     suffix_of,
 )
-from bertonnx.io.records import read_record, record_bytes
+from bertonnx.io.records import literal
 
 # read_vectors, sidecar_path and SUPPORTED_SUFFIXES live in bertonnx.io.formats; they stay importable
 # from here, the module that writes the files they read.
 __all__ = ["JobSpec", "VectorSink", "partial_dir", "read_vectors", "sidecar_path", "SUPPORTED_SUFFIXES"]
 
-STATE_FILE = "state.json"
 STATE_FORMAT = "bertonnx-sink-partial"
 STATE_VERSION = 3  # 3: rows appended to format parts, checkpoints by byte size
-RESUME_REMEDY = "start over with --force"
 
 
 @dataclass(frozen=True)
@@ -136,20 +146,12 @@ class VectorSink:
         suffix_of(out)
         if out.is_dir():
             raise OutputError(f"{out}: expected an output file path, found a directory")
-        work = partial_dir(out)
         _remove_temps(out.parent, output_files(out))
-        if (work / STATE_FILE).is_file() and not force:
-            if not resume:
-                raise OutputError(
-                    f"{work} holds an unfinished job for {out.name}; --resume continues it, --force starts over"
-                )
-            checkpoint = _check_same_job(work, spec)
+        if claim(out, output_files(out), resume, force):
+            checkpoint = _check_same_job(partial_dir(out), spec)
             sink = cls(out, spec, checkpoint)
             sink._cut_back()
             return sink
-        existing = [path for path in output_files(out) if path.exists()]
-        if existing and not force:
-            raise OutputError(f"{existing[0]} exists; --force replaces it")
         sink = cls(out, spec, None)
         sink._start_fresh()
         return sink
@@ -205,8 +207,7 @@ class VectorSink:
             self._checkpoint = {
                 "rows": self._rows, "sizes": sizes, "segments": segments, "position": json.loads(json.dumps(position)),
             }
-            state = record_bytes({**self._spec.record(), "checkpoint": self._checkpoint})
-            write_atomic(self._work / STATE_FILE, lambda stream: stream.write(state))
+            write_state(self._work, {**self._spec.record(), "checkpoint": self._checkpoint})
         except OSError as error:
             raise _disk_error(error, "a checkpoint", self._out, self._work) from error
 
@@ -272,9 +273,10 @@ class VectorSink:
             size = sizes.get(part.name)
             found = path.stat().st_size if path.is_file() else -1
             if not isinstance(size, int) or found < size:
-                raise OutputError(f"{path}: expected at least {size} bytes, found {max(found, 0)}; {RESUME_REMEDY}")
+                raise OutputError(f"{literal(path)}: expected at least {size} bytes, found {max(found, 0)}; "
+                                  f"{START_OVER}", force=True)
             os.truncate(path, size)
-            _check_segments(path, len(part.start()), [segment[part.name] for segment in self._segments])
+            check_part(path, len(part.start()), [segment[part.name] for segment in self._segments])
         _remove_temps(self._work, [])
 
     def _check_open(self) -> None:
@@ -282,72 +284,23 @@ class VectorSink:
             raise OutputError(f"{self._out}: this sink has already finished")
 
 
-def partial_dir(out: Path) -> Path:
-    """The hidden work directory of `out`, holding the parts and the job's state."""
-    return out.with_name(f".{out.name}.partial")
-
-
 def _write_part_start(path: Path, part: Part) -> None:
     with path.open("wb") as stream:
         stream.write(part.start())
 
 
-def _check_segments(path: Path, start: int, segments: list[list[object]]) -> None:
-    """A part's bytes from `start` (past a header slot) are those its checkpoints recorded, segment by segment:
-    a damaged work directory is refused."""
-    with path.open("rb") as stream:
-        stream.seek(start)
-        for end, digest in segments:
-            if not isinstance(end, int) or end < start:
-                raise OutputError(f"{path}: a damaged checkpoint record; {RESUME_REMEDY}")
-            found = hashlib.sha256()
-            left = end - start
-            while left:
-                block = stream.read(min(left, 1 << 22))
-                if not block:
-                    break
-                found.update(block)
-                left -= len(block)
-            if found.hexdigest() != digest:
-                raise OutputError(f"{path}: bytes {start}-{end} are not what the job wrote (damaged?); {RESUME_REMEDY}")
-            start = end
-
-
 def _check_same_job(work: Path, spec: JobSpec) -> dict[str, Any]:
     """The saved checkpoint, once the saved job is the same as `spec`."""
-    saved = read_record(work / STATE_FILE, STATE_FORMAT, STATE_VERSION, RESUME_REMEDY)
+    saved = read_state(work, STATE_FORMAT, STATE_VERSION)
     wanted = spec.record()
     shape = ("dim", "ids", "unknown")
-    differences = _differences({k: saved.get(k) for k in shape}, {k: wanted[k] for k in shape}) + _differences(
-        _as_dict(saved.get("fingerprint")), _as_dict(wanted["fingerprint"])
-    )
-    if differences:
-        raise OutputError(f"cannot resume: {'; '.join(differences)}; {RESUME_REMEDY}")
+    fingerprint = saved.get("fingerprint")
+    check_same_job({**{k: saved.get(k) for k in shape}, **(fingerprint if isinstance(fingerprint, dict) else {})},
+                   {**{k: wanted[k] for k in shape}, **wanted["fingerprint"]})  # type: ignore[dict-item]
     checkpoint = saved.get("checkpoint")
     if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("rows"), int):
-        raise OutputError(f"{work / STATE_FILE}: no checkpoint recorded; {RESUME_REMEDY}")
+        raise OutputError(f"{literal(work / STATE_FILE)}: no checkpoint recorded; {START_OVER}", force=True)
     return checkpoint
-
-
-def _as_dict(value: object) -> dict[str, object]:
-    return dict(value) if isinstance(value, dict) else {}
-
-
-def _differences(saved: dict[str, object], wanted: dict[str, object]) -> list[str]:
-    """'key: saved X, now Y' for each key whose value changed, appeared or vanished."""
-    absent = "<absent>"
-    return [
-        f"{key}: saved {_short(saved.get(key, absent))}, now {_short(wanted.get(key, absent))}"
-        for key in sorted(saved.keys() | wanted.keys())
-        if saved.get(key, absent) != wanted.get(key, absent)
-    ]
-
-
-def _short(value: object) -> str:
-    """A value as the refusal shows it: a 64-digit hash by its first 12 digits."""
-    if isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value):
-        return repr(value[:12] + "…")
-    return repr(value)
 
 
 def _remove_temps(directory: Path, targets: list[Path]) -> None:
@@ -358,11 +311,13 @@ def _remove_temps(directory: Path, targets: list[Path]) -> None:
             temp.unlink(missing_ok=True)
 
 
-def _disk_error(error: OSError, what: str, out: Path, work: Path) -> OSError:
+def _disk_error(error: OSError, what: str, out: Path, work: Path) -> WorkKeptError:
     """An OSError of the same errno that says what failed and what is left on disk."""
     culprit = f" ({error.filename})" if error.filename else ""
-    return OSError(
+    number = f"[Errno {error.errno}] " if error.errno is not None else ""
+    return WorkKeptError(
         error.errno,
-        f"could not write {what}: {error.strerror or error}{culprit}; {out} was not written, "
-        f"finished work is kept in {work} (rerun with --resume to continue)",
+        literal(f"{number}could not write {what}: {error.strerror or error}{culprit}; {out} was not written, "
+                f"finished work is kept in {work}") + " (rerun with {resume} to continue)",
+        resume=True,
     )

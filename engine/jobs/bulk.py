@@ -39,6 +39,7 @@ from bertonnx.bundle import Bundle, sha256_file
 from bertonnx.embedder import Embedder, Prepared
 from bertonnx.errors import BadLineError, OptionError
 from bertonnx.io.formats import RowBlock, jsonl_records
+from bertonnx.io.records import literal
 from bertonnx.io.sinks import JobSpec, VectorSink
 from bertonnx.jobs.stages import Behind, ahead
 from bertonnx.long_text import sentence_in_groups, word_rows_in_groups
@@ -66,7 +67,11 @@ SLICE_CHARS = 1 << 18
 """Characters per slice, about 64,000 pieces: bounds a slice of long lines as SLICE_LINES bounds short ones."""
 LONG_TEXT_PIECES = 1 << 14
 """A line of more pieces runs a group of windows at a time instead of with its slice."""
-SKIP_HINT = "use --on-error skip to skip such lines"
+SKIP_HINT = "use {on_error} to skip such lines"
+"""The hint of a bad line under on_error="fail": a message template naming its fix, on_error="skip"."""
+RECORDED_FIXES = {"mode": "--static"}
+"""How a skipped line's reason words a fix: the reasons are kept in outputs (a Ray job's manifest.json), whose
+bytes do not change."""
 JOB_VERSION = 2
 """Bumped when slicing or row order changes: a resume across it would mix two ways of cutting the input."""
 
@@ -272,7 +277,7 @@ class FileJob:
                 an unfinished job without resume or force, a resume of another job).
         """
         if source is None and resume:
-            raise BadLineError("--resume needs an input file; standard input cannot be read twice")
+            raise BadLineError("{resume} needs an input file; standard input cannot be read twice", resume=True)
         spec = JobSpec(
             fingerprint=job_fingerprint(embedder, source, options),
             dim=output_width(embedder.bundle, options),
@@ -411,10 +416,22 @@ def embed_lines(embedder: Embedder, chunk: list[Line], options: BulkOptions, rep
 
 @dataclass(frozen=True)
 class _Problem:
-    """Why a line cannot be embedded, and the one hint that helps."""
+    """Why a line cannot be embedded, and the one hint that helps: message templates (bertonnx.errors) naming
+    `fixes` as `{argument}` placeholders; without a hint, on_error="skip" is the way out."""
 
     reason: str
     hint: str = SKIP_HINT
+    fixes: tuple[tuple[str, object], ...] = ()
+
+    def error(self, number: int) -> BadLineError:
+        fixes = dict(self.fixes) if self.hint != SKIP_HINT else {**dict(self.fixes), "on_error": "skip"}
+        return BadLineError(f"line {number} {self.reason} ({self.hint})", **fixes)
+
+    def recorded(self) -> str:
+        """The reason as a skipped line's report and a Ray job's manifest keep it."""
+        if not self.fixes:
+            return self.reason
+        return self.reason.format(**{name: RECORDED_FIXES[name] for name, _ in self.fixes if name in RECORDED_FIXES})
 
 
 def _prepare(embedder: Embedder, pieces: Iterator[list[Line]], options: BulkOptions) -> Iterator[_Slice]:
@@ -438,7 +455,7 @@ def _prepare(embedder: Embedder, pieces: Iterator[list[Line]], options: BulkOpti
                 elif options.long_text == "error" and text.ids.size > limit and options.max_length is None:
                     problems[index] = _Problem(
                         f"has {text.ids.size} word pieces; the model takes {limit}",
-                        "--long-text window|truncate embeds it anyway")
+                        "{long_text} embeds it anyway", (("long_text", ("window", "truncate")),))
             prepared = prepared.select(np.array([index not in problems for index in clean], dtype=bool))
         kept = [line for index, line in enumerate(lines) if index not in problems]
         found = [(lines[index], problems[index]) for index in sorted(problems)]
@@ -449,8 +466,8 @@ def _record(piece: _Slice, options: BulkOptions, report: BulkReport) -> None:
     """Fail on the slice's first bad line, or note every bad line as skipped."""
     for line, problem in piece.problems:
         if options.on_error == "fail":
-            raise BadLineError(f"line {line.number} {problem.reason} ({problem.hint})")
-        report.skipped.append((line.number, problem.reason))
+            raise problem.error(line.number)
+        report.skipped.append((line.number, problem.recorded()))
 
 
 def _no_words() -> _Problem:
@@ -464,7 +481,9 @@ def _text_problem(text: str, mode: str) -> _Problem | None:
     if not text.strip():
         return _Problem("is blank")
     if mode == "static" and len(words := text.split()) > 1:
-        return _Problem(f"holds {len(words)} words ({preview(text.strip())}); --static takes one word a line")
+        shown = literal(preview(text.strip()))
+        return _Problem(f"holds {len(words)} words ({shown}); {{mode}} takes one word a line",
+                        fixes=(("mode", mode),))
     return None
 
 
@@ -504,7 +523,7 @@ def _embed(embedder: Embedder, piece: _Slice, options: BulkOptions) -> Iterator[
 def _static_rows(
     embedder: Embedder, lines: list[Line], options: BulkOptions, problems: dict[int, _Problem], clean: list[int]
 ) -> RowBlock:
-    """Static rows of one-word lines from one table lookup; lines without pieces, or (--unknown error) with the
+    """Static rows of one-word lines from one table lookup; lines without pieces, or (unknown="error") with the
     unknown token, become problems and give no row."""
     words = [line.text.strip() for line in lines]
     bad = ~embedder.tokenizer.has_pieces(words)  # (L,)
@@ -522,7 +541,8 @@ def _static_rows(
         for index, line, flagged in zip(clean, lines, unknown.tolist()):
             if flagged:
                 problems[index] = _Problem(
-                    f"maps to the unknown token ({preview(line.text.strip())})", "--unknown unk|zero embeds it anyway")
+                    f"maps to the unknown token ({literal(preview(line.text.strip()))})", "{unknown} embeds it anyway",
+                    (("unknown", ("unk", "zero")),))
         bad |= unknown
     keep = ~bad
     numbers = np.array([line.number for line in lines], dtype=np.int64)[keep]

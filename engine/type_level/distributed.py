@@ -32,16 +32,22 @@ from bertonnx.errors import InputError
 from bertonnx.jobs.ray.cluster import Workers, require_ray
 from bertonnx.jobs.ray.inputs import Batch, Inputs, read_inputs
 from bertonnx.jobs.ray.shards import dataset_batches
-from bertonnx.type_level.job import TypeLevelOptions, TypeLevelReport, read_vocabulary, write_type_vectors
 from bertonnx.options import LoadOptions
+from bertonnx.pooling import pooled_width
 from bertonnx.tokenize import Tokenizer
+from bertonnx.type_level.job import (
+    TypeLevelOptions,
+    TypeLevelReport,
+    read_vocabulary,
+    vocabulary_of,
+    write_type_vectors,
+)
 from bertonnx.type_level.vectors import (
     Matcher,
     Templates,
     TypeSums,
     Vocabulary,
     check_postprocess_rows,
-    check_unknown,
     finish,
     kept_slots,
     parse_postprocess,
@@ -90,7 +96,7 @@ class SumSlots:
             self.quotas[(file, line)][slot] = quota
 
     def __call__(self, batch: Batch) -> Batch:
-        width = self.embedder.dim * (2 if self.pooling == "first_last" else 1)
+        width = pooled_width(self.embedder.dim, self.pooling)
         keep = [(i, self.quotas[key]) for i, key in enumerate(zip(np.asarray(batch["file"]).tolist(),
                                                                   np.asarray(batch["line"]).tolist()))
                 if key in self.quotas]
@@ -126,24 +132,18 @@ def type_level_files(
     """A type-level job with its corpus pass on the connected Ray cluster (see the module docstring)."""
     import time
 
+    from bertonnx.io.checkpoints import refuse_existing
     from bertonnx.io.formats import output_files, suffix_of
     from bertonnx.type_level.job import counts_path
 
     started = time.monotonic()
     suffix_of(out)
-    existing = [path for path in (*output_files(out), counts_path(out)) if path.exists()]
-    if existing and not force:
-        from bertonnx.errors import JobError
-
-        raise JobError(f"{existing[0]} exists; --force replaces it")
+    refuse_existing([*output_files(out), counts_path(out)], force)
     load = load or LoadOptions()
     words = read_vocabulary(vocabulary_path)
     embedder = replace(load, threads=workers.threads).load(bundle)  # the driver's: templates, as a worker runs
     load = load.resolved(embedder)  # auto chosen once, here: every worker runs the same backend and precision
-    line = f"{vocabulary_path}: line {{}}"
-    vocabulary = Vocabulary.of(embedder.tokenizer, words, name=lambda i: line.format(i + 1))
-    check_unknown(vocabulary, options.unknown, name=lambda i: line.format(i + 1),
-                  hint="--unknown unk|zero embeds it anyway")
+    vocabulary = vocabulary_of(embedder.tokenizer, vocabulary_path, words, options.unknown)
     templates = Templates.of(embedder.tokenizer, options.templates)
     sums = TypeSums(embedder, vocabulary, options.pooling, options.max_contexts)
     spec = parse_postprocess(options.postprocess, sums.sums.shape[1])

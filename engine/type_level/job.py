@@ -6,7 +6,7 @@ running sums per vocabulary word are kept (bertonnx.type_level.TypeSums). Every
 and the input position (file, line, byte offset) in `.<OUT>.partial/`; a killed
 job resumes there and, because slices depend on the input alone and the sums
 are added in input order, writes the same bytes as an uninterrupted run. The
-templates pass (every word for --method templates, the words the corpus never
+templates pass (every word for the templates method, the words the corpus never
 saw otherwise) checkpoints the same way, a chunk of words at a time.
 
 Outputs: the vectors in any bulk format, keyed by the vocabulary words; the
@@ -16,11 +16,9 @@ in an .npz, as `counts` and `fallback` arrays.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import shutil
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -28,12 +26,23 @@ import numpy as np
 from numpy.typing import NDArray
 
 from bertonnx.embedder import Embedder
-from bertonnx.errors import BadLineError, InputError, JobError, OptionError
-from bertonnx.io.atomic import replace_all, write_atomic
+from bertonnx.errors import BadLineError, InputError, OptionError, UnknownWordError
+from bertonnx.io.atomic import write_atomic
+from bertonnx.io.checkpoints import (
+    check_same_job,
+    claim,
+    has_state,
+    load_arrays,
+    partial_dir,
+    read_state,
+    save_arrays,
+    write_state,
+)
 from bertonnx.io.formats import output_files, suffix_of, write_vectors
+from bertonnx.io.records import literal
 from bertonnx.jobs.bulk import DEFAULT_CHUNK_LINES, input_fingerprint, read_lines, runtime_fingerprint, slices
 from bertonnx.options import UNKNOWN_POLICIES, WORD_POOLING_MODES, check_choice, check_positive
-from bertonnx.tokenize import preview
+from bertonnx.tokenize import Tokenizer, preview
 from bertonnx.type_level.vectors import (
     DEFAULT_MAX_CONTEXTS,
     Templates,
@@ -95,10 +104,6 @@ def counts_path(out: Path) -> Path:
     return out.with_name(f"{out.stem}.counts.tsv")
 
 
-def work_dir(out: Path) -> Path:
-    return out.with_name(f".{out.name}.partial")
-
-
 def read_vocabulary(path: Path) -> list[str]:
     """One word a line, UTF-8; a blank line or a line of several words is a bad line naming its number."""
     words: list[str] = []
@@ -114,6 +119,24 @@ def read_vocabulary(path: Path) -> list[str]:
     if not words:
         raise InputError(f"{path}: the vocabulary is empty")
     return words
+
+
+def vocabulary_of(tokenizer: Tokenizer, path: Path, words: list[str], unknown: str) -> Vocabulary:
+    """The vocabulary read from `path`, its words named by their line; a word mapping to the unknown token is
+    refused unless `unknown` says what it gets.
+
+    Raises:
+        UnknownWordError: unknown="error" and a word maps to the unknown token; names the fix.
+    """
+    line = f"{path}: line {{}}"  # the vocabulary has no blank line: entry i is line i + 1
+    vocabulary = Vocabulary.of(tokenizer, words, name=lambda i: line.format(i + 1))
+    mark = "\x00fix\x00"  # where check_unknown puts its hint: the fix, once the rest is a literal template
+    try:
+        check_unknown(vocabulary, unknown, name=lambda i: line.format(i + 1), hint=mark)
+    except UnknownWordError as error:
+        template = literal(error).replace(mark, "{unknown} embeds it anyway")
+        raise UnknownWordError(template, unknown=("unk", "zero")) from None
+    return vocabulary
 
 
 def read_templates(path: Path) -> tuple[str, ...]:
@@ -154,11 +177,8 @@ class TypeLevelJob:
         suffix_of(out)
         self.embedder, self.out, self.options = embedder, out, options
         self.corpus = list(corpus)
-        line = f"{vocabulary_path}: line {{}}"  # the vocabulary has no blank line: entry i is line i + 1
-        self.vocabulary = Vocabulary.of(embedder.tokenizer, read_vocabulary(vocabulary_path),
-                                        name=lambda i: line.format(i + 1))
-        check_unknown(self.vocabulary, options.unknown, name=lambda i: line.format(i + 1),
-                      hint="--unknown unk|zero embeds it anyway")
+        self.vocabulary = vocabulary_of(embedder.tokenizer, vocabulary_path, read_vocabulary(vocabulary_path),
+                                        options.unknown)
         self.templates = Templates.of(embedder.tokenizer, options.templates)
         self.sums = TypeSums(embedder, self.vocabulary, options.pooling, options.max_contexts)
         self.postprocess = parse_postprocess(options.postprocess, self.sums.sums.shape[1])
@@ -189,26 +209,27 @@ class TypeLevelJob:
         return sum(path.stat().st_size for path in self.corpus)
 
     def open(self, resume: bool, force: bool) -> TypeLevelJob:
-        """Refuse what must not be overwritten; pick up a killed run's checkpoint with `resume`."""
-        work = work_dir(self.out)
-        targets = [*output_files(self.out), counts_path(self.out)]
-        if work.exists() and force:
-            shutil.rmtree(work)
-        if work.exists() and not resume:
-            raise JobError(f"{work} holds a killed job's work: --resume continues it, --force starts over")
-        if not work.exists() and not force and any(path.exists() for path in targets):
-            existing = next(path for path in targets if path.exists())
-            raise JobError(f"{existing} exists; --force replaces it")
-        if work.exists():
+        """Refuse what must not be overwritten (bertonnx.io.checkpoints.claim); pick up a killed run's checkpoint
+        with `resume`.
+
+        Raises:
+            OutputError: an existing output (without force), a killed job's work (without resume or force), or
+                (resume) the work of another job: the message names what differs.
+        """
+        work = partial_dir(self.out)
+        if claim(self.out, output_files(self.out) + [counts_path(self.out)], resume, force,
+                 unfinished="a killed job's work:"):
             self._load(work)
+        elif work.exists():
+            shutil.rmtree(work)  # a killed job's work when forced, or a folder left before its first checkpoint
         return self
 
     def run(self, progress: Progress | None = None) -> TypeLevelReport:
         started = time.monotonic()
-        work = work_dir(self.out)
+        work = partial_dir(self.out)
         work.mkdir(exist_ok=True)
-        if not (work / "state.json").exists():
-            self._checkpoint(work)  # a kill from here on leaves something --resume can continue
+        if not has_state(work):
+            self._checkpoint(work)  # a kill from here on leaves something a resume can continue
         tick = progress or (lambda what, done, total, lines: None)
         if self.position.phase == "corpus" and self.method == "corpus":
             try:
@@ -285,32 +306,14 @@ class TypeLevelJob:
         arrays = {"sums.npy": self.sums.sums, "counts.npy": self.sums.counts}
         if self.need is not None:
             arrays["need.npy"] = self.need
-        hashes = {}
-        files = []
-        for name, array in arrays.items():
-            data = _npy_bytes(array)
-            hashes[name] = hashlib.sha256(data).hexdigest()
-            files.append((work / name, _writer(data)))
-        replace_all(files)
-        state = {"fingerprint": self.fingerprint, "position": asdict(self.position), "sha256": hashes}
-        write_atomic(work / "state.json", _writer(json.dumps(state, indent=1).encode("utf-8")))
+        hashes = save_arrays(work, arrays)
+        write_state(work, {"fingerprint": self.fingerprint, "position": asdict(self.position), "sha256": hashes})
 
     def _load(self, work: Path) -> None:
-        try:
-            state = json.loads((work / "state.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError) as error:
-            raise JobError(f"{work}: no readable checkpoint ({error}); start over with --force") from error
-        saved = state.get("fingerprint", {})
-        for key, value in self.fingerprint.items():
-            if saved.get(key) != value:
-                raise JobError(f"cannot resume: {key}: saved {_short(saved.get(key))}, now {_short(value)}; "
-                               "start over with --force")
-        arrays = {}
-        for name, digest in state["sha256"].items():
-            data = (work / name).read_bytes()
-            if hashlib.sha256(data).hexdigest() != digest:
-                raise JobError(f"{work / name} does not match its checkpoint; start over with --force")
-            arrays[name] = np.load(work / name, allow_pickle=False)
+        state = read_state(work)
+        saved = state.get("fingerprint")
+        check_same_job(saved if isinstance(saved, dict) else {}, self.fingerprint)
+        arrays = load_arrays(work, state.get("sha256") or {})
         self.sums.sums[...] = arrays["sums.npy"]
         self.sums.counts[...] = arrays["counts.npy"]
         self.need = arrays.get("need.npy")
@@ -337,38 +340,5 @@ def write_type_vectors(out: Path, found: TypeVectors, method: str, unknown: str)
     return [counts_path(out), out]
 
 
-def run_type_level(
-    embedder: Embedder, vocabulary: Path, corpus: Sequence[Path], out: Path, options: TypeLevelOptions,
-    resume: bool = False, force: bool = False, progress: Progress | None = None,
-) -> TypeLevelReport:
-    """A type-level job from a vocabulary file (and corpus files) to `out`: see the module docstring."""
-    return TypeLevelJob(embedder, vocabulary, corpus, out, options).open(resume, force).run(progress)
-
-
-def _npy_bytes(array: NDArray[np.generic]) -> bytes:
-    import io
-
-    buffer = io.BytesIO()
-    np.save(buffer, array, allow_pickle=False)
-    return buffer.getvalue()
-
-
 def _writer(data: bytes) -> Callable[[object], object]:
     return lambda stream: stream.write(data)  # type: ignore[attr-defined]
-
-
-def _short(value: object) -> str:
-    text = json.dumps(value, default=str)
-    return text if len(text) <= 80 else text[:77] + "..."
-
-
-def iter_paths(patterns: Sequence[str]) -> Iterator[Path]:
-    """Corpus paths from paths or globs, each glob's matches sorted; a pattern matching nothing is an error."""
-    import glob
-
-    for pattern in patterns:
-        matches = sorted(glob.glob(pattern)) if any(c in pattern for c in "*?[") else [pattern]
-        if not matches:
-            raise OptionError(f"--corpus {pattern!r} matches no file")
-        for match in matches:
-            yield Path(match)

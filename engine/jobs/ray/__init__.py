@@ -26,7 +26,7 @@ machine or on a shared filesystem. Ray and pyarrow are optional (the
 from __future__ import annotations
 
 from bertonnx.jobs.ray.adapter import OUTPUT_COLUMNS, EmbedBatch, embed_dataset
-from bertonnx.jobs.ray.cluster import Workers, cluster_cpus, plan_workers, ray_session, rich_progress
+from bertonnx.jobs.ray.cluster import Workers, cluster_cpus, plan_workers, ray_session
 from bertonnx.jobs.ray.inputs import DEFAULT_BATCH_LINES, Inputs, Span, expand_inputs, plan_inputs, read_inputs
 from bertonnx.jobs.ray.job import embed_files
 from bertonnx.jobs.ray.shards import (
@@ -44,5 +44,5 @@ __all__ = [
     "DEFAULT_BATCH_LINES", "DEFAULT_SHARD_ROWS", "MANIFEST", "OUTPUT_COLUMNS", "EmbedBatch", "Inputs", "JobReport",
     "Span", "Workers", "check_output", "cluster_cpus", "embed_dataset", "embed_files", "expand_inputs",
     "plan_inputs", "plan_workers", "ray_session", "read_ids", "read_inputs", "read_manifest", "read_output",
-    "rich_progress", "write_output",
+    "write_output",
 ]

@@ -71,13 +71,6 @@ def _auth_hint() -> str:
     return "; is it running? If it uses token authentication, set RAY_AUTH_MODE=token (and its token)"
 
 
-def rich_progress() -> None:
-    """Draw Ray Data's progress bars with rich, a bertonnx dependency; its default needs tqdm, which may be absent."""
-    context = require_ray().data.DataContext.get_current()
-    context.enable_rich_progress_bars = True
-    context.use_ray_tqdm = False
-
-
 @dataclass(frozen=True)
 class Workers:
     """How many embedding actors run, and the ONNX Runtime threads (and CPUs) each takes."""
@@ -86,7 +79,7 @@ class Workers:
     threads: int
 
 
-def plan_workers(count: int | None, threads: int | None, cluster_cpus: int, node_cpus: int) -> Workers:
+def plan_workers(num_workers: int | None, threads: int | None, cluster_cpus: int, node_cpus: int) -> Workers:
     """The actor pool: by default it fills the cluster, workers x threads = CPUs, no worker wider than a node.
 
     Defaults: one single-threaded worker per CPU, since independent workers
@@ -98,7 +91,8 @@ def plan_workers(count: int | None, threads: int | None, cluster_cpus: int, node
     Raises:
         OptionError: a count or thread number below 1.
     """
-    for name, value in (("--num-workers", count), ("--threads", threads)):
+    count = num_workers
+    for name, value in (("num_workers", count), ("threads", threads)):
         if value is not None and value < 1:
             raise OptionError(f"{name} must be at least 1, got {value}")
     if threads is None:

@@ -14,7 +14,6 @@ import io
 import json
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
-from glob import glob, has_magic
 from itertools import islice
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,6 +22,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from bertonnx.errors import BadLineError, OptionError
+from bertonnx.io.paths import expand_paths as expand_inputs  # noqa: F401 - the ray package's name for it
 from bertonnx.io.shards import require_pyarrow
 from bertonnx.jobs.bulk import Line, read_lines
 from bertonnx.jobs.ray.cluster import require_ray
@@ -35,25 +35,6 @@ JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")
 PARQUET_SUFFIXES = (".parquet", ".pq")
 
 Batch = dict[str, NDArray[Any]]
-
-
-def expand_inputs(patterns: Sequence[str]) -> list[Path]:
-    """Paths and globs -> the input files, each once; a glob's matches in sorted order.
-
-    A file's position in this list is its `file` id, so the order must be stable.
-
-    Raises:
-        FileNotFoundError: a path that is no file, or a glob that matches none.
-    """
-    found: dict[Path, None] = {}
-    for pattern in patterns:
-        matches = sorted(glob(pattern, recursive=True)) if has_magic(pattern) else [pattern]
-        files = [Path(match) for match in matches if Path(match).is_file()]
-        if not files:
-            problem = "no file matches this glob" if has_magic(pattern) else "no such input file"
-            raise FileNotFoundError(f"{pattern}: {problem}")
-        found.update(dict.fromkeys(files))
-    return list(found)
 
 
 @dataclass(frozen=True)

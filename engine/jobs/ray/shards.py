@@ -92,7 +92,7 @@ def write_output(
         expected_lines: the input lines that must each give rows (or a skipped row): a check that no batch was lost.
 
     Raises:
-        FileExistsError: `out_dir` exists and is not empty, without `force`.
+        OutputError: `out_dir` exists and is not empty, without `force`.
         JobError: a row came out of order or twice, or lines are missing.
     """
     if fmt not in OUTPUT_FORMATS:
