@@ -8,20 +8,19 @@ Pooling runs once per call over every text of the call.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
-from bertonnx.backends import Backend, Opened, open_backend
-from bertonnx.batching import batch_stats, plan_batches, plan_sequences, run_starts
-from bertonnx.bundle import CONTEXTUAL_OUTPUT, Bundle, Manifest, load_bundle
-from bertonnx.errors import InputError, OptionError, TextTooLongError, UnknownWordError
+from bertonnx.backends import Backend, Opened
+from bertonnx.batching import run_starts
+from bertonnx.bundle import Bundle, Manifest
+from bertonnx.errors import InputError, UnknownWordError
 from bertonnx.options import (
     DEFAULT_BATCH_TOKENS,
-    LONG_TEXT_POLICIES,
     SENTENCE_POOLING_MODES,
     UNKNOWN_POLICIES,
     WORD_POOLING_MODES,
@@ -31,9 +30,8 @@ from bertonnx.options import (
     Unknown,
     WordPooling,
     check_choice,
-    check_positive,
 )
-from bertonnx.pooling import fold_windows, l2_normalize, pool_pieces, pool_sentences
+from bertonnx.pooling import l2_normalize, pool_pieces
 from bertonnx.results import (
     Prepared,
     RunStats,
@@ -42,21 +40,11 @@ from bertonnx.results import (
     WordRows,
     WordVectors,
 )
-from bertonnx.tokenize import TextInput, TextPieces, Tokenizer, cut, preview, truncate
-from bertonnx.type_level import DEFAULT_MAX_CONTEXTS, TypeVectors
+from bertonnx.runner import Runner, as_list
+from bertonnx.tokenize import TextInput, Tokenizer, cut, preview
+from bertonnx.type_level.vectors import DEFAULT_MAX_CONTEXTS, TypeVectors
 
 __all__ = ["Embedder", "Prepared", "RunStats", "RuntimeInfo", "StaticVectors", "WordRows", "WordVectors"]
-
-GROUP_BATCHES = 8
-"""Batches handed to the backend at once: enough to keep every stream busy, few enough to bound memory."""
-
-
-@dataclass(frozen=True)
-class _Forward:
-    """Content-piece states of every text of one call, stitched across windows."""
-
-    hidden: NDArray[np.float32]  # (P, H) pieces of text 0, then text 1, ...
-    sentence: NDArray[np.float32]  # (N, H) sentence vectors (only when asked for)
 
 
 class Embedder:
@@ -71,13 +59,7 @@ class Embedder:
         batch_tokens: int = DEFAULT_BATCH_TOKENS,
         opened: Opened | None = None,
     ) -> None:
-        self.bundle = bundle
-        self.backend = backend
-        self.tokenizer = tokenizer
-        self.table = table  # (V, E) memory-mapped
-        self.batch_tokens = check_positive("batch_tokens", batch_tokens)
-        self.opened = opened  # how the backend was chosen, and its fidelity gate
-        self.stats = RunStats()
+        self.runner = Runner(bundle, backend, tokenizer, table, batch_tokens, opened)
 
     @classmethod
     def load(
@@ -109,10 +91,46 @@ class Embedder:
             min_fidelity: replaces the reduced precision's gate (bertonnx.fidelity.GATES).
         """
         options = (options or LoadOptions()).with_choices(**choices)
-        bundle = load_bundle(bundle_dir, verify=verify)
-        tokenizer = Tokenizer.from_file(bundle.tokenizer_path, bundle.max_length)
-        opened = open_backend(bundle, tokenizer, options)
-        return cls(bundle, opened.backend, tokenizer, bundle.load_table(), options.batch_tokens, opened)
+        embedder = cls.__new__(cls)
+        embedder.runner = Runner.open(bundle_dir, options, verify=verify)
+        return embedder
+
+    def resolved(self, options: LoadOptions) -> LoadOptions:
+        """`options` (the ones this embedder was opened with) with `auto` replaced by what runs: for workers that
+        must all run the same backend and precision, chosen and timed once, not once each."""
+        info = self.runtime_info()
+        return replace(options, backend=info.backend, precision=info.precision)
+
+    @property
+    def bundle(self) -> Bundle:
+        return self.runner.bundle
+
+    @property
+    def backend(self) -> Backend:
+        return self.runner.backend
+
+    @property
+    def tokenizer(self) -> Tokenizer:
+        return self.runner.tokenizer
+
+    @property
+    def table(self) -> NDArray[np.float32]:
+        """(V, E) the embedding table, memory-mapped."""
+        return self.runner.table
+
+    @property
+    def batch_tokens(self) -> int:
+        return self.runner.batch_tokens
+
+    @property
+    def opened(self) -> Opened | None:
+        """How the backend was chosen, and its fidelity gate."""
+        return self.runner.opened
+
+    @property
+    def stats(self) -> RunStats:
+        """Batching and padding counters over this embedder's life."""
+        return self.runner.stats
 
     @property
     def model_name(self) -> str:
@@ -146,11 +164,7 @@ class Embedder:
 
     def prepare(self, texts: Sequence[TextInput] | Prepared) -> Prepared:
         """Split texts into word pieces once; `contextual` and `sentences` take the result as it is."""
-        if isinstance(texts, Prepared):
-            return texts
-        pieces = tuple(self.tokenizer.split(_as_list(texts)))
-        tokens = np.array([p.ids.size + self.tokenizer.n_special for p in pieces], dtype=np.int64)
-        return Prepared(pieces=pieces, tokens=tokens)
+        return self.runner.prepare(texts)
 
     def count_tokens(self, texts: Sequence[TextInput]) -> NDArray[np.int64]:
         """(N,) positions each text takes, special tokens included: over `max_tokens`, a text is windowed."""
@@ -206,13 +220,14 @@ class Embedder:
         _refuse_phrases(words)
         ids, starts = self.tokenizer.split_words(words)
         vectors = pool_pieces(self.table, starts, pooling, index=ids)  # (W, E)
-        is_unknown = self._unknown(ids, starts)
+        is_unknown = self.runner.unknown_pieces(ids, starts)
         if is_unknown.any():
             if unknown == "error":
                 first = int(np.flatnonzero(is_unknown)[0])
                 raise UnknownWordError(
-                    f"word {first} ({preview(words[first])}) maps to the unknown token; "
-                    "pass unknown='unk' or 'zero' to embed it anyway"
+                    f"word {first} ({preview(words[first])}) maps to the unknown token; pass {{unknown}} to embed it "
+                    "anyway",
+                    unknown=("unk", "zero"),
                 )
             if unknown == "zero":
                 vectors[is_unknown] = 0.0
@@ -263,8 +278,8 @@ class Embedder:
     ) -> WordRows:
         """`contextual` as flat rows, one a word of every text: for bulk jobs, which write rows, not lists."""
         check_choice(pooling, WORD_POOLING_MODES)
-        pieces, truncated = self._fit(list(self.prepare(texts).pieces), long_text)
-        forward = self._forward(pieces, sentence_pooling=None)
+        pieces, truncated = self.runner.fit(list(self.prepare(texts).pieces), long_text)
+        forward = self.runner.forward(pieces, sentence_pooling=None)
         text_of_piece = np.repeat(np.arange(len(pieces)), [p.ids.size for p in pieces])  # (P,)
         piece_word = np.concatenate([p.piece_word for p in pieces] or [np.zeros(0, np.int64)])
         starts = run_starts(text_of_piece * (1 + piece_word.max(initial=0)) + piece_word)  # (W,)
@@ -280,16 +295,14 @@ class Embedder:
             text=np.repeat(np.arange(len(pieces), dtype=np.int64), words_per_text),
             word=np.arange(int(words_per_text.sum()), dtype=np.int64) - np.repeat(first_word, words_per_text),
             spans=np.stack([local_starts, local_ends], axis=1),
-            unknown=self._unknown(all_ids, starts),
+            unknown=self.runner.unknown_pieces(all_ids, starts),
             words_per_text=words_per_text,
             truncated=truncated,
         )
 
     def piece_states(self, texts: Sequence[TextInput] | Prepared) -> NDArray[np.float32]:
-        """(P, H) the final state of every word piece of every text, in order; long texts windowed and
-        stitched as `contextual` does. What word pooling reads, for callers that pool their own runs."""
-        pieces, _ = self._fit(list(self.prepare(texts).pieces), "window")
-        return self._forward(pieces, sentence_pooling=None).hidden
+        """(P, H) every word piece's final state (bertonnx.runner.Runner.piece_states)."""
+        return self.runner.piece_states(texts)
 
     def type_vectors(
         self,
@@ -324,7 +337,7 @@ class Embedder:
         from bertonnx.type_level import vectors as type_level
 
         return type_level.type_vectors(
-            self, words, method, corpus, templates, max_contexts, postprocess, pooling, unknown
+            self.runner, words, method, corpus, templates, max_contexts, postprocess, pooling, unknown
         )
 
     def sentences(
@@ -357,11 +370,11 @@ class Embedder:
         if isinstance(texts, Prepared):
             pieces = list(texts.pieces)
         else:  # no word strings: a sentence vector does not need them
-            pieces = self.tokenizer.split(_as_list(texts), words=False)
+            pieces = self.tokenizer.split(as_list(texts), words=False)
         if max_length is not None:
-            pieces = [cut(p, self._room(max_length)) for p in pieces]
-        pieces, _ = self._fit(pieces, long_text)
-        vectors = self._forward(pieces, sentence_pooling=pooling, keep_pieces=False).sentence
+            pieces = [cut(p, self.runner.room(max_length)) for p in pieces]
+        pieces, _ = self.runner.fit(pieces, long_text)
+        vectors = self.runner.forward(pieces, sentence_pooling=pooling, keep_pieces=False).sentence
         return l2_normalize(vectors) if normalize else vectors
 
     @property
@@ -370,100 +383,16 @@ class Embedder:
         value = self.manifest["model"].get("sentence_transformers_max_length")
         return int(value) if isinstance(value, int) else None
 
-    def _room(self, max_length: int) -> int:
-        """Content pieces that fit in `max_length` positions next to the special tokens."""
-        room = check_positive("max_length", max_length) - self.tokenizer.n_special
-        if max_length > self.tokenizer.max_length or room < 1:
-            raise OptionError(
-                f"max_length must leave room for text and be at most the model's {self.tokenizer.max_length}, "
-                f"got {max_length}"
-            )
-        return room
-
     def unknown_pieces(self, ids: NDArray[np.int64], starts: NDArray[np.int64]) -> NDArray[np.bool_]:
-        """(W,) True for each run of pieces (a word: ids[starts[i]:starts[i+1]]) holding the unknown token."""
-        return self._unknown(ids, starts)
-
-    def _unknown(self, ids: NDArray[np.int64], starts: NDArray[np.int64]) -> NDArray[np.bool_]:
-        if starts.size == 0:
-            return np.zeros(0, dtype=bool)
-        return np.maximum.reduceat(ids == self.tokenizer.unk_id, starts).astype(bool)
-
-    def _fit(self, pieces: list[TextPieces], long_text: str) -> tuple[list[TextPieces], NDArray[np.bool_]]:
-        """Apply the long-text policy that does not need windows: truncate or raise."""
-        check_choice(long_text, LONG_TEXT_POLICIES, "long_text policy")
-        window = self.tokenizer.window
-        too_long = np.array([p.ids.size > window for p in pieces], dtype=bool)
-        if long_text == "error" and too_long.any():
-            first = int(np.flatnonzero(too_long)[0])
-            raise TextTooLongError(
-                f"text {first} has {pieces[first].ids.size} word pieces; the model takes {window} "
-                "(use long_text='window' or 'truncate')"
-            )
-        if long_text == "truncate":
-            pieces = [truncate(p, window) if long else p for p, long in zip(pieces, too_long)]
-        return pieces, too_long & (long_text == "truncate")
-
-    def _forward(self, pieces: list[TextPieces], sentence_pooling: str | None, keep_pieces: bool = True) -> _Forward:
-        """Run every text through the model in token-budget batches and stitch windows.
-
-        keep_pieces=False (sentence vectors only) skips gathering every piece's state: `hidden` is then empty."""
-        sequences, owner, plans = plan_sequences(pieces, self.tokenizer.window)
-        seq_len = np.array([s.size for s in sequences], dtype=np.int64)  # (S,)
-        seq_offset = np.cumsum(seq_len) - seq_len
-        flat, seq_sentence = self.run_sequences(sequences, sentence_pooling, keep_pieces)
-        with self.stats.lock:
-            self.stats.texts += len(pieces)
-        owner_arr = np.array(owner, dtype=np.int64)
-        seq_tokens = seq_len + self.tokenizer.n_special
-        sentence = fold_windows(seq_sentence, seq_tokens, owner_arr, len(pieces), sentence_pooling)
-        if not plans or not keep_pieces:
-            return _Forward(hidden=flat, sentence=sentence)
-        # Windowed texts: map each of their pieces to the row of its chosen window.
-        text_len = np.array([p.ids.size for p in pieces], dtype=np.int64)
-        first_seq = np.searchsorted(owner_arr, np.arange(len(pieces)))  # (N,) first sequence of each text
-        source = np.repeat(seq_offset[first_seq] - (np.cumsum(text_len) - text_len), text_len)
-        source += np.arange(source.size)
-        text_offset = np.cumsum(text_len) - text_len
-        for index, (seq_start, plan) in plans.items():
-            rows = seq_offset[seq_start] + plan.flat_index  # windows' rows are consecutive in `flat`
-            source[text_offset[index] : text_offset[index] + text_len[index]] = rows
-        return _Forward(hidden=flat[source], sentence=sentence)
+        """(W,) True for each run of pieces holding the unknown token (bertonnx.runner.Runner.unknown_pieces)."""
+        return self.runner.unknown_pieces(ids, starts)
 
     def run_sequences(
         self, sequences: list[NDArray[np.int64]], sentence_pooling: str | None, keep_pieces: bool = True
     ) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
-        """Sequences of content pieces (each at most `tokenizer.window`) through the model in token-budget batches.
+        """Sequences of content pieces through the model (bertonnx.runner.Runner.run_sequences)."""
+        return self.runner.run_sequences(sequences, sentence_pooling, keep_pieces)
 
-        Returns:
-            (sum of lengths, H) the content pieces' final states, sequence after sequence (empty with
-            keep_pieces=False), and (S, H) each sequence's sentence vector (only when `sentence_pooling` is given).
-        """
-        seq_len = np.array([s.size for s in sequences], dtype=np.int64)  # (S,)
-        seq_offset = np.cumsum(seq_len) - seq_len
-        n_special = self.tokenizer.n_special
-        info = self.backend.info
-        # Every batch, a lone text's too, is padded to the backend's multiple: OpenVINO's kernels round differently
-        # at other widths, and a text must get the same bits alone as merged with others (the server merges).
-        multiple = info.pad_multiple
-        padded = -(-(seq_len + n_special) // multiple) * multiple  # (S,) positions each sequence will take
-        batches = plan_batches(padded, self.batch_tokens) if len(sequences) > 1 else [np.zeros(1, dtype=np.int64)]
-        self.stats.add(0, batch_stats(seq_len + n_special, batches))
-
-        flat = np.empty((int(seq_len.sum()) if keep_pieces else 0, self.dim), dtype=np.float32)  # (sum S_len, H)
-        seq_sentence = np.empty((len(sequences), self.dim), dtype=np.float32)  # (S, H)
-        for group in _groups(batches, GROUP_BATCHES):
-            packed = [self.tokenizer.pack([sequences[i] for i in batch], multiple) for batch in group]
-            outputs = self.backend.run_many(CONTEXTUAL_OUTPUT, [encoded.feeds(info.inputs) for encoded in packed])
-            for batch, encoded, hidden in zip(group, packed, outputs):  # hidden: (B, T, H)
-                if keep_pieces:
-                    lengths = seq_len[batch]
-                    dest = np.repeat(seq_offset[batch] - (np.cumsum(lengths) - lengths), lengths)
-                    dest += np.arange(dest.size)
-                    flat[dest] = hidden[encoded.content_rows, encoded.content_cols]
-                if sentence_pooling is not None:
-                    seq_sentence[batch] = pool_sentences(hidden, encoded.attention_mask, sentence_pooling)
-        return flat, seq_sentence
 
 def _refuse_phrases(words: Sequence[str]) -> None:
     """One rule for every interface (library, CLI --static, /embed/static): a static entry is one word, no
@@ -474,13 +403,3 @@ def _refuse_phrases(words: Sequence[str]) -> None:
                 f"word {index} ({preview(word.strip())}) holds {len(parts)} words; static vectors are one word "
                 "each (embed its words one by one, or the text with contextual)"
             )
-
-
-def _groups(batches: list[NDArray[np.int64]], size: int) -> list[list[NDArray[np.int64]]]:
-    return [batches[start : start + size] for start in range(0, len(batches), size)]
-
-
-def _as_list(texts: Sequence[TextInput]) -> list[TextInput]:
-    if isinstance(texts, str):
-        raise TypeError("pass a list of texts, not one string: contextual(['the king is wise.'])")
-    return list(texts)

@@ -34,11 +34,11 @@ from numpy.typing import NDArray
 
 from bertonnx.errors import EmptyWordError, InputError, OptionError, UnknownWordError
 from bertonnx.options import UNKNOWN_POLICIES, WORD_POOLING_MODES, check_choice, check_positive
-from bertonnx.pooling import pool_pieces
+from bertonnx.pooling import pool_pieces, pooled_width
 from bertonnx.tokenize import TextPieces, Tokenizer, preview
 
 if TYPE_CHECKING:
-    from bertonnx.embedder import Embedder
+    from bertonnx.runner import Runner
 
 METHODS = ("templates", "corpus")
 DEFAULT_TEMPLATES: tuple[str, ...] = (
@@ -238,14 +238,14 @@ class Matcher:
 
 
 def pool_ranges(
-    embedder: Embedder, pieces: Sequence[TextPieces], ranges: NDArray[np.int64], pooling: str
+    runner: Runner, pieces: Sequence[TextPieces], ranges: NDArray[np.int64], pooling: str
 ) -> NDArray[np.float32]:
     """Final states of `pieces` pooled over each (text, start, end) piece range: (M, H)."""
     from bertonnx.results import Prepared
 
-    special = embedder.tokenizer.n_special
+    special = runner.tokenizer.n_special
     sizes = np.array([p.ids.size + special for p in pieces], dtype=np.int64)
-    hidden = embedder.piece_states(Prepared(tuple(pieces), sizes))  # (P, H) every piece, in order
+    hidden = runner.piece_states(Prepared(tuple(pieces), sizes))  # (P, H) every piece, in order
     offsets = np.cumsum([0] + [p.ids.size for p in pieces])[:-1]
     first = offsets[ranges[:, 0]] + ranges[:, 1]
     lengths = ranges[:, 2] - ranges[:, 1]
@@ -293,12 +293,12 @@ class TypeSums:
     """Running sums of pooled contextual vectors per vocabulary slot: what a corpus pass updates and a
     checkpoint saves. float64, added in input order, so a resumed pass gives the same bits."""
 
-    def __init__(self, embedder: Embedder, vocabulary: Vocabulary, pooling: str = "mean",
+    def __init__(self, runner: Runner, vocabulary: Vocabulary, pooling: str = "mean",
                  max_contexts: int = DEFAULT_MAX_CONTEXTS) -> None:
         check_choice(pooling, WORD_POOLING_MODES)
         check_positive("max_contexts", max_contexts)
-        self.embedder, self.vocabulary, self.pooling, self.max_contexts = embedder, vocabulary, pooling, max_contexts
-        width = embedder.dim * (2 if pooling == "first_last" else 1)
+        self.runner, self.vocabulary, self.pooling, self.max_contexts = runner, vocabulary, pooling, max_contexts
+        width = pooled_width(runner.dim, pooling)
         self.sums = np.zeros((len(vocabulary), width), dtype=np.float64)  # (U, H)
         self.counts = np.zeros(len(vocabulary), dtype=np.int64)  # (U,)
         self.matcher = Matcher(vocabulary)
@@ -317,7 +317,7 @@ class TypeSums:
         """
         if not self.wanting:
             return 0
-        pieces = [part for text in self.embedder.tokenizer.split(list(texts)) for part in cut_long(text)]
+        pieces = [part for text in self.runner.tokenizer.split(list(texts)) for part in cut_long(text)]
         found = self.matcher.find(pieces, self.counts < self.max_contexts)  # (M, 4) in input order
         if not found.size:
             return 0
@@ -342,7 +342,7 @@ class TypeSums:
                 for left, right in zip(templates.left, templates.right):
                     ranges.append((len(texts), len(left)))
                     texts.append([*left, word, *right])
-            pieces = self.embedder.tokenizer.split(texts)
+            pieces = self.runner.tokenizer.split(texts)
             spans = np.array([_word_span(pieces[t], w) for t, w in ranges], dtype=np.int64).reshape(-1, 2)
             vectors = self._pool(pieces, np.column_stack([np.array([t for t, _ in ranges]), spans]))
             k = len(templates.texts)
@@ -355,7 +355,7 @@ class TypeSums:
     def _pool(self, pieces: Sequence[TextPieces], ranges: NDArray[np.int64]) -> NDArray[np.float32]:
         if not len(ranges):
             return np.zeros((0, self.sums.shape[1]), dtype=np.float32)
-        return pool_ranges(self.embedder, pieces, ranges, self.pooling)
+        return pool_ranges(self.runner, pieces, ranges, self.pooling)
 
     def means(self) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
         """(U, H) means and (U,) counts; a slot with no context is zero."""
@@ -368,7 +368,7 @@ def _word_span(text: TextPieces, word: int) -> tuple[int, int]:
 
 
 def type_vectors(
-    embedder: Embedder,
+    runner: Runner,
     words: Sequence[str],
     method: str = "templates",
     corpus: Iterable[str] | None = None,
@@ -381,10 +381,10 @@ def type_vectors(
     """The in-memory form of a type-level job (Embedder.type_vectors documents the arguments)."""
     check_choice(method, METHODS, "method")
     check_choice(unknown, UNKNOWN_POLICIES, "unknown policy")
-    vocabulary = Vocabulary.of(embedder.tokenizer, words)
+    vocabulary = Vocabulary.of(runner.tokenizer, words)
     check_unknown(vocabulary, unknown)
-    frames = Templates.of(embedder.tokenizer, templates)
-    sums = TypeSums(embedder, vocabulary, pooling, max_contexts)
+    frames = Templates.of(runner.tokenizer, templates)
+    sums = TypeSums(runner, vocabulary, pooling, max_contexts)
     spec = parse_postprocess(postprocess_spec, sums.sums.shape[1])
     check_postprocess_rows(spec, kept_slots(vocabulary, unknown))
     if method == "corpus":
