@@ -18,13 +18,16 @@ class Fix:
     """What would allow a refused call, as data: the argument and the value to pass (`force=True`).
 
     The library words it as its keyword (`force=True`); the CLI renders the same fix as its flag (`--force`).
-    A tuple value lists alternatives (`unknown='unk' or 'zero'`, `--unknown unk|zero`).
+    A tuple value lists alternatives (`unknown='unk' or 'zero'`, `--unknown unk|zero`); `...` names the argument
+    alone (`min_fidelity`, `--min-fidelity`).
     """
 
     argument: str
     value: Any = True
 
     def as_argument(self) -> str:
+        if self.value is ...:  # the argument to set, to a value of the caller's choosing
+            return self.argument
         if isinstance(self.value, tuple):
             return f"{self.argument}=" + " or ".join(repr(choice) for choice in self.value)
         return f"{self.argument}={self.value!r}"

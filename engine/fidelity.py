@@ -106,7 +106,8 @@ class GateResult:
             raise FidelityGateError(
                 f"{self.precision} is refused on this bundle: {self.gate.metric.replace('_', ' ')} "
                 f"{self.figure:.5f} against {self.reference}, under the gate {self.gate.minimum:g} "
-                "(use --precision fp32, or lower the gate with --min-fidelity)"
+                "(use {precision}, or lower the gate with {min_fidelity})",
+                precision="fp32", min_fidelity=...,
             )
 
 

@@ -108,7 +108,7 @@ def export_bundle(
     if quantize not in (None, "int8"):
         raise ExportError(f"unknown quantization {quantize!r}; expected int8")
     if quantize and fp16:
-        raise ExportError("--quantize int8 and --fp16 exclude each other")
+        raise ExportError("{quantize} and {fp16} exclude each other", quantize="int8", fp16=True)
     precision = "int8" if quantize else "fp16" if fp16 else "fp32"
     threshold = DEFAULT_MIN_COSINE[precision] if min_cosine is None else min_cosine
     target = Path(out).expanduser().resolve()
@@ -191,15 +191,17 @@ def _search_int8(work: Path, loaded: LoadedModel, tokenizer: Tokenizer, say: Pro
 
 def _check_target(target: Path, force: bool) -> None:
     if target.exists() and not force:
-        raise ExportError(f"{target}: already exists; pass --force to replace it")
+        raise ExportError(f"{target}: already exists; pass {{force}} to replace it", force=True)
     if target.exists() and not target.is_dir():
         raise ExportError(f"{target}: exists and is not a directory")
     try:
         target.parent.mkdir(parents=True, exist_ok=True)  # as `mkdir -p`: `--out bundles/minilm` on a fresh clone
     except FileExistsError as error:
-        raise ExportError(f"{target.parent}: exists and is not a folder, so --out cannot go in it") from error
+        message = f"{target.parent}: exists and is not a folder, so {{out}} cannot go in it"
+        raise ExportError(message, out=...) from error
     except OSError as error:
-        raise ExportError(f"{target.parent}: cannot create the folder for --out ({error.strerror})") from error
+        message = f"{target.parent}: cannot create the folder for {{out}} ({error.strerror})"
+        raise ExportError(message, out=...) from error
 
 
 def _drop_scratch(work: Path) -> None:

@@ -122,5 +122,6 @@ def require(report: ValidationReport, min_cosine: float, static_exact: bool) -> 
         for level, value in (("token", fidelity.token_min_cosine), ("word", fidelity.word_min_cosine)):
             if value < min_cosine:
                 raise FidelityError(
-                    f"{fidelity.output}: {level}-level minimum cosine {value:.6f} is under --min-cosine {min_cosine}"
+                    f"{fidelity.output}: {level}-level minimum cosine {value:.6f} is under {{min_cosine}}",
+                    min_cosine=min_cosine,
                 )

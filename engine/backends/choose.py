@@ -76,15 +76,18 @@ def choose(backend: str, precision: str, bundle_precision: str, machine: Machine
         wanted = bundle_precision if precision == "auto" else precision
         tensorrt_fp16 = provider == "tensorrt" and wanted == "fp16" and bundle_precision == "fp32"
         if wanted != bundle_precision and not tensorrt_fp16:
+            remedy, fixes = _how_to_get(wanted)
             raise BackendError(
                 f"onnxruntime runs a bundle at the precision it was exported at ({bundle_precision}), "
-                f"not {wanted}; " + _how_to_get(wanted)
+                f"not {wanted}; " + remedy,
+                **fixes,
             )
         return Choice("onnxruntime", wanted, "asked for")
     if bundle_precision != "fp32":
         raise BackendError(
             f"openvino reads fp32 bundles and lowers the precision itself; this bundle is {bundle_precision}. "
-            "Export without --optimize/--quantize/--fp16 for openvino"
+            "Export without {optimize}/{quantize}/{fp16} for openvino",
+            optimize=True, quantize="int8", fp16=True,
         )
     if precision == "auto":
         return Choice("openvino", "bf16" if machine.native_bf16 else "fp32", "asked for openvino")
@@ -94,7 +97,7 @@ def choose(backend: str, precision: str, bundle_precision: str, machine: Machine
             "(its bf16 would be emulated, slower than fp32)"
         )
     if precision == "fp16":
-        raise BackendError("fp16 is a GPU precision: export with --fp16 and run on onnxruntime with CUDA")
+        raise BackendError("fp16 is a GPU precision: export with {fp16} and run on onnxruntime with CUDA", fp16=True)
     if precision == "int8" and "nncf" not in machine.installed:
         raise BackendError(
             "openvino int8 quantises the bundle on first use with NNCF: pip install 'bertonnx[openvino]'"
@@ -127,12 +130,14 @@ def _require_installed(backend: str, installed: Collection[str]) -> None:
         raise BackendError(f"backend {backend!r} is not installed: {INSTALL_HINTS[backend]}")
 
 
-def _how_to_get(precision: str) -> str:
+def _how_to_get(precision: str) -> tuple[str, dict[str, object]]:
+    """How to run `precision` after all: a message with its fixes (bertonnx.errors.Fix)."""
     return {
-        "int8": "export with --quantize int8, or use --backend openvino --precision int8",
-        "fp16": "export with --fp16 (for CUDA), or use --provider tensorrt",
-        "bf16": "use --backend openvino on a CPU with AMX or AVX512-BF16",
-        "fp32": "export the model again without --quantize or --fp16",
+        "int8": ("export with {quantize}, or use {backend} {precision}",
+                 {"quantize": "int8", "backend": "openvino", "precision": "int8"}),
+        "fp16": ("export with {fp16} (for CUDA), or use {provider}", {"fp16": True, "provider": "tensorrt"}),
+        "bf16": ("use {backend} on a CPU with AMX or AVX512-BF16", {"backend": "openvino"}),
+        "fp32": ("export the model again without {quantize} or {fp16}", {"quantize": "int8", "fp16": True}),
     }[precision]
 
 

@@ -153,7 +153,7 @@ def left_out(policy: str, bundle_precision: str, machine: Machine, int8_faithful
                            "(pip install 'bertonnx[openvino]')"))
     elif policy == "auto" and not int8_faithful:
         found.append(Trial("openvino", "int8", None, None, "not tried under auto: no measured fidelity here clears "
-                           "the bf16 gate yet (--precision fastest tries it under its own gate)"))
+                           "the bf16 gate yet (precision 'fastest' tries it under its own gate)"))
     return found
 
 

@@ -52,7 +52,7 @@ def as_flag(fix: Fix) -> str:
     value = fix.value
     if fix.argument == "mode":
         return f"--{value}"
-    if value is True:
+    if value is True or value is ...:
         return flag
     if value is False:
         return "--no-" + flag.removeprefix("--")
