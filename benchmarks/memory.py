@@ -23,7 +23,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from bertonnx.benchmarks.systems import SystemSpec, build_system
+from bertonnx.benchmarks.contract import SystemSpec
+from bertonnx.benchmarks.systems import build_system
 from bertonnx.benchmarks.workloads import Workload
 
 CLEAR_REFS = Path("/proc/self/clear_refs")

@@ -15,7 +15,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from bertonnx.benchmarks.harness import Measurement, Report
+from bertonnx.benchmarks.harness import Report
+from bertonnx.benchmarks.measurements import Measurement
 from bertonnx.benchmarks.workloads import FAMILIES
 
 JSON_FILE = "report.json"

@@ -37,7 +37,8 @@ import json, sys, time, gc
 kind, source, threads, spin, calls = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4] == "1", int(sys.argv[5])
 text, backend, precision = sys.argv[6], sys.argv[7], sys.argv[8]
 if kind in ("pytorch", "st-onnx", "st-openvino"):
-    from bertonnx.benchmarks.systems import SystemSpec, build_system
+    from bertonnx.benchmarks.contract import SystemSpec
+    from bertonnx.benchmarks.systems import build_system
     if kind == "pytorch":
         spec = SystemSpec("pytorch", "pytorch", "contextual", source, "cpu", threads)
     else:

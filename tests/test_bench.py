@@ -21,11 +21,14 @@ from typer.testing import CliRunner
 from bertonnx import Embedder
 from bertonnx.backends.choose import Machine
 from bertonnx.backends.onnxruntime import CPU, CUDA
-from bertonnx.benchmarks.harness import BenchConfig, Report, compare, evaluate_targets, run_benchmark, time_interleaved
+from bertonnx.benchmarks.contract import Outputs, SystemSpec
+from bertonnx.benchmarks.fidelity import compare
+from bertonnx.benchmarks.harness import BenchConfig, Report, run_benchmark, time_interleaved
 from bertonnx.benchmarks.machine import CpuTimes, fp32_flops_per_cycle, others_load
 from bertonnx.benchmarks.memory import METHOD_HWM
 from bertonnx.benchmarks.report import JSON_FILE, MARKDOWN_FILE, PLOT_FILES, markdown, write_report
-from bertonnx.benchmarks.systems import Availability, BundleFacts, Outputs, SystemSpec, cuda_unavailable, plan_systems
+from bertonnx.benchmarks.systems import Availability, BundleFacts, cuda_unavailable, plan_systems
+from bertonnx.benchmarks.targets import evaluate_targets
 from bertonnx.benchmarks.workloads import (
     FAMILIES,
     LATENCY_REPEAT,
@@ -234,7 +237,8 @@ def test_auto_is_a_row_of_its_own_that_the_engine_resolves_by_measurement() -> N
 
 
 def test_the_faithful_target_takes_the_fastest_system_that_kept_its_fidelity() -> None:
-    from bertonnx.benchmarks.harness import Fidelity, Latency, Measurement
+    from bertonnx.benchmarks.fidelity import Fidelity
+    from bertonnx.benchmarks.measurements import Latency, Measurement
     from bertonnx.benchmarks.workloads import Case
 
     case = Case(family="corpus", name="corpus", path="contextual", items=100, tokens=1000, longest=64, flops=0.0)

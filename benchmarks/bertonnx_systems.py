@@ -1,0 +1,64 @@
+"""bertonnx's own systems in the bench: `Embedder.contextual` and `Embedder.static` on one bundle."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from numpy.typing import NDArray
+
+from bertonnx.backends.onnxruntime import CPU, CUDA
+from bertonnx.benchmarks.contract import FIDELITY_CHUNK, Outputs, SystemSpec
+from bertonnx.bundle import CONTEXTUAL_OUTPUT
+from bertonnx.embedder import Embedder
+
+
+class BertonnxContextual:
+    """Embedder.contextual on one bundle, one backend and one precision."""
+
+    def __init__(self, spec: SystemSpec) -> None:
+        self.spec = spec
+        self.embedder = Embedder.load(
+            spec.source, backend=spec.backend or "onnxruntime", precision=spec.precision or "auto",
+            provider="auto" if spec.backend == "auto" else spec.provider, threads=spec.threads,
+        )
+        wanted = "CPU" if self.embedder.backend.info.backend == "openvino" else CUDA if spec.provider == "cuda" else CPU
+        if self.embedder.backend.info.device != wanted:
+            raise RuntimeError(
+                f"{spec.label}: asked for {wanted}, the session runs on {self.embedder.backend.info.device}"
+            )
+
+    def run(self, inputs: Sequence[str]) -> object:
+        return self.embedder.contextual(inputs)
+
+    def outputs(self, inputs: Sequence[str], token_word: NDArray[np.int64]) -> Outputs:
+        tokenizer, session = self.embedder.tokenizer, self.embedder.backend
+        parts = []
+        for start in range(0, len(inputs), FIDELITY_CHUNK):
+            pieces = tokenizer.split(list(inputs[start : start + FIDELITY_CHUNK]))
+            encoded = tokenizer.pack([p.ids for p in pieces])
+            hidden = session.run(CONTEXTUAL_OUTPUT, encoded.feeds(session.info.inputs))  # (B, T, H)
+            parts.append(hidden[encoded.attention_mask.astype(bool)])
+        words = [w.vectors for w in self.embedder.contextual(inputs)]
+        return Outputs(tokens=np.concatenate(parts), words=np.concatenate(words))
+
+    def cannot_run(self, longest: int) -> str | None:
+        return None  # longer texts are windowed
+
+
+class BertonnxStatic:
+    """Embedder.static: the table lookup, never the transformer."""
+
+    def __init__(self, spec: SystemSpec) -> None:
+        self.spec = spec
+        self.embedder = Embedder.load(spec.source, provider="cpu", threads=spec.threads)
+
+    def run(self, inputs: Sequence[str]) -> object:
+        return self.embedder.static(inputs, unknown="unk")
+
+    def outputs(self, inputs: Sequence[str], token_word: NDArray[np.int64]) -> Outputs:
+        ids, _ = self.embedder.tokenizer.split_words(inputs)
+        return Outputs(tokens=self.embedder.table[ids], words=self.embedder.static(inputs, unknown="unk"))
+
+    def cannot_run(self, longest: int) -> str | None:
+        return None
