@@ -202,14 +202,25 @@ def plots(report: Report, out_dir: Path) -> list[Path]:
 
     grid = [m for m in report.measurements if m.case.family == "grid" and m.provider == "cpu"]
     contextual = [m for m in report.measurements if m.case.path == "contextual" and m.provider == "cpu"]
+    written = _speedup_plots(report, grid, out_dir, plt)
+    if contextual:
+        written.append(_peak_plot(report, contextual, out_dir / "peak.png", plt))
+    corpus = sorted((m for m in contextual if m.case.family == BACKENDS_FAMILY), key=lambda m: m.items_per_s)
+    if corpus:
+        written.append(_backends_plot(report, corpus, out_dir / "backends.png", plt))
+    return written
+
+
+def _speedup_plots(report: Report, grid: Sequence[Measurement], out_dir: Path, plt: Any) -> list[Path]:
+    """Each bertonnx system's speed-up over PyTorch on the grid: against batch size, and against sequence length."""
     fast = list(dict.fromkeys(m.system for m in grid if m.system.startswith("bertonnx ")))
+    if not fast:
+        return []
     written = []
     for name, x_key, line_key in (
         ("speedup_batch.png", "batch_size", "seq_len"),
         ("speedup_seq.png", "seq_len", "batch_size"),
     ):
-        if not fast:
-            continue
         figure, axes = plt.subplots(1, len(fast), figsize=(4.2 * len(fast), 3.6), sharey=True, squeeze=False)
         for axis, system in zip(axes[0], fast):
             mine = [m for m in grid if m.system == system and m.vs_pytorch is not None]
@@ -232,31 +243,31 @@ def plots(report: Report, out_dir: Path) -> list[Path]:
         figure.savefig(out_dir / name, dpi=100)
         plt.close(figure)
         written.append(out_dir / name)
-    if contextual:
-        cases = list(dict.fromkeys(m.case.name for m in contextual))
-        peak = report.machine.peak_gflops(report.settings["threads"])
-        figure, axis = plt.subplots(figsize=(max(6.0, 0.55 * len(cases) + 3), 4.2))
-        for system in dict.fromkeys(m.system for m in contextual):
-            achieved = {m.case.name: m.gflops for m in contextual if m.system == system}
-            # NaN where a system did not run a case, so its line breaks there instead of bridging the gap.
-            axis.plot(range(len(cases)), [achieved.get(c) or float("nan") for c in cases], marker="o", label=system)
-        axis.axhline(peak, color="black", linestyle="--", linewidth=1)
-        axis.text(0, peak, f" fp32 peak ≈ {peak:.0f} GFLOP/s (estimate)", va="bottom", fontsize=8)
-        axis.set_ylim(0, max([peak] + [m.gflops or 0.0 for m in contextual]) * 1.12)
-        axis.set_xticks(range(len(cases)), cases, rotation=45, ha="right", fontsize=8)
-        axis.set_ylabel("useful GFLOP/s")
-        share = axis.secondary_yaxis("right", functions=(lambda g: 100 * g / peak, lambda p: p * peak / 100))
-        share.set_ylabel("% of fp32 peak")
-        axis.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.12, 1.0))  # beside the plot: covers no label
-        axis.set_title(f"{report.title}: achieved throughput against the CPU's fp32 peak")
-        figure.tight_layout()
-        figure.savefig(out_dir / "peak.png", dpi=100)
-        plt.close(figure)
-        written.append(out_dir / "peak.png")
-    corpus = sorted((m for m in contextual if m.case.family == BACKENDS_FAMILY), key=lambda m: m.items_per_s)
-    if corpus:
-        written.append(_backends_plot(report, corpus, out_dir / "backends.png", plt))
     return written
+
+
+def _peak_plot(report: Report, contextual: Sequence[Measurement], path: Path, plt: Any) -> Path:
+    """Useful GFLOP/s of every contextual system per case, against the CPU's estimated fp32 peak."""
+    cases = list(dict.fromkeys(m.case.name for m in contextual))
+    peak = report.machine.peak_gflops(report.settings["threads"])
+    figure, axis = plt.subplots(figsize=(max(6.0, 0.55 * len(cases) + 3), 4.2))
+    for system in dict.fromkeys(m.system for m in contextual):
+        achieved = {m.case.name: m.gflops for m in contextual if m.system == system}
+        # NaN where a system did not run a case, so its line breaks there instead of bridging the gap.
+        axis.plot(range(len(cases)), [achieved.get(c) or float("nan") for c in cases], marker="o", label=system)
+    axis.axhline(peak, color="black", linestyle="--", linewidth=1)
+    axis.text(0, peak, f" fp32 peak ≈ {peak:.0f} GFLOP/s (estimate)", va="bottom", fontsize=8)
+    axis.set_ylim(0, max([peak] + [m.gflops or 0.0 for m in contextual]) * 1.12)
+    axis.set_xticks(range(len(cases)), cases, rotation=45, ha="right", fontsize=8)
+    axis.set_ylabel("useful GFLOP/s")
+    share = axis.secondary_yaxis("right", functions=(lambda g: 100 * g / peak, lambda p: p * peak / 100))
+    share.set_ylabel("% of fp32 peak")
+    axis.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.12, 1.0))  # beside the plot: covers no label
+    axis.set_title(f"{report.title}: achieved throughput against the CPU's fp32 peak")
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return path
 
 
 def _backends_plot(report: Report, corpus: Sequence[Measurement], path: Path, plt: Any) -> Path:
