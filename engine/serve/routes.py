@@ -13,6 +13,7 @@ from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
 from bertonnx.errors import InputError
+from bertonnx.pooling import pooled_width
 from bertonnx.serve.responses import encode, render
 from bertonnx.serve.schemas import EmbeddingsRequest, StaticRequest, WordsRequest, check_texts
 from bertonnx.serve.service import Service
@@ -23,6 +24,14 @@ PATHS = (*EMBEDDING_PATHS, "/health", "/info", "/metrics")
 
 def add_routes(app: FastAPI, service: Service) -> None:
     """Mount every endpoint of `service` on `app`."""
+    _add_sentences(app, service)
+    _add_words(app, service)
+    _add_static(app, service)
+    _add_probes(app, service)
+
+
+def _add_sentences(app: FastAPI, service: Service) -> None:
+    """POST /v1/embeddings, OpenAI-compatible."""
     embedder, settings, metrics = service.embedder, service.settings, service.metrics
 
     @app.post("/v1/embeddings")
@@ -47,6 +56,11 @@ def add_routes(app: FastAPI, service: Service) -> None:
         )
         return await run_in_threadpool(render, head, items)
 
+
+def _add_words(app: FastAPI, service: Service) -> None:
+    """POST /embed/words: a vector per word, contextual or static."""
+    embedder, settings, metrics = service.embedder, service.settings, service.metrics
+
     @app.post("/embed/words")
     async def words(body: WordsRequest) -> Response:
         """Each text's words and one vector per word: contextual (the model) or static (the table)."""
@@ -62,7 +76,7 @@ def add_routes(app: FastAPI, service: Service) -> None:
             "model": service.model_name,
             "kind": body.kind,
             "pooling": body.pooling,
-            "dim": width * (2 if body.pooling == "first_last" else 1),
+            "dim": pooled_width(width, body.pooling),
             "usage": {"prompt_tokens": answer.tokens, "total_tokens": answer.tokens},
         }
         items = (
@@ -78,10 +92,14 @@ def add_routes(app: FastAPI, service: Service) -> None:
         )
         return await run_in_threadpool(render, head, items)
 
+
+def _add_static(app: FastAPI, service: Service) -> None:
+    """POST /embed/static: context-free vectors of single words."""
+
     @app.post("/embed/static")
     async def static(body: StaticRequest) -> Response:
         """Context-free word vectors from the embedding table; never runs the model, so never queued."""
-        check_texts(body.words, settings, "word")
+        check_texts(body.words, service.settings, "word")
         found = await service.static(body.words, body.pooling, body.unknown)
         head = {
             "object": "list",
@@ -95,6 +113,10 @@ def add_routes(app: FastAPI, service: Service) -> None:
         )
         return await run_in_threadpool(render, head, items)
 
+
+def _add_probes(app: FastAPI, service: Service) -> None:
+    """GET /health, /info and /metrics: answered on the event loop, never queued behind a batch."""
+
     @app.get("/health")
     async def health() -> dict[str, str]:
         return {"status": "ok"}
@@ -106,4 +128,4 @@ def add_routes(app: FastAPI, service: Service) -> None:
 
     @app.get("/metrics")
     async def prometheus() -> Response:
-        return Response(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+        return Response(service.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
