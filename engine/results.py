@@ -109,11 +109,6 @@ class Prepared:
         """The texts where `keep` is True, still tokenized."""
         return Prepared(pieces=tuple(p for p, k in zip(self.pieces, keep) if k), tokens=self.tokens[keep])
 
-    @property
-    def has_words(self) -> NDArray[np.bool_]:
-        """(N,) False for a text without words (blank, or only characters the tokenizer drops)."""
-        return np.array([len(p.words) > 0 for p in self.pieces], dtype=bool)
-
 
 @dataclass(frozen=True)
 class WordRows:

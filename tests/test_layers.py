@@ -18,7 +18,7 @@ import bertonnx.export
 # the layer: "bertonnx.io.cache" before "bertonnx.io".
 LAYERS: list[tuple[str, ...]] = [
     ("bertonnx.errors", "bertonnx.paths", "bertonnx.options", "bertonnx.batching", "bertonnx.io"),
-    ("bertonnx.tokenize", "bertonnx.bundle", "bertonnx.pooling"),
+    ("bertonnx.tokenize", "bertonnx.spans", "bertonnx.bundle", "bertonnx.pooling"),
     ("bertonnx.fidelity",),
     ("bertonnx.backends",),
     ("bertonnx.results",),
