@@ -206,8 +206,9 @@ def _calls(backend: Backend, calls: Sequence[Sequence[Feeds]]) -> None:
 
 
 def cache_key(graph_sha256: str, policy: str, threads: int, versions: Mapping[str, str], machine: Machine,
-              pairs: Sequence[tuple[str, str]]) -> dict[str, Any]:
-    """What a cached verdict depends on: the graph, the runtimes, the CPU, the threads and the candidates."""
+              pairs: Sequence[tuple[str, str]], gates: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """What a cached verdict depends on: the graph, the runtimes, the CPU, the threads, the candidates and the
+    gates they were held to (a stricter gate refuses candidates a default load would take)."""
     return {
         "graph": graph_sha256,
         "policy": policy,
@@ -216,6 +217,7 @@ def cache_key(graph_sha256: str, policy: str, threads: int, versions: Mapping[st
         "cpu": sorted(machine.cpu_flags & {"amx_bf16", "amx_int8", "avx512_bf16", "avx512_vnni", "avx_vnni",
                                            "avx512f", "avx2"}),
         "candidates": [list(pair) for pair in pairs],
+        "gates": dict(sorted((gates or {}).items())),
         "workload": WORKLOAD,
     }
 

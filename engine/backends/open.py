@@ -10,6 +10,7 @@ from bertonnx.backends.base import Backend
 from bertonnx.backends.choose import Choice, Machine, choose, this_machine
 from bertonnx.backends.gate import (
     cache_root,
+    precision_gate,
     exported_fidelity,
     graph_key,
     int8_faithful,
@@ -76,8 +77,12 @@ def _measured(bundle: Bundle, tokenizer: Tokenizer, options: LoadOptions, machin
     threads = check_threads(options.threads)
     # Gates differ between the policies for int8 only: without it, auto and fastest share one verdict.
     verdict = "fastest" if policy == "fastest" and ("openvino", "int8") in pairs else "auto"
-    key = measure.cache_key(bundle.graph_sha256, verdict, threads, _versions(machine), machine, pairs)
-    path = cache_root() / "timings" / f"{graph_key(bundle)}-{verdict}-{threads}t.json"
+    gates = {f"{b} {p}": precision_gate(policy_gate(policy, p), options.min_fidelity).describe()
+             for b, p in pairs if p != "fp32"}
+    key = measure.cache_key(bundle.graph_sha256, verdict, threads, _versions(machine), machine, pairs, gates)
+    # A verdict under another gate lives in a file of its own: a stricter run never replaces the default's.
+    gate_tag = "" if options.min_fidelity is None else f"-min{options.min_fidelity:g}"
+    path = cache_root() / "timings" / f"{graph_key(bundle)}-{verdict}-{threads}t{gate_tag}.json"
     cached = measure.read_timings(path, key)
     if cached is not None:
         cached = replace(cached, policy=policy, trials=cached.trials[: len(pairs)] + untried)
@@ -86,7 +91,7 @@ def _measured(bundle: Bundle, tokenizer: Tokenizer, options: LoadOptions, machin
             opened = _open(bundle, tokenizer, choice, options, machine, policy_gate(policy, choice.precision))
             return replace(opened, timings=cached)
         except BackendError:
-            pass  # the verdict no longer holds (a gate changed with --min-fidelity, say): measure again
+            pass  # the verdict no longer holds (a cached fidelity figure changed, say): measure again
     opened_all: dict[tuple[str, str], Opened] = {}
     refused: dict[tuple[str, str], str] = {}
     for pair in pairs:
