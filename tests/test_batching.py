@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers.reference import context_bound, restore_order, stitch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from numpy.typing import NDArray
-from reference import restore_order, stitch
 
 from bertonnx.batching import (
     BatchStats,
@@ -198,17 +198,6 @@ def test_a_word_longer_than_the_window_falls_back_to_per_piece_windows() -> None
         best = max(min(piece - s, e - 1 - piece) for s, e in zip(plan.starts, plan.ends))
         assert margin == best
     assert (plan.piece_window[:2] == plan.piece_window[0]).all()  # small words still share
-
-
-def context_bound(first: int, end: int, n: int, window: int, stride: int) -> int:
-    """Context a fitting word [first, end) is guaranteed on both sides of its window.
-
-    Window starts are at most `stride` apart, so one lies within stride / 2 of
-    the word's ideal (centred) start, unless the text edge is closer: then the
-    edge itself limits the context.
-    """
-    size = end - first
-    return min(first, n - end, (window - stride - size + 1) // 2)  # last term: ceil((w - s - L) / 2)
 
 
 layouts = st.lists(st.integers(min_value=1, max_value=8), min_size=1, max_size=80)

@@ -2,29 +2,14 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import pytest
-from test_cli import one_line_error, run
+from helpers.bundles import edit_manifest, reseal
+from helpers.cli import one_line_error, run
 
 from bertonnx import BundleError, Embedder, ProviderError, load_bundle
-from bertonnx.bundle import sha256_file
-
-
-def edit_manifest(bundle: Path, change) -> None:
-    path = bundle / "manifest.json"
-    manifest = json.loads(path.read_text())
-    change(manifest)
-    path.write_text(json.dumps(manifest))
-
-
-def reseal(bundle: Path, name: str) -> None:
-    """Record a replaced file's checksum, so only the check under test can catch it."""
-    path = bundle / name
-    entry = {"sha256": sha256_file(path), "bytes": path.stat().st_size}
-    edit_manifest(bundle, lambda m: m["files"].update({name: entry}))
 
 
 def test_a_good_bundle_loads(tiny_bundle: Path) -> None:

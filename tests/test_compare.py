@@ -13,7 +13,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import typer
-from reference import pool_block
+from helpers.reference import pool_block
 from typer.testing import CliRunner
 
 from bertonnx import Embedder

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from reference import pool_block, reference_words
+from helpers.reference import pool_block, reference_words
 
 from bertonnx import Embedder, EmptyWordError, TextTooLongError, UnknownWordError
 from bertonnx.batching import plan_windows

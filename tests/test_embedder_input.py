@@ -9,21 +9,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers.reference import run_alone
+from helpers.texts import HOSTILE_ALPHABET, MEGABYTE, SHORT_MESSAGE
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from numpy.typing import NDArray
 
 from bertonnx import Embedder, EmptyWordError, UnknownWordError
 from bertonnx.batching import plan_windows
-
-MEGABYTE = 1 << 20
-SHORT_MESSAGE = 300  # characters: an error about a 1 MB string must not quote it whole
-
-
-def run_alone(embedder: Embedder, ids: NDArray[np.int64]) -> NDArray[np.float32]:
-    """(T, H) final states of `ids` run as one sequence on its own, special tokens included."""
-    encoded = embedder.tokenizer.pack([ids])
-    return embedder.backend.run("last_hidden_state", encoded.feeds(embedder.backend.info.inputs))[0]
 
 
 def normalized(embedder: Embedder, text: str) -> str:
@@ -113,12 +105,6 @@ def test_characters_the_normaliser_drops_do_not_change_the_vector(tiny: Embedder
     assert len(noisy_result.words) == 3 and noisy_result.words[1] in noisy
     assert normalized(tiny, noisy_result.words[1]) == clean
     np.testing.assert_array_equal(noisy_result.vectors, clean_result.vectors)
-
-
-HOSTILE_ALPHABET = (
-    "abcKQ .,!?'-\t\n\r\x00\x01\x07\x1b\x7f\u0085\u00a0\u2028\u200b\u200d\ufeff\u0301\u0308"
-    "\u05d0\u05e9\u0627\u0644\u65e5\u672c\u3000\U0001f642\U0001f3fd\u0130\u00df\ufb01"
-)
 
 
 @settings(max_examples=120, deadline=None, derandomize=True)

@@ -13,31 +13,20 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers.reference import context_bound, run_alone, slow_pool
+from helpers.texts import HOSTILE_ALPHABET, PROPERTY, TOLERANCE, VOCABULARY, WORDS, texts, word_lists
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from numpy.typing import NDArray
-from test_batching import context_bound
-from test_embedder_input import HOSTILE_ALPHABET, run_alone
-from test_jobs_bulk_faults import VOCABULARY
-from test_pooling import slow_pool
 
 from bertonnx import Embedder
 from bertonnx.batching import plan_windows
 from bertonnx.options import WORD_POOLING_MODES
 from bertonnx.pooling import pool_pieces
 
-PROPERTY = settings(max_examples=50, deadline=None, derandomize=True)
-TOLERANCE = 1e-6  # float32 kernels may round differently for another batch shape; a wrong row is off by ~1
-WORDS = [
-    "the", "king", "queen", "Queen", "man", "woman", "apple", "music", "kingdom", "wise",  # one piece
-    "unable", "embedding", "embeddings", "played", "kingly", "zq",  # several pieces
-    ",", ".", "?", "🙂", "語",  # punctuation; [UNK]
-]
 GIANT = "zq" * 35  # 70 pieces: longer than a window (62), so its pieces come from several windows
 
 
-word_lists = st.lists(st.sampled_from(WORDS), max_size=30)
-texts = word_lists.map(" ".join) | word_lists.filter(bool)  # raw strings or pre-split words
 long_texts = st.lists(st.sampled_from([*WORDS, GIANT]), min_size=70, max_size=220).map(" ".join)
 
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import TINY_MAX_LENGTH, build_tiny_electra, build_tiny_roberta
-from reference import reference_words
+from helpers.models import TINY_MAX_LENGTH, build_tiny_electra, build_tiny_roberta
+from helpers.reference import reference_words
 from typer.testing import CliRunner
 
 from bertonnx import Embedder
@@ -104,7 +104,7 @@ def test_bulk_static_files_have_the_tables_width(family: tuple[str, Path, Path],
 
 def test_info_and_the_server_give_each_kind_its_width(family: tuple[str, Path, Path]) -> None:
     pytest.importorskip("uvicorn")
-    from test_serve import serving
+    from helpers.serve import serving
 
     kind, _, bundle = family
     static_width = 16 if kind == "electra" else 32

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers.reference import slow_pool
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from reference import pool_block
 
 from bertonnx.options import WORD_POOLING_MODES
 from bertonnx.pooling import (
@@ -16,10 +16,6 @@ from bertonnx.pooling import (
     pool_sentences,
     run_starts,
 )
-
-
-def slow_pool(pieces: np.ndarray, groups: list[list[int]], mode: str) -> np.ndarray:
-    return np.array([pool_block(pieces[rows], mode) for rows in groups], dtype=np.float32)
 
 
 @st.composite

@@ -13,12 +13,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import tiny_byte_level_bpe, tiny_wordpiece
+from helpers.models import tiny_byte_level_bpe, tiny_wordpiece
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from tokenizers import Tokenizer as HFTokenizer
 
-from bertonnx.tokenize import Tokenizer, word_char_spans
+from bertonnx.spans import word_char_spans
+from bertonnx.tokenize import Tokenizer
 
 # Characters BERT's normaliser deletes or changes, next to ones it keeps.
 TRICKY = [

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_cli import one_line_error, run
+from helpers.cli import one_line_error, run
 
 from bertonnx import Embedder, OptionError, ProviderError
 from bertonnx.backends.onnxruntime import (

@@ -15,7 +15,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import typer
-from conftest import TINY_MAX_LENGTH
+from helpers.models import TINY_MAX_LENGTH
 from typer.testing import CliRunner
 
 from bertonnx import Embedder

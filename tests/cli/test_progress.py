@@ -7,8 +7,8 @@ import re
 from pathlib import Path
 
 import pytest
+from helpers.cli import one_line_error, run
 from rich.console import Console
-from test_cli import one_line_error, run
 
 from bertonnx.cli import embed as embed_command
 from bertonnx.cli.progress import LineProgress, status_spinner

@@ -360,7 +360,7 @@ def test_bundle_permissions_follow_the_umask(tiny_model: Path, tmp_path: Path, u
 
 def test_a_folder_without_a_model_is_one_short_line(tmp_path: Path) -> None:
     """transformers would guess a type from the folder's name ("empty" -> mpt) or list every type it knows."""
-    from test_cli import one_line_error, run
+    from helpers.cli import one_line_error, run
 
     empty = tmp_path / "empty"
     empty.mkdir()

@@ -7,11 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers.cli import one_line_error, run
+from helpers.texts import MEGABYTE, PROPERTY, SHORT_MESSAGE, TOLERANCE, WORDS, texts
 from hypothesis import given
 from hypothesis import strategies as st
-from test_cli import one_line_error, run
-from test_embedder_input import MEGABYTE, SHORT_MESSAGE
-from test_embedder_invariants import PROPERTY, TOLERANCE, WORDS, texts
 
 from bertonnx import Embedder
 from bertonnx.io.formats import ids_path, read_table

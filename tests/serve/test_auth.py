@@ -7,8 +7,12 @@ from pathlib import Path
 
 import httpx
 import pytest
-from test_cli import one_line_error, run
-from test_serve import serving
+
+pytest.importorskip("uvicorn")
+pytest.importorskip("fastapi")
+
+from helpers.cli import one_line_error, run  # noqa: E402
+from helpers.serve import serving  # noqa: E402
 
 KEY = "s3cret-key with spaces"
 

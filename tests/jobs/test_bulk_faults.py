@@ -21,8 +21,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_cli import run
-from test_io_sinks import checkpoint_position, leftovers, output_bytes, output_files
+from helpers.cli import run
+from helpers.outputs import checkpoint_position, leftovers, output_bytes, output_files
+from helpers.texts import VOCABULARY
 
 from bertonnx.io.sinks import partial_dir
 
@@ -30,7 +31,6 @@ pytestmark = pytest.mark.slow  # real processes killed mid-job and real full dis
 
 CLI = [sys.executable, "-c", "from bertonnx.cli.app import main; main()"]
 ENV = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
-VOCABULARY = "the king queen man woman apple music rule kingdom wise kind great band unable embedding , .".split()
 CHUNK_LINES = 100
 CORPUS_CHUNKS = 24
 RANDOM = random.Random(6)  # the "random" kill points, fixed so that a failure can be replayed

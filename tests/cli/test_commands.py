@@ -12,27 +12,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from typer.testing import CliRunner
+from helpers.cli import one_line_error, run
+from helpers.outputs import checkpoint_position
 
 from bertonnx import Embedder
-from bertonnx.cli.app import app
 from bertonnx.io.sinks import partial_dir, read_vectors
 
-runner = CliRunner()
 WORDS = "king\nqueen\nunable\nembedding\napple\n"
 TEXTS = "The king is wise.\nThe queen is one of the great bands in history.\nHow much is an Apple music account?\n"
-
-
-def run(*args: str, stdin: str | bytes | None = None):  # noqa: ANN201 - click Result
-    return runner.invoke(app, [str(a) for a in args], input=stdin)
-
-
-def one_line_error(result, pattern: str, code: int = 1) -> None:
-    """One `error:` line on stderr, no traceback; exit 2 for a wrong command line, 1 for work that failed."""
-    assert result.exit_code == code, result.output
-    lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert len(lines) == 1 and pattern in lines[0], result.stderr
-    assert "Traceback" not in result.output
 
 
 @pytest.fixture()
@@ -168,8 +155,6 @@ def test_bad_lines_fail_or_are_skipped_as_asked(tiny_bundle: Path, tmp_path: Pat
 
 def checkpointed_lines(out: Path) -> int:
     """Input lines up to the last checkpoint of a running job, read as a resume reads them."""
-    from test_io_sinks import checkpoint_position
-
     return int(checkpoint_position(out).get("lines", 0))
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
+from bertonnx import Embedder
 from bertonnx.batching import WindowPlan
 
 
@@ -22,6 +23,11 @@ def pool_block(block: np.ndarray, mode: str) -> np.ndarray:
         "first": lambda b: b[0],
         "last": lambda b: b[-1],
     }[mode](block)
+
+
+def slow_pool(pieces: np.ndarray, groups: list[list[int]], mode: str) -> np.ndarray:
+    """Each group of piece rows pooled with `pool_block`: (len(groups), H) or (len(groups), 2H)."""
+    return np.array([pool_block(pieces[rows], mode) for rows in groups], dtype=np.float32)
 
 
 def reference_words(model, folder: Path, text: str, mode: str = "mean") -> tuple[list[str], np.ndarray]:
@@ -79,3 +85,20 @@ def stitch(window_hidden: Sequence[NDArray[np.float32]], plan: WindowPlan) -> ND
             raise ValueError(f"window {k}: expected shape ({rows}, H), got {hidden.shape}")
     flat = np.concatenate(window_hidden, axis=0)  # (sum of window lengths, H)
     return flat[plan.flat_index].astype(np.float32, copy=False)
+
+
+def context_bound(first: int, end: int, n: int, window: int, stride: int) -> int:
+    """Context a fitting word [first, end) is guaranteed on both sides of its window.
+
+    Window starts are at most `stride` apart, so one lies within stride / 2 of
+    the word's ideal (centred) start, unless the text edge is closer: then the
+    edge itself limits the context.
+    """
+    size = end - first
+    return min(first, n - end, (window - stride - size + 1) // 2)  # last term: ceil((w - s - L) / 2)
+
+
+def run_alone(embedder: Embedder, ids: NDArray[np.int64]) -> NDArray[np.float32]:
+    """(T, H) final states of `ids` run as one sequence on its own, special tokens included."""
+    encoded = embedder.tokenizer.pack([ids])
+    return embedder.backend.run("last_hidden_state", encoded.feeds(embedder.backend.info.inputs))[0]

@@ -16,7 +16,7 @@ import pytest
 pytest.importorskip("uvicorn")
 pytest.importorskip("fastapi")
 
-from test_serve import Server, error_of, floats, serving  # noqa: E402
+from helpers.serve import Server, error_of, floats, serving  # noqa: E402
 
 from bertonnx.serve.settings import ServeSettings  # noqa: E402
 
