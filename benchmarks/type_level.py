@@ -17,17 +17,19 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import numpy as np
 import typer
 from rich.console import Console
 
-from bertonnx.benchmarks.machine import describe_machine
+from bertonnx.benchmarks.machine import Machine, describe_machine
 from bertonnx.embedder import Embedder
 from bertonnx.pooling import l2_normalize
-from bertonnx.type_level.vectors import DEFAULT_TEMPLATES, TypeSums, Vocabulary
+from bertonnx.results import RuntimeInfo
+from bertonnx.type_level.vectors import DEFAULT_TEMPLATES, TypeSums, TypeVectors, Vocabulary
 
 console = Console(stderr=True)
 SHOWN = ("king", "queen", "man", "woman", "apple", "bank", "music", "river")
@@ -60,6 +62,20 @@ def corpus_lines(words: list[str], lines: int, seed: int = 0) -> list[str]:
     return [" ".join(rng.choice(words, size=n, p=weights)) for n in lengths]
 
 
+@dataclass(frozen=True)
+class Speeds:
+    """The timed passes: templates and corpus, each beside the contextual throughput of the same backend."""
+
+    words: int  # vocabulary of the templates pass
+    templates_s: float
+    template_texts_per_s: float  # the template texts as plain contextual texts
+    lines: int  # of the corpus pass
+    frequent: int  # words the corpus pass collects
+    contexts: int  # occurrences it found
+    corpus_s: float
+    contextual_s: float  # the same lines through Embedder.contextual_rows
+
+
 def main(
     bundle: Annotated[Path, typer.Argument(help="Bundle directory")],
     words: Annotated[int, typer.Option(help="Vocabulary size for the templates pass")] = 30_000,
@@ -74,7 +90,30 @@ def main(
     info = embedder.runtime_info()
     vocab = vocabulary_words(embedder, words)
     console.print(f"{len(vocab):,} words; {info.backend} {info.precision}, {info.threads} threads")
+    templates, speeds = time_passes(embedder, vocab, corpus_lines_n)
+    whole, cosine, overlap, shown = compare_with_static(embedder, vocab, templates)
+    machine = describe_machine()
+    record = {
+        "schema": "bertonnx-type-level/1", "machine": machine.to_dict(), "runtime": info.to_dict(),
+        "words": speeds.words, "report_words": len(whole), "templates": list(DEFAULT_TEMPLATES),
+        "templates_words_per_s": speeds.words / speeds.templates_s,
+        "template_texts_per_s_contextual": speeds.template_texts_per_s,
+        "corpus_lines": speeds.lines, "corpus_vocabulary": speeds.frequent, "corpus_contexts": speeds.contexts,
+        "corpus_lines_per_s": speeds.lines / speeds.corpus_s,
+        "contextual_lines_per_s": speeds.lines / speeds.contextual_s,
+        "mean_cosine_static_vs_type_level": float(cosine.mean()),
+        "mean_neighbour_overlap": float(overlap.mean()), "shown": shown,
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    md = markdown(machine, info, speeds, len(whole), cosine, overlap, shown)
+    (out / "report.md").write_text("\n".join(md) + "\n", encoding="utf-8")
+    print("\n".join(md))
 
+
+def time_passes(embedder: Embedder, vocab: list[str], corpus_lines_n: int) -> tuple[TypeVectors, Speeds]:
+    """The templates pass over `vocab` and the corpus pass over `corpus_lines_n` lines, each beside the contextual
+    throughput of the same texts; the templates' vectors."""
     started = time.perf_counter()
     templates = embedder.type_vectors(vocab)
     templates_s = time.perf_counter() - started
@@ -99,51 +138,60 @@ def main(
     started = time.perf_counter()
     embedder.contextual_rows(template_texts)
     template_contextual = len(template_texts) / (time.perf_counter() - started)
+    return templates, Speeds(len(vocab), templates_s, template_contextual, len(lines), len(frequent), contexts,
+                             corpus_s, contextual_s)
 
+
+def compare_with_static(
+    embedder: Embedder, vocab: list[str], templates: TypeVectors
+) -> tuple[list[str], np.ndarray, np.ndarray, dict[str, dict[str, Any]]]:
+    """Static against type-level vectors over the vocabulary's whole words: the words, each word's cosine and
+    neighbour overlap, and the SHOWN words' figures and neighbours."""
     # The report is over the vocabulary's own whole words: the compounds that fill the speed run to --words
     # are not words, and would crowd the neighbour lists.
     whole = vocabulary_words(embedder, 0, compounds=False)
-    vocab_speed, vocab = vocab, whole
-    index = {word: i for i, word in enumerate(vocab_speed)}
-    static = l2_normalize(embedder.static(vocab, unknown="unk"))
-    typed = l2_normalize(templates.vectors[[index[word] for word in vocab]])
+    index = {word: i for i, word in enumerate(vocab)}
+    static = l2_normalize(embedder.static(whole, unknown="unk"))
+    typed = l2_normalize(templates.vectors[[index[word] for word in whole]])
     cosine = (static * typed).sum(axis=1)
     overlap = _neighbour_overlap(static, typed)
-    shown = {w: {"cosine": float(cosine[vocab.index(w)]), "overlap": float(overlap[vocab.index(w)]),
-                 "static": _neighbours(static, vocab, w), "type_level": _neighbours(typed, vocab, w)}
-             for w in SHOWN if w in vocab}
-    machine = describe_machine()
-    record = {
-        "schema": "bertonnx-type-level/1", "machine": machine.to_dict(), "runtime": info.to_dict(),
-        "words": len(vocab_speed), "report_words": len(vocab), "templates": list(DEFAULT_TEMPLATES),
-        "templates_words_per_s": len(vocab_speed) / templates_s, "template_texts_per_s_contextual": template_contextual,
-        "corpus_lines": len(lines), "corpus_vocabulary": len(frequent), "corpus_contexts": contexts,
-        "corpus_lines_per_s": len(lines) / corpus_s, "contextual_lines_per_s": len(lines) / contextual_s,
-        "mean_cosine_static_vs_type_level": float(cosine.mean()),
-        "mean_neighbour_overlap": float(overlap.mean()), "shown": shown,
-    }
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "report.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    shown = {w: {"cosine": float(cosine[whole.index(w)]), "overlap": float(overlap[whole.index(w)]),
+                 "static": _neighbours(static, whole, w), "type_level": _neighbours(typed, whole, w)}
+             for w in SHOWN if w in whole}
+    return whole, cosine, overlap, shown
+
+
+def markdown(
+    machine: Machine,
+    info: RuntimeInfo,
+    speeds: Speeds,
+    report_words: int,
+    cosine: np.ndarray,
+    overlap: np.ndarray,
+    shown: dict[str, dict[str, Any]],
+) -> list[str]:
+    """report.md's lines: the speed table, then static against type-level over the whole words."""
+    template_contextual = speeds.template_texts_per_s
+    per_word = template_contextual / len(DEFAULT_TEMPLATES)
     md = [
         f"{machine.cpu} (family {machine.family}), {info.threads} threads, {info.backend} {info.precision}; "
         f"SIMD: {', '.join(machine.flags)}", "",
         "| pass | throughput | same backend, contextual | ratio |", "|---|---:|---:|---:|",
-        f"| templates ({len(vocab_speed):,} words × {len(DEFAULT_TEMPLATES)} templates) | "
-        f"{len(vocab_speed) / templates_s:,.1f} words/s | {template_contextual / len(DEFAULT_TEMPLATES):,.1f} "
+        f"| templates ({speeds.words:,} words × {len(DEFAULT_TEMPLATES)} templates) | "
+        f"{speeds.words / speeds.templates_s:,.1f} words/s | {per_word:,.1f} "
         f"words/s ({template_contextual:,.0f} template texts/s) | "
-        f"{(len(vocab_speed) / templates_s) / (template_contextual / len(DEFAULT_TEMPLATES)):.2f}× |",
-        f"| corpus ({len(lines):,} lines, {len(frequent):,}-word vocabulary, {contexts:,} contexts) | "
-        f"{len(lines) / corpus_s:,.1f} lines/s | {len(lines) / contextual_s:,.1f} lines/s | "
-        f"{contextual_s / corpus_s:.2f}× |", "",
-        f"Static vs type-level (templates), the vocabulary's {len(vocab):,} whole words: mean cosine "
+        f"{(speeds.words / speeds.templates_s) / per_word:.2f}× |",
+        f"| corpus ({speeds.lines:,} lines, {speeds.frequent:,}-word vocabulary, {speeds.contexts:,} contexts) | "
+        f"{speeds.lines / speeds.corpus_s:,.1f} lines/s | {speeds.lines / speeds.contextual_s:,.1f} lines/s | "
+        f"{speeds.contextual_s / speeds.corpus_s:.2f}× |", "",
+        f"Static vs type-level (templates), the vocabulary's {report_words:,} whole words: mean cosine "
         f"{cosine.mean():.3f}; "
         f"mean overlap of the {NEIGHBOURS} nearest neighbours {overlap.mean():.3f}.", "",
         "| word | cosine | neighbour overlap | static neighbours | type-level neighbours |", "|---|---:|---:|---|---|",
     ]
     md += [f"| {w} | {v['cosine']:.3f} | {v['overlap']:.1f} | {', '.join(v['static'][:6])} | "
            f"{', '.join(v['type_level'][:6])} |" for w, v in shown.items()]
-    (out / "report.md").write_text("\n".join(md) + "\n", encoding="utf-8")
-    print("\n".join(md))
+    return md
 
 
 def _neighbours(unit: np.ndarray, vocab: list[str], word: str) -> list[str]:
