@@ -171,20 +171,7 @@ def plan_windows(
         ValueError: window < 1, stride out of range, or piece_word not a
             nondecreasing 1-D array.
     """
-    if window < 1:
-        raise ValueError(f"window must be >= 1, got {window}")
-    step = max(1, window // 2) if stride is None else stride
-    if not 1 <= step <= window:
-        raise ValueError(f"stride must be in [1, window={window}], got {step}")
-    words = np.asarray(piece_word, dtype=np.int64)  # (n,)
-    if words.ndim != 1:
-        raise ValueError(f"piece_word must be one-dimensional, got shape {words.shape}")
-    drops = np.flatnonzero(words[1:] < words[:-1])
-    if drops.size:
-        at = int(drops[0]) + 1
-        raise ValueError(
-            f"piece_word must be nondecreasing, got {int(words[at])} after {int(words[at - 1])} at index {at}"
-        )
+    words, step = _checked(piece_word, window, stride)
     n = words.shape[0]
     # A sentinel before the first and after the last piece makes both text edges word edges.
     word_starts = np.flatnonzero(np.diff(words, prepend=words[:1] - 1)).astype(np.int64)  # (W,)
@@ -206,6 +193,25 @@ def plan_windows(
         piece_window=piece_window,
         piece_offset=pieces - starts[piece_window],
     )
+
+
+def _checked(piece_word: NDArray[np.int64], window: int, stride: int | None) -> tuple[NDArray[np.int64], int]:
+    """plan_windows' arguments checked: the (n,) word ids as int64 and the stride."""
+    if window < 1:
+        raise ValueError(f"window must be >= 1, got {window}")
+    step = max(1, window // 2) if stride is None else stride
+    if not 1 <= step <= window:
+        raise ValueError(f"stride must be in [1, window={window}], got {step}")
+    words = np.asarray(piece_word, dtype=np.int64)  # (n,)
+    if words.ndim != 1:
+        raise ValueError(f"piece_word must be one-dimensional, got shape {words.shape}")
+    drops = np.flatnonzero(words[1:] < words[:-1])
+    if drops.size:
+        at = int(drops[0]) + 1
+        raise ValueError(
+            f"piece_word must be nondecreasing, got {int(words[at])} after {int(words[at - 1])} at index {at}"
+        )
+    return words, step
 
 
 def _window_starts(first: NDArray[np.int64], window: int, stride: int) -> NDArray[np.int64]:

@@ -127,21 +127,7 @@ def export_bundle(
         save_config(loaded, work)
         save_tokenizer(loaded, work / TOKENIZER_FILE)
         tokenizer = Tokenizer.from_file(work / TOKENIZER_FILE, loaded.max_length)
-
-        stages: dict[str, ValidationReport] = {}
-        say("validating against PyTorch")
-        stages["export"] = _validated(work / MODEL_FILE, loaded, tokenizer, static_exact=True)
-        if optimize or fp16:
-            say("optimising the graph" + (" to fp16" if fp16 else ""))
-            candidate = work / "optimized.onnx"
-            with quiet_exporters():
-                optimize_graph(work, candidate, fp16=fp16)
-            stages["fp16" if fp16 else "optimized"] = _validated(candidate, loaded, tokenizer, static_exact=not fp16)
-            candidate.replace(work / MODEL_FILE)
-        trials: list[QuantTrial] = []
-        if quantize:
-            trials = _search_int8(work, loaded, tokenizer, say)
-            stages["int8"] = trials[0].report
+        stages, trials = _transform_and_validate(work, loaded, tokenizer, precision, optimize, say)
         report = stages[list(stages)[-1]]
         require(report, threshold, static_exact=precision != "fp16")
 
@@ -151,6 +137,28 @@ def export_bundle(
         (work / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
         _drop_scratch(work)
     return ExportResult(path=target, manifest=manifest, report=report, stages=stages, quant_trials=trials)
+
+
+def _transform_and_validate(
+    work: Path, loaded: LoadedModel, tokenizer: Tokenizer, precision: str, optimize: bool, say: Progress
+) -> tuple[dict[str, ValidationReport], list[QuantTrial]]:
+    """Validate the exported graph, then each transform asked for (fusions or fp16, int8) after it is made."""
+    fp16 = precision == "fp16"
+    stages: dict[str, ValidationReport] = {}
+    say("validating against PyTorch")
+    stages["export"] = _validated(work / MODEL_FILE, loaded, tokenizer, static_exact=True)
+    if optimize or fp16:
+        say("optimising the graph" + (" to fp16" if fp16 else ""))
+        candidate = work / "optimized.onnx"
+        with quiet_exporters():
+            optimize_graph(work, candidate, fp16=fp16)
+        stages["fp16" if fp16 else "optimized"] = _validated(candidate, loaded, tokenizer, static_exact=not fp16)
+        candidate.replace(work / MODEL_FILE)
+    trials: list[QuantTrial] = []
+    if precision == "int8":
+        trials = _search_int8(work, loaded, tokenizer, say)
+        stages["int8"] = trials[0].report
+    return stages, trials
 
 
 def _validated(graph: Path, loaded: LoadedModel, tokenizer: Tokenizer, static_exact: bool) -> ValidationReport:

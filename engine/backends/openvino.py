@@ -83,7 +83,6 @@ class OpenVinoBackend:
             cache_dir: where compiled blobs go; None turns caching off.
             native_bf16: the CPU computes bf16 natively (int8's float parts then run in bf16).
         """
-        ov = openvino_module()
         from bertonnx.backends.base import check_threads
 
         n_threads = check_threads(threads)
@@ -93,14 +92,7 @@ class OpenVinoBackend:
         if precision == "int8" and not native_bf16:
             hint = "f32"
         core = shared_core()
-        try:
-            model = core.read_model(str(model_path))
-        except Exception as error:  # OpenVINO raises RuntimeError subclasses of its own
-            raise BackendError(f"{model_path}: OpenVINO cannot read this graph ({_first_line(error)})") from error
-        try:
-            model = ov.Model([model.output(output)], model.get_parameters(), model.get_friendly_name())
-        except Exception as error:
-            raise BackendError(f"{model_path}: the graph has no output {output!r} ({_first_line(error)})") from error
+        model = _read_model(core, model_path, output)
         config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": hint, "INFERENCE_NUM_THREADS": n_threads}
         self._core, self._model, self._config, self._path = core, model, config, model_path
         self._cache = cache_dir
@@ -207,6 +199,19 @@ def _loaded_from_cache(compiled: Any) -> bool | None:
         return bool(compiled.get_property("LOADED_FROM_CACHE"))
     except Exception:  # not every version reports it
         return None
+
+
+def _read_model(core: Any, model_path: Path, output: str) -> Any:
+    """The graph at `model_path` with `output` as its one output."""
+    ov = openvino_module()
+    try:
+        model = core.read_model(str(model_path))
+    except Exception as error:  # OpenVINO raises RuntimeError subclasses of its own
+        raise BackendError(f"{model_path}: OpenVINO cannot read this graph ({_first_line(error)})") from error
+    try:
+        return ov.Model([model.output(output)], model.get_parameters(), model.get_friendly_name())
+    except Exception as error:
+        raise BackendError(f"{model_path}: the graph has no output {output!r} ({_first_line(error)})") from error
 
 
 def _first_line(error: BaseException) -> str:
