@@ -58,8 +58,8 @@ def test_auto_runs_a_reduced_bundle_as_exported() -> None:
         ("onnxruntime", "auto", "fp32", "openvino", AMX,
          "backend 'onnxruntime' is not installed: pip install 'bertonnx[cpu]'"),
         ("openvino", "bf16", "fp32", "onnxruntime openvino", OLD, "bf16 needs a CPU with AMX or AVX512-BF16"),
-        ("onnxruntime", "bf16", "fp32", "onnxruntime openvino", AMX, "use --backend openvino"),
-        ("onnxruntime", "fp32", "int8", "onnxruntime", AMX, "export the model again without --quantize"),
+        ("onnxruntime", "bf16", "fp32", "onnxruntime openvino", AMX, "use backend='openvino'"),
+        ("onnxruntime", "fp32", "int8", "onnxruntime", AMX, "export the model again without quantize='int8'"),
         ("openvino", "fp16", "fp32", "openvino", AMX, "fp16 is a GPU precision"),
         ("openvino", "fp32", "int8", "openvino", AMX, "openvino reads fp32 bundles"),
         ("openvino", "int8", "fp32", "onnxruntime openvino", AMX, "pip install 'bertonnx[openvino]'"),  # no nncf

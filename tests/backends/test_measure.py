@@ -57,6 +57,8 @@ def test_the_cache_key_changes_with_everything_the_verdict_depends_on() -> None:
         measure.cache_key("a" * 64, "auto", 2, {"onnxruntime": "1.33.0"}, machine(AVX2), pairs),
         measure.cache_key("a" * 64, "auto", 2, {"onnxruntime": "1.32.0"}, machine(ZEN4), pairs),
         measure.cache_key("a" * 64, "auto", 2, {"onnxruntime": "1.32.0"}, machine(AVX2), pairs[:1]),
+        measure.cache_key("a" * 64, "auto", 2, {"onnxruntime": "1.32.0"}, machine(AVX2), pairs,
+                          {"openvino bf16": "word mean cosine >= 1.1"}),
     ]
     assert all(key != base for key in changed)
     noise = machine(AVX2 | {"sse4_2", "popcnt"})  # flags no candidate depends on
@@ -173,7 +175,7 @@ def test_what_was_not_tried_says_why() -> None:
                                                                   ("openvino int8", "not tried")]
     assert "no int8 dot products" in avx2[1].refused and "no native bf16" in avx2[0].refused
     zen4 = measure.left_out("auto", "fp32", machine(ZEN4), int8_faithful=False)
-    assert [t.name for t in zen4] == ["openvino int8"] and "--precision fastest" in zen4[0].refused
+    assert [t.name for t in zen4] == ["openvino int8"] and "precision 'fastest'" in zen4[0].refused
     assert measure.left_out("fastest", "fp32", machine(ZEN4), int8_faithful=False) == []
     assert measure.left_out("auto", "int8", machine(ZEN4), int8_faithful=False) == []  # OpenVINO reads fp32 only
 
@@ -198,3 +200,29 @@ def test_fastest_without_int8_shares_autos_verdict(
     assert fastest.timings.winner == auto.timings.winner
     int8 = next(t for t in fastest.timings.trials if t.name == "openvino int8")
     assert int8.score is None and "no int8 dot products" in (int8.refused or "")
+
+
+@pytest.mark.skipif("openvino" not in this_machine().installed, reason="one backend: nothing to time")
+def test_a_stricter_gate_does_not_change_what_a_default_load_picks(
+    tiny_bundle: Path, fresh_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One run with a gate no reduced precision clears is its own verdict: later default loads keep theirs."""
+    bundle = load_bundle(tiny_bundle)
+    tokenizer = Tokenizer.from_file(bundle.tokenizer_path, bundle.max_length)
+    zen4 = machine(ZEN4)  # bf16 is a candidate here, whatever this CPU is
+    default = open_backend(bundle, tokenizer, LoadOptions(threads=1), zen4)
+    assert default.timings is not None
+    strict = open_backend(bundle, tokenizer, LoadOptions(threads=1, min_fidelity=1.1), zen4)
+    assert strict.timings is not None and strict.choice.precision == "fp32"
+    refused = next(t for t in strict.timings.trials if t.name == "openvino bf16").refused
+    assert refused is not None
+    if next(t for t in default.timings.trials if t.name == "openvino bf16").refused is None:  # bf16 runs here
+        assert "under the gate 1.1" in refused
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("timed again")
+
+    monkeypatch.setattr(measure, "time_candidates", refuse)
+    again = open_backend(bundle, tokenizer, LoadOptions(threads=1), zen4)
+    assert again.timings == default.timings and again.choice == default.choice
+    assert len(list((cache_root() / "timings").glob("*.json"))) == 2  # one verdict per gate

@@ -91,7 +91,7 @@ def test_int8_searches_settings_and_keeps_static_exact(tiny_model: Path, tmp_pat
 
 
 def test_refused_bundle_leaves_nothing_behind(tiny_model: Path, tmp_path: Path) -> None:
-    with pytest.raises(ValidationError, match="under --min-cosine 1.1"):
+    with pytest.raises(ValidationError, match="under min_cosine=1.1"):
         export_bundle(str(tiny_model), tmp_path / "refused", min_cosine=1.1)
     assert list(tmp_path.iterdir()) == []
 
@@ -100,7 +100,7 @@ def test_existing_output_needs_force(tiny_model: Path, tmp_path: Path) -> None:
     target = tmp_path / "b"
     target.mkdir()
     (target / "keep.txt").write_text("mine")
-    with pytest.raises(ExportError, match="already exists; pass --force"):
+    with pytest.raises(ExportError, match="already exists; pass force=True"):
         export_bundle(str(tiny_model), target)
     assert (target / "keep.txt").read_text() == "mine"
     export_bundle(str(tiny_model), target, force=True)
@@ -132,9 +132,9 @@ def test_a_model_that_is_not_an_encoder_is_refused(tmp_path: Path) -> None:
 def test_unwritable_output_location_is_a_clear_error(tiny_model: Path, tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("")
-    with pytest.raises(ExportError, match="file: exists and is not a folder, so --out cannot go in it"):
+    with pytest.raises(ExportError, match="file: exists and is not a folder, so out cannot go in it"):
         export_bundle(str(tiny_model), blocker / "bundle")
-    with pytest.raises(ExportError, match=r"file/deeper: cannot create the folder for --out \(Not a directory\)"):
+    with pytest.raises(ExportError, match=r"file/deeper: cannot create the folder for out \(Not a directory\)"):
         export_bundle(str(tiny_model), blocker / "deeper" / "bundle")
     with pytest.raises(ExportError, match="cannot write here"):
         export_bundle(str(tiny_model), Path("/proc/bertonnx-bundle"))
