@@ -35,6 +35,10 @@ def load_contexts(path: str | Path) -> dict[str, list[str]]:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as error:
         raise InputError(f"{path} is not UTF-8 text (byte {error.start} cannot be decoded)") from None
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file") from None
+    except OSError as error:
+        raise InputError(f"{path}: cannot be read ({error.strerror})") from None
     if suffix == ".json":
         try:
             parsed = json.loads(text)
@@ -59,6 +63,13 @@ def _parse_yaml(text: str, path: Path) -> Any:
         where = f" at line {mark.line + 1} column {mark.column + 1}" if mark is not None else ""
         problem = getattr(error, "problem", None) or str(error).splitlines()[0]
         raise InputError(f"{path}: malformed YAML{where}: {problem}") from None
+
+
+def grid_shape(panels: int, widest: int = 3) -> tuple[int, int]:
+    """(rows, columns) for `panels` heatmaps: as few rows as `widest` columns allow, then the columns they need,
+    so rows are as even as they can be (4 panels: 2 + 2, not 3 + 1)."""
+    rows = -(-panels // widest)
+    return rows, -(-panels // rows)
 
 
 def write_outputs(result: StudyResult, out_dir: str | Path, metrics: Sequence[str] = METRICS) -> list[Path]:
@@ -95,8 +106,7 @@ def plot_heatmaps(result: StudyResult, metric: str, path: Path, dpi: int = 110) 
         raise missing_extra("drawing heatmaps", "compare", error) from error
 
     n_words, n_panels = len(result.words), len(result.panels)
-    columns = min(n_panels, 3)
-    grid_rows = -(-n_panels // columns)
+    grid_rows, columns = grid_shape(n_panels)
     side = max(3.2, 0.62 * n_words + 1.3)  # inches per panel: room for labels and a readable value per cell
     matrices = np.stack([panel.matrix(metric) for panel in result.panels])  # (K + 1, W, W)
     low, high = color_range(matrices, metric)  # (K + 1,) each
