@@ -6,6 +6,7 @@ web stack (the `serve` extra) is imported only when the command runs.
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Annotated
 
@@ -111,6 +112,9 @@ def serve(
     if settings.api_key is not None:
         line += "; every endpoint but /health needs the API key"
     err.print(line, highlight=False, soft_wrap=True, markup=False)  # one line, however narrow the terminal
+    warning = exposure_warning(host, port, settings.api_key)
+    if warning is not None:
+        err.print(warning, highlight=False, soft_wrap=True, markup=False)
     cut = embedder.sentence_transformers_max_length
     if cut is not None and settings.long_text == "sentence-transformers":
         err.print(
@@ -118,6 +122,21 @@ def serve(
             highlight=False, soft_wrap=True,
         )
     run_server(create_app(embedder, settings), host, port, access_log=access_log)
+
+
+def exposure_warning(host: str, port: int, api_key: str | None) -> str | None:
+    """A warning when the server listens beyond this machine with no key: anyone who reaches it may use it."""
+    if api_key is not None or host == "localhost":
+        return None
+    try:
+        if ipaddress.ip_address(host.strip("[]")).is_loopback:
+            return None
+    except ValueError:
+        pass  # a host name other than localhost may resolve to any interface
+    return (
+        f"warning: listening on {host} with no API key: anyone who can reach port {port} can use this server "
+        "(set BERTONNX_API_KEY or --api-key)"
+    )
 
 
 def serving_line(path: Path, model: str, dim: int, runtime: RuntimeInfo) -> str:
