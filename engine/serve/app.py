@@ -16,7 +16,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from bertonnx.embedder import Embedder
-from bertonnx.serve.middleware import BodyLimit, RequestMetrics, RequireKey
+from bertonnx.serve.middleware import BodyLimit, JsonBody, RequestMetrics, RequireKey
 from bertonnx.serve.responses import add_error_handlers
 from bertonnx.serve.routes import EMBEDDING_PATHS, PATHS, add_routes
 from bertonnx.serve.service import Service
@@ -38,6 +38,7 @@ def create_app(embedder: Embedder, settings: ServeSettings | None = None) -> Fas
     app = FastAPI(title="bertonnx", summary="BERT word and sentence embeddings from an ONNX bundle", lifespan=lifespan)
     add_routes(app, service)
     add_error_handlers(app)
+    app.add_middleware(JsonBody)
     app.add_middleware(BodyLimit, max_bytes=service.settings.max_body_bytes)
     if service.settings.api_key is not None:  # before the body is read: a stranger's body is never buffered
         app.add_middleware(RequireKey, key=service.settings.api_key)

@@ -57,6 +57,24 @@ class BodyLimit:
         await self.app(scope, replay, send)
 
 
+class JsonBody:
+    """Reads a POST body as JSON when its Content-Type says nothing better: none at all, or the form encoding that
+    `curl -d` sends by default. The OpenAI clients send application/json; a person trying curl should not need to."""
+
+    UNTYPED = (b"", b"application/x-www-form-urlencoded")
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            headers = [(name, value) for name, value in scope["headers"] if name != b"content-type"]
+            declared = dict(scope["headers"]).get(b"content-type", b"").split(b";")[0].strip().lower()
+            if declared in self.UNTYPED:
+                scope = {**scope, "headers": [*headers, (b"content-type", b"application/json")]}
+        await self.app(scope, receive, send)
+
+
 class RequireKey:
     """Every path but the open ones (/health) needs `Authorization: Bearer <key>`; else 401, OpenAI's shape.
 

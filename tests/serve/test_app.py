@@ -294,7 +294,7 @@ RAW_BODIES = [
     (b"{", "application/json"),
     (b"not json at all", "application/json"),
     (b'{"input": "x"}', "text/plain"),
-    (b'{"input": "x"}', "application/x-www-form-urlencoded"),
+    (b"input=x", "application/x-www-form-urlencoded"),  # a real form is still no JSON
     (b'{"input": "\\ud800"}', "application/json"),
     (b'{"input": "x", "dimensions": 1' + b"0" * 5000 + b"}", "application/json"),
     (b'{"input": NaN}', "application/json"),
@@ -309,6 +309,18 @@ def test_non_json_bodies_are_4xx(server: Server, raw: bytes, content_type: str) 
     reply = httpx.post(server.url + "/v1/embeddings", content=raw, headers={"content-type": content_type})
     assert 400 <= reply.status_code < 500, reply.text
     error_of(reply, reply.status_code)
+
+
+@pytest.mark.parametrize("headers", [{"content-type": "application/x-www-form-urlencoded"}, {}])
+def test_a_json_body_without_a_json_content_type_is_read_as_json(server: Server, headers: dict[str, str]) -> None:
+    """`curl -d '{...}'` sends form encoding, a bare client none: the body is JSON all the same."""
+    raw = json.dumps({"input": TEXTS[:2]}).encode()
+    typed = httpx.post(server.url + "/v1/embeddings", content=raw, headers={"content-type": "application/json"})
+    untyped = httpx.post(server.url + "/v1/embeddings", content=raw, headers=headers)
+    assert untyped.status_code == 200, untyped.text
+    assert floats([row["embedding"] for row in untyped.json()["data"]]).tolist() == floats(
+        [row["embedding"] for row in typed.json()["data"]]
+    ).tolist()
 
 
 @pytest.mark.parametrize(
