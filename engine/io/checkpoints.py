@@ -29,7 +29,7 @@ from numpy.typing import NDArray
 
 from bertonnx.errors import BertonnxError, OutputError
 from bertonnx.io.atomic import replace_all, write_atomic
-from bertonnx.io.records import literal, read_record, record_bytes
+from bertonnx.io.records import read_record, record_bytes
 
 STATE_FILE = "state.json"
 START_OVER = "start over with {force}"
@@ -61,8 +61,8 @@ def claim(out: Path, targets: Sequence[Path], resume: bool, force: bool, unfinis
     work = partial_dir(out)
     if has_state(work) and not force:
         if not resume:
-            held = literal(unfinished if unfinished is not None else f"an unfinished job for {out.name};")
-            raise OutputError(f"{literal(work)} holds {held} {{resume}} continues it, {{force}} starts over",
+            held = unfinished if unfinished is not None else f"an unfinished job for {out.name};"
+            raise OutputError(f"{work} holds {held} {{resume}} continues it, {{force}} starts over",
                               resume=True, force=True)
         return True
     refuse_existing(targets, force)
@@ -77,7 +77,7 @@ def refuse_existing(targets: Sequence[Path], force: bool) -> None:
     """
     existing = [path for path in targets if path.exists()]
     if existing and not force:
-        raise OutputError(f"{literal(existing[0])} exists; {{force}} replaces it", force=True)
+        raise OutputError(f"{existing[0]} exists; {{force}} replaces it", force=True)
 
 
 class WorkKeptError(BertonnxError, OSError):
@@ -116,10 +116,10 @@ def read_state(work: Path, kind: str | None = None, version: int | None = None) 
     try:
         state = json.loads(path.read_bytes().decode("utf-8"))
     except (OSError, ValueError) as error:
-        raise OutputError(f"{literal(work)}: no readable checkpoint ({literal(error)}); {START_OVER}",
+        raise OutputError(f"{work}: no readable checkpoint ({error}); {START_OVER}",
                           force=True) from error
     if not isinstance(state, dict):
-        raise OutputError(f"{literal(path)}: no checkpoint recorded; {START_OVER}", force=True)
+        raise OutputError(f"{path}: no checkpoint recorded; {START_OVER}", force=True)
     return state
 
 
@@ -131,7 +131,7 @@ def check_same_job(saved: Mapping[str, object], wanted: Mapping[str, object]) ->
     """
     found = differences(saved, json.loads(json.dumps(dict(wanted))))  # as saved: tuples are lists
     if found:
-        raise OutputError(f"cannot resume: {literal('; '.join(found))}; {START_OVER}", force=True)
+        raise OutputError(f"cannot resume: {'; '.join(found)}; {START_OVER}", force=True)
 
 
 def differences(saved: Mapping[str, object], wanted: Mapping[str, object]) -> list[str]:
@@ -182,9 +182,9 @@ def load_arrays(work: Path, hashes: Mapping[str, str]) -> dict[str, NDArray[Any]
         try:
             data = path.read_bytes()
         except OSError as error:
-            raise OutputError(f"{literal(path)}: unreadable ({literal(error)}); {START_OVER}", force=True) from error
+            raise OutputError(f"{path}: unreadable ({error}); {START_OVER}", force=True) from error
         if hashlib.sha256(data).hexdigest() != digest:
-            raise OutputError(f"{literal(path)} does not match its checkpoint; {START_OVER}", force=True)
+            raise OutputError(f"{path} does not match its checkpoint; {START_OVER}", force=True)
         arrays[name] = np.load(io.BytesIO(data), allow_pickle=False)
     return arrays
 
@@ -200,7 +200,7 @@ def check_part(path: Path, start: int, segments: Sequence[Sequence[object]]) -> 
         stream.seek(start)
         for end, digest in segments:
             if not isinstance(end, int) or end < start:
-                raise OutputError(f"{literal(path)}: a damaged checkpoint record; {START_OVER}", force=True)
+                raise OutputError(f"{path}: a damaged checkpoint record; {START_OVER}", force=True)
             found = hashlib.sha256()
             left = end - start
             while left:
@@ -210,7 +210,7 @@ def check_part(path: Path, start: int, segments: Sequence[Sequence[object]]) -> 
                 found.update(block)
                 left -= len(block)
             if found.hexdigest() != digest:
-                raise OutputError(f"{literal(path)}: bytes {start}-{end} are not what the job wrote (damaged?); "
+                raise OutputError(f"{path}: bytes {start}-{end} are not what the job wrote (damaged?); "
                                   f"{START_OVER}", force=True)
             start = end
 

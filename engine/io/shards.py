@@ -25,7 +25,7 @@ from numpy.typing import NDArray
 from bertonnx.errors import JobError, OutputError, missing_extra
 from bertonnx.io.checkpoints import npy_bytes
 from bertonnx.io.keys import key_lines, read_keys
-from bertonnx.io.records import literal, read_record
+from bertonnx.io.records import read_record
 
 MANIFEST = "manifest.json"
 MANIFEST_FORMAT = "bertonnx-shards"
@@ -98,7 +98,7 @@ class ShardWriter:
 def check_output(out_dir: Path, force: bool) -> None:
     """Refuse to replace an existing output unless forced; cheap, so callers check before starting Ray."""
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())) and not force:
-        raise OutputError(f"{literal(out_dir)}: already exists; use {{force}} to replace it", force=True)
+        raise OutputError(f"{out_dir}: already exists; use {{force}} to replace it", force=True)
 
 
 def _check_increasing(last: NDArray[np.int64], ids: NDArray[np.int64]) -> None:

@@ -68,7 +68,6 @@ from bertonnx.io.formats import (
     sidecar_path,
     suffix_of,
 )
-from bertonnx.io.records import literal
 
 # read_vectors, sidecar_path and SUPPORTED_SUFFIXES live in bertonnx.io.formats; they stay importable
 # from here, the module that writes the files they read.
@@ -183,9 +182,9 @@ class VectorSink:
         check_rows(block, self._spec.dim, self._suffix)
         streams = self._open_streams()
         try:
-            for piece in block.pieces():
+            for small in block.blocks():
                 for part in self._parts:
-                    data = part.encode(piece)
+                    data = part.encode(small)
                     streams[part.name].write(data)
                     self._digests[part.name].update(data)
         except OSError as error:
@@ -273,7 +272,7 @@ class VectorSink:
             size = sizes.get(part.name)
             found = path.stat().st_size if path.is_file() else -1
             if not isinstance(size, int) or found < size:
-                raise OutputError(f"{literal(path)}: expected at least {size} bytes, found {max(found, 0)}; "
+                raise OutputError(f"{path}: expected at least {size} bytes, found {max(found, 0)}; "
                                   f"{START_OVER}", force=True)
             os.truncate(path, size)
             check_part(path, len(part.start()), [segment[part.name] for segment in self._segments])
@@ -299,7 +298,7 @@ def _check_same_job(work: Path, spec: JobSpec) -> dict[str, Any]:
                    {**{k: wanted[k] for k in shape}, **wanted["fingerprint"]})  # type: ignore[dict-item]
     checkpoint = saved.get("checkpoint")
     if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("rows"), int):
-        raise OutputError(f"{literal(work / STATE_FILE)}: no checkpoint recorded; {START_OVER}", force=True)
+        raise OutputError(f"{work / STATE_FILE}: no checkpoint recorded; {START_OVER}", force=True)
     return checkpoint
 
 
@@ -317,7 +316,7 @@ def _disk_error(error: OSError, what: str, out: Path, work: Path) -> WorkKeptErr
     number = f"[Errno {error.errno}] " if error.errno is not None else ""
     return WorkKeptError(
         error.errno,
-        literal(f"{number}could not write {what}: {error.strerror or error}{culprit}; {out} was not written, "
-                f"finished work is kept in {work}") + " (rerun with {resume} to continue)",
+        f"{number}could not write {what}: {error.strerror or error}{culprit}; {out} was not written, "
+                f"finished work is kept in {work}" + " (rerun with {resume} to continue)",
         resume=True,
     )

@@ -112,7 +112,7 @@ class SumSlots:
                 taken[(text, slot)] += 1
                 rows.append(index)
         found = found[rows]
-        vectors = pool_ranges(self.embedder, pieces, found[:, 1:], self.pooling).astype(np.float64)
+        vectors = pool_ranges(self.embedder.runner, pieces, found[:, 1:], self.pooling).astype(np.float64)
         slots, where = np.unique(found[:, 0], return_inverse=True)
         sums = np.zeros((slots.size, width), dtype=np.float64)
         np.add.at(sums, where, vectors)
@@ -145,7 +145,7 @@ def type_level_files(
     load = load.resolved(embedder)  # auto chosen once, here: every worker runs the same backend and precision
     vocabulary = vocabulary_of(embedder.tokenizer, vocabulary_path, words, options.unknown)
     templates = Templates.of(embedder.tokenizer, options.templates)
-    sums = TypeSums(embedder, vocabulary, options.pooling, options.max_contexts)
+    sums = TypeSums(embedder.runner, vocabulary, options.pooling, options.max_contexts)
     spec = parse_postprocess(options.postprocess, sums.sums.shape[1])
     check_postprocess_rows(spec, kept_slots(vocabulary, options.unknown))
     method = "corpus" if corpus is not None else "templates"

@@ -39,8 +39,9 @@ from bertonnx.io.checkpoints import (
     write_state,
 )
 from bertonnx.io.formats import output_files, suffix_of, write_vectors
-from bertonnx.io.records import literal
-from bertonnx.jobs.bulk import DEFAULT_CHUNK_LINES, input_fingerprint, read_lines, runtime_fingerprint, slices
+from bertonnx.jobs.fingerprints import input_fingerprint, runtime_fingerprint
+from bertonnx.jobs.lines import read_lines, slices
+from bertonnx.jobs.rows import DEFAULT_CHUNK_LINES
 from bertonnx.options import UNKNOWN_POLICIES, WORD_POOLING_MODES, check_choice, check_positive
 from bertonnx.tokenize import Tokenizer, preview
 from bertonnx.type_level.vectors import (
@@ -130,11 +131,11 @@ def vocabulary_of(tokenizer: Tokenizer, path: Path, words: list[str], unknown: s
     """
     line = f"{path}: line {{}}"  # the vocabulary has no blank line: entry i is line i + 1
     vocabulary = Vocabulary.of(tokenizer, words, name=lambda i: line.format(i + 1))
-    mark = "\x00fix\x00"  # where check_unknown puts its hint: the fix, once the rest is a literal template
+    mark = "\x00fix\x00"  # where check_unknown puts its hint, replaced by the fix
     try:
         check_unknown(vocabulary, unknown, name=lambda i: line.format(i + 1), hint=mark)
     except UnknownWordError as error:
-        template = literal(error).replace(mark, "{unknown} embeds it anyway")
+        template = str(error).replace(mark, "{unknown} embeds it anyway")
         raise UnknownWordError(template, unknown=("unk", "zero")) from None
     return vocabulary
 
@@ -180,7 +181,7 @@ class TypeLevelJob:
         self.vocabulary = vocabulary_of(embedder.tokenizer, vocabulary_path, read_vocabulary(vocabulary_path),
                                         options.unknown)
         self.templates = Templates.of(embedder.tokenizer, options.templates)
-        self.sums = TypeSums(embedder, self.vocabulary, options.pooling, options.max_contexts)
+        self.sums = TypeSums(embedder.runner, self.vocabulary, options.pooling, options.max_contexts)
         self.postprocess = parse_postprocess(options.postprocess, self.sums.sums.shape[1])
         check_postprocess_rows(self.postprocess, kept_slots(self.vocabulary, options.unknown))
         self.method = "corpus" if self.corpus else "templates"

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from bertonnx import Embedder
 from bertonnx.io.formats import ids_path, read_table
 from bertonnx.io.sinks import read_vectors
-from bertonnx.jobs import bulk
+from bertonnx.jobs import lines as lines_module
 from bertonnx.jobs.bulk import BulkOptions, BulkReport, Line, embed_file, embed_lines, slices
 
 TEXTS = ["the king is wise", "a queen", "  ", "music"]
@@ -61,7 +61,7 @@ def test_slices_change_no_row(tiny: Embedder, monkeypatch: pytest.MonkeyPatch) -
     chunk = lines([TEXTS[i % 2] + f" {i % 7}" for i in range(50)])
     options = BulkOptions(mode="contextual")
     whole = embed_lines(tiny, chunk, options, BulkReport())
-    monkeypatch.setattr(bulk, "SLICE_LINES", 8)
+    monkeypatch.setattr(lines_module, "SLICE_LINES", 8)
     sliced = embed_lines(tiny, chunk, options, BulkReport())
     assert sliced.keys == whole.keys and sliced.ids.tolist() == whole.ids.tolist()
     np.testing.assert_allclose(sliced.vectors, whole.vectors, rtol=0, atol=1e-6)
@@ -82,7 +82,7 @@ def test_a_file_job_reports_progress_before_its_one_chunk_is_done(
     """The issue: 2,000 lines in one chunk sat at 0 % until the chunk was done."""
     source = tmp_path / "in.txt"
     source.write_text("".join(f"the king {i}\n" for i in range(40)), encoding="utf-8")
-    monkeypatch.setattr(bulk, "SLICE_LINES", 16)
+    monkeypatch.setattr(lines_module, "SLICE_LINES", 16)
     heard: list[int] = []
     options = BulkOptions(mode="contextual")
     embed_file(tiny, source, tmp_path / "out.npy", options, progress=lambda _, count: heard.append(count))

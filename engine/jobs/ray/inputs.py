@@ -5,7 +5,7 @@
 
 Ids: line `line` (1-based; the row number in Parquet) of input `file` (its
 index in the list of inputs). Text lines are read through
-bertonnx.jobs.bulk.read_lines, exactly as `bertonnx embed` reads them.
+bertonnx.jobs.lines.read_lines, exactly as `bertonnx embed` reads them.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from numpy.typing import NDArray
 from bertonnx.errors import BadLineError, OptionError
 from bertonnx.io.paths import expand_paths as expand_inputs  # noqa: F401 - the ray package's name for it
 from bertonnx.io.shards import require_pyarrow
-from bertonnx.jobs.bulk import Line, read_lines
+from bertonnx.jobs.lines import Line, read_lines
 from bertonnx.jobs.ray.cluster import require_ray
 
 if TYPE_CHECKING:
@@ -80,7 +80,7 @@ def plan_inputs(
 ) -> Inputs:
     """Cut the inputs into spans of `block_lines` lines, reading each file once on this machine.
 
-    Text and JSONL files are read through bertonnx.jobs.bulk.read_lines, as `bertonnx
+    Text and JSONL files are read through bertonnx.jobs.lines.read_lines, as `bertonnx
     embed` reads them, so a line that is not UTF-8 fails here, before any worker
     starts; of Parquet files only the footer is read.
 

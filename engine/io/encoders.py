@@ -1,0 +1,62 @@
+"""Encoders: a block of rows -> the bytes a part of an output takes (binary arrays, word2vec rows, JSON lines).
+
+Text numbers (.txt, .jsonl) are the shortest decimal that reads back as the same
+float32 (orjson's), -0.0 included: every float32 round-trips exactly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import orjson
+from numpy.typing import NDArray
+
+from bertonnx.io.files import VECTOR_DTYPE, RowBlock
+from bertonnx.io.keys import escape_token
+
+
+def array_bytes(values: NDArray[np.generic] | None, dtype: np.dtype) -> bytes:
+    assert values is not None, "a part asked for ids or flags the rows do not carry"
+    return np.ascontiguousarray(values, dtype=dtype).tobytes()
+
+
+def vector_bytes(block: RowBlock) -> bytes:
+    return array_bytes(block.vectors, VECTOR_DTYPE)
+
+
+def _number_rows(vectors: NDArray[np.float32]) -> list[bytes]:
+    """Each row's numbers as `a,b,c`: orjson's shortest float32 decimals, -0.0 kept."""
+    if vectors.shape[0] == 0:
+        return []
+    text = orjson.dumps(np.ascontiguousarray(vectors, dtype=VECTOR_DTYPE), option=orjson.OPT_SERIALIZE_NUMPY)
+    return text[2:-2].split(b"],[")  # numbers never hold a bracket
+
+
+def jsonl_records(
+    keys: Sequence[str],
+    vectors: NDArray[np.float32],
+    ids: NDArray[np.int64] | None = None,
+    unknown: NDArray[np.bool_] | None = None,
+) -> bytes:
+    """Rows as JSON lines `{"key":...,"line":...,"word":...,"unknown":...,"vector":[...]}`, floats exact as float32."""
+    heads = [b'{"key":' + orjson.dumps(key) for key in keys]
+    if ids is not None:
+        heads = [head + b',"line":%d,"word":%d' % (line, word) for head, (line, word) in zip(heads, ids.tolist())]
+    if unknown is not None:
+        heads = [head + (b',"unknown":true' if flag else b',"unknown":false') for head, flag in zip(heads, unknown)]
+    return b"".join(head + b',"vector":[' + row + b"]}\n" for head, row in zip(heads, _number_rows(vectors)))
+
+
+def txt_rows(block: RowBlock) -> bytes:
+    return b"".join(
+        escape_token(key).encode("utf-8") + b" " + row.replace(b",", b" ") + b"\n"
+        for key, row in zip(block.keys, _number_rows(block.vectors))
+    )
+
+
+def bin_rows(block: RowBlock) -> bytes:
+    data = np.ascontiguousarray(block.vectors, dtype=VECTOR_DTYPE)
+    return b"".join(
+        escape_token(key).encode("utf-8") + b" " + row.tobytes() + b"\n" for key, row in zip(block.keys, data)
+    )

@@ -1,0 +1,54 @@
+"""What makes two runs the same job: the facts that fix every row, recorded with a checkpoint.
+
+A resume is refused unless everything that shapes the numbers is the same
+(bertonnx.io.checkpoints names what differs): the input bytes, the graph, what
+runs it (backend, device, precision, int8 recipe, runtime versions), the batch
+budget and the slicing, and the job's own options.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bertonnx.bundle import sha256_file
+from bertonnx.embedder import Embedder
+from bertonnx.jobs.lines import LONG_TEXT_PIECES, SLICE_CHARS, SLICE_LINES
+from bertonnx.jobs.rows import BulkOptions
+
+JOB_VERSION = 2
+"""Bumped when slicing or row order changes: a resume across it would mix two ways of cutting the input."""
+
+
+def input_fingerprint(path: Path) -> dict[str, object]:
+    """Size and sha256 of the input: a resumed job must read the same bytes."""
+    return {"input": str(path.resolve()), "bytes": path.stat().st_size, "sha256": sha256_file(path)}
+
+
+def job_fingerprint(embedder: Embedder, source: Path | None, options: BulkOptions) -> dict[str, object]:
+    """Everything that changes the rows of a job: a resume under anything else is refused, naming it."""
+    return {
+        **(input_fingerprint(source) if source is not None else {"input": "-"}),
+        **runtime_fingerprint(embedder),
+        **options.numbers(),
+    }
+
+
+def runtime_fingerprint(embedder: Embedder) -> dict[str, object]:
+    """What changes the numbers besides a job's input and options: the graph, what runs it, how it slices."""
+    info = embedder.backend.info
+    recipe = None
+    if info.precision == "int8" and info.backend == "openvino":
+        from bertonnx.backends.quantize import RECIPE
+
+        recipe = RECIPE
+    versions = {key: info.details[key] for key in ("onnxruntime", "openvino") if key in info.details}
+    return {
+        "graph": embedder.bundle.graph_sha256,
+        "backend": info.backend,
+        "device": info.device,
+        "precision": info.precision,
+        "int8_recipe": recipe,
+        "runtime": versions,
+        "batch_tokens": embedder.batch_tokens,
+        "slicing": [JOB_VERSION, SLICE_LINES, SLICE_CHARS, LONG_TEXT_PIECES],
+    }
