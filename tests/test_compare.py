@@ -13,13 +13,12 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import typer
+from helpers.cli import choices_of
 from helpers.reference import pool_block
 from typer.testing import CliRunner
 
 from bertonnx import Embedder
 from bertonnx.cli.app import app
-from bertonnx.cli.compare import Metric
-from bertonnx.cli.options import ProviderChoice, WordPoolingChoice
 from bertonnx.defaults import DEFAULT_BUNDLE_NAME
 from bertonnx.options import PROVIDERS, WORD_POOLING_MODES
 from bertonnx.study import DEFAULT_CONTEXTS, METRICS, StudyResult, check_contexts, match_word, run_study
@@ -323,10 +322,31 @@ def test_contexts_built_in_code_are_checked_too(tiny: Embedder) -> None:
     }
 
 
-def test_cli_choices_are_the_engine_choices() -> None:
-    assert [mode.value for mode in WordPoolingChoice] == list(WORD_POOLING_MODES)
-    assert [provider.value for provider in ProviderChoice] == list(PROVIDERS)
-    assert [metric.value for metric in Metric] == [*METRICS, "both"]
+@pytest.mark.parametrize(
+    "flag,expected",
+    [
+        ("--pooling", ["mean", "first", "last", "first_last", "max", "sum"]),
+        ("--provider", ["auto", "cpu", "cuda", "tensorrt"]),
+        ("--metric", ["cosine", "euclidean", "both"]),
+    ],
+)
+def test_cli_choices_are_the_engine_choices(tiny_bundle: Path, tiny: Embedder, tmp_path: Path, flag: str,
+                                            expected: list[str]) -> None:
+    """`compare` lists exactly these values for the flag, and the study takes each one it passes on."""
+    assert choices_of("compare", tiny_bundle, flag) == expected
+    if flag == "--pooling":
+        assert list(WORD_POOLING_MODES) == expected
+        for mode in expected:  # run_study takes every word pooling the flag offers
+            assert run_study(tiny, PIECES_CONTEXTS, pooling=mode).kinds[0] == "static"
+    elif flag == "--provider":
+        assert list(PROVIDERS) == expected
+    else:
+        assert [*METRICS, "both"] == expected
+        study = run_study(tiny, PIECES_CONTEXTS)
+        for metric in METRICS:  # each metric the flag names is one the study computes and draws
+            assert study.panels[0].matrix(metric).shape == (3, 3)
+            assert [path.name for path in write_outputs(study, tmp_path / metric, [metric])] == [
+                f"{metric}.png", "study.json"]
 
 
 # README numbers for the default model; the slow test keeps them honest.

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers.cli import one_line_error, run
+from helpers.cli import choices_of, one_line_error, run
 from helpers.outputs import checkpoint_position
 
 from bertonnx import Embedder
@@ -202,30 +202,40 @@ def test_resume_refuses_a_different_job(tiny_bundle: Path, words_file: Path, tmp
     one_line_error(result, "mode")
 
 
-def test_cli_choices_match_the_engine() -> None:
-    from bertonnx.cli.options import (
-        LongTextChoice,
-        OnErrorChoice,
-        PoolingChoice,
-        ProviderChoice,
-        UnknownChoice,
-        WordPoolingChoice,
-    )
+EMBED_CHOICES = {
+    "--provider": ["auto", "cpu", "cuda", "tensorrt"],
+    "--backend": ["auto", "onnxruntime", "openvino"],
+    "--precision": ["auto", "fastest", "fp32", "bf16", "fp16", "int8"],
+    "--pooling": ["mean", "first", "last", "first_last", "max", "sum", "cls"],
+    "--unknown": ["error", "unk", "zero"],
+    "--long-text": ["window", "truncate", "error"],
+    "--on-error": ["fail", "skip"],
+}
+
+
+@pytest.mark.parametrize("flag", list(EMBED_CHOICES))
+def test_cli_choices_match_the_engine(tiny_bundle: Path, flag: str) -> None:
+    """What each flag of `embed` takes (as the command itself lists it) and what the library takes are both the
+    list written here: a choice added to, dropped from or misspelt on either side fails."""
     from bertonnx.options import (
+        BACKENDS,
         LONG_TEXT_POLICIES,
+        ON_ERROR_POLICIES,
+        PRECISIONS,
         PROVIDERS,
         SENTENCE_POOLING_MODES,
         UNKNOWN_POLICIES,
         WORD_POOLING_MODES,
     )
-    from bertonnx.options import ON_ERROR_POLICIES as ON_ERROR
 
-    assert tuple(p.value for p in ProviderChoice) == PROVIDERS
-    assert tuple(p.value for p in WordPoolingChoice) == WORD_POOLING_MODES
-    assert set(p.value for p in PoolingChoice) == set(WORD_POOLING_MODES + SENTENCE_POOLING_MODES)
-    assert tuple(p.value for p in UnknownChoice) == UNKNOWN_POLICIES
-    assert tuple(p.value for p in LongTextChoice) == LONG_TEXT_POLICIES
-    assert tuple(p.value for p in OnErrorChoice) == ON_ERROR
+    library = {
+        "--provider": PROVIDERS, "--backend": BACKENDS, "--precision": PRECISIONS, "--unknown": UNKNOWN_POLICIES,
+        "--pooling": WORD_POOLING_MODES + SENTENCE_POOLING_MODES[1:], "--long-text": LONG_TEXT_POLICIES,
+        "--on-error": ON_ERROR_POLICIES,
+    }
+    assert SENTENCE_POOLING_MODES == ("mean", "cls")  # mean is also a word pooling: --pooling lists it once
+    assert choices_of("embed", tiny_bundle, "--sentences", flag) == EMBED_CHOICES[flag]
+    assert list(library[flag]) == EMBED_CHOICES[flag]
 
 
 def test_cli_refuses_unknown_providers_and_negative_threads(tiny_bundle: Path, tmp_path: Path) -> None:
