@@ -3,20 +3,27 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from bertonnx import BackendError, Embedder
-from bertonnx.backends.choose import this_machine
+from bertonnx.backends import open as open_module
+from bertonnx.backends.choose import Machine, this_machine
 from bertonnx.errors import FidelityGateError
 from bertonnx.pooling import cosine_rows
 
 pytest.importorskip("openvino")
+from bertonnx.backends import openvino as openvino_module  # noqa: E402
+from bertonnx.backends.openvino import OpenVinoBackend  # noqa: E402
+
 NATIVE_BF16 = this_machine().native_bf16
 TEXTS = ["the king is wise.", "how much is an apple music account ?", "the queen is one of the great bands in history",
          "a", "un ##able kingdom of apple"]
@@ -126,14 +133,78 @@ def test_bf16_passes_its_gate_and_says_so(tiny_bundle: Path, ort: Embedder) -> N
     assert min_cosine(bf16.sentences(TEXTS), ort.sentences(TEXTS)) >= 0.999
 
 
-@pytest.mark.skipif(not NATIVE_BF16, reason="this CPU has no native bf16")
-def test_a_precision_under_its_gate_is_refused_with_the_figure(tiny_bundle: Path) -> None:
-    refused = r"bf16 is refused on this bundle: token min cosine [01]\.\d{5} .* gate 1\.1"
-    with pytest.raises(FidelityGateError, match=refused):
-        Embedder.load(tiny_bundle, backend="openvino", precision="bf16", min_fidelity=1.1)
-    with pytest.warns(RuntimeWarning, match="running fp32"):  # auto never trades fidelity for speed
-        fallback = Embedder.load(tiny_bundle, min_fidelity=1.1)
-    assert fallback.runtime()["precision"] == "fp32"
+BF16_CPU = frozenset({"avx2", "avx512f", "avx512_bf16"})  # native bf16 (Zen 4's kind); no int8 dot products
+PLAIN_CPU = frozenset({"avx2", "fma"})  # no native bf16: auto never tries it, a request for it is refused
+REFUSED = r"bf16 is refused on this bundle: token min cosine [01]\.\d{5} .* gate 1\.1"
+
+
+class RoundedToBf16(OpenVinoBackend):
+    """OpenVINO at fp32 with every output rounded to bf16 (8 significant bits): what a bf16 run's figures look like,
+    on a CPU where OpenVINO would compile a bf16 request at fp32."""
+
+    def __init__(self, model_path: Path, output: str, precision: str = "fp32", threads: int | None = None,
+                 cache_dir: Path | None = None, native_bf16: bool = True) -> None:
+        super().__init__(model_path, output, "fp32", threads, None, native_bf16)  # no compiled fp32 blob under bf16
+        if precision == "bf16":
+            self.info = replace(self.info, precision="bf16")
+
+    def run(self, output: str, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        return self._rounded(super().run(output, feeds))
+
+    def run_many(self, output: str, batches: Sequence[dict[str, np.ndarray]]) -> list[np.ndarray]:
+        return [self._rounded(found) for found in super().run_many(output, batches)]
+
+    def _rounded(self, found: np.ndarray) -> np.ndarray:
+        if self.info.precision != "bf16":
+            return found
+        bits = np.ascontiguousarray(found, dtype=np.float32).view(np.uint32)
+        nearest_even = ((bits >> 16) & 1) + 0x7FFF
+        return ((bits + nearest_even) & 0xFFFF0000).astype(np.uint32).view(np.float32)
+
+
+@pytest.fixture()
+def cpu(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Machine:
+    """This machine's packages with the CPU flags of `request.param`, for every load in the test. Where the flags
+    claim a native bf16 this CPU lacks, OpenVINO's bf16 is RoundedToBf16."""
+    here = this_machine()
+    faked = replace(here, cpu_flags=request.param)
+    monkeypatch.setattr(open_module, "this_machine", lambda: faked)
+    if faked.native_bf16 and not here.native_bf16:
+        monkeypatch.setattr(openvino_module, "OpenVinoBackend", RoundedToBf16)
+    return faked
+
+
+def trial(embedder: Embedder, name: str) -> dict[str, object]:
+    timings = embedder.runtime()["timings"]
+    assert isinstance(timings, dict), "auto measured nothing"
+    return next(trial for trial in timings["trials"] if f"{trial['backend']} {trial['precision']}" == name)
+
+
+@pytest.mark.parametrize("cpu", [BF16_CPU], indirect=True, ids=["native bf16"])
+def test_a_precision_under_its_gate_is_refused_with_the_figure(tiny_bundle: Path, cpu: Machine) -> None:
+    """Asked for by name, bf16 under its gate is an error that gives the figure; under auto (which decides by
+    timing the candidates that pass their gates) it is a candidate refused with the same figure, and an fp32
+    candidate runs."""
+    with pytest.raises(FidelityGateError, match=REFUSED):
+        Embedder.load(tiny_bundle, backend="openvino", precision="bf16", min_fidelity=1.1, threads=1)
+    auto = Embedder.load(tiny_bundle, min_fidelity=1.1, threads=1)
+    assert auto.runtime()["precision"] == "fp32"
+    bf16 = trial(auto, "openvino bf16")
+    assert re.search(REFUSED, str(bf16["refused"])) and bf16["short_ms"] is None and bf16["bulk_ms"] is None
+    assert "openvino bf16 refused" in str(auto.runtime()["chosen_because"])
+    timed = [t for t in auto.runtime()["timings"]["trials"] if t["short_ms"] is not None]
+    assert {(t["backend"], t["precision"]) for t in timed} == {("onnxruntime", "fp32"), ("openvino", "fp32")}
+
+
+@pytest.mark.parametrize("cpu", [PLAIN_CPU], indirect=True, ids=["no native bf16"])
+def test_without_native_bf16_auto_does_not_try_it_and_a_request_for_it_is_refused(
+    tiny_bundle: Path, cpu: Machine
+) -> None:
+    with pytest.raises(BackendError, match="bf16 needs a CPU with AMX or AVX512-BF16"):
+        Embedder.load(tiny_bundle, backend="openvino", precision="bf16", threads=1)
+    auto = Embedder.load(tiny_bundle, min_fidelity=1.1, threads=1)
+    assert auto.runtime()["precision"] == "fp32"
+    assert str(trial(auto, "openvino bf16")["refused"]).startswith("not tried: this CPU has no native bf16")
 
 
 def test_a_graph_openvino_cannot_read_names_the_file(tmp_path: Path) -> None:
