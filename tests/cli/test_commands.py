@@ -191,17 +191,6 @@ def test_a_killed_bulk_job_resumes_to_identical_bytes(tiny_bundle: Path, tmp_pat
     assert out.with_name("killed.keys.txt").read_bytes() == reference.with_name("reference.keys.txt").read_bytes()
 
 
-def test_resume_refuses_a_different_job(tiny_bundle: Path, words_file: Path, tmp_path: Path) -> None:
-    out = tmp_path / "out.npy"
-    work = partial_dir(out)
-    work.mkdir()
-    (work / "state.json").write_text(json.dumps({"format": "bertonnx-sink-partial", "version": 3, "dim": 32,
-                                                  "ids": True, "unknown": True,
-                                                  "fingerprint": {"mode": "contextual"}}))
-    result = run("embed", tiny_bundle, "--static", "-i", words_file, "-o", out, "--resume")
-    one_line_error(result, "mode")
-
-
 EMBED_CHOICES = {
     "--provider": ["auto", "cpu", "cuda", "tensorrt"],
     "--backend": ["auto", "onnxruntime", "openvino"],

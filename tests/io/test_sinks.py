@@ -305,18 +305,6 @@ def test_resume_with_nothing_done_starts_fresh(tmp_path: Path, suffix: str) -> N
     assert read_vectors(out)[0] == concatenated(chunks)[0]
 
 
-def test_without_resume_previous_work_is_refused_unless_forced(tmp_path: Path) -> None:
-    out = tmp_path / "out.txt"
-    old = VectorSink.open(out, SPEC, resume=False)
-    write_chunk(old, 0, *make_chunks([3])[0])
-    unfinished = r"holds an unfinished job for out\.txt; resume=True continues it, force=True starts"
-    with pytest.raises(ValueError, match=unfinished):
-        VectorSink.open(out, JobSpec({"other": "job"}, DIM + 1), resume=False)
-    assert checkpointed(out) == 1  # nothing was thrown away
-    fresh = VectorSink.open(out, JobSpec({"other": "job"}, DIM + 1), resume=False, force=True)
-    assert done_chunks(fresh) == 0 and fresh.rows == 0 and checkpointed(out) == 0
-
-
 def test_an_existing_output_is_refused_unless_forced(tmp_path: Path, suffix: str) -> None:
     out = write_job(tmp_path / f"out{suffix}", make_chunks([2]))
     before = output_bytes(out)
@@ -328,10 +316,16 @@ def test_an_existing_output_is_refused_unless_forced(tmp_path: Path, suffix: str
     assert read_vectors(out)[0] == make_chunks([3], seed=4)[0][0]
 
 
-def test_resume_refuses_a_different_job(tmp_path: Path) -> None:
+def test_unfinished_work_is_refused_unless_resumed_as_the_same_job_or_forced(tmp_path: Path) -> None:
+    """A work folder blocks a new run, of this job or another; a resume under another job names what differs;
+    neither throws any work away, and only force starts over."""
     out = tmp_path / "out.npy"
     write_chunk(VectorSink.open(out, SPEC, resume=False), 0, *make_chunks([2])[0])
     changed = JobSpec({**FINGERPRINT, "mode": "static", "pooling": "mean"}, DIM + 2)
+    unfinished = r"holds an unfinished job for out\.npy; resume=True continues it, force=True starts"
+    for spec in (SPEC, changed):
+        with pytest.raises(ValueError, match=unfinished):
+            VectorSink.open(out, spec, resume=False)
 
     with pytest.raises(ValueError) as caught:
         VectorSink.open(out, changed, resume=True)
@@ -343,6 +337,8 @@ def test_resume_refuses_a_different_job(tmp_path: Path) -> None:
     assert "input_sha256" not in message and "chunk_size" not in message
     assert message.startswith("cannot resume: ") and message.endswith("start over with force=True")
     assert checkpointed(out) == 1  # nothing was thrown away
+    fresh = VectorSink.open(out, changed, resume=False, force=True)
+    assert done_chunks(fresh) == 0 and fresh.rows == 0 and checkpointed(out) == 0
 
 
 def test_resume_with_every_chunk_done_only_finishes(tmp_path: Path) -> None:

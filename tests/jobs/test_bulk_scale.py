@@ -17,10 +17,10 @@ from helpers.memory import peak_rss_mb
 from helpers.outputs import checkpoint_position
 
 from bertonnx import Embedder
-from bertonnx.errors import OutputError
 from bertonnx.io.formats import read_table, unknown_path
 from bertonnx.io.sinks import partial_dir
 from bertonnx.jobs import bulk
+from bertonnx.jobs import rows as rows_module
 from bertonnx.jobs.bulk import BulkOptions, Line, embed_file, embed_lines, job_fingerprint
 from bertonnx.long_text import sentence_in_groups, word_rows_in_groups
 
@@ -82,7 +82,7 @@ def test_bulk_streams_very_long_lines_with_the_same_rows(
     lines = [Line(number, text, end_byte=0) for number, text in enumerate(texts, start=1)]
     options = BulkOptions(mode=mode)
     whole = embed_lines(tiny, lines, options, bulk.BulkReport())
-    monkeypatch.setattr(bulk, "LONG_TEXT_PIECES", 100)
+    monkeypatch.setattr(rows_module, "LONG_TEXT_PIECES", 100)
     monkeypatch.setattr("bertonnx.long_text.GROUP_WINDOWS", 2)
     streamed = embed_lines(tiny, lines, options, bulk.BulkReport())
     assert streamed.keys == whole.keys and streamed.ids.tolist() == whole.ids.tolist()
@@ -114,36 +114,6 @@ CHANGES = {
 }
 
 
-@pytest.mark.parametrize("field", list(CHANGES))
-def test_a_resume_under_another_option_is_refused_naming_it(tiny: Embedder, tmp_path: Path, field: str) -> None:
-    source = tmp_path / "in.txt"
-    source.write_text(corpus(600))
-    out = tmp_path / "out.npy"
-    interrupted(tiny, source, out, BulkOptions(mode="contextual", chunk_lines=100))
-    changed = {"mode": "contextual", **CHANGES[field]}
-    with pytest.raises(OutputError, match=rf"cannot resume: .*{field}: saved .*, now .*; start over with force=True"):
-        embed_file(tiny, source, out, BulkOptions(chunk_lines=100, **changed), resume=True)
-
-
-def test_a_resume_under_another_backend_batch_budget_or_input_is_refused(
-    tiny_bundle: Path, tiny: Embedder, tmp_path: Path
-) -> None:
-    source = tmp_path / "in.txt"
-    source.write_text(corpus(600))
-    out = tmp_path / "out.npy"
-    options = BulkOptions(mode="contextual", chunk_lines=100)
-    interrupted(tiny, source, out, options)
-    openvino = Embedder.load(tiny_bundle, backend="openvino", precision="fp32", threads=1)
-    with pytest.raises(OutputError, match="cannot resume: backend: saved 'onnxruntime', now 'openvino'"):
-        embed_file(openvino, source, out, options, resume=True)
-    budget = Embedder.load(tiny_bundle, provider="cpu", threads=1, batch_tokens=333)
-    with pytest.raises(OutputError, match="batch_tokens: saved 1024, now 333"):
-        embed_file(budget, source, out, options, resume=True)
-    source.write_text(corpus(600, seed=9))
-    with pytest.raises(OutputError, match="sha256: saved"):
-        embed_file(tiny, source, out, options, resume=True)
-
-
 def test_the_fingerprint_names_everything_that_changes_the_numbers(tiny: Embedder, tmp_path: Path) -> None:
     source = tmp_path / "in.txt"
     source.write_text("king\n")
@@ -154,6 +124,13 @@ def test_the_fingerprint_names_everything_that_changes_the_numbers(tiny: Embedde
     assert found["graph"] == tiny.bundle.graph_sha256 and found["int8_recipe"] is None
     assert found["max_length"] == 16 and found["batch_tokens"] == tiny.batch_tokens
     assert "chunk_lines" not in found  # checkpoints may fall anywhere: resuming with another interval is fine
+    # Each option, and the input's bytes, is a field of its own: a resume under another names it (io/test_sinks).
+    base = job_fingerprint(tiny, source, BulkOptions(mode="contextual"))
+    for field, change in CHANGES.items():
+        changed = job_fingerprint(tiny, source, BulkOptions(**{"mode": "contextual", **change}))
+        assert field in changed and changed[field] != base.get(field), field
+    source.write_text("queen\n")
+    assert job_fingerprint(tiny, source, BulkOptions(mode="contextual"))["sha256"] != base["sha256"]
 
 
 def test_after_a_resume_the_report_counts_the_whole_output(tiny: Embedder, tmp_path: Path) -> None:
@@ -185,17 +162,24 @@ def test_an_existing_output_is_refused_unless_forced(tiny_bundle: Path, tmp_path
     assert read_table(out).keys == ["man"]
 
 
-def test_a_stale_partial_is_refused_with_a_hint_not_deleted(tiny: Embedder, tiny_bundle: Path, tmp_path: Path) -> None:
+def test_unfinished_work_is_refused_unless_resumed_as_the_same_job(
+    tiny: Embedder, tiny_bundle: Path, tmp_path: Path
+) -> None:
+    """The command line's words for both refusals: a new run over a killed job's work, and a resume under other
+    settings. Neither deletes the work; the same command with --resume continues it."""
     source = tmp_path / "in.txt"
     source.write_text(corpus(600))
     out = tmp_path / "out.npy"
     interrupted(tiny, source, out, BulkOptions(mode="contextual", chunk_lines=100))
     state = (partial_dir(out) / "state.json").read_bytes()
-    one_line_error(run("embed", tiny_bundle, "--contextual", "-i", source, "-o", out),
+    load = ("--chunk-lines", "100", "--backend", "onnxruntime", "--threads", "1")  # as `tiny` runs
+    one_line_error(run("embed", tiny_bundle, "--contextual", "-i", source, "-o", out, *load),
                    "holds an unfinished job for out.npy; --resume continues it, --force starts over")
+    other = run("embed", tiny_bundle, "--sentences", "-i", source, "-o", out, "--resume", *load)
+    one_line_error(other, "mode: saved 'contextual', now 'sentences'")
+    assert other.stderr.startswith("error: cannot resume: ") and "start over with --force" in other.stderr
     assert (partial_dir(out) / "state.json").read_bytes() == state
-    done = run("embed", tiny_bundle, "--contextual", "-i", source, "-o", out, "--resume", "--chunk-lines", "100",
-               "--backend", "onnxruntime", "--threads", "1")
+    done = run("embed", tiny_bundle, "--contextual", "-i", source, "-o", out, "--resume", *load)
     assert done.exit_code == 0, done.output
     assert "lines kept from the killed run" in done.stderr
 
