@@ -329,6 +329,7 @@ def test_contexts_built_in_code_are_checked_too(tiny: Embedder) -> None:
         ("--provider", ["auto", "cpu", "cuda", "tensorrt"]),
         ("--metric", ["cosine", "euclidean", "both"]),
     ],
+    ids=["--pooling", "--provider", "--metric"],
 )
 def test_cli_choices_are_the_engine_choices(tiny_bundle: Path, tiny: Embedder, tmp_path: Path, flag: str,
                                             expected: list[str]) -> None:
