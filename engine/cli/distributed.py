@@ -7,7 +7,9 @@ a user can cause are BertonnxError or OSError, which friendly_errors prints as o
 
 from __future__ import annotations
 
-from enum import Enum
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
@@ -20,6 +22,7 @@ from bertonnx.cli.options import (
     BackendOption,
     BatchTokensOption,
     ContextualFlag,
+    JobFlags,
     LongTextChoice,
     LongTextOption,
     MaxLengthOption,
@@ -27,6 +30,7 @@ from bertonnx.cli.options import (
     NormalizeOption,
     OnErrorChoice,
     OnErrorOption,
+    OutputFormatChoice,
     PoolingChoice,
     PoolingOption,
     PrecisionChoice,
@@ -35,9 +39,10 @@ from bertonnx.cli.options import (
     ProviderOption,
     SentencesFlag,
     StaticFlag,
+    TypeLevelFiles,
     UnknownChoice,
     UnknownOption,
-    bulk_options,
+    job_options,
     load_options,
 )
 from bertonnx.errors import OptionError, OutputError
@@ -46,6 +51,8 @@ from bertonnx.jobs.ray import (
     DEFAULT_BATCH_LINES,
     DEFAULT_SHARD_ROWS,
     JobReport,
+    Shards,
+    Workers,
     check_output,
     cluster_cpus,
     embed_files,
@@ -57,11 +64,8 @@ from bertonnx.jobs.ray import (
 from bertonnx.jobs.ray.cluster import require_ray
 from bertonnx.options import DEFAULT_BATCH_TOKENS, LoadOptions
 from bertonnx.type_level import DEFAULT_MAX_CONTEXTS
-
-
-class OutputFormat(str, Enum):
-    npy = "npy"
-    parquet = "parquet"
+from bertonnx.type_level.distributed import RayRun
+from bertonnx.type_level.job import TypeLevelOptions
 
 
 def embed_distributed(
@@ -74,8 +78,8 @@ def embed_distributed(
     static: StaticFlag = False,
     contextual: ContextualFlag = False,
     sentences: SentencesFlag = False,
-    output_format: Annotated[OutputFormat, typer.Option("--format", help="numpy shards or Parquet")] = (
-        OutputFormat.npy
+    output_format: Annotated[OutputFormatChoice, typer.Option("--format", help="numpy shards or Parquet")] = (
+        OutputFormatChoice.npy  # type: ignore[attr-defined]
     ),
     column: Annotated[str, typer.Option(help="JSONL field or Parquet column holding the text")] = "text",
     pooling: PoolingOption = PoolingChoice.mean,
@@ -123,25 +127,20 @@ def embed_distributed(
 
     Required: exactly one of --static, --contextual, --sentences, --type-level.
     """
-    if type_level:
-        if static or contextual or sentences:
-            raise OptionError("choose exactly one of --static, --contextual, --sentences, --type-level")
-        _type_level(bundle, inputs, output, corpus or [], templates, max_contexts, postprocess, pooling.value,
-                    unknown.value, address, num_workers, threads, batch_size, force, verbose,
-                    load_options(backend, precision, provider, batch_tokens=batch_tokens, min_fidelity=min_fidelity))
+    flags = JobFlags(static, contextual, sentences, type_level, pooling, normalize, unknown, long_text, on_error,
+                     max_length, corpus, templates, max_contexts, postprocess)
+    options = job_options(flags)
+    load = load_options(backend, precision, provider, batch_tokens=batch_tokens, min_fidelity=min_fidelity)
+    cluster = _Cluster(address, num_workers, threads, batch_size, verbose)
+    if isinstance(options, TypeLevelOptions):
+        _type_level(bundle, TypeLevelFiles(inputs[0] if len(inputs) == 1 else "", corpus or [], output), options,
+                    load, cluster, force)
         return
-    if corpus or templates is not None or max_contexts != DEFAULT_MAX_CONTEXTS or postprocess != "none":
-        raise OptionError("--corpus, --templates, --max-contexts and --postprocess go with --type-level")
-    options = bulk_options(
-        static, contextual, sentences, pooling, normalize, unknown, long_text, on_error, max_length=max_length
-    )
     load_bundle(bundle, verify=False)  # fail on a wrong path, output or input here, before Ray starts
     check_output(output, force)
+    shards = Shards(output_format.value, shard_rows)
     planned = plan_inputs(expand_inputs(inputs), column, batch_size)
-    _check_workers(num_workers, threads)
-    with ray_session(address, verbose=verbose):
-        rich_progress()
-        workers = plan_workers(num_workers, threads, *cluster_cpus())
+    with cluster.session() as workers:
         err.print(
             f"embedding {planned.lines} lines of {len(planned.paths)} input file(s) ({options.mode}) with "
             f"{workers.count} worker(s) x {workers.threads} thread(s)",
@@ -155,48 +154,61 @@ def embed_distributed(
             output,
             options,
             workers=workers,
-            fmt=output_format.value,
-            load=load_options(backend, precision, provider, batch_tokens=batch_tokens, min_fidelity=min_fidelity),
-            shard_rows=shard_rows,
+            load=load,
+            shards=shards,
             force=force,
         )
     _summary(report)
 
 
+@dataclass(frozen=True)
+class _Cluster:
+    """Where and how wide a distributed job runs: the Ray flags."""
+
+    address: str
+    num_workers: int | None
+    threads: int | None
+    batch_size: int
+    verbose: bool
+
+    @contextmanager
+    def session(self) -> Iterator[Workers]:
+        """Ray connected, its progress bars drawn by rich, and the actor pool planned over the cluster."""
+        for name, value in (("--num-workers", self.num_workers), ("--threads", self.threads)):
+            if value is not None and value < 1:  # checked before Ray starts
+                raise OptionError(f"{name} must be at least 1, got {value}")
+        with ray_session(self.address, verbose=self.verbose):
+            rich_progress()
+            yield plan_workers(self.num_workers, self.threads, *cluster_cpus())
+
+
 def _type_level(
-    bundle: Path, inputs: list[str], output: Path, corpus: list[str], templates: Path | None, max_contexts: int,
-    postprocess: str, pooling: str, unknown: str, address: str, num_workers: int | None, threads: int | None,
-    batch_size: int, force: bool, verbose: bool, load: LoadOptions,
+    bundle: Path, files: TypeLevelFiles, options: TypeLevelOptions, load: LoadOptions, cluster: _Cluster, force: bool
 ) -> None:
     from bertonnx.type_level.distributed import type_level_files
-    from bertonnx.type_level.job import TypeLevelOptions, read_templates
 
-    if len(inputs) != 1 or not Path(inputs[0]).is_file():
+    output = files.output
+    assert output is not None
+    if not files.vocabulary or not Path(files.vocabulary).is_file():
         raise OptionError("--type-level reads one vocabulary file: -i vocab.txt (one word a line)")
     try:
         suffix_of(output)
     except OutputError as error:
         raise OptionError(str(error)) from error
-    options = TypeLevelOptions(
-        templates=read_templates(templates) if templates is not None else None, max_contexts=max_contexts,
-        postprocess=postprocess, pooling=pooling, unknown=unknown,
-    )
     load_bundle(bundle, verify=False)
-    planned = plan_inputs(expand_inputs(corpus, "corpus"), "text", batch_size) if corpus else None
-    _check_workers(num_workers, threads)
-    with ray_session(address, verbose=verbose):
-        rich_progress()
-        workers = plan_workers(num_workers, threads, *cluster_cpus())
+    planned = plan_inputs(expand_inputs(files.corpus, "corpus"), "text", cluster.batch_size) if files.corpus else None
+    with cluster.session() as workers:
         if planned is not None:
             err.print(f"type-level: {planned.lines} corpus lines of {len(planned.paths)} file(s) with "
                       f"{workers.count} worker(s) x {workers.threads} thread(s)", markup=False, highlight=False)
-        report = type_level_files(bundle, Path(inputs[0]), planned, output, options, workers, load, force)
+        report = type_level_files(bundle, Path(files.vocabulary), planned, output, options,
+                                  RayRun(workers, load, force))
     notes = []
     if planned is not None:
         notes.append(f"{report.corpus_lines:,} corpus lines, {report.contexts:,} contexts, "
                      f"{report.fallback:,} from templates (never seen)")
-    if postprocess != "none":
-        notes.append(f"post-processed: {postprocess}")
+    if options.postprocess != "none":
+        notes.append(f"post-processed: {options.postprocess}")
     notes.append(f"{report.seconds:,.1f} s")
     say(f"{report.words:,} type-level vectors -> {output} + {report.files[0].name} ({'; '.join(notes)})")
 
@@ -206,13 +218,6 @@ def rich_progress() -> None:
     context = require_ray().data.DataContext.get_current()
     context.enable_rich_progress_bars = True
     context.use_ray_tqdm = False
-
-
-def _check_workers(num_workers: int | None, threads: int | None) -> None:
-    """The worker flags, checked before Ray starts."""
-    for name, value in (("--num-workers", num_workers), ("--threads", threads)):
-        if value is not None and value < 1:
-            raise OptionError(f"{name} must be at least 1, got {value}")
 
 
 def _summary(report: JobReport) -> None:

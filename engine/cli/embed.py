@@ -15,6 +15,7 @@ from bertonnx.cli.options import (
     BackendOption,
     BatchTokensOption,
     ContextualFlag,
+    JobFlags,
     LongTextChoice,
     LongTextOption,
     MaxLengthOption,
@@ -30,9 +31,10 @@ from bertonnx.cli.options import (
     ProviderOption,
     SentencesFlag,
     StaticFlag,
+    TypeLevelFiles,
     UnknownChoice,
     UnknownOption,
-    bulk_options,
+    job_options,
     load_options,
 )
 from bertonnx.cli.progress import LineProgress
@@ -42,6 +44,7 @@ from bertonnx.io.formats import suffix_of
 from bertonnx.jobs.bulk import DEFAULT_CHUNK_LINES, BulkReport, FileJob, embed_to_stream
 from bertonnx.options import DEFAULT_BATCH_TOKENS, LoadOptions
 from bertonnx.type_level import DEFAULT_MAX_CONTEXTS
+from bertonnx.type_level.job import TypeLevelOptions
 
 
 def embed(
@@ -103,24 +106,13 @@ def embed(
     """
     from bertonnx.embedder import Embedder
 
-    if type_level:
-        if static or contextual or sentences:
-            raise OptionError("choose exactly one of --static, --contextual, --sentences, --type-level")
-        ignored = [flag for flag, given in (("--normalize", normalize), ("--max-length", max_length is not None),
-                                            ("--long-text", long_text != LongTextChoice.window),
-                                            ("--on-error", on_error != OnErrorChoice.fail)) if given]
-        if ignored:
-            raise OptionError(f"{', '.join(ignored)} do{'es' if len(ignored) == 1 else ''} not apply to --type-level")
-        _type_level(bundle, input_path, output, corpus or [], templates, max_contexts, postprocess, pooling.value,
-                    unknown.value, chunk_lines, resume, force,
-                    load_options(backend, precision, provider, threads, batch_tokens, min_fidelity=min_fidelity))
+    flags = JobFlags(static, contextual, sentences, type_level, pooling, normalize, unknown, long_text, on_error,
+                     max_length, corpus, templates, max_contexts, postprocess)
+    options = job_options(flags, chunk_lines)
+    load = load_options(backend, precision, provider, threads, batch_tokens, min_fidelity=min_fidelity)
+    if isinstance(options, TypeLevelOptions):
+        _type_level(bundle, TypeLevelFiles(input_path, corpus or [], output), options, load, resume, force)
         return
-    if corpus or templates is not None or max_contexts != DEFAULT_MAX_CONTEXTS or postprocess != "none":
-        raise OptionError("--corpus, --templates, --max-contexts and --postprocess go with --type-level")
-    options = bulk_options(
-        static, contextual, sentences, pooling, normalize, unknown, long_text, on_error, chunk_lines=chunk_lines,
-        max_length=max_length,
-    )
     if resume and force:
         raise OptionError("--resume continues a killed job and --force starts over: give one of them")
     if output is not None:
@@ -133,8 +125,7 @@ def embed(
         problem = "not a regular file (use -i - for a pipe or stdin)" if source.exists() else "no such input file"
         raise CliError(f"{source}: {problem}")
     data = data_stdout() if output is None else None  # before anything loads: stdout carries vectors alone
-    embedder = Embedder.load(bundle, load_options(backend, precision, provider, threads, batch_tokens,
-                                                  min_fidelity=min_fidelity))
+    embedder = Embedder.load(bundle, load)
     if output is None:
         assert data is not None
         try:
@@ -162,14 +153,14 @@ def embed(
 
 
 def _type_level(
-    bundle: Path, input_path: str, output: Path | None, corpus: list[str], templates: Path | None,
-    max_contexts: int, postprocess: str, pooling: str, unknown: str, chunk_lines: int, resume: bool, force: bool,
-    load: LoadOptions,
+    bundle: Path, files: TypeLevelFiles, options: TypeLevelOptions, load: LoadOptions, resume: bool, force: bool
 ) -> None:
     """--type-level: the vocabulary in -i, the corpus files, the vector file in -o."""
     from bertonnx.embedder import Embedder
     from bertonnx.io.paths import expand_paths
-    from bertonnx.type_level.job import TypeLevelJob, TypeLevelOptions, read_templates
+    from bertonnx.type_level.job import TypeLevelJob
+
+    output, input_path = files.output, files.vocabulary
 
     if output is None:
         raise OptionError("--type-level writes a file: give -o out.npy|.npz|.txt|.bin|.jsonl")
@@ -184,11 +175,7 @@ def _type_level(
         raise OptionError("--type-level reads its vocabulary from a file: -i vocab.txt, one word a line")
     if not vocabulary.is_file():
         raise CliError(f"{vocabulary}: {'not a regular file' if vocabulary.exists() else 'no such vocabulary file'}")
-    options = TypeLevelOptions(
-        templates=read_templates(templates) if templates is not None else None, max_contexts=max_contexts,
-        postprocess=postprocess, pooling=pooling, unknown=unknown, chunk_lines=chunk_lines,
-    )
-    paths = expand_paths(corpus, "corpus")
+    paths = expand_paths(files.corpus, "corpus")
     embedder = Embedder.load(bundle, load)
     if resume and not partial_dir(output).exists():
         say(f"nothing to resume for {output}: starting it")
@@ -220,11 +207,11 @@ def _type_level(
         notes.append(f"{_count(report.corpus_lines, 'corpus line')}, {report.contexts:,} contexts")
         notes.append(f"{report.fallback:,} from templates (never seen)")
         if report.stopped_early:
-            notes.append(f"every word reached {max_contexts} contexts early")
+            notes.append(f"every word reached {options.max_contexts} contexts early")
     if report.unknown:
         notes.append(f"{report.unknown} flagged unknown")
-    if postprocess != "none":
-        notes.append(f"post-processed: {postprocess}")
+    if options.postprocess != "none":
+        notes.append(f"post-processed: {options.postprocess}")
     if report.resumed_lines:
         notes.append(f"{report.resumed_lines:,} corpus lines kept from the killed run")
     notes.append(f"{report.seconds:,.1f} s")

@@ -6,17 +6,20 @@ library cannot disagree on what a flag takes.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from bertonnx.errors import OptionError
-from bertonnx.jobs.bulk import BulkOptions
+from bertonnx.jobs.bulk import DEFAULT_CHUNK_LINES, BulkOptions
 from bertonnx.options import (
     BACKENDS,
     DEFAULT_BATCH_TOKENS,
     LONG_TEXT_POLICIES,
     ON_ERROR_POLICIES,
+    OUTPUT_FORMATS,
     POOLING_MODES,
     PRECISIONS,
     PROVIDERS,
@@ -25,6 +28,8 @@ from bertonnx.options import (
     LoadOptions,
     choice_enum,
 )
+from bertonnx.type_level.job import TypeLevelOptions, read_templates
+from bertonnx.type_level.vectors import DEFAULT_MAX_CONTEXTS
 
 ProviderChoice = choice_enum("ProviderChoice", PROVIDERS)
 BackendChoice = choice_enum("BackendChoice", BACKENDS)
@@ -34,6 +39,7 @@ PoolingChoice = choice_enum("PoolingChoice", POOLING_MODES)
 UnknownChoice = choice_enum("UnknownChoice", UNKNOWN_POLICIES)
 LongTextChoice = choice_enum("LongTextChoice", LONG_TEXT_POLICIES)
 OnErrorChoice = choice_enum("OnErrorChoice", ON_ERROR_POLICIES)
+OutputFormatChoice = choice_enum("OutputFormatChoice", OUTPUT_FORMATS)
 
 
 def load_options(
@@ -92,33 +98,65 @@ MaxLengthOption = Annotated[
 ]
 
 
+@dataclass(frozen=True)
+class JobFlags:
+    """The flags that choose and shape a job, which `embed` and `embed-distributed` share."""
 
-def bulk_options(
-    static: bool,
-    contextual: bool,
-    sentences: bool,
-    pooling: PoolingChoice,
-    normalize: bool,
-    unknown: UnknownChoice,
-    long_text: LongTextChoice,
-    on_error: OnErrorChoice,
-    **more: int,
-) -> BulkOptions:
-    """The BulkOptions the bulk flags ask for; `more` passes on fields such as chunk_lines.
+    static: bool
+    contextual: bool
+    sentences: bool
+    type_level: bool
+    pooling: PoolingChoice  # type: ignore[valid-type]
+    normalize: bool
+    unknown: UnknownChoice  # type: ignore[valid-type]
+    long_text: LongTextChoice  # type: ignore[valid-type]
+    on_error: OnErrorChoice  # type: ignore[valid-type]
+    max_length: int | None
+    corpus: list[str] | None
+    templates: Path | None
+    max_contexts: int
+    postprocess: str
+
+
+@dataclass(frozen=True)
+class TypeLevelFiles:
+    """Where a type-level job reads and writes: its vocabulary (-i), its corpus (--corpus) and its output (-o)."""
+
+    vocabulary: str
+    corpus: list[str]
+    output: Path | None
+
+
+def job_options(flags: JobFlags, chunk_lines: int = DEFAULT_CHUNK_LINES) -> BulkOptions | TypeLevelOptions:
+    """The job the flags ask for, as the library's carrier: the one rule both commands refuse combinations by.
 
     Raises:
-        OptionError: not exactly one mode flag, or a pooling that does not apply to the mode.
+        OptionError: not exactly one of --static, --contextual, --sentences, --type-level; a flag of one kind of
+            job given to the other (--normalize, --max-length, --long-text, --on-error with --type-level; --corpus,
+            --templates, --max-contexts, --postprocess without it); a pooling that does not apply to the mode.
     """
-    modes = [name for name, chosen in (("static", static), ("contextual", contextual), ("sentences", sentences))
-             if chosen]
+    modes = [name for name, chosen in (("static", flags.static), ("contextual", flags.contextual),
+                                       ("sentences", flags.sentences)) if chosen]
+    if flags.type_level:
+        if modes:
+            raise OptionError("choose exactly one of --static, --contextual, --sentences, --type-level")
+        ignored = [flag for flag, given in (("--normalize", flags.normalize),
+                                            ("--max-length", flags.max_length is not None),
+                                            ("--long-text", flags.long_text != LongTextChoice.window),
+                                            ("--on-error", flags.on_error != OnErrorChoice.fail)) if given]
+        if ignored:
+            raise OptionError(f"{', '.join(ignored)} do{'es' if len(ignored) == 1 else ''} not apply to --type-level")
+        return TypeLevelOptions(
+            templates=read_templates(flags.templates) if flags.templates is not None else None,
+            max_contexts=flags.max_contexts, postprocess=flags.postprocess, pooling=flags.pooling.value,
+            unknown=flags.unknown.value, chunk_lines=chunk_lines,
+        )
+    if (flags.corpus or flags.templates is not None or flags.max_contexts != DEFAULT_MAX_CONTEXTS
+            or flags.postprocess != "none"):
+        raise OptionError("--corpus, --templates, --max-contexts and --postprocess go with --type-level")
     if len(modes) != 1:
         raise OptionError("choose exactly one of --static, --contextual, --sentences")
     return BulkOptions(
-        mode=modes[0],
-        pooling=pooling.value,
-        unknown=unknown.value,
-        long_text=long_text.value,
-        normalize=normalize,
-        on_error=on_error.value,
-        **more,
+        mode=modes[0], pooling=flags.pooling.value, unknown=flags.unknown.value, long_text=flags.long_text.value,
+        normalize=flags.normalize, on_error=flags.on_error.value, chunk_lines=chunk_lines, max_length=flags.max_length,
     )

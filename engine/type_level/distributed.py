@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -119,15 +119,18 @@ class SumSlots:
         return {"slot": slots, "count": np.bincount(where, minlength=slots.size).astype(np.int64), "sum": sums}
 
 
+@dataclass(frozen=True)
+class RayRun:
+    """How a type-level job runs on the connected Ray cluster."""
+
+    workers: Workers  # the actor pool
+    load: LoadOptions | None = None  # how each worker opens the bundle (its threads come from `workers`)
+    force: bool = False  # replace an existing output
+
+
 def type_level_files(
-    bundle: str | Path,
-    vocabulary_path: Path,
-    corpus: Inputs | None,
-    out: Path,
-    options: TypeLevelOptions,
-    workers: Workers,
-    load: LoadOptions | None = None,
-    force: bool = False,
+    bundle: str | Path, vocabulary_path: Path, corpus: Inputs | None, out: Path, options: TypeLevelOptions,
+    run: RayRun,
 ) -> TypeLevelReport:
     """A type-level job with its corpus pass on the connected Ray cluster (see the module docstring)."""
     import time
@@ -138,8 +141,9 @@ def type_level_files(
 
     started = time.monotonic()
     suffix_of(out)
-    refuse_existing([*output_files(out), counts_path(out)], force)
-    load = load or LoadOptions()
+    refuse_existing([*output_files(out), counts_path(out)], run.force)
+    workers = run.workers
+    load = run.load or LoadOptions()
     words = read_vocabulary(vocabulary_path)
     embedder = replace(load, threads=workers.threads).load(bundle)  # the driver's: templates, as a worker runs
     load = load.resolved(embedder)  # auto chosen once, here: every worker runs the same backend and precision
@@ -156,7 +160,7 @@ def type_level_files(
         quotas = _quotas(bundle, words, corpus, options.max_contexts, len(vocabulary), workers)
         report.corpus_lines = corpus.lines
         if quotas["slot"].size:
-            _sum(bundle, words, corpus, options, quotas, sums, workers, load)
+            _sum(bundle, words, corpus, options, quotas, sums, RayRun(workers, load))
     need = template_slots(sums, method, options.unknown)
     from_corpus = np.zeros(len(vocabulary), dtype=bool)
     if method == "corpus":
@@ -198,13 +202,14 @@ def _quotas(bundle: str | Path, words: list[str], corpus: Inputs, cap: int, slot
 
 
 def _sum(bundle: str | Path, words: list[str], corpus: Inputs, options: TypeLevelOptions,
-         quotas: dict[str, NDArray[np.int64]], sums: TypeSums, workers: Workers, load: LoadOptions) -> None:
+         quotas: dict[str, NDArray[np.int64]], sums: TypeSums, run: RayRun) -> None:
     """Pass 2: partial sums of the lines that have a quota, added on the driver."""
     ray = require_ray()
+    workers = run.workers
     dataset = read_inputs(corpus).map_batches(
         SumSlots,
         fn_constructor_kwargs={"bundle": str(Path(bundle).absolute()), "words": words, "pooling": options.pooling,
-                               "quotas": ray.put(quotas), "load": load, "threads": workers.threads},
+                               "quotas": ray.put(quotas), "load": run.load, "threads": workers.threads},
         compute=ray.data.ActorPoolStrategy(size=workers.count), num_cpus=workers.threads,
         batch_size=corpus.block_lines, batch_format="numpy",
     )
@@ -213,4 +218,4 @@ def _sum(bundle: str | Path, words: list[str], corpus: Inputs, options: TypeLeve
         np.add.at(sums.counts, batch["slot"], batch["count"])
 
 
-__all__ = ["FindSlots", "SumSlots", "type_level_files"]
+__all__ = ["FindSlots", "RayRun", "SumSlots", "type_level_files"]

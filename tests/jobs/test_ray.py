@@ -332,6 +332,29 @@ def test_user_errors_fail_before_ray_starts(
     one_line_error(run("embed-distributed", tiny_bundle, *args.format(tmp=tmp_path).split()), message, code)
 
 
+@pytest.mark.parametrize(
+    "extra,message",
+    [
+        (("--normalize",), "--normalize does not apply to --type-level"),
+        (("--long-text", "truncate"), "--long-text does not apply to --type-level"),
+        (("--on-error", "skip"), "--on-error does not apply to --type-level"),
+        (("--normalize", "--on-error", "skip"), "--normalize, --on-error do not apply to --type-level"),
+        (("--max-length", "8"), "--max-length does not apply to --type-level"),
+    ],
+)
+def test_type_level_refuses_what_embed_refuses(
+    tiny_bundle: Path, tmp_path: Path, extra: tuple[str, ...], message: str
+) -> None:
+    """embed-distributed --type-level refuses the bulk-only flags as `bertonnx embed --type-level` does (one rule),
+    on the command line, before Ray starts."""
+    (tmp_path / "vocab.txt").write_text("king\n", encoding="utf-8")
+    (tmp_path / "corpus.txt").write_text("the king\n", encoding="utf-8")
+    args = ["-i", tmp_path / "vocab.txt", "--corpus", tmp_path / "corpus.txt", "-o", tmp_path / "out.npy", *extra]
+    one_line_error(run("embed-distributed", tiny_bundle, "--type-level", *args), message, 2)
+    one_line_error(run("embed", tiny_bundle, "--type-level", *args), message, 2)
+    assert not (tmp_path / "out.npy").exists()
+
+
 def test_inputs_in_jsonl_and_parquet_read_as_text_lines(ray_cluster: None, tmp_path: Path) -> None:
     texts = ["the king is wise.", "", "a queen", "naïve café"]
     (tmp_path / "in.txt").write_text("\n".join(texts) + "\n", encoding="utf-8")

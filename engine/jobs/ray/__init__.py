@@ -33,6 +33,7 @@ from bertonnx.jobs.ray.shards import (
     DEFAULT_SHARD_ROWS,
     MANIFEST,
     JobReport,
+    Shards,
     check_output,
     read_ids,
     read_manifest,
@@ -42,7 +43,7 @@ from bertonnx.jobs.ray.shards import (
 
 __all__ = [
     "DEFAULT_BATCH_LINES", "DEFAULT_SHARD_ROWS", "MANIFEST", "OUTPUT_COLUMNS", "EmbedBatch", "Inputs", "JobReport",
-    "Span", "Workers", "check_output", "cluster_cpus", "embed_dataset", "embed_files", "expand_inputs",
+    "Shards", "Span", "Workers", "check_output", "cluster_cpus", "embed_dataset", "embed_files", "expand_inputs",
     "plan_inputs", "plan_workers", "ray_session", "read_ids", "read_inputs", "read_manifest", "read_output",
     "write_output",
 ]

@@ -10,7 +10,7 @@ from bertonnx.jobs.bulk import BulkOptions, output_width
 from bertonnx.jobs.ray import adapter
 from bertonnx.jobs.ray.cluster import Workers, cluster_cpus, plan_workers
 from bertonnx.jobs.ray.inputs import Inputs, read_inputs
-from bertonnx.jobs.ray.shards import DEFAULT_SHARD_ROWS, JobReport, write_output
+from bertonnx.jobs.ray.shards import JobReport, Shards, write_output
 from bertonnx.options import LoadOptions
 
 
@@ -20,9 +20,8 @@ def embed_files(
     out_dir: str | Path,
     options: BulkOptions,
     workers: Workers | None = None,
-    fmt: str = "npy",
     load: LoadOptions | None = None,
-    shard_rows: int = DEFAULT_SHARD_ROWS,
+    shards: Shards | None = None,
     force: bool = False,
 ) -> JobReport:
     """Embed every line of `inputs` on the connected Ray cluster into `out_dir` (see ray_session).
@@ -33,8 +32,9 @@ def embed_files(
         out_dir: the output directory, written on this machine (see write_output).
         options: as for `bertonnx embed`; chunk_lines does not apply.
         workers: the actor pool; default plan_workers over the cluster's CPUs.
-        fmt: "npy" shards or "parquet".
         load: how each worker opens the bundle (its threads come from `workers`).
+        shards: "npy" shards or "parquet", and their rows at most (default: npy, DEFAULT_SHARD_ROWS).
+        force: replace an existing `out_dir`.
     """
     checked = load_bundle(bundle, verify=False)
     width = output_width(checked, options)
@@ -55,4 +55,4 @@ def embed_files(
         "threads": workers.threads,
         "backend": {"backend": load.backend, "precision": load.precision, "provider": load.provider},
     }
-    return write_output(rows, Path(out_dir), width, fmt, shard_rows, inputs.paths, job, force, inputs.records)
+    return write_output(rows, Path(out_dir), width, shards, inputs, job, force)

@@ -32,17 +32,33 @@ from bertonnx.io.shards import (
     read_output,
 )
 from bertonnx.jobs.ray.cluster import require_ray
+from bertonnx.jobs.ray.inputs import Inputs
 from bertonnx.options import OUTPUT_FORMATS
 
 if TYPE_CHECKING:
     from ray.data import Dataset
 
 __all__ = [
-    "DEFAULT_SHARD_ROWS", "MANIFEST", "JobReport", "_check_increasing", "check_output", "read_ids", "read_manifest",
-    "read_output", "write_output",
+    "DEFAULT_SHARD_ROWS", "MANIFEST", "JobReport", "Shards", "_check_increasing", "check_output", "read_ids",
+    "read_manifest", "read_output", "write_output",
 ]
 
 DEFAULT_SHARD_ROWS = 100_000
+
+
+@dataclass(frozen=True)
+class Shards:
+    """How a distributed job's rows are written: the shard format ("npy" or "parquet") and the rows a shard holds
+    at most."""
+
+    fmt: str = "npy"
+    rows: int = DEFAULT_SHARD_ROWS
+
+    def __post_init__(self) -> None:
+        if self.fmt not in OUTPUT_FORMATS:
+            raise OptionError(f"unknown output format {self.fmt!r}; expected one of {', '.join(OUTPUT_FORMATS)}")
+        if self.rows < 1:
+            raise OptionError(f"shard rows must be at least 1, got {self.rows}")
 
 
 @dataclass(frozen=True)
@@ -65,12 +81,10 @@ def write_output(
     dataset: Dataset,
     out_dir: Path,
     dim: int,
-    fmt: str = "npy",
-    shard_rows: int = DEFAULT_SHARD_ROWS,
+    shards: Shards | None = None,
     inputs: Sequence[str | Path] = (),
     job: dict[str, object] | None = None,
     force: bool = False,
-    expected_lines: int | None = None,
 ) -> JobReport:
     """Run `dataset` and write its rows, in input order, as shards listed by `out_dir/manifest.json`.
 
@@ -86,35 +100,35 @@ def write_output(
     Args:
         dataset: rows as EmbedBatch gives them.
         dim: the width of the vectors.
-        inputs: the input files, by `file` id, recorded in the manifest.
+        shards: their format and size (default: .npy shards of DEFAULT_SHARD_ROWS rows at most).
+        inputs: the input files, by `file` id, recorded in the manifest; planned Inputs (plan_inputs) also give
+            the lines that must each give rows (or a skipped row): a check that no batch was lost.
         job: facts about the job (mode, bundle...) recorded in the manifest.
         force: replace an existing `out_dir`.
-        expected_lines: the input lines that must each give rows (or a skipped row): a check that no batch was lost.
 
     Raises:
         OutputError: `out_dir` exists and is not empty, without `force`.
         JobError: a row came out of order or twice, or lines are missing.
     """
-    if fmt not in OUTPUT_FORMATS:
-        raise OptionError(f"unknown output format {fmt!r}; expected one of {', '.join(OUTPUT_FORMATS)}")
-    if shard_rows < 1:
-        raise OptionError(f"shard rows must be at least 1, got {shard_rows}")
+    shards = shards or Shards()
+    expected_lines = inputs.records if isinstance(inputs, Inputs) else None
+    paths = inputs.paths if isinstance(inputs, Inputs) else inputs
     check_output(out_dir, force)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     dataset.context.execution_options.preserve_order = True
     started = time.perf_counter()
     with atomic_directory(out_dir) as work:
-        shards = ShardWriter(work, dim, fmt, [str(path) for path in inputs])
-        for batch in dataset_batches(dataset, shard_rows):
-            shards.add(batch)
-        if expected_lines is not None and shards.lines != expected_lines:
-            raise JobError(f"expected rows from {expected_lines} input lines, found {shards.lines}: rows were lost")
-        (work / MANIFEST).write_bytes(record_bytes(shards.manifest(job or {})))
+        writer = ShardWriter(work, dim, shards.fmt, [str(path) for path in paths])
+        for batch in dataset_batches(dataset, shards.rows):
+            writer.add(batch)
+        if expected_lines is not None and writer.lines != expected_lines:
+            raise JobError(f"expected rows from {expected_lines} input lines, found {writer.lines}: rows were lost")
+        (work / MANIFEST).write_bytes(record_bytes(writer.manifest(job or {})))
     return JobReport(
-        rows=shards.rows,
-        lines=shards.lines,
-        skipped=tuple(shards.skipped),
-        shards=len(shards.written),
+        rows=writer.rows,
+        lines=writer.lines,
+        skipped=tuple(writer.skipped),
+        shards=len(writer.written),
         output=out_dir,
         seconds=time.perf_counter() - started,
     )
