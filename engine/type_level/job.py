@@ -270,11 +270,11 @@ class TypeLevelJob:
             with path.open("rb") as stream:
                 stream.seek(self.position.byte)
                 lines = read_lines(stream, str(path), self.position.line + 1, self.position.byte)
-                for piece in slices(lines):
-                    self.sums.add_corpus([line.text for line in piece])
-                    self.position.line, self.position.byte = piece[-1].number, piece[-1].end_byte
-                    self.position.lines_total += len(piece)
-                    since += len(piece)
+                for chunk in slices(lines):
+                    self.sums.add_corpus([line.text for line in chunk])
+                    self.position.line, self.position.byte = chunk[-1].number, chunk[-1].end_byte
+                    self.position.lines_total += len(chunk)
+                    since += len(chunk)
                     tick("corpus", done_before + self.position.byte, self.total_bytes, self.position.lines_total)
                     if not self.sums.wanting:
                         self.report.stopped_early = True
