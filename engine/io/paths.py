@@ -25,12 +25,19 @@ def expand_paths(patterns: Sequence[str | Path], what: str = "input") -> list[Pa
             if not files:
                 raise FileNotFoundError(f"{pattern}: no file matches this glob")
         else:
-            path = Path(pattern)
-            if path.is_dir():
-                glob_hint = f"give a glob such as '{pattern}/*.txt'"
-                raise FileNotFoundError(f"{pattern}: a directory, not a {what} file ({glob_hint})")
-            if not path.is_file():
-                raise FileNotFoundError(f"{pattern}: no such {what} file")
-            files = [path]
+            files = [check_file(Path(pattern), what)]
         found.update(dict.fromkeys(files))
     return list(found)
+
+
+def check_file(path: Path, what: str = "input") -> Path:
+    """`path`, once it is a file.
+
+    Raises:
+        FileNotFoundError: no such file, or a folder (the message names the glob to give instead).
+    """
+    if path.is_dir():
+        raise FileNotFoundError(f"{path}: a directory, not a {what} file (give a glob such as '{path}/*.txt')")
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such {what} file")
+    return path

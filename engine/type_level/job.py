@@ -39,6 +39,7 @@ from bertonnx.io.checkpoints import (
     write_state,
 )
 from bertonnx.io.formats import output_files, suffix_of, write_vectors
+from bertonnx.io.paths import check_file
 from bertonnx.jobs.fingerprints import input_fingerprint, runtime_fingerprint
 from bertonnx.jobs.lines import read_lines, slices
 from bertonnx.jobs.rows import DEFAULT_CHUNK_LINES
@@ -186,10 +187,7 @@ class TypeLevelJob:
         check_postprocess_rows(self.postprocess, kept_slots(self.vocabulary, options.unknown))
         self.method = "corpus" if self.corpus else "templates"
         for path in self.corpus:
-            if path.is_dir():
-                raise InputError(f"{path}: a directory, not a corpus file (give a glob such as '{path}/*.txt')")
-            if not path.is_file():
-                raise InputError(f"{path}: no such corpus file")
+            check_file(path, "corpus")
         if self.corpus and all(path.stat().st_size == 0 for path in self.corpus):
             raise InputError("the corpus is empty: every corpus file has 0 bytes")
         self.fingerprint = {
