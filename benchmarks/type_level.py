@@ -121,7 +121,7 @@ def time_passes(embedder: Embedder, vocab: list[str], corpus_lines_n: int) -> tu
 
     lines = corpus_lines(vocab, corpus_lines_n)
     frequent = vocab[:2000]
-    sums = TypeSums(embedder, Vocabulary.of(embedder.tokenizer, frequent), max_contexts=10**9)
+    sums = TypeSums(embedder.runner, Vocabulary.of(embedder.tokenizer, frequent), max_contexts=10**9)
     started = time.perf_counter()
     for start in range(0, len(lines), 512):
         sums.add_corpus(lines[start : start + 512])

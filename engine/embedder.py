@@ -300,10 +300,6 @@ class Embedder:
             truncated=truncated,
         )
 
-    def piece_states(self, texts: Sequence[TextInput] | Prepared) -> NDArray[np.float32]:
-        """(P, H) every word piece's final state (bertonnx.runner.Runner.piece_states)."""
-        return self.runner.piece_states(texts)
-
     def type_vectors(
         self,
         words: Sequence[str],
@@ -382,16 +378,6 @@ class Embedder:
         """`max_seq_length` of the sentence-transformers model the bundle came from, where it had one."""
         value = self.manifest["model"].get("sentence_transformers_max_length")
         return int(value) if isinstance(value, int) else None
-
-    def unknown_pieces(self, ids: NDArray[np.int64], starts: NDArray[np.int64]) -> NDArray[np.bool_]:
-        """(W,) True for each run of pieces holding the unknown token (bertonnx.runner.Runner.unknown_pieces)."""
-        return self.runner.unknown_pieces(ids, starts)
-
-    def run_sequences(
-        self, sequences: list[NDArray[np.int64]], sentence_pooling: str | None, keep_pieces: bool = True
-    ) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
-        """Sequences of content pieces through the model (bertonnx.runner.Runner.run_sequences)."""
-        return self.runner.run_sequences(sequences, sentence_pooling, keep_pieces)
 
 
 def _refuse_phrases(words: Sequence[str]) -> None:

@@ -8,13 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from enum import Enum
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, get_args
+from typing import Any, Literal, get_args
 
 from bertonnx.errors import OptionError
-
-if TYPE_CHECKING:
-    from bertonnx.embedder import Embedder
 
 WordPooling = Literal["mean", "first", "last", "first_last", "max", "sum"]
 SentencePooling = Literal["mean", "cls"]
@@ -67,17 +63,6 @@ class LoadOptions:
                 f"unknown load option {', '.join(unknown)}; expected some of {', '.join(self.__dataclass_fields__)}"
             )
         return replace(self, **choices) if choices else self
-
-    def load(self, bundle_dir: str | Path, verify: bool = True) -> Embedder:
-        from bertonnx.embedder import Embedder
-
-        return Embedder.load(bundle_dir, self, verify=verify)
-
-    def resolved(self, embedder: Embedder) -> LoadOptions:
-        """These options with `auto` replaced by what `embedder` (opened with them) runs: for workers that must
-        all run the same backend and precision, chosen and timed once, not once each."""
-        info = embedder.runtime_info()
-        return replace(self, backend=info.backend, precision=info.precision)
 
 
 def check_choice(value: str, allowed: tuple[str, ...], what: str = "pooling") -> None:

@@ -10,11 +10,11 @@ from bertonnx.backends.base import Backend
 from bertonnx.backends.choose import Choice, Machine, choose, this_machine
 from bertonnx.backends.gate import (
     cache_root,
-    precision_gate,
     exported_fidelity,
     graph_key,
     int8_faithful,
     measured_fidelity,
+    precision_gate,
 )
 from bertonnx.backends.measure import Timings
 from bertonnx.backends.onnxruntime import CUDA

@@ -28,6 +28,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from bertonnx.bundle import load_bundle
+from bertonnx.embedder import Embedder
 from bertonnx.errors import InputError
 from bertonnx.jobs.ray.cluster import Workers, require_ray
 from bertonnx.jobs.ray.inputs import Batch, Inputs, read_inputs
@@ -87,7 +88,7 @@ class SumSlots:
         ray = require_ray()
         if isinstance(quotas, ray.ObjectRef):
             quotas = ray.get(quotas)
-        self.embedder = replace(load, threads=threads).load(bundle)
+        self.embedder = Embedder.load(bundle, replace(load, threads=threads))
         self.vocabulary = Vocabulary.of(self.embedder.tokenizer, words)
         self.matcher = Matcher(self.vocabulary)
         self.pooling = pooling
@@ -145,8 +146,9 @@ def type_level_files(
     workers = run.workers
     load = run.load or LoadOptions()
     words = read_vocabulary(vocabulary_path)
-    embedder = replace(load, threads=workers.threads).load(bundle)  # the driver's: templates, as a worker runs
-    load = load.resolved(embedder)  # auto chosen once, here: every worker runs the same backend and precision
+    # the driver's embedder: templates, as a worker runs
+    embedder = Embedder.load(bundle, replace(load, threads=workers.threads))
+    load = embedder.resolved(load)  # auto chosen once, here: every worker runs the same backend and precision
     vocabulary = vocabulary_of(embedder.tokenizer, vocabulary_path, words, options.unknown)
     templates = Templates.of(embedder.tokenizer, options.templates)
     sums = TypeSums(embedder.runner, vocabulary, options.pooling, options.max_contexts)

@@ -161,11 +161,11 @@ def test_auto_int8_is_held_to_the_bf16_gate() -> None:
 def test_resolved_options_name_what_auto_chose(tiny_bundle: Path) -> None:
     """Ray workers get the driver's choice by name, so that all of them run the same backend and precision."""
     options = LoadOptions(threads=1)
-    embedder = options.load(tiny_bundle)
-    resolved = options.resolved(embedder)
+    embedder = Embedder.load(tiny_bundle, options)
+    resolved = embedder.resolved(options)
     info = embedder.runtime_info()
     assert (resolved.backend, resolved.precision, resolved.threads) == (info.backend, info.precision, 1)
-    again = resolved.load(tiny_bundle).runtime_info()
+    again = Embedder.load(tiny_bundle, resolved).runtime_info()
     assert (again.backend, again.precision) == (info.backend, info.precision) and again.timings is None
 
 

@@ -57,7 +57,7 @@ def long_text(words: int, seed: int = 1) -> str:
 def test_a_long_text_in_groups_of_windows_equals_one_call(tiny: Embedder, pooling: str) -> None:
     text = tiny.prepare([long_text(900)]).pieces[0]
     whole = tiny.contextual_rows([long_text(900)], pooling=pooling)
-    parts = [rows for rows, _ in word_rows_in_groups(tiny, text, pooling, group=4)]
+    parts = [rows for rows, _ in word_rows_in_groups(tiny.runner, text, pooling, group=4)]
     assert len(parts) > 3  # several groups, so the carry between them is exercised
     assert sum(len(rows.words) for rows in parts) == len(whole.words)
     assert tuple(w for rows in parts for w in rows.words) == whole.words
@@ -69,7 +69,7 @@ def test_a_long_text_in_groups_of_windows_equals_one_call(tiny: Embedder, poolin
 @pytest.mark.parametrize("pooling", ["mean", "cls"])
 def test_a_long_sentence_in_groups_of_windows_equals_one_call(tiny: Embedder, pooling: str) -> None:
     text = tiny.prepare([long_text(700)]).pieces[0]
-    found = [vector for vector, _ in sentence_in_groups(tiny, text, pooling, group=4)]
+    found = [vector for vector, _ in sentence_in_groups(tiny.runner, text, pooling, group=4)]
     assert all(vector is None for vector in found[:-1]) and len(found) > 2
     np.testing.assert_allclose(found[-1], tiny.sentences([long_text(700)], pooling=pooling)[0], rtol=0, atol=1e-6)
 

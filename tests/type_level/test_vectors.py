@@ -162,7 +162,7 @@ def test_a_repeated_word_and_a_postprocessing_that_would_leave_zeros_are_refused
 def test_entries_the_model_cannot_tell_apart_share_a_slot(embedder: Embedder) -> None:
     vocabulary = Vocabulary.of(embedder.tokenizer, ["Apple", "apple", "APPLE", "u.s.", "king"])
     assert vocabulary.slot.tolist() == [0, 0, 0, 1, 2] and vocabulary.n_words.tolist() == [1, 4, 1]
-    sums = TypeSums(embedder, vocabulary, max_contexts=5)
+    sums = TypeSums(embedder.runner, vocabulary, max_contexts=5)
     assert sums.add_corpus(["apple Apple the u.s. king"]) == 4 and sums.counts.tolist() == [2, 1, 1]
 
 
@@ -180,6 +180,6 @@ def test_a_giant_corpus_line_is_read_in_parts_cut_between_words(embedder: Embedd
     firsts = np.cumsum([0] + [part.ids.size for part in parts])[1:-1]
     assert all(piece_word[i] != piece_word[i - 1] for i in firsts)  # every cut falls between two words
     line = " ".join(["the king and the queen rule"] * (LONG_LINE_PIECES // 6 + 50))  # ~16.7k pieces
-    sums = TypeSums(embedder, Vocabulary.of(embedder.tokenizer, ["king", "queen"]), max_contexts=10**9)
+    sums = TypeSums(embedder.runner, Vocabulary.of(embedder.tokenizer, ["king", "queen"]), max_contexts=10**9)
     assert sums.add_corpus([line]) == 2 * (LONG_LINE_PIECES // 6 + 50)
     assert np.isfinite(sums.sums).all() and sums.counts.tolist() == [LONG_LINE_PIECES // 6 + 50] * 2

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from numpy.typing import NDArray
 
+from bertonnx.embedder import Embedder
 from bertonnx.errors import BadLineError, OptionError
 from bertonnx.jobs.bulk import BulkOptions, BulkReport, Line, embed_lines, output_width
 from bertonnx.jobs.ray.cluster import Workers, require_ray
@@ -58,7 +59,7 @@ class EmbedBatch:
     ) -> None:
         """Args as for Embedder.load and embed_lines; `threads` replaces load.threads; `inputs` name the files in
         error messages."""
-        self.embedder = replace(load or LoadOptions(), threads=threads).load(bundle)
+        self.embedder = Embedder.load(bundle, replace(load or LoadOptions(), threads=threads))
         self.options = options
         self.inputs = tuple(str(path) for path in inputs)
         self.text_column = text_column

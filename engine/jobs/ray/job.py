@@ -6,6 +6,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 from bertonnx.bundle import load_bundle
+from bertonnx.embedder import Embedder
 from bertonnx.jobs.bulk import BulkOptions, output_width
 from bertonnx.jobs.ray import adapter
 from bertonnx.jobs.ray.cluster import Workers, cluster_cpus, plan_workers
@@ -42,7 +43,7 @@ def embed_files(
     load = load or LoadOptions()
     if load.backend == "auto" or load.precision in ("auto", "fastest"):
         # Chosen (and timed) once here, at the workers' thread count: every worker then runs the same thing.
-        load = load.resolved(replace(load, threads=workers.threads).load(bundle, verify=False))
+        load = Embedder.load(bundle, replace(load, threads=workers.threads), verify=False).resolved(load)
     rows = adapter.embed_dataset(
         read_inputs(inputs), bundle, options, workers, inputs.block_lines, load, inputs.paths
     )
