@@ -109,6 +109,24 @@ class JobError(BertonnxError, RuntimeError):
     """A bulk job's result would be incomplete: rows lost, repeated or out of order."""
 
 
+class WorkKeptError(BertonnxError, OSError):
+    """The disk refused a resumable job's write; its finished work is kept, and `resume` continues it.
+
+    An OSError of the disk's errno (ENOSPC, EFBIG...), whose message names the fix.
+    """
+
+    def __init__(self, code: int | None, message: str, **fixes: Any) -> None:
+        super().__init__(message, **fixes)
+        self.errno = code  # type: ignore[misc]
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return _work_kept, (self.errno, self.template, {fix.argument: fix.value for fix in self.fixes})
+
+
+def _work_kept(code: int | None, template: str, fixes: dict[str, Any]) -> WorkKeptError:
+    return WorkKeptError(code, template, **fixes)
+
+
 class MissingExtraError(BertonnxError, ImportError):
     """An optional dependency is not installed; the message names the pip extra."""
 

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from bertonnx.errors import BertonnxError, OutputError
+from bertonnx.errors import OutputError
 from bertonnx.io.atomic import replace_all, write_atomic
 from bertonnx.io.records import read_record, record_bytes
 
@@ -78,24 +78,6 @@ def refuse_existing(targets: Sequence[Path], force: bool) -> None:
     existing = [path for path in targets if path.exists()]
     if existing and not force:
         raise OutputError(f"{existing[0]} exists; {{force}} replaces it", force=True)
-
-
-class WorkKeptError(BertonnxError, OSError):
-    """The disk refused a resumable job's write; its finished work is kept, and `resume` continues it.
-
-    An OSError of the disk's errno (ENOSPC, EFBIG...), whose message names the fix.
-    """
-
-    def __init__(self, code: int | None, message: str, **fixes: Any) -> None:
-        super().__init__(message, **fixes)
-        self.errno = code  # type: ignore[misc]
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return _work_kept, (self.errno, self.template, {fix.argument: fix.value for fix in self.fixes})
-
-
-def _work_kept(code: int | None, template: str, fixes: dict[str, Any]) -> WorkKeptError:
-    return WorkKeptError(code, template, **fixes)
 
 
 def write_state(work: Path, record: Mapping[str, Any]) -> None:

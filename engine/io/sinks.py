@@ -42,12 +42,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from bertonnx.errors import OutputError
+from bertonnx.errors import OutputError, WorkKeptError
 from bertonnx.io.atomic import TEMP_SUFFIX
 from bertonnx.io.checkpoints import (
     START_OVER,
     STATE_FILE,
-    WorkKeptError,
     check_part,
     check_same_job,
     claim,

@@ -26,7 +26,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from bertonnx.embedder import Embedder
-from bertonnx.errors import BadLineError, InputError, OptionError, UnknownWordError
+from bertonnx.errors import BadLineError, InputError, OptionError
 from bertonnx.io.atomic import write_atomic
 from bertonnx.io.checkpoints import (
     check_same_job,
@@ -132,12 +132,7 @@ def vocabulary_of(tokenizer: Tokenizer, path: Path, words: list[str], unknown: s
     """
     line = f"{path}: line {{}}"  # the vocabulary has no blank line: entry i is line i + 1
     vocabulary = Vocabulary.of(tokenizer, words, name=lambda i: line.format(i + 1))
-    mark = "\x00fix\x00"  # where check_unknown puts its hint, replaced by the fix
-    try:
-        check_unknown(vocabulary, unknown, name=lambda i: line.format(i + 1), hint=mark)
-    except UnknownWordError as error:
-        template = str(error).replace(mark, "{unknown} embeds it anyway")
-        raise UnknownWordError(template, unknown=("unk", "zero")) from None
+    check_unknown(vocabulary, unknown, name=lambda i: line.format(i + 1), remedy="{unknown} embeds it anyway")
     return vocabulary
 
 

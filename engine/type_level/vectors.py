@@ -411,10 +411,12 @@ def type_vectors(
 
 
 def check_unknown(vocabulary: Vocabulary, unknown: str, name: Callable[[int], str] = "word {}".format,
-                  hint: str = "pass unknown='unk' or 'zero' to embed it anyway") -> None:
+                  remedy: str = "pass {unknown} to embed it anyway") -> None:
+    """Refuse a word that maps to the unknown token under unknown="error"; `remedy` words the fix ({unknown})."""
     if unknown == "error" and vocabulary.unknown.any():
         first = int(np.flatnonzero(vocabulary.unknown[vocabulary.slot])[0])
-        raise UnknownWordError(f"{name(first)} ({preview(vocabulary.words[first])}) maps to the unknown token; {hint}")
+        found = f"{name(first)} ({preview(vocabulary.words[first])}) maps to the unknown token; "
+        raise UnknownWordError(found + remedy, unknown=("unk", "zero"))
 
 
 def kept_slots(vocabulary: Vocabulary, unknown: str) -> int:
