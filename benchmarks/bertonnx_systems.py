@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 
 import numpy as np
 from numpy.typing import NDArray
@@ -11,6 +12,18 @@ from bertonnx.backends.onnxruntime import CPU, CUDA
 from bertonnx.benchmarks.contract import FIDELITY_CHUNK, Outputs, SystemSpec
 from bertonnx.bundle import CONTEXTUAL_OUTPUT
 from bertonnx.embedder import Embedder
+
+AUTO_LABEL = "bertonnx auto"
+
+
+def resolved(spec: SystemSpec, backend: str, precision: str) -> SystemSpec:
+    """The spec of what ran: `auto` named by the backend and precision the engine picked, in its label too
+    ("bertonnx auto (openvino bf16)"), the request kept in backend_requested."""
+    requested = spec.backend_requested or spec.backend
+    if spec.backend != "auto":
+        return replace(spec, backend_requested=requested)
+    label = spec.label.replace(AUTO_LABEL, f"{AUTO_LABEL} ({backend} {precision})", 1)
+    return replace(spec, label=label, backend=backend, precision=precision, backend_requested=requested)
 
 
 class BertonnxContextual:
@@ -27,6 +40,7 @@ class BertonnxContextual:
             raise RuntimeError(
                 f"{spec.label}: asked for {wanted}, the session runs on {self.embedder.backend.info.device}"
             )
+        self.spec = resolved(spec, self.embedder.backend.info.backend, self.embedder.backend.info.precision)
 
     def run(self, inputs: Sequence[str]) -> object:
         return self.embedder.contextual(inputs)

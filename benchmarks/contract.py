@@ -40,8 +40,11 @@ class SystemSpec:
     source: str  # bundle directory (bertonnx, numpy) or Hugging Face model folder (torch, ST)
     provider: str  # "cpu" or "cuda"
     threads: int
-    backend: str = ""  # bertonnx: onnxruntime | openvino; sentence-transformers: "" (torch) | onnx | openvino
-    precision: str = ""  # bertonnx: fp32 | bf16 | fp16 | int8; ST openvino: "" (its default) | fp32
+    backend: str = ""  # bertonnx: onnxruntime | openvino (auto until built); sentence-transformers: "" (torch) |
+    # onnx | openvino
+    precision: str = ""  # bertonnx: fp32 | bf16 | fp16 | int8 (auto until built); ST openvino: "" (its default
+    # until loaded) | fp32 | bf16
+    backend_requested: str = ""  # bertonnx: what the bench asked for (auto, onnxruntime, openvino); "" for peers
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

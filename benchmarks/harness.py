@@ -85,7 +85,11 @@ class Report:
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
-        data["machine"] = self.machine.to_dict() | {"peak_gflops": self.machine.peak_gflops(self.settings["threads"])}
+        threads = self.settings["threads"]
+        data["machine"] = self.machine.to_dict() | {
+            "peak_gflops": self.machine.peak_gflops(threads),
+            "peaks_gflops": {p.arithmetic: self.machine.peak_gflops(threads, p.arithmetic) for p in self.machine.peaks},
+        }
         return data
 
 
@@ -114,6 +118,7 @@ def run_benchmark(config: BenchConfig, progress: Progress | None = None) -> Repo
     for spec in specs:
         say(f"loading {spec.label}")
         systems.append(build_system(spec))
+    specs = [system.spec for system in systems]  # what each one runs, once loaded: `auto` resolved
 
     measurements: list[Measurement] = []
     for workload in workloads:

@@ -1,8 +1,10 @@
-"""The machine a benchmark ran on, and its fp32 peak: the physical limit speed is measured against.
+"""The machine a benchmark ran on, and its peaks: the physical limits speed is measured against.
 
-The peak is an estimate: nominal clock (turbo and thermal limits move the
-real one) x fp32 FLOPs per cycle per core, read off the vendor, CPU family
-and SIMD flags. Every figure says how it was obtained.
+A peak is an estimate: nominal clock (turbo and thermal limits move the
+real one) x FLOPs per cycle per core of one arithmetic, read off the vendor,
+CPU family and SIMD flags. Each row of a report is held to the peak of the
+arithmetic it ran: fp32 FMA, bf16 dot products (AVX512-BF16, AMX-BF16) or
+int8 dot products (VNNI, AMX-INT8). Every figure says how it was obtained.
 """
 
 from __future__ import annotations
@@ -46,6 +48,23 @@ LIBRARIES = (
 )
 
 
+ARITHMETIC = ("fp32", "bf16", "int8")
+"""The arithmetic a row's matmuls ran in, each with a peak of its own."""
+AMX_BF16_PER_CYCLE = 1024
+"""AMX-BF16 FLOPs per cycle per core: Intel's figure for its tile unit (16x the 64 of AVX-512 fp32 FMA)."""
+AMX_INT8_PER_CYCLE = 2048
+"""AMX-INT8 operations per cycle per core: Intel's figure, twice its bf16 rate."""
+
+
+@dataclass(frozen=True)
+class Peak:
+    """The per-core rate of one arithmetic, and why."""
+
+    arithmetic: str  # fp32 | bf16 | int8
+    flops_per_cycle: int  # FLOPs (int8: multiply-adds x 2) per cycle per core
+    basis: str
+
+
 @dataclass(frozen=True)
 class Machine:
     """What the numbers were measured on."""
@@ -64,10 +83,20 @@ class Machine:
     ort_providers: tuple[str, ...]  # execution providers this onnxruntime offers
     gpu: str | None  # torch's CUDA device name, or None
     load_average: tuple[float, float, float]  # 1, 5, 15 minutes, when the description was taken
+    peaks: tuple[Peak, ...] = ()  # one per ARITHMETIC; the fp32 one repeats flops_per_cycle and peak_basis
 
-    def peak_gflops(self, threads: int) -> float:
-        """fp32 peak of `threads` cores (at most all cores), in GFLOP/s."""
-        return min(threads, self.cores) * self.ghz * self.flops_per_cycle
+    def peak(self, arithmetic: str = "fp32") -> Peak:
+        """The per-core rate of `arithmetic` on this machine."""
+        for found in self.peaks:
+            if found.arithmetic == arithmetic:
+                return found
+        if arithmetic == "fp32":
+            return Peak("fp32", self.flops_per_cycle, self.peak_basis)
+        raise ValueError(f"no {arithmetic} peak; expected one of {', '.join(p.arithmetic for p in self.peaks)}")
+
+    def peak_gflops(self, threads: int, arithmetic: str = "fp32") -> float:
+        """The peak of `arithmetic` on `threads` cores (at most all cores), in GFLOP/s."""
+        return min(threads, self.cores) * self.ghz * self.peak(arithmetic).flops_per_cycle
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -126,13 +155,41 @@ def fp32_flops_per_cycle(vendor: str, family: int, flags: set[str], arch: str) -
     return 16, "SSE: 2 x 128-bit units x 4 lanes x 2"
 
 
+def peak_per_cycle(arithmetic: str, vendor: str, family: int, flags: set[str], arch: str) -> Peak:
+    """FLOPs per cycle per core of `arithmetic` (fp32, bf16 or int8 matmuls), with the reasoning.
+
+    bf16 and int8 are counted from the fp32 FMA rate of the same SIMD units:
+    a dot-product instruction does 2 (vdpbf16ps) or 4 (vpdpbusd) products per
+    32-bit lane where an FMA does one. AMX tiles are a unit of their own.
+    """
+    fp32, fp32_basis = fp32_flops_per_cycle(vendor, family, flags, arch)
+    if arithmetic == "fp32":
+        return Peak("fp32", fp32, fp32_basis)
+    if arithmetic == "bf16":
+        if "amx_bf16" in flags:
+            return Peak("bf16", AMX_BF16_PER_CYCLE, f"AMX-BF16 tiles: {AMX_BF16_PER_CYCLE} FLOP/cycle (Intel's figure)")
+        if "avx512_bf16" in flags:
+            return Peak("bf16", 2 * fp32, f"AVX512-BF16: vdpbf16ps, 2 bf16 products per fp32 lane = 2 × {fp32}")
+        return Peak("bf16", fp32, "no native bf16: bf16 is computed in fp32, so the fp32 peak")
+    if arithmetic == "int8":
+        if "amx_int8" in flags:
+            return Peak("int8", AMX_INT8_PER_CYCLE, f"AMX-INT8 tiles: {AMX_INT8_PER_CYCLE} op/cycle (Intel's figure)")
+        if "avx512_vnni" in flags or "avx_vnni" in flags:
+            return Peak("int8", 4 * fp32, f"VNNI: vpdpbusd, 4 u8×s8 products per 32-bit lane = 4 × {fp32}")
+        if "avx2" in flags:
+            return Peak("int8", 2 * fp32, f"no VNNI: vpmaddubsw + vpmaddwd, about 2 × {fp32}")
+        return Peak("int8", fp32, "no model of this CPU's int8 dot products: the fp32 peak")
+    raise ValueError(f"unknown arithmetic {arithmetic!r}; expected one of {', '.join(ARITHMETIC)}")
+
+
 def describe_machine() -> Machine:
     """Read the CPU, the libraries and the providers of this machine."""
     info = _cpuinfo()
     flags = set(info.get("flags", info.get("Features", "")).split())
     vendor = info.get("vendor_id", platform.processor() or "unknown")
     family = int(info["cpu family"]) if info.get("cpu family", "").isdigit() else 0
-    per_cycle, basis = fp32_flops_per_cycle(vendor, family, flags, platform.machine().lower())
+    arch = platform.machine().lower()
+    peaks = tuple(peak_per_cycle(arithmetic, vendor, family, flags, arch) for arithmetic in ARITHMETIC)
     return Machine(
         cpu=info.get("model name", platform.processor() or "unknown"),
         vendor=vendor,
@@ -140,14 +197,15 @@ def describe_machine() -> Machine:
         flags=tuple(flag for flag in SIMD_FLAGS if flag in flags),
         cores=default_threads(),
         ghz=float(info.get("cpu MHz", "0") or 0) / 1000,
-        flops_per_cycle=per_cycle,
-        peak_basis=basis,
+        flops_per_cycle=peaks[0].flops_per_cycle,
+        peak_basis=peaks[0].basis,
         python=sys.version.split()[0],
         system=f"{platform.system()} {platform.release()} {platform.machine()}",
         versions=_versions(),
         ort_providers=_ort_providers(),
         gpu=_gpu_name(),
         load_average=os.getloadavg(),
+        peaks=peaks,
     )
 
 

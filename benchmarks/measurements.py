@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
+from bertonnx.backends.choose import BF16_FLAGS
 from bertonnx.benchmarks.contract import System, SystemSpec
 from bertonnx.benchmarks.fidelity import Fidelity
 from bertonnx.benchmarks.machine import Machine
@@ -43,10 +44,31 @@ class Measurement:
     vs_st_openvino: float | None  # sentence-transformers' OpenVINO backend (its default precision) / this median
     vs_pytorch_bf16: float | None  # PyTorch bf16 autocast's median / this median, where it ran
     gflops: float | None  # useful encoder GFLOP/s (contextual only)
-    peak_share: float | None  # gflops / the CPU's fp32 peak at this thread count (CPU only)
+    peak_share: float | None  # gflops / the peak of this row's arithmetic at this thread count (CPU only)
     peak_rss_mb: float | None  # None when memory was not measured
     others_load: float | None  # share of the CPU other processes took while this case ran (noise)
     fidelity: Fidelity
+    arithmetic: str | None = None  # what its matmuls computed in, the peak it is held to: fp32 | bf16 | int8
+    peak_gflops: float | None = None  # that arithmetic's peak at this thread count (CPU only)
+
+
+def arithmetic(spec: SystemSpec, cpu_flags: Collection[str]) -> str | None:
+    """The arithmetic a contextual system's matmuls ran in on the CPU (None elsewhere): the peak it is held to.
+
+    bertonnx rows name their precision once built (auto resolved); ST openvino names the precision its compiled
+    model runs at once loaded, and before that its default, bf16 where the CPU has native bf16. A dynamic int8
+    graph still computes attention in fp32: the int8 peak is an upper bound of what it could reach.
+    """
+    if spec.path != "contextual" or spec.provider != "cpu":
+        return None
+    native_bf16 = bool(set(cpu_flags) & set(BF16_FLAGS))
+    if spec.kind == "pytorch-bf16":
+        return "bf16" if native_bf16 else "fp32"
+    if spec.kind == "sentence-transformers" and spec.backend == "openvino" and not spec.precision:
+        return "bf16" if native_bf16 else "fp32"
+    if spec.kind in ("bertonnx", "sentence-transformers") and spec.precision in ("bf16", "int8"):
+        return spec.precision
+    return "fp32"
 
 
 def summarize(
@@ -69,6 +91,8 @@ def summarize(
         st_openvino = _baseline(spec, systems, ("sentence-transformers",), label=ST_OPENVINO)
         bf16 = _baseline(spec, systems, ("pytorch-bf16",))
         gflops = case.flops / seconds / 1e9 if case.flops else None
+        kind = arithmetic(spec, machine.flags) if gflops else None
+        peak = machine.peak_gflops(threads, kind) if kind else None
         found.append(
             Measurement(
                 case=case,
@@ -82,10 +106,12 @@ def summarize(
                 vs_st_openvino=latency[st_openvino].p50_ms / mine.p50_ms if st_openvino else None,
                 vs_pytorch_bf16=latency[bf16].p50_ms / mine.p50_ms if bf16 else None,
                 gflops=gflops,
-                peak_share=gflops / machine.peak_gflops(threads) if gflops and spec.provider == "cpu" else None,
+                peak_share=gflops / peak if gflops and peak else None,
                 peak_rss_mb=None,
                 others_load=None,
                 fidelity=fidelity[spec.label],
+                arithmetic=kind,
+                peak_gflops=peak,
             )
         )
     return found

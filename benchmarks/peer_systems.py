@@ -11,6 +11,7 @@ import contextlib
 import logging
 import warnings
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -99,11 +100,14 @@ class SentenceTransformerContextual:
                                                           "session_options": options}}
         elif spec.backend == "openvino":
             config = {"INFERENCE_NUM_THREADS": str(spec.threads)}
-            if spec.precision == "fp32":
-                config["INFERENCE_PRECISION_HINT"] = "f32"
+            if spec.precision in ("fp32", "bf16"):  # "": OpenVINO's default (read back once loaded)
+                config["INFERENCE_PRECISION_HINT"] = "f32" if spec.precision == "fp32" else "bf16"
             kwargs = {"backend": "openvino", "model_kwargs": {"ov_config": config}}
         with _quiet_export():
             self.model = SentenceTransformer(spec.source, device=spec.provider, **kwargs)
+        if spec.backend == "openvino":
+            found = openvino_precision(self.model)
+            self.spec = replace(spec, precision=found or spec.precision)
 
     def run(self, inputs: Sequence[str]) -> object:
         return self.model.encode(list(inputs), batch_size=BASELINE_BATCH, show_progress_bar=False)
@@ -118,6 +122,24 @@ class SentenceTransformerContextual:
     def cannot_run(self, longest: int) -> str | None:
         limit = int(self.model.max_seq_length)
         return None if longest <= limit else f"its max_seq_length is {limit}: it would truncate"
+
+
+OPENVINO_PRECISIONS = {"bf16": "bf16", "f32": "fp32", "f16": "fp16"}
+"""OpenVINO's element type names of an inference precision, in the bench's words."""
+
+
+def openvino_precision(model: Any) -> str | None:
+    """The precision sentence-transformers' OpenVINO model computes in (its compiled model's
+    INFERENCE_PRECISION_HINT: bf16 by default on a CPU with native bf16), or None where it cannot be read."""
+    try:
+        ov_model = model[0].auto_model
+        if getattr(ov_model, "request", None) is None:
+            ov_model.compile()
+        hint = ov_model.request.get_property("INFERENCE_PRECISION_HINT")
+    except Exception:  # noqa: BLE001 - optimum-intel's internals differ across versions: the default then stands
+        return None
+    name = hint.to_string() if hasattr(hint, "to_string") else str(hint)
+    return OPENVINO_PRECISIONS.get(name)
 
 
 @contextlib.contextmanager

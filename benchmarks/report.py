@@ -7,6 +7,7 @@ against PyTorch: token- and word-level minimum and mean cosine.
 from __future__ import annotations
 
 import json
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -36,7 +37,8 @@ COLUMNS = (
     "× PyTorch",
     "× ST",
     "× PT bf16",
-    "GFLOP/s (peak %)",
+    "GFLOP/s (% of peak)",
+    "peak GFLOP/s (arithmetic)",
     "peak MB",
     "token cos min / mean",
     "word cos min / mean",
@@ -84,7 +86,8 @@ def rows(measurements: Sequence[Measurement]) -> list[list[str]]:
             _ratio(m.vs_pytorch),
             _ratio(m.vs_sentence_transformers),
             _ratio(m.vs_pytorch_bf16),
-            "–" if m.gflops is None else f"{m.gflops:.1f}" + ("" if m.peak_share is None else f" ({m.peak_share:.0%})"),
+            _throughput(m),
+            "–" if m.peak_gflops is None else f"{m.peak_gflops:,.0f} {m.arithmetic}",
             "–" if m.peak_rss_mb is None else f"{m.peak_rss_mb:,.0f}",
             f"{m.fidelity.token_min_cosine:.6f} / {m.fidelity.token_mean_cosine:.6f}",
             f"{m.fidelity.word_min_cosine:.6f} / {m.fidelity.word_mean_cosine:.6f}",
@@ -106,6 +109,8 @@ def tables(report: Report) -> list[Table]:
             table.add_column(column, justify="left" if column in ("case", "system") else "right")
         for cells in rows(mine):
             table.add_row(*(escape(cell) for cell in cells))
+        if _over_peak(mine):
+            table.caption, table.caption_justify = OVER_PEAK_NOTE, "left"
         found.append(table)
     backends = backend_rows(report)
     if backends:
@@ -158,6 +163,8 @@ def markdown_tables(report: Report) -> str:
         lines += ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
         lines += ["| " + " | ".join(cells) + " |" for cells in rows(mine)]
         lines.append("")
+        if _over_peak(mine):
+            lines += [OVER_PEAK_NOTE, ""]
     return "\n".join(lines)
 
 
@@ -171,10 +178,14 @@ def markdown(report: Report) -> str:
     lines += [
         f"- Machine: {m.cpu} ({m.vendor}, family {m.family}), {m.cores} cores usable, "
         f"{m.ghz:.2f} GHz nominal; SIMD: {', '.join(m.flags) or 'none found'}",
-        f"- fp32 peak for {threads} thread(s): {m.peak_gflops(threads):.0f} GFLOP/s "
-        f"= {min(threads, m.cores)} × {m.ghz:.2f} GHz × {m.flops_per_cycle} FLOP/cycle ({m.peak_basis}); "
-        "an estimate: the real clock differs from the nominal one (shares near or above 100% mean it ran "
-        "faster), and int8 matmuls (VNNI) are not bound by the fp32 peak",
+        f"- Peaks for {threads} thread(s), each row held to the one of the arithmetic its matmuls ran in "
+        "(column `peak GFLOP/s (arithmetic)`); estimates: the real clock differs from the nominal one, and a "
+        "row over its peak shows `over peak*`, not a share:",
+        *(
+            f"  - {p.arithmetic} peak: {m.peak_gflops(threads, p.arithmetic):,.0f} GFLOP/s = "
+            f"{min(threads, m.cores)} × {m.ghz:.2f} GHz × {p.flops_per_cycle} FLOP/cycle ({p.basis})"
+            for p in (m.peaks or (m.peak("fp32"),))
+        ),
         f"- Libraries: {', '.join(f'{k} {v}' for k, v in m.versions.items())}",
         f"- ONNX Runtime providers: {', '.join(m.ort_providers)}; GPU: {m.gpu or 'none'}",
         f"- Load average when the run started: {', '.join(f'{x:.2f}' for x in m.load_average)}",
@@ -194,17 +205,18 @@ def markdown(report: Report) -> str:
 
 
 def plots(report: Report, out_dir: Path) -> list[Path]:
-    """Speed-up against batch size and sequence length, and GFLOP/s against the fp32 peak."""
+    """Speed-up against batch size and sequence length, GFLOP/s against the peaks, and the backends."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib import ticker
 
     grid = [m for m in report.measurements if m.case.family == "grid" and m.provider == "cpu"]
     contextual = [m for m in report.measurements if m.case.path == "contextual" and m.provider == "cpu"]
     written = _speedup_plots(report, grid, out_dir, plt)
     if contextual:
-        written.append(_peak_plot(report, contextual, out_dir / "peak.png", plt))
+        written.append(_peak_plot(report, contextual, out_dir / "peak.png", plt, ticker))
     corpus = sorted((m for m in contextual if m.case.family == BACKENDS_FAMILY), key=lambda m: m.items_per_s)
     if corpus:
         written.append(_backends_plot(report, corpus, out_dir / "backends.png", plt))
@@ -221,7 +233,8 @@ def _speedup_plots(report: Report, grid: Sequence[Measurement], out_dir: Path, p
         ("speedup_batch.png", "batch_size", "seq_len"),
         ("speedup_seq.png", "seq_len", "batch_size"),
     ):
-        figure, axes = plt.subplots(1, len(fast), figsize=(4.2 * len(fast), 3.6), sharey=True, squeeze=False)
+        figure, axes = plt.subplots(1, len(fast), figsize=(4.2 * len(fast), 3.6), sharey=True, squeeze=False,
+                                    layout="constrained")
         for axis, system in zip(axes[0], fast):
             mine = [m for m in grid if m.system == system and m.vs_pytorch is not None]
             for line in sorted({getattr(m.case, line_key) for m in mine}):
@@ -238,42 +251,73 @@ def _speedup_plots(report: Report, grid: Sequence[Measurement], out_dir: Path, p
             axis.set_xlabel("batch size" if x_key == "batch_size" else "sequence length (tokens)")
             axis.legend(fontsize=8)
         axes[0][0].set_ylabel("speed-up vs PyTorch (×)")
-        figure.suptitle(f"{report.title}: bertonnx speed-up over PyTorch (threads: {report.settings['threads']})")
-        figure.tight_layout()
+        threads = report.settings["threads"]
+        figure.suptitle(_wrap(f"{report.title}: bertonnx speed-up over PyTorch (threads: {threads})"))
         figure.savefig(out_dir / name, dpi=100)
         plt.close(figure)
         written.append(out_dir / name)
     return written
 
 
-def _peak_plot(report: Report, contextual: Sequence[Measurement], path: Path, plt: Any) -> Path:
-    """Useful GFLOP/s of every contextual system per case, against the CPU's estimated fp32 peak."""
+def _peak_plot(report: Report, contextual: Sequence[Measurement], path: Path, plt: Any, ticker: Any) -> Path:
+    """Useful GFLOP/s of every contextual system per case beside the peaks of the arithmetic the rows ran
+    (left, log scale), and each row's share of its own peak (right, capped at 100 % with a mark)."""
     cases = list(dict.fromkeys(m.case.name for m in contextual))
-    peak = report.machine.peak_gflops(report.settings["threads"])
-    figure, axis = plt.subplots(figsize=(max(6.0, 0.55 * len(cases) + 3), 4.2))
+    threads = report.settings["threads"]
+    figure, (speed, share) = plt.subplots(
+        1, 2, figsize=(max(10.0, 1.2 * len(cases) + 8), 5.6), layout="constrained"
+    )
+    x = range(len(cases))
+    over = False
     for system in dict.fromkeys(m.system for m in contextual):
-        achieved = {m.case.name: m.gflops for m in contextual if m.system == system}
+        mine = {m.case.name: m for m in contextual if m.system == system}
+        kind = next((m.arithmetic for m in mine.values() if m.arithmetic), None)
         # NaN where a system did not run a case, so its line breaks there instead of bridging the gap.
-        axis.plot(range(len(cases)), [achieved.get(c) or float("nan") for c in cases], marker="o", label=system)
-    axis.axhline(peak, color="black", linestyle="--", linewidth=1)
-    axis.text(0, peak, f" fp32 peak ≈ {peak:.0f} GFLOP/s (estimate)", va="bottom", fontsize=8)
-    axis.set_ylim(0, max([peak] + [m.gflops or 0.0 for m in contextual]) * 1.12)
-    axis.set_xticks(range(len(cases)), cases, rotation=45, ha="right", fontsize=8)
-    axis.set_ylabel("useful GFLOP/s")
-    share = axis.secondary_yaxis("right", functions=(lambda g: 100 * g / peak, lambda p: p * peak / 100))
-    share.set_ylabel("% of fp32 peak")
-    axis.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.12, 1.0))  # beside the plot: covers no label
-    axis.set_title(f"{report.title}: achieved throughput against the CPU's fp32 peak")
-    figure.tight_layout()
+        (line,) = speed.plot(x, [getattr(mine.get(c), "gflops", None) or float("nan") for c in cases], marker="o",
+                             label=f"{system} · {kind} peak" if kind else system)
+        shares = [getattr(mine.get(c), "peak_share", None) for c in cases]
+        share.plot(x, [100 * min(v, 1.0) if v is not None else float("nan") for v in shares], marker="o",
+                   color=line.get_color())
+        capped = [(i, 100.0) for i, v in enumerate(shares) if v is not None and v > 1]
+        if capped:
+            over = True
+            share.plot(*zip(*capped), linestyle="none", marker="^", markersize=10, color=line.get_color())
+    kinds = list(dict.fromkeys(m.arithmetic for m in contextual if m.arithmetic))
+    for kind in kinds:
+        peak = report.machine.peak_gflops(threads, kind)
+        speed.axhline(peak, color="black", linestyle="--", linewidth=0.8)
+        speed.text(len(cases) - 1, peak, f"{kind} peak ≈ {peak:,.0f} ", va="bottom", ha="right", fontsize=8)
+    speed.set_yscale("log")
+    speed.yaxis.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+    speed.yaxis.set_major_formatter(ticker.FuncFormatter(lambda value, _: f"{value:,.0f}"))
+    speed.yaxis.set_minor_formatter(ticker.NullFormatter())
+    speed.set_ylabel("useful GFLOP/s (log scale)")
+    share.set_ylim(0, 110)
+    share.set_ylabel("% of the peak of its arithmetic")
+    if over:
+        share.text(0, 104, "▲ over its peak (capped at 100 %): the peak model is too low", fontsize=8)
+    for axis in (speed, share):
+        axis.set_xticks(x, cases, rotation=20, ha="right", fontsize=8)
+        axis.set_xlim(-0.3, len(cases) - 0.7)
+    handles, labels = speed.get_legend_handles_labels()
+    figure.legend(handles, labels, loc="outside lower center", ncol=min(3, len(labels)), fontsize=8)
+    figure.suptitle(_wrap(f"{report.title}: achieved throughput against the CPU's peaks (estimates), "
+                          f"{threads} thread(s), {report.machine.cpu}"), fontsize=10)
     figure.savefig(path, dpi=100)
     plt.close(figure)
     return path
 
 
+def _wrap(title: str, width: int = 90) -> str:
+    """A figure title on as many lines as it needs: one long line is cut at both sides."""
+    return "\n".join(textwrap.wrap(title, width))
+
+
 def _backends_plot(report: Report, corpus: Sequence[Measurement], path: Path, plt: Any) -> Path:
     """Throughput per system as bars, its minimum token cosine against PyTorch fp32 beside each bar."""
     figure, (speed, fidelity) = plt.subplots(
-        1, 2, figsize=(11, 0.45 * len(corpus) + 1.8), sharey=True, gridspec_kw={"width_ratios": [3, 2]}
+        1, 2, figsize=(11, 0.45 * len(corpus) + 1.8), sharey=True, gridspec_kw={"width_ratios": [3, 2]},
+        layout="constrained",
     )
     names = [m.system for m in corpus]
     colours = ["tab:blue" if name.startswith("bertonnx") else "tab:grey" for name in names]
@@ -290,11 +334,32 @@ def _backends_plot(report: Report, corpus: Sequence[Measurement], path: Path, pl
     fidelity.set_xlim(floor, 1.0005)
     fidelity.set_xlabel("min token cosine vs PyTorch fp32")
     cpu = report.machine.cpu
-    figure.suptitle(f"{report.title}: {BACKENDS_FAMILY}, {report.settings['threads']} threads, {cpu}", fontsize=10)
-    figure.tight_layout()
+    figure.suptitle(_wrap(f"{report.title}: {BACKENDS_FAMILY}, {report.settings['threads']} threads, {cpu}", 110),
+                    fontsize=10)
     figure.savefig(path, dpi=100)
     plt.close(figure)
     return path
+
+
+OVER_PEAK = "over peak*"
+"""In place of a share above 100 %: the row beat the peak modelled for its arithmetic, so that model is wrong."""
+OVER_PEAK_NOTE = (
+    "* over peak: faster than the peak modelled for its arithmetic, so the model is too low for this row "
+    "(a clock above the nominal one, or arithmetic the model does not know); no share is given"
+)
+
+
+def _throughput(m: Measurement) -> str:
+    """Useful GFLOP/s and its share of the row's own peak, never a share over 100 %."""
+    if m.gflops is None:
+        return "–"
+    if m.peak_share is None:
+        return f"{m.gflops:.1f}"
+    return f"{m.gflops:.1f} ({OVER_PEAK if m.peak_share > 1 else f'{m.peak_share:.0%}'})"
+
+
+def _over_peak(measurements: Sequence[Measurement]) -> bool:
+    return any(m.peak_share is not None and m.peak_share > 1 for m in measurements)
 
 
 def _ratio(value: float | None) -> str:

@@ -14,6 +14,9 @@ Contextual path (texts -> last hidden states):
                            picks instead of bertonnx with one argument.
     bertonnx <bundle>      `Embedder.contextual` on ONNX Runtime at the bundle's precision:
                            tokenization, token-budget batches, word pooling.
+    bertonnx auto (<backend> <precision>)
+                           the same with backend="auto": the engine's own pick, named once loaded
+                           by what it picked (planned as "bertonnx auto").
     bertonnx <backend> <precision>
                            the same on another backend and precision (OpenVINO fp32, bf16, int8).
 Static path (words -> context-free vectors):
@@ -36,7 +39,7 @@ from pathlib import Path
 
 from bertonnx.backends.choose import Machine, choose, this_machine
 from bertonnx.backends.onnxruntime import CPU, CUDA
-from bertonnx.benchmarks.bertonnx_systems import BertonnxContextual, BertonnxStatic
+from bertonnx.benchmarks.bertonnx_systems import AUTO_LABEL, BertonnxContextual, BertonnxStatic
 from bertonnx.benchmarks.contract import System, SystemSpec
 from bertonnx.benchmarks.peer_systems import NumpyStatic, SentenceTransformerContextual, TorchContextual, TorchStatic
 from bertonnx.benchmarks.workloads import Skipped
@@ -47,6 +50,10 @@ ST_BACKEND_MODULES = {"onnx": "optimum.onnxruntime", "openvino": "optimum.intel"
 """What sentence-transformers' backend="onnx" and backend="openvino" import (optimum-onnx, optimum-intel)."""
 ST_OPENVINO = "ST openvino"
 """The label of sentence-transformers' OpenVINO backend at its default precision: the headline peer."""
+PEERS_INSTALL = 'pip install -c constraints.txt -e ".[peers]"'
+"""How to get the peers (sentence-transformers, optimum-onnx, optimum-intel) from a clone of bertonnx: the package
+is on no index, so `pip install 'bertonnx[peers]'` cannot work."""
+PEERS_HINT = f"from a clone of bertonnx, {PEERS_INSTALL}"
 DEFAULT_BACKENDS = ("auto", "onnxruntime")
 """What the engine picks here, and ONNX Runtime at the bundle's precision beside it."""
 
@@ -150,7 +157,8 @@ def _baselines(
     elif provider == "cpu":
         skipped.append(Skipped("pytorch bf16 autocast", "this CPU has neither AMX nor AVX512-BF16"))
     if not available.sentence_transformers:
-        skipped.append(Skipped("sentence-transformers" + suffix, "sentence-transformers is not installed"))
+        skipped.append(Skipped("sentence-transformers" + suffix,
+                               f"sentence-transformers is not installed; {PEERS_HINT}"))
         return specs, skipped
     specs.append(
         SystemSpec("sentence-transformers", "sentence-transformers" + suffix, "contextual", torch_model, provider,
@@ -187,9 +195,9 @@ def _bundle_systems(
     for backend, precision in _sweep(backends, facts, available.machine, provider):
         if (backend, precision) == ("onnxruntime", facts.precision):
             specs.append(SystemSpec("bertonnx", name, "contextual", facts.path, provider, threads,
-                                    "onnxruntime", facts.precision))
+                                    "onnxruntime", facts.precision, "onnxruntime"))
             continue
-        other = "bertonnx auto" if backend == "auto" else f"bertonnx {backend} {precision}"
+        other = AUTO_LABEL if backend == "auto" else f"bertonnx {backend} {precision}"
         other += f" · {label} bundle" if several else ""
         try:
             if backend != "auto":
@@ -197,7 +205,8 @@ def _bundle_systems(
         except BertonnxError as error:
             skipped.append(Skipped(other, str(error)))
             continue
-        specs.append(SystemSpec("bertonnx", other, "contextual", facts.path, provider, threads, backend, precision))
+        specs.append(SystemSpec("bertonnx", other, "contextual", facts.path, provider, threads, backend, precision,
+                                backend))
     return specs, skipped
 
 
@@ -220,9 +229,9 @@ def _st_peers(torch_model: str, threads: int, available: Availability) -> tuple[
     if "onnx" in available.st_backends:
         specs.append(SystemSpec("sentence-transformers", "ST onnx", "contextual", torch_model, "cpu", threads, "onnx"))
     else:
-        skipped.append(Skipped("ST onnx", "optimum-onnx is not installed: pip install 'bertonnx[peers]'"))
+        skipped.append(Skipped("ST onnx", f"optimum-onnx is not installed; {PEERS_HINT}"))
     if "openvino" not in available.st_backends:
-        skipped.append(Skipped(ST_OPENVINO, "optimum-intel is not installed: pip install 'bertonnx[peers]'"))
+        skipped.append(Skipped(ST_OPENVINO, f"optimum-intel is not installed; {PEERS_HINT}"))
         return specs, skipped
     specs.append(SystemSpec("sentence-transformers", ST_OPENVINO, "contextual", torch_model, "cpu", threads,
                             "openvino"))

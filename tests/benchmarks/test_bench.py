@@ -27,7 +27,7 @@ from bertonnx.benchmarks.harness import BenchConfig, Report, run_benchmark, time
 from bertonnx.benchmarks.machine import CpuTimes, fp32_flops_per_cycle, others_load
 from bertonnx.benchmarks.memory import METHOD_HWM
 from bertonnx.benchmarks.report import JSON_FILE, MARKDOWN_FILE, PLOT_FILES, markdown, write_report
-from bertonnx.benchmarks.systems import Availability, BundleFacts, cuda_unavailable, plan_systems
+from bertonnx.benchmarks.systems import PEERS_INSTALL, Availability, BundleFacts, cuda_unavailable, plan_systems
 from bertonnx.benchmarks.targets import evaluate_targets
 from bertonnx.benchmarks.workloads import (
     FAMILIES,
@@ -94,6 +94,23 @@ def test_report_json_has_fidelity_next_to_every_speed_figure(tiny_report: tuple[
         assert row["peak_rss_mb"] > 10, row["system"]
 
 
+def test_auto_is_named_by_what_it_ran_in_rows_json_and_plots(tiny_report: tuple[Report, Path]) -> None:
+    """Planned as "bertonnx auto", reported as "bertonnx auto (onnxruntime fp32)" or whatever the engine picked."""
+    report, out = tiny_report
+    data = json.loads((out / JSON_FILE).read_text(encoding="utf-8"))
+    auto = [s for s in data["systems"] if s["backend_requested"] == "auto"]
+    assert len(auto) == 1, data["systems"]
+    ran = auto[0]
+    assert ran["backend"] in ("onnxruntime", "openvino") and ran["precision"] in ("fp32", "bf16", "int8")
+    assert ran["label"] == f"bertonnx auto ({ran['backend']} {ran['precision']})"
+    assert not any(s["backend"] == "auto" or s["precision"] == "auto" for s in data["systems"])
+    rows = [m for m in data["measurements"] if m["system"].startswith("bertonnx auto")]
+    assert rows and {m["system"] for m in rows} == {ran["label"]}
+    assert all(m["arithmetic"] == ran["precision"] and m["peak_gflops"] > 0 for m in rows)
+    assert set(data["machine"]["peaks_gflops"]) == {"fp32", "bf16", "int8"}
+    assert f"| {ran['label']} |" in (out / MARKDOWN_FILE).read_text(encoding="utf-8")
+
+
 def test_timed_runs_and_faithful_systems(tiny_report: tuple[Report, Path]) -> None:
     report, _ = tiny_report
     by = {(m.case.family, m.case.name, m.system): m for m in report.measurements}
@@ -123,7 +140,7 @@ def test_markdown_tables_and_plots_are_written(tiny_report: tuple[Report, Path])
     report, out = tiny_report
     text = (out / MARKDOWN_FILE).read_text(encoding="utf-8")
     assert text == markdown(report)
-    for needle in ("| case | system | p50 ms", "token cos min / mean", "## Not measured", "fp32 peak for 1 thread(s)"):
+    for needle in ("| case | system | p50 ms", "token cos min / mean", "## Not measured", "  - fp32 peak: "):
         assert needle in text
     for system in ("pytorch", "sentence-transformers", "bertonnx fp32", "bertonnx static", "numpy (naive)"):
         assert f"| {system} |" in text
@@ -224,7 +241,7 @@ def test_sentence_transformers_own_backends_are_peers_or_say_why_not() -> None:
     assert "already f32" in reasons["ST openvino f32"] and "optimum-onnx" in reasons["ST onnx"]
     none = Availability((CPU,), torch_cuda=False, sentence_transformers=True, machine=avx2)
     _, skipped = plan_systems([BundleFacts("/b", "fp32", False)], "/m", ("cpu",), 2, none)
-    assert "bertonnx[peers]" in {s.what: s.reason for s in skipped}["ST openvino"]
+    assert PEERS_INSTALL in {s.what: s.reason for s in skipped}["ST openvino"]
 
 
 def test_auto_is_a_row_of_its_own_that_the_engine_resolves_by_measurement() -> None:
