@@ -23,7 +23,7 @@ from numpy.typing import NDArray
 
 from bertonnx.errors import OutputError
 from bertonnx.io.atomic import make_hidden_dir, replace_all
-from bertonnx.io.encoders import array_bytes, bin_rows, jsonl_records, txt_rows, vector_bytes
+from bertonnx.io.encoders import KeyBy, array_bytes, bin_rows, jsonl_records, txt_rows, vector_bytes
 from bertonnx.io.files import (
     FLAG_DTYPE,
     ID_DTYPE,
@@ -64,8 +64,9 @@ class Part:
         return bytes(NPY_HEADER_BYTES) if self.npy is not None else b""
 
 
-def parts(suffix: str, dim: int, with_ids: bool, with_unknown: bool) -> list[Part]:
-    """The parts rows of a `suffix` output are appended to; ids and flags only where the format has room."""
+def parts(suffix: str, dim: int, with_ids: bool, with_unknown: bool, key_by: KeyBy | None = None) -> list[Part]:
+    """The parts rows of a `suffix` output are appended to; ids and flags only where the format has room, and
+    where it has none (word2vec), the row's place in its keys when `key_by` says so (encoders.positioned_keys)."""
     if suffix in (".npy", ".npz"):
         found = [
             Part("vectors.npy", vector_bytes, (VECTOR_DTYPE, (dim,))),
@@ -79,7 +80,8 @@ def parts(suffix: str, dim: int, with_ids: bool, with_unknown: bool) -> list[Par
     if suffix == ".jsonl":
         return [Part("rows.jsonl", lambda block: jsonl_records(
             block.keys, block.vectors, block.ids if with_ids else None, block.unknown if with_unknown else None))]
-    return [Part("rows" + suffix, txt_rows if suffix == ".txt" else bin_rows)]
+    encode = txt_rows if suffix == ".txt" else bin_rows
+    return [Part("rows" + suffix, lambda block: encode(block, key_by))]
 
 
 def assemble(

@@ -7,6 +7,7 @@ float32 (orjson's), -0.0 included: every float32 round-trips exactly.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
 import numpy as np
 import orjson
@@ -14,6 +15,9 @@ from numpy.typing import NDArray
 
 from bertonnx.io.files import VECTOR_DTYPE, RowBlock
 from bertonnx.io.keys import escape_token
+
+KeyBy = Literal["line", "word"]
+"""How word2vec keys carry a row's place: by line (sentence rows), or by line and word (contextual rows)."""
 
 
 def array_bytes(values: NDArray[np.generic] | None, dtype: np.dtype) -> bytes:
@@ -48,15 +52,27 @@ def jsonl_records(
     return b"".join(head + b',"vector":[' + row + b"]}\n" for head, row in zip(heads, _number_rows(vectors)))
 
 
-def txt_rows(block: RowBlock) -> bytes:
+def positioned_keys(block: RowBlock, key_by: KeyBy | None) -> Sequence[str]:
+    """Keys that say where each row came from, for formats with no room for ids (word2vec): "is@3:1" is word 1 of
+    line 3 (words counted from 0, lines from 1, as in ids), "the king is wise.@3" is line 3. Unique where a word or a
+    line repeats, which a keyed table needs; None keeps the keys as they are (static and type-level words)."""
+    if key_by is None or block.ids is None:
+        return block.keys
+    if key_by == "line":
+        return [f"{key}@{line}" for key, line in zip(block.keys, block.ids[:, 0].tolist())]
+    return [f"{key}@{line}:{word}" for key, (line, word) in zip(block.keys, block.ids.tolist())]
+
+
+def txt_rows(block: RowBlock, key_by: KeyBy | None = None) -> bytes:
     return b"".join(
         escape_token(key).encode("utf-8") + b" " + row.replace(b",", b" ") + b"\n"
-        for key, row in zip(block.keys, _number_rows(block.vectors))
+        for key, row in zip(positioned_keys(block, key_by), _number_rows(block.vectors))
     )
 
 
-def bin_rows(block: RowBlock) -> bytes:
+def bin_rows(block: RowBlock, key_by: KeyBy | None = None) -> bytes:
     data = np.ascontiguousarray(block.vectors, dtype=VECTOR_DTYPE)
     return b"".join(
-        escape_token(key).encode("utf-8") + b" " + row.tobytes() + b"\n" for key, row in zip(block.keys, data)
+        escape_token(key).encode("utf-8") + b" " + row.tobytes() + b"\n"
+        for key, row in zip(positioned_keys(block, key_by), data)
     )

@@ -54,6 +54,7 @@ from bertonnx.io.checkpoints import (
     read_state,
     write_state,
 )
+from bertonnx.io.encoders import KeyBy
 from bertonnx.io.formats import (
     ID_SUFFIXES,
     SUPPORTED_SUFFIXES,
@@ -86,12 +87,15 @@ class JobSpec:
         dim: the width of every vector.
         ids: every row carries (line, word) ids, written where the format has room.
         unknown: every row carries an unknown-token flag, written where the format has room.
+        key_by: rows repeat keys (a word in many places, a line twice): word2vec keys then carry the row's
+            place ("line", or "word" for line and word), so that they stay unique (encoders.positioned_keys).
     """
 
     fingerprint: dict[str, object]
     dim: int
     ids: bool = False
     unknown: bool = False
+    key_by: KeyBy | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.dim, bool) or not isinstance(self.dim, int) or self.dim < 1:
@@ -109,6 +113,7 @@ class JobSpec:
             "dim": self.dim,
             "ids": self.ids,
             "unknown": self.unknown,
+            **({"key_by": self.key_by} if self.key_by else {}),
             "fingerprint": json.loads(json.dumps(self.fingerprint, sort_keys=True)),
         }
 
@@ -123,7 +128,7 @@ class VectorSink:
         self._work = partial_dir(out)
         keep = self._suffix in ID_SUFFIXES
         self._with_ids, self._with_unknown = spec.ids and keep, spec.unknown and keep
-        self._parts = parts(self._suffix, spec.dim, self._with_ids, self._with_unknown)
+        self._parts = parts(self._suffix, spec.dim, self._with_ids, self._with_unknown, spec.key_by)
         self._checkpoint = checkpoint
         self._rows = int(checkpoint["rows"]) if checkpoint else 0
         self._streams: dict[str, IO[bytes]] | None = None

@@ -173,6 +173,7 @@ class FileJob:
             dim=output_width(embedder.bundle, options),
             ids=True,
             unknown=True,
+            key_by={"contextual": "word", "sentences": "line"}.get(options.mode),
         )
         return cls(embedder, source, options, VectorSink.open(out, spec, resume=resume, force=force))
 

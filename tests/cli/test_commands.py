@@ -101,6 +101,43 @@ def test_word2vec_output_loads_in_gensim(tiny_bundle: Path, words_file: Path, tm
     assert loaded.vector_size == 32 and len(loaded.index_to_key) == 5
 
 
+@pytest.mark.parametrize("suffix,binary", [(".txt", False), (".bin", True)])
+@pytest.mark.parametrize("mode", ["--contextual", "--sentences"])
+def test_contextual_and_sentence_rows_in_word2vec_have_unique_keys_gensim_loads(
+    tiny_bundle: Path, tmp_path: Path, suffix: str, binary: bool, mode: str
+) -> None:
+    """Words repeat across and within lines, and so may whole lines: each row's key says where it came from."""
+    import warnings
+
+    from gensim.models import KeyedVectors
+
+    from bertonnx.io.keys import escape_token
+
+    lines = ["the king is wise and the queen is kind.", "the king is wise and the queen is kind.", "apple music"]
+    source = tmp_path / "texts.txt"
+    source.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    out = tmp_path / f"rows{suffix}"
+    assert run("embed", tiny_bundle, mode, "-i", source, "-o", out).exit_code == 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # gensim warns on a duplicate key, and keeps the last row under it
+        loaded = KeyedVectors.load_word2vec_format(str(out), binary=binary)
+    embedder = Embedder.load(tiny_bundle)  # the CLI's own defaults
+    if mode == "--contextual":
+        words = embedder.contextual(lines)
+        expected_keys = [f"{word}@{line}:{index}" for line, found in enumerate(words, start=1)
+                         for index, word in enumerate(found.words)]
+        assert expected_keys[:3] == ["the@1:0", "king@1:1", "is@1:2"]
+        expected = np.concatenate([found.vectors for found in words])
+    else:
+        expected_keys = [f"{escape_token(text)}@{line}" for line, text in enumerate(lines, start=1)]
+        assert expected_keys[0] == "the\\sking\\sis\\swise\\sand\\sthe\\squeen\\sis\\skind.@1"
+        expected = embedder.sentences(lines)
+    assert loaded.index_to_key == expected_keys
+    np.testing.assert_allclose(loaded.vectors, expected, rtol=1e-5, atol=1e-6)
+    repeated = 7 if mode == "--contextual" else 1  # the second "is" of line 1; line 2, which repeats line 1
+    np.testing.assert_allclose(loaded[expected_keys[repeated]], expected[repeated], rtol=1e-5, atol=1e-6)
+
+
 def test_contextual_and_sentences_from_stdin(tiny_bundle: Path) -> None:
     result = run("embed", tiny_bundle, "--contextual", stdin=TEXTS)
     assert result.exit_code == 0, result.output
