@@ -29,12 +29,23 @@ def vector_bytes(block: RowBlock) -> bytes:
     return array_bytes(block.vectors, VECTOR_DTYPE)
 
 
-def _number_rows(vectors: NDArray[np.float32]) -> list[bytes]:
-    """Each row's numbers as `a,b,c`: orjson's shortest float32 decimals, -0.0 kept."""
+_NUMPY_LINE = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_APPEND_NEWLINE
+
+
+def _number_rows(vectors: NDArray[np.float32], separator: bytes = b",") -> list[memoryview]:
+    """Each row's numbers as `a,b,c` (or joined by `separator`): orjson's shortest float32 decimals, -0.0 kept.
+
+    One orjson call formats the whole block; the rows are then cut out of it where numpy finds their brackets,
+    as views: no Python-level split of megabytes of text."""
     if vectors.shape[0] == 0:
         return []
     text = orjson.dumps(np.ascontiguousarray(vectors, dtype=VECTOR_DTYPE), option=orjson.OPT_SERIALIZE_NUMPY)
-    return text[2:-2].split(b"],[")  # numbers never hold a bracket
+    if separator != b",":
+        text = text.replace(b",", separator)  # numbers never hold a comma
+    close = np.flatnonzero(np.frombuffer(text, dtype=np.uint8) == ord("]"))[:-1]  # each row's "]"
+    start = np.concatenate(([2], close[:-1] + 3))  # after "[[" or "],["
+    view = memoryview(text)
+    return [view[low:high] for low, high in zip(start.tolist(), close.tolist())]
 
 
 def jsonl_records(
@@ -43,13 +54,23 @@ def jsonl_records(
     ids: NDArray[np.int64] | None = None,
     unknown: NDArray[np.bool_] | None = None,
 ) -> bytes:
-    """Rows as JSON lines `{"key":...,"line":...,"word":...,"unknown":...,"vector":[...]}`, floats exact as float32."""
-    heads = [b'{"key":' + orjson.dumps(key) for key in keys]
+    """Rows as JSON lines `{"key":...,"line":...,"word":...,"unknown":...,"vector":[...]}`, floats exact as float32.
+
+    orjson writes each whole record, its numpy row included, in C: Python only builds the dicts."""
+    rows = list(np.ascontiguousarray(vectors, dtype=VECTOR_DTYPE))
+    dumps = orjson.dumps
+    if ids is not None and unknown is not None:
+        return b"".join([
+            dumps({"key": key, "line": line, "word": word, "unknown": flag, "vector": row}, option=_NUMPY_LINE)
+            for key, (line, word), flag, row in zip(keys, ids.tolist(), unknown.tolist(), rows)
+        ])
     if ids is not None:
-        heads = [head + b',"line":%d,"word":%d' % (line, word) for head, (line, word) in zip(heads, ids.tolist())]
+        return b"".join([dumps({"key": key, "line": line, "word": word, "vector": row}, option=_NUMPY_LINE)
+                         for key, (line, word), row in zip(keys, ids.tolist(), rows)])
     if unknown is not None:
-        heads = [head + (b',"unknown":true' if flag else b',"unknown":false') for head, flag in zip(heads, unknown)]
-    return b"".join(head + b',"vector":[' + row + b"]}\n" for head, row in zip(heads, _number_rows(vectors)))
+        return b"".join([dumps({"key": key, "unknown": flag, "vector": row}, option=_NUMPY_LINE)
+                         for key, flag, row in zip(keys, unknown.tolist(), rows)])
+    return b"".join([dumps({"key": key, "vector": row}, option=_NUMPY_LINE) for key, row in zip(keys, rows)])
 
 
 def positioned_keys(block: RowBlock, key_by: KeyBy | None) -> Sequence[str]:
@@ -64,10 +85,10 @@ def positioned_keys(block: RowBlock, key_by: KeyBy | None) -> Sequence[str]:
 
 
 def txt_rows(block: RowBlock, key_by: KeyBy | None = None) -> bytes:
-    return b"".join(
-        escape_token(key).encode("utf-8") + b" " + row.replace(b",", b" ") + b"\n"
-        for key, row in zip(positioned_keys(block, key_by), _number_rows(block.vectors))
-    )
+    return b"".join([
+        b"%b %b\n" % (escape_token(key).encode("utf-8"), row)
+        for key, row in zip(positioned_keys(block, key_by), _number_rows(block.vectors, b" "))
+    ])
 
 
 def bin_rows(block: RowBlock, key_by: KeyBy | None = None) -> bytes:
