@@ -77,15 +77,15 @@ def fidelity_entry(
         "versions": versions,
         "cpu": sorted(machine.cpu_flags & {"amx_bf16", "amx_int8", "avx512_bf16", "avx512_vnni", "avx512f"}),
         "probes": "v1",
-        "recipe": _int8_recipe() if precision == "int8" and backend == "openvino" else None,
+        "recipe": _int8_recipe(machine) if precision == "int8" and backend == "openvino" else None,
     }
     return cache_root() / "fidelity" / f"{graph_key(bundle)}-{backend}-{precision}.json", key
 
 
-def _int8_recipe() -> str:
-    from bertonnx.backends.quantize import RECIPE
+def _int8_recipe(machine: Machine) -> str:
+    from bertonnx.backends.quantize import int8_recipe
 
-    return RECIPE
+    return int8_recipe(machine.cpu_flags).name
 
 
 def _fp32_reference(bundle: Bundle, machine: Machine) -> Backend:

@@ -125,7 +125,7 @@ def candidates(policy: str, bundle_precision: str, machine: Machine, int8_faithf
         if machine.native_bf16:
             found.append(("openvino", "bf16"))
         found.append(("openvino", "fp32"))
-        int8_cpu = bool(machine.cpu_flags & set(INT8_FLAGS)) and "nncf" in machine.installed
+        int8_cpu = _has_int8_kernels(machine) and "nncf" in machine.installed
         if int8_cpu and (policy == "fastest" or int8_faithful):
             found.append(("openvino", "int8"))
     return found
@@ -145,8 +145,8 @@ def left_out(policy: str, bundle_precision: str, machine: Machine, int8_faithful
     if not machine.native_bf16:
         found.append(Trial("openvino", "bf16", None, None, "not tried: this CPU has no native bf16 (AMX or "
                            "AVX512-BF16); emulated bf16 is slower than fp32"))
-    if not machine.cpu_flags & set(INT8_FLAGS):
-        found.append(Trial("openvino", "int8", None, None, "not tried: this CPU has no int8 dot products (VNNI or "
+    if not _has_int8_kernels(machine):
+        found.append(Trial("openvino", "int8", None, None, "not tried: this CPU has no int8 kernels (AVX2, VNNI or "
                            "AMX-INT8)"))
     elif "nncf" not in machine.installed:
         found.append(Trial("openvino", "int8", None, None, "not tried: NNCF is not installed "
@@ -155,6 +155,12 @@ def left_out(policy: str, bundle_precision: str, machine: Machine, int8_faithful
         found.append(Trial("openvino", "int8", None, None, "not tried under auto: no measured fidelity here clears "
                            "the bf16 gate yet (precision 'fastest' tries it under its own gate)"))
     return found
+
+
+def _has_int8_kernels(machine: Machine) -> bool:
+    """OpenVINO has int8 kernels here: dot products (VNNI, AMX-INT8), or AVX2's pairwise ones, for which the
+    recipe keeps weights to 7 bits (quantize.int8_recipe)."""
+    return bool(machine.cpu_flags & {*INT8_FLAGS, "avx2"})
 
 
 def timing_workload(tokenizer: Tokenizer) -> Workload:

@@ -148,13 +148,14 @@ def _open(
         from bertonnx.backends.openvino import OpenVinoBackend, openvino_version
 
         cache = cache_root() / "openvino" / openvino_version() / graph_key(bundle) / choice.precision
-        graph = bundle.model_path
+        graph, recipe = bundle.model_path, None
         if choice.precision == "int8":
-            from bertonnx.backends.quantize import quantized_graph
+            from bertonnx.backends.quantize import int8_recipe, quantized_graph
 
-            graph = quantized_graph(bundle, tokenizer, cache)
+            recipe = int8_recipe(machine.cpu_flags)
+            graph = quantized_graph(bundle, tokenizer, cache, recipe)
         opened = OpenVinoBackend(graph, CONTEXTUAL_OUTPUT, choice.precision, threads, cache / "compiled",
-                                 native_bf16=machine.native_bf16)
+                                 native_bf16=machine.native_bf16, recipe=recipe.name if recipe else None)
         if choice.precision == "fp32":
             return Opened(opened, choice, None)
     result = measured_fidelity(bundle, tokenizer, opened, choice, machine, min_fidelity, gate_of)

@@ -72,6 +72,7 @@ class OpenVinoBackend:
         threads: int | None = None,
         cache_dir: Path | None = None,
         native_bf16: bool = True,
+        recipe: str | None = None,
     ) -> None:
         """Read and compile the graph.
 
@@ -82,6 +83,7 @@ class OpenVinoBackend:
             threads: inference threads; default every core this process may use.
             cache_dir: where compiled blobs go; None turns caching off.
             native_bf16: the CPU computes bf16 natively (int8's float parts then run in bf16).
+            recipe: the name of the int8 recipe that made `model_path` (quantize.Int8Recipe), for the record.
         """
         from bertonnx.backends.base import check_threads
 
@@ -117,6 +119,7 @@ class OpenVinoBackend:
                 "inference_precision": floating,
                 "cache": str(cache_dir) if cache_dir is not None else None,
                 "loaded_from_cache": _loaded_from_cache(self._compiled),
+                "int8_recipe": recipe if precision == "int8" else None,
             },
         )
         if precision != "int8" and self.info.precision != precision:

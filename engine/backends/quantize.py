@@ -18,7 +18,8 @@ import logging
 import os
 import sys
 import sysconfig
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -32,19 +33,46 @@ CALIBRATION_TEXTS = 300
 KEEP_FLOAT = [r".*layer\.\d+/output/dense/MatMul$"]
 """BERT's feed-forward down-projections stay float: their GELU inputs carry outliers that int8
 ranges clip (all-MiniLM-L6-v2's probe word cosine: 0.986 with them in int8, see benchmarks/README.md)."""
-RECIPE = "stdlib-prose-300/keep-gather-ffn-down/v1"
-"""Names the calibration and the layers kept float: a new recipe quantises anew rather than reuse a cached graph."""
-GRAPH_DIR = "int8-" + hashlib.sha256(RECIPE.encode()).hexdigest()[:12]
+INT8_DOT_FLAGS = ("amx_int8", "avx512_vnni", "avx_vnni")
+"""CPU flags of int8 dot products that add u8 x s8 products in 32 bits (VNNI's vpdpbusd, AMX tiles)."""
 GRAPH_FILE = "model.xml"
 
 
-def quantized_graph(bundle: Bundle, tokenizer: Tokenizer, cache: Path) -> Path:
+@dataclass(frozen=True)
+class Int8Recipe:
+    """How a bundle is quantised for this CPU; its name keys the cached graph and its fidelity figures."""
+
+    overflow_fix: str  # NNCF's OverflowFix value: "first_layer_only" (NNCF's default) or "enable" (every layer)
+
+    @property
+    def name(self) -> str:
+        if self.overflow_fix == "enable":
+            return "stdlib-prose-300/keep-gather-ffn-down/7-bit-weights/v1"
+        return "stdlib-prose-300/keep-gather-ffn-down/v1"  # the recipe's name before the overflow choice existed
+
+    @property
+    def graph_dir(self) -> str:
+        return "int8-" + hashlib.sha256(self.name.encode()).hexdigest()[:12]
+
+
+def int8_recipe(cpu_flags: Collection[str]) -> Int8Recipe:
+    """The recipe for a CPU. Without int8 dot products (AVX2 alone), OpenVINO multiplies u8 activations by s8
+    weights with vpmaddubsw, which adds each pair of products in 16 bits and saturates: every layer's weights
+    are then quantised to 7 bits (NNCF's overflow fix), so that a pair's sum always fits. With VNNI or AMX the
+    products add in 32 bits, and NNCF's default (the fix on the first layer only) keeps 8-bit weights."""
+    if set(cpu_flags) & set(INT8_DOT_FLAGS):
+        return Int8Recipe(overflow_fix="first_layer_only")
+    return Int8Recipe(overflow_fix="enable")
+
+
+def quantized_graph(bundle: Bundle, tokenizer: Tokenizer, cache: Path, recipe: Int8Recipe) -> Path:
     """The int8 OpenVINO graph of `bundle`: from the cache, or quantised now (tens of seconds, once)."""
-    graph = cache / GRAPH_DIR / GRAPH_FILE
+    graph = cache / recipe.graph_dir / GRAPH_FILE
     if graph.is_file():
         return graph
     try:
         import nncf
+        from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, OverflowFix
     except ImportError as error:
         raise missing_extra("openvino int8 (quantising with NNCF)", "openvino", error) from error
     from bertonnx.backends.openvino import openvino_module, shared_core
@@ -60,11 +88,12 @@ def quantized_graph(bundle: Bundle, tokenizer: Tokenizer, cache: Path) -> Path:
                 model_type=nncf.ModelType.TRANSFORMER,
                 subset_size=len(feeds),
                 ignored_scope=nncf.IgnoredScope(types=["Gather"], patterns=KEEP_FLOAT, validate=False),
+                advanced_parameters=AdvancedQuantizationParameters(overflow_fix=OverflowFix(recipe.overflow_fix)),
             )
     except Exception as error:  # NNCF raises many kinds; none is the user's to handle differently
         raise BackendError(f"{bundle.model_path}: NNCF could not quantise this graph ({error})") from error
     cache.mkdir(parents=True, exist_ok=True)
-    with atomic_directory(cache / GRAPH_DIR) as work:
+    with atomic_directory(cache / recipe.graph_dir) as work:
         ov.save_model(quantized, str(work / GRAPH_FILE), compress_to_fp16=False)
     return graph
 

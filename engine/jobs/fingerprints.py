@@ -36,18 +36,13 @@ def job_fingerprint(embedder: Embedder, source: Path | None, options: BulkOption
 def runtime_fingerprint(embedder: Embedder) -> dict[str, object]:
     """What changes the numbers besides a job's input and options: the graph, what runs it, how it slices."""
     info = embedder.backend.info
-    recipe = None
-    if info.precision == "int8" and info.backend == "openvino":
-        from bertonnx.backends.quantize import RECIPE
-
-        recipe = RECIPE
     versions = {key: info.details[key] for key in ("onnxruntime", "openvino") if key in info.details}
     return {
         "graph": embedder.bundle.graph_sha256,
         "backend": info.backend,
         "device": info.device,
         "precision": info.precision,
-        "int8_recipe": recipe,
+        "int8_recipe": info.details.get("int8_recipe"),
         "runtime": versions,
         "batch_tokens": embedder.batch_tokens,
         "slicing": [JOB_VERSION, SLICE_LINES, SLICE_CHARS, LONG_TEXT_PIECES],
