@@ -535,12 +535,14 @@ typer.run(serve)
 
 
 def test_sigterm_lets_in_flight_requests_finish(tiny_bundle: Path) -> None:
-    # `bertonnx serve` as a process, its model slowed to 1 s a call: one request runs, one waits.
+    # `bertonnx serve` as a process, its model slowed to 1 s a call: one request runs, one waits. The backend is
+    # named, so that its start does not time auto's candidates: on a loaded machine that alone took minutes.
     process = subprocess.Popen(
-        [sys.executable, "-c", SLOW_SERVE, str(tiny_bundle), "--port", "0"], stderr=subprocess.PIPE, text=True
+        [sys.executable, "-c", SLOW_SERVE, str(tiny_bundle), "--port", "0", "--backend", "onnxruntime"],
+        stderr=subprocess.PIPE, text=True,
     )
     try:
-        url, log = _wait_for_url(process)
+        url, log = _wait_for_url(process, timeout=300)
         runs = r"on (onnxruntime|openvino) \S+ (fp32|bf16|fp16|int8), \d+ threads?"
         assert re.search(rf"^serving \S+ \(\S+, 32 dims\) {runs}(; word cosine vs .+)?$", log, re.M), log
         with ThreadPoolExecutor(2) as pool:
