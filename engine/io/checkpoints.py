@@ -32,6 +32,9 @@ from bertonnx.io.atomic import replace_all, write_atomic
 from bertonnx.io.records import read_record, record_bytes
 
 STATE_FILE = "state.json"
+CHECKPOINT_SECONDS = 60.0
+"""A checkpoint also falls at the next boundary (a slice's end) once this long has passed since the last, so a
+slow job never loses more than about this much work; when checkpoints fall never changes the output."""
 START_OVER = "start over with {force}"
 """The way out of a work folder that cannot be resumed; a message template, with the fix force=True."""
 

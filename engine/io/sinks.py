@@ -169,6 +169,13 @@ class VectorSink:
         """Rows in the output so far, those kept from a killed run included."""
         return self._rows
 
+    @property
+    def written(self) -> int:
+        """Bytes in the parts so far, those kept from a killed run included: about the output's size so far."""
+        if self._streams is None:
+            return sum((self._work / part.name).stat().st_size for part in self._parts)
+        return sum(stream.tell() for stream in self._streams.values())
+
     def append(self, block: RowBlock) -> None:
         """Append rows; they become durable at the next `commit`.
 

@@ -7,11 +7,15 @@ slices ahead; the calling thread runs the model and pools (bertonnx.jobs.rows);
 a writer thread takes the rows: a file job's writer appends them to the output's
 parts (bertonnx.io.sinks), a stream job's writes JSON lines.
 
-Every `chunk_lines` lines (the checkpoint unit, apart from the memory unit) a
-file job's writer commits a checkpoint: a killed job resumes after the last one
-and writes an output byte-identical to an uninterrupted run, because slices
-depend on the input alone. A resume is refused unless everything that shapes the
-numbers is the same (bertonnx.jobs.fingerprints).
+Every `chunk_lines` lines (the checkpoint unit, apart from the memory unit), or
+at the first slice's end once `checkpoint_seconds` (60 s) have passed since the
+last, a file job's writer commits a checkpoint: a killed job resumes after the
+last one and writes an output byte-identical to an uninterrupted run, because
+slices depend on the input alone and checkpoints fall between them. A resume is
+refused unless everything that shapes the numbers is the same
+(bertonnx.jobs.fingerprints). An interrupted job (KeyboardInterrupt) with
+nothing a resume could continue (no checkpoint yet, or stdin, which cannot be
+read twice) removes its work folder, so the same command can simply run again.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import numpy as np
 
 from bertonnx.embedder import Embedder
 from bertonnx.errors import BadLineError
+from bertonnx.io.checkpoints import CHECKPOINT_SECONDS
 from bertonnx.io.formats import RowBlock, jsonl_records
 from bertonnx.io.sinks import JobSpec, VectorSink
 from bertonnx.jobs.fingerprints import input_fingerprint, job_fingerprint, runtime_fingerprint
@@ -45,12 +50,13 @@ from bertonnx.jobs.rows import (
 from bertonnx.jobs.stages import Behind, ahead
 
 __all__ = [
-    "DEFAULT_CHUNK_LINES", "BulkOptions", "BulkReport", "FileJob", "Line", "embed_file", "embed_lines",
-    "embed_to_stream", "input_fingerprint", "job_fingerprint", "output_width", "read_lines", "runtime_fingerprint",
-    "slices",
+    "CHECKPOINT_SECONDS", "DEFAULT_CHUNK_LINES", "BulkOptions", "BulkReport", "FileJob", "Line", "embed_file",
+    "embed_lines", "embed_to_stream", "input_fingerprint", "job_fingerprint", "output_width", "read_lines",
+    "runtime_fingerprint", "slices",
 ]
 
 Progress = Callable[[int, int], None]  # (bytes read, lines read)
+ExpectedSize = Callable[[int, int], None]  # (the output's expected bytes, the lines it was estimated from)
 
 
 @dataclass
@@ -96,12 +102,17 @@ def _pipeline(embedder: Embedder, lines: Iterator[Line], options: BulkOptions, r
 
 
 class _SinkWriter:
-    """A file job's writer: rows appended to the sink, a checkpoint every `chunk_lines` lines, progress shown."""
+    """A file job's writer: rows appended to the sink, a checkpoint every `chunk_lines` lines or `seconds` (at a
+    slice's end), progress shown, and the output's size estimated from the first slice."""
 
-    def __init__(self, sink: VectorSink, chunk_lines: int, last: Mark, progress: Progress | None) -> None:
-        self.sink, self.chunk_lines, self.progress = sink, chunk_lines, progress
+    def __init__(self, sink: VectorSink, chunk_lines: int, seconds: float, last: Mark, progress: Progress | None,
+                 input_size: int | None = None, expected_size: ExpectedSize | None = None) -> None:
+        self.sink, self.chunk_lines, self.seconds, self.progress = sink, chunk_lines, seconds, progress
         self.last = last
         self.committed = last.lines
+        self.committed_at = time.monotonic()
+        self.start = (last, sink.written)  # where this run starts: input and output bytes
+        self.input_size, self.expected_size = input_size, expected_size
 
     def __call__(self, item: Item) -> None:
         if isinstance(item, RowBlock):
@@ -109,18 +120,33 @@ class _SinkWriter:
             return
         if isinstance(item, Mark):
             self.last = item
-            if item.lines - self.committed >= self.chunk_lines:
+            self._estimate(item)
+            due = time.monotonic() - self.committed_at >= self.seconds
+            if item.lines - self.committed >= self.chunk_lines or (due and item.lines > self.committed):
                 self.sink.commit(_position(item))
-                self.committed = item.lines
+                self.committed, self.committed_at = item.lines, time.monotonic()
         if self.progress is not None:
             self.progress(item.end_byte, item.lines)
 
+    def _estimate(self, mark: Mark) -> None:
+        """After this run's first slice, the output's size: its bytes so far and the rest of the input at the
+        first slice's output bytes per input byte (rows per line and the format's bytes per row alike)."""
+        if self.expected_size is None or self.input_size is None:
+            return
+        (first, written) = self.start
+        if mark.end_byte <= first.end_byte:
+            return
+        now = self.sink.written
+        per_byte = (now - written) / (mark.end_byte - first.end_byte)
+        self.expected_size(round(now + per_byte * max(self.input_size - mark.end_byte, 0)), mark.lines - first.lines)
+        self.expected_size = None
+
 
 class _StreamWriter:
-    """A stream job's writer: rows as JSON lines, flushed slice by slice."""
+    """A stream job's writer: rows as JSON lines, flushed slice by slice; progress shown."""
 
-    def __init__(self, stream: BinaryIO, report: BulkReport) -> None:
-        self.stream, self.report = stream, report
+    def __init__(self, stream: BinaryIO, report: BulkReport, progress: Progress | None = None) -> None:
+        self.stream, self.report, self.progress = stream, report, progress
 
     def __call__(self, item: Item) -> None:
         if isinstance(item, RowBlock):
@@ -128,8 +154,11 @@ class _StreamWriter:
                 self.stream.write(jsonl_records(block.keys, block.vectors, block.ids, block.unknown))
             self.stream.flush()
             self.report.rows_this_run += len(item)
-        elif isinstance(item, Mark):
+            return
+        if isinstance(item, Mark):
             self.report.lines = item.lines
+        if self.progress is not None:
+            self.progress(item.end_byte, item.lines)
 
 
 def _position(mark: Mark) -> dict[str, int]:
@@ -143,11 +172,14 @@ class FileJob:
     Opening first lets a caller show progress only for a job that has started.
     """
 
-    def __init__(self, embedder: Embedder, source: Path | None, options: BulkOptions, sink: VectorSink) -> None:
+    def __init__(self, embedder: Embedder, source: Path | None, options: BulkOptions, sink: VectorSink,
+                 checkpoint_seconds: float = CHECKPOINT_SECONDS) -> None:
         self.embedder = embedder
         self.source = source
         self.options = options
         self.sink = sink
+        self.checkpoint_seconds = checkpoint_seconds
+        self._discarded = False
 
     @classmethod
     def open(
@@ -158,6 +190,7 @@ class FileJob:
         options: BulkOptions,
         resume: bool = False,
         force: bool = False,
+        checkpoint_seconds: float = CHECKPOINT_SECONDS,
     ) -> FileJob:
         """Check the job and open its sink; see embed_file.
 
@@ -175,10 +208,26 @@ class FileJob:
             unknown=True,
             key_by={"contextual": "word", "sentences": "line"}.get(options.mode),
         )
-        return cls(embedder, source, options, VectorSink.open(out, spec, resume=resume, force=force))
+        sink = VectorSink.open(out, spec, resume=resume, force=force)
+        return cls(embedder, source, options, sink, checkpoint_seconds)
 
-    def run(self, progress: Progress | None = None) -> BulkReport:
-        """Embed every line into the output; `progress` hears (bytes read, lines read) as slices are written."""
+    @property
+    def kept_lines(self) -> int:
+        """Input lines a resume would not redo: those up to the last checkpoint on disk (0: nothing is kept)."""
+        return 0 if self._discarded else int((self.sink.position or {}).get("lines", 0))
+
+    def run(self, progress: Progress | None = None, expected_size: ExpectedSize | None = None) -> BulkReport:
+        """Embed every line into the output.
+
+        Args:
+            progress: hears (bytes read, lines read) as slices are written.
+            expected_size: hears (the output's expected bytes, the lines estimated from) once, after this run's
+                first slice, when the input is a file (its size known).
+
+        Raises:
+            KeyboardInterrupt: after a checkpoint, the work stays for a resume (`kept_lines`); with nothing a
+                resume could continue (no checkpoint yet, or stdin) the work folder is removed.
+        """
         started = time.perf_counter()
         position = self.sink.position or {}
         kept_lines, start_byte = int(position.get("lines", 0)), int(position.get("bytes", 0))
@@ -186,14 +235,23 @@ class FileJob:
         rows_before = self.sink.rows
         if progress is not None and kept_lines:
             progress(start_byte, kept_lines)
-        writer = _SinkWriter(self.sink, self.options.chunk_lines, Mark(kept_lines, start_byte), progress)
+        input_size = self.source.stat().st_size if self.source is not None else None
+        writer = _SinkWriter(self.sink, self.options.chunk_lines, self.checkpoint_seconds,
+                             Mark(kept_lines, start_byte), progress, input_size, expected_size)
+        finishing = False
         try:
             with open_input(self.source, start_byte) as (stream, name):
                 lines = read_lines(stream, name, first_number=kept_lines + 1, offset=start_byte)
                 _pipeline(self.embedder, lines, self.options, report, writer)
+            finishing = True
             report.output = self.sink.finish(_position(writer.last))
         except BadLineError:
             self.sink.discard()  # the same input fails at the same line again: nothing worth resuming
+            raise
+        except KeyboardInterrupt:
+            if not finishing and (self.source is None or self.kept_lines == 0):
+                self.sink.discard()  # nothing a resume could continue: the same command simply runs again
+                self._discarded = True
             raise
         finally:
             self.sink.close()
@@ -213,6 +271,7 @@ def embed_file(
     resume: bool = False,
     progress: Progress | None = None,
     force: bool = False,
+    checkpoint_seconds: float = CHECKPOINT_SECONDS,
 ) -> BulkReport:
     """Embed every line of `source` (None: stdin) into `out`, atomically and resumably, in constant memory.
 
@@ -225,24 +284,28 @@ def embed_file(
         resume: continue a killed run of the same job from its last checkpoint.
         progress: called with (bytes read, lines read) as slices are written.
         force: replace an existing output, or start over where a killed run left its work.
+        checkpoint_seconds: a checkpoint also falls at the first slice's end once this long has passed since the
+            last (besides every `options.chunk_lines` lines); it never changes the output.
 
     Raises:
         BadLineError: a bad line with on_error="fail".
         OutputError: see FileJob.open.
+        KeyboardInterrupt: see FileJob.run.
     """
-    return FileJob.open(embedder, source, out, options, resume, force).run(progress)
+    return FileJob.open(embedder, source, out, options, resume, force, checkpoint_seconds).run(progress)
 
 
-def embed_to_stream(embedder: Embedder, source: Path | None, stream: BinaryIO, options: BulkOptions) -> BulkReport:
+def embed_to_stream(embedder: Embedder, source: Path | None, stream: BinaryIO, options: BulkOptions,
+                    progress: Progress | None = None) -> BulkReport:
     """Embed `source` (None: stdin) and write JSON lines (key, line, word, unknown, vector) to `stream`.
 
     For pipes: nothing is atomic or resumable here; write to a file for that. Rows
-    are written slice by slice as they are made, on a writer thread.
+    are written slice by slice as they are made, on a writer thread; `progress` hears (bytes read, lines read).
     """
     started = time.perf_counter()
     report = BulkReport()
     with open_input(source) as (handle, name):
-        _pipeline(embedder, read_lines(handle, name), options, report, _StreamWriter(stream, report))
+        _pipeline(embedder, read_lines(handle, name), options, report, _StreamWriter(stream, report, progress))
     report.lines_this_run, report.rows = report.lines, report.rows_this_run
     report.seconds = time.perf_counter() - started
     return report

@@ -18,6 +18,7 @@ from typing import Generic, TypeVar
 T = TypeVar("T")
 
 _POLL_SECONDS = 0.1  # how often a blocked thread looks whether the other side has stopped
+_READER = "bertonnx-ahead"
 
 
 class _Done:
@@ -55,8 +56,9 @@ def ahead(items: Iterator[T], depth: int = 2) -> Iterator[T]:
         except BaseException as error:  # handed over, raised on the consumer's thread
             offer(_Failed(error))
 
-    thread = threading.Thread(target=produce, name="bertonnx-ahead", daemon=True)
+    thread = threading.Thread(target=produce, name=_READER, daemon=True)
     thread.start()
+    waited = 5.0  # a producer blocked on a pipe is a daemon and dies with the process
     try:
         while True:
             item = hand.get()
@@ -65,9 +67,19 @@ def ahead(items: Iterator[T], depth: int = 2) -> Iterator[T]:
             if isinstance(item, _Failed):
                 raise item.error
             yield item  # type: ignore[misc]
+    except KeyboardInterrupt:  # Ctrl-C while waiting for input: the producer may wait on a terminal for good
+        waited = _POLL_SECONDS
+        raise
     finally:
         stop.set()
-        thread.join(timeout=5.0)  # a producer blocked on a pipe is a daemon and dies with the process
+        thread.join(timeout=waited)
+
+
+def stranded() -> bool:
+    """Whether a producer of `ahead` is still running, blocked on input that does not come (a terminal, a silent
+    pipe): the interpreter's shutdown would wait on the stream it holds, so a process in that state leaves with
+    os._exit."""
+    return any(thread.name == _READER and thread.is_alive() for thread in threading.enumerate())
 
 
 class Behind(Generic[T]):

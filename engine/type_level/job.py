@@ -2,12 +2,17 @@
 
 The corpus is read as a stream of lines cut into the bulk path's slices; only
 running sums per vocabulary word are kept (bertonnx.type_level.TypeSums). Every
-`chunk_lines` lines, at a slice boundary, a checkpoint saves the sums, the counts
-and the input position (file, line, byte offset) in `.<OUT>.partial/`; a killed
-job resumes there and, because slices depend on the input alone and the sums
-are added in input order, writes the same bytes as an uninterrupted run. The
-templates pass (every word for the templates method, the words the corpus never
-saw otherwise) checkpoints the same way, a chunk of words at a time.
+`chunk_lines` lines, or once `checkpoint_seconds` (60 s) have passed since the
+last, at a slice boundary, a checkpoint saves the sums, the counts and the input
+position (file, line, byte offset) in `.<OUT>.partial/`; a killed job resumes
+there and, because slices depend on the input alone and the sums are added in
+input order, writes the same bytes as an uninterrupted run. The templates pass
+(every word for the templates method, the words the corpus never saw otherwise)
+checkpoints the same way, after every chunk of `chunk_lines` texts' words, or
+after a step of at most TEMPLATE_WORDS words once the time has passed: steps lie
+on a grid fixed by the chunk alone, so a resume batches the words as an
+uninterrupted run does. An interrupted job (KeyboardInterrupt) that kept nothing
+yet removes its work folder, so the same command can simply run again.
 
 Outputs: the vectors in any bulk format, keyed by the vocabulary words; the
 context counts in `<stem>.counts.tsv` beside it (word, contexts, source) and,
@@ -19,7 +24,7 @@ from __future__ import annotations
 import shutil
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +34,7 @@ from bertonnx.embedder import Embedder
 from bertonnx.errors import BadLineError, InputError, OptionError
 from bertonnx.io.atomic import write_atomic
 from bertonnx.io.checkpoints import (
+    CHECKPOINT_SECONDS,
     check_same_job,
     claim,
     has_state,
@@ -47,6 +53,7 @@ from bertonnx.options import UNKNOWN_POLICIES, WORD_POOLING_MODES, check_choice,
 from bertonnx.tokenize import Tokenizer, preview
 from bertonnx.type_level.vectors import (
     DEFAULT_MAX_CONTEXTS,
+    TEMPLATE_WORDS,
     Templates,
     TypeSums,
     TypeVectors,
@@ -170,9 +177,12 @@ class TypeLevelJob:
     """One type-level job from start (or its last checkpoint) to the finished output."""
 
     def __init__(self, embedder: Embedder, vocabulary_path: Path, corpus: Sequence[Path], out: Path,
-                 options: TypeLevelOptions) -> None:
+                 options: TypeLevelOptions, checkpoint_seconds: float = CHECKPOINT_SECONDS) -> None:
+        """`checkpoint_seconds`: a checkpoint also falls at the next boundary once this long has passed since the
+        last (besides every `options.chunk_lines` lines); it never changes the output."""
         suffix_of(out)
         self.embedder, self.out, self.options = embedder, out, options
+        self.checkpoint_seconds = checkpoint_seconds
         self.corpus = list(corpus)
         self.vocabulary = vocabulary_of(embedder.tokenizer, vocabulary_path, read_vocabulary(vocabulary_path),
                                         options.unknown)
@@ -195,8 +205,20 @@ class TypeLevelJob:
             "state": STATE_VERSION,
         }
         self.position = _Position()
+        self.saved = _Position()  # the position of the last checkpoint on disk
+        self.saved_at = time.monotonic()
         self.need: NDArray[np.int64] | None = None  # template slots, fixed when the corpus pass ends
         self.report = TypeLevelReport(words=len(self.vocabulary.words), output=out)
+
+    @property
+    def kept_lines(self) -> int:
+        """Corpus lines a resume would not read again: those up to the last checkpoint on disk."""
+        return self.saved.lines_total
+
+    @property
+    def kept_words(self) -> int:
+        """Words of the templates pass a resume would not embed again."""
+        return self.saved.template_done
 
     @property
     def total_bytes(self) -> int:
@@ -219,24 +241,23 @@ class TypeLevelJob:
         return self
 
     def run(self, progress: Progress | None = None) -> TypeLevelReport:
+        """The job from its start or its last checkpoint to the finished output.
+
+        Raises:
+            KeyboardInterrupt: after a checkpoint that kept work, the work stays for a resume (`kept_lines`,
+                `kept_words`); with nothing kept yet the work folder is removed.
+        """
         started = time.monotonic()
         work = partial_dir(self.out)
         work.mkdir(exist_ok=True)
         if not has_state(work):
             self._checkpoint(work)  # a kill from here on leaves something a resume can continue
-        tick = progress or (lambda what, done, total, lines: None)
-        if self.position.phase == "corpus" and self.method == "corpus":
-            try:
-                self._corpus_pass(work, tick)
-            except (BadLineError, InputError):
-                shutil.rmtree(work, ignore_errors=True)  # the same corpus fails at the same line again
-                raise
-        if self.position.phase in ("corpus", "templates"):
-            if self.need is None:
-                self.need = template_slots(self.sums, self.method, self.options.unknown)
-                self.position.phase = "templates"
-                self._checkpoint(work)
-            self._templates_pass(work, tick)
+        try:
+            self._passes(work, progress or (lambda what, done, total, lines: None))
+        except KeyboardInterrupt:
+            if not (self.kept_lines or self.kept_words):  # nothing a resume could skip: the same command runs again
+                shutil.rmtree(work, ignore_errors=True)
+            raise
         from_corpus = np.zeros(len(self.vocabulary), dtype=bool)
         if self.method == "corpus":
             assert self.need is not None
@@ -255,6 +276,24 @@ class TypeLevelJob:
 
     # -- the passes ------------------------------------------------------------------------------
 
+    def _passes(self, work: Path, tick: Progress) -> None:
+        if self.position.phase == "corpus" and self.method == "corpus":
+            try:
+                self._corpus_pass(work, tick)
+            except (BadLineError, InputError):
+                shutil.rmtree(work, ignore_errors=True)  # the same corpus fails at the same line again
+                raise
+        if self.position.phase in ("corpus", "templates"):
+            if self.need is None:
+                self.need = template_slots(self.sums, self.method, self.options.unknown)
+                self.position.phase = "templates"
+                self._checkpoint(work)
+            self._templates_pass(work, tick)
+
+    def _due(self) -> bool:
+        """Whether `checkpoint_seconds` have passed since the last checkpoint."""
+        return time.monotonic() - self.saved_at >= self.checkpoint_seconds
+
     def _corpus_pass(self, work: Path, tick: Progress) -> None:
         done_before = sum(path.stat().st_size for path in self.corpus[: self.position.file])
         since = 0
@@ -272,7 +311,7 @@ class TypeLevelJob:
                     if not self.sums.wanting:
                         self.report.stopped_early = True
                         break
-                    if since >= self.options.chunk_lines:
+                    if since >= self.options.chunk_lines or self._due():
                         self._checkpoint(work)
                         since = 0
             if self.report.stopped_early:
@@ -286,10 +325,14 @@ class TypeLevelJob:
         assert self.need is not None
         chunk = max(1, self.options.chunk_lines // len(self.templates.texts))  # words between checkpoints
         while self.position.template_done < self.need.size:
-            stop = min(self.position.template_done + chunk, self.need.size)
-            self.sums.add_templates(self.need[self.position.template_done : stop], self.templates)
+            done = self.position.template_done
+            # The step's end on a grid fixed by `chunk` alone (chunks, and TEMPLATE_WORDS steps from each chunk's
+            # start: add_templates' own batches), so that a resume after any step batches as an unbroken run.
+            start = done // chunk * chunk
+            stop = min(start + chunk, start + ((done - start) // TEMPLATE_WORDS + 1) * TEMPLATE_WORDS, self.need.size)
+            self.sums.add_templates(self.need[done:stop], self.templates)
             self.position.template_done = stop
-            if stop < self.need.size:
+            if stop < self.need.size and (stop % chunk == 0 or self._due()):
                 self._checkpoint(work)
             tick("templates", stop, int(self.need.size), stop)
 
@@ -302,6 +345,7 @@ class TypeLevelJob:
             arrays["need.npy"] = self.need
         hashes = save_arrays(work, arrays)
         write_state(work, {"fingerprint": self.fingerprint, "position": asdict(self.position), "sha256": hashes})
+        self.saved, self.saved_at = replace(self.position), time.monotonic()
 
     def _load(self, work: Path) -> None:
         state = read_state(work)
@@ -312,6 +356,7 @@ class TypeLevelJob:
         self.sums.counts[...] = arrays["counts.npy"]
         self.need = arrays.get("need.npy")
         self.position = _Position(**state["position"])
+        self.saved = replace(self.position)
         self.report.resumed_lines = self.position.lines_total
 
     # -- the output -----------------------------------------------------------------------------------
