@@ -64,8 +64,8 @@ def embed(
     max_length: MaxLengthOption = None,
     batch_tokens: BatchTokensOption = DEFAULT_BATCH_TOKENS,
     chunk_lines: Annotated[
-        int, typer.Option(help="Lines between checkpoints (a killed job resumes from the last); memory does not grow "
-                          "with it", min=1)
+        int, typer.Option(help="Lines between checkpoints (one also falls each minute; a killed job resumes from the "
+                          "last); memory does not grow with it", min=1)
     ] = DEFAULT_CHUNK_LINES,
     resume: Annotated[
         bool, typer.Option(help="Continue a killed job of the same settings from its last checkpoint")
@@ -126,30 +126,87 @@ def embed(
         raise CliError(f"{source}: {problem}")
     data = data_stdout() if output is None else None  # before anything loads: stdout carries vectors alone
     embedder = Embedder.load(bundle, load)
+    total = source.stat().st_size if source is not None else None
     if output is None:
         assert data is not None
         try:
             with data as stream:
-                report = embed_to_stream(embedder, source, stream, options)
+                _hint_terminal(source)
+                # rows shown on a terminal and a bar drawn beside them would garble each other: no bar there
+                bar = LineProgress(err, f"embedding ({options.mode})", total)
+                with bar:
+                    report = embed_to_stream(embedder, source, stream, options,
+                                             progress=None if _is_terminal(stream) else bar.update)
         except BrokenPipeError:  # the reader stopped (`| head`): nothing is wrong, and nothing more to say
             _quiet_stdout()
             _leave_now()
             return
+        except KeyboardInterrupt:
+            say_error("interrupted")
+            _leave_if_stranded(130)
+            raise typer.Exit(130) from None
         _summary(report)
         return
     if resume and not partial_dir(output).exists():
         say(f"nothing to resume for {output}: starting it")
     # What fails at once (the output, a resume of another job) fails before the bar appears.
     job = FileJob.open(embedder, source, output, options, resume=resume, force=force)
-    total = source.stat().st_size if source is not None else None
     try:
+        _hint_terminal(source)
         with LineProgress(err, f"embedding ({options.mode})", total) as bar:
-            report = job.run(progress=bar.update)
+            report = job.run(progress=bar.update, expected_size=_say_if_large)
     except KeyboardInterrupt:
-        say_error(f"interrupted: the work up to the last checkpoint is kept in {partial_dir(output)}; "
-                  "the same command with --resume continues it")
+        say_error(_interrupted(_count(job.kept_lines, "line") if job.kept_lines else "", output,
+                               stdin=source is None))
+        _leave_if_stranded(130)
         raise typer.Exit(130) from None
     _summary(report)
+
+
+LARGE_OUTPUT = 10**9
+"""An output expected to be larger (bytes) is announced with its size before the job writes the rest."""
+TERMINAL_HINT = "reading lines from the terminal; end with Ctrl-D, or pass -i FILE"
+RATE_MIN_SECONDS, RATE_MIN_LINES = 1.0, 100
+"""The summary shows lines/s only for a run of at least this long and this many lines: below, it measures
+start-up (the first slice's warm-up, the threads starting), not the job."""
+
+
+def _hint_terminal(source: Path | None) -> None:
+    """Reading stdin from a terminal: say so, or a forgotten `-i` waits in silence."""
+    if source is None and _is_terminal(sys.stdin):
+        say(TERMINAL_HINT)
+
+
+def _is_terminal(stream: object) -> bool:
+    try:
+        return bool(stream.isatty())  # type: ignore[attr-defined]
+    except (AttributeError, OSError, ValueError):
+        return False
+
+
+def _say_if_large(expected: int, lines: int) -> None:
+    if expected > LARGE_OUTPUT:
+        say(f"the output will be about {_size(expected)} (estimated from the first {_count(lines, 'line')})")
+
+
+def _size(count: int) -> str:
+    """Bytes as people say them: 5.1 GB, 830.0 MB, 12.0 kB (powers of 1000, as disks are sold)."""
+    value = float(count)
+    for unit in ("bytes", "kB", "MB", "GB"):
+        if value < 1000:
+            return f"{value:,.0f} {unit}" if unit == "bytes" else f"{value:.1f} {unit}"
+        value /= 1000
+    return f"{value:,.1f} TB"
+
+
+def _interrupted(kept: str, output: Path, stdin: bool = False) -> str:
+    """What an interrupt leaves: `kept` (e.g. '15,360 lines') in the work folder for --resume, or nothing."""
+    if stdin:
+        return ("interrupted: nothing was kept, as a job reading standard input cannot resume; "
+                "run the command again")
+    if not kept:
+        return "interrupted before the first checkpoint: nothing was kept; the same command starts again"
+    return (f"interrupted: {kept} kept in {partial_dir(output)}; the same command with --resume continues it")
 
 
 def _type_level(
@@ -196,8 +253,9 @@ def _type_level(
         for bar in bars.values():  # the bar stops first, so the message is the last thing on the screen
             bar.__exit__(None, None, None)
         bars.clear()
-        say_error(f"interrupted: the work up to the last checkpoint is kept in {partial_dir(output)}; "
-                  "the same command with --resume continues it")
+        kept = [_count(job.kept_lines, "corpus line") if job.kept_lines else "",
+                _count(job.kept_words, "word") + " from templates" if job.kept_words else ""]
+        say_error(_interrupted(" and ".join(part for part in kept if part), output))
         raise typer.Exit(130) from None
     finally:
         for bar in bars.values():
@@ -207,9 +265,9 @@ def _type_level(
         notes.append(f"{_count(report.corpus_lines, 'corpus line')}, {report.contexts:,} contexts")
         notes.append(f"{report.fallback:,} from templates (never seen)")
         if report.stopped_early:
-            notes.append(f"every word reached {options.max_contexts} contexts early")
+            notes.append(f"every word reached {options.max_contexts:,} contexts early")
     if report.unknown:
-        notes.append(f"{report.unknown} flagged unknown")
+        notes.append(f"{report.unknown:,} flagged unknown")
     if options.postprocess != "none":
         notes.append(f"post-processed: {options.postprocess}")
     if report.resumed_lines:
@@ -226,6 +284,17 @@ def _leave_now() -> None:
     os._exit(0)
 
 
+def _leave_if_stranded(code: int) -> None:
+    """Exit at once when the job's reader is still blocked on its input (Ctrl-C while a terminal or a pipe sends
+    nothing): the interpreter's shutdown would wait on the stream that thread holds and abort. Everything the job
+    keeps is on disk already."""
+    from bertonnx.jobs.stages import stranded
+
+    if stranded():
+        sys.stderr.flush()
+        os._exit(code)
+
+
 def _quiet_stdout() -> None:
     """After a broken pipe, point stdout at /dev/null so that the interpreter's final flush raises nothing."""
     devnull = os.open(os.devnull, os.O_WRONLY)
@@ -239,12 +308,13 @@ def _quiet_stdout() -> None:
 
 def _summary(report: BulkReport) -> None:
     print_skipped([f"skipped line {number}: {reason}" for number, reason in report.skipped])
-    notes = [f"{len(report.skipped)} skipped"]
+    notes = [f"{len(report.skipped):,} skipped"]
     if report.unknown_rows:
-        notes.append(f"{report.unknown_rows} flagged unknown")
+        notes.append(f"{report.unknown_rows:,} flagged unknown")
     if report.resumed_lines:
-        notes.append(f"{report.resumed_lines} lines kept from the killed run")
-    notes.append(f"{report.lines_per_second:,.0f} lines/s")
+        notes.append(f"{report.resumed_lines:,} lines kept from the killed run")
+    if report.seconds >= RATE_MIN_SECONDS and report.lines_this_run >= RATE_MIN_LINES:
+        notes.append(f"{report.lines_per_second:,.0f} lines/s")
     where = f" -> {report.output}" if report.output else ""
     say(f"{_count(report.rows, 'vector')} from {_count(report.lines, 'line')}{where} ({', '.join(notes)})")
 

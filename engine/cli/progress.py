@@ -2,12 +2,14 @@
 
 Both draw only on a terminal. Redirected to a file or a pipe, rich would print
 the last frame of a live display when it stops (a spinner after its ✓ line),
-so there a spinner prints one plain line per finished step and a bar prints
-nothing: the job's summary line says what was done.
+so there a spinner prints one plain line per finished step and a bar prints a
+plain line every PLAIN_SECONDS (lines done, lines/s, and with the input's size
+known, the share done and an ETA), so that a long job in a log is not silent.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import TracebackType
@@ -59,6 +61,16 @@ def status_spinner(console: Console, title: str) -> Iterator[Callable[[str], Non
     done()
 
 
+PLAIN_SECONDS = 30.0
+"""Off a terminal, a bulk job's progress is a plain line on stderr this often (read when a bar is made)."""
+
+
+def clock(seconds: float) -> str:
+    """A duration as H:MM:SS, as the bar's own columns show it."""
+    whole = max(int(round(seconds)), 0)
+    return f"{whole // 3600}:{whole // 60 % 60:02d}:{whole % 60:02d}"
+
+
 class LinesPerSecond(ProgressColumn):
     """The rate of input lines, from the `lines` field a bulk job reports."""
 
@@ -73,12 +85,20 @@ class LineProgress:
 
     It appears at the first `update`, so an error that comes at once (a bad
     option, a bad first line) is not preceded by an empty bar. With `total` bytes
-    unknown (stdin) it shows lines, lines/s and the time so far.
+    unknown (stdin) it shows lines, lines/s and the time so far. Off a terminal it
+    prints a plain line every `every` seconds instead (default PLAIN_SECONDS);
+    its rates count from the first update, so a resumed job's kept lines and the
+    first slice's warm-up do not skew them.
     """
 
-    def __init__(self, console: Console, description: str, total: int | None) -> None:
+    def __init__(self, console: Console, description: str, total: int | None, every: float | None = None) -> None:
+        self.console = console
         self.description = description
         self.total = total
+        self.every = PLAIN_SECONDS if every is None else every
+        self.plain = not console.is_terminal
+        self.first: tuple[float, int, int] | None = None  # (time, bytes, lines) at the first update
+        self.printed = 0.0
         columns: list[ProgressColumn | str] = [TextColumn("{task.description}", markup=False)]
         if total is not None:
             columns += [BarColumn(), TextColumn("{task.percentage:>5.1f}%")]
@@ -90,10 +110,37 @@ class LineProgress:
 
     def update(self, done: int, lines: int) -> None:
         """(bytes read, lines read) so far."""
+        if self.plain:
+            self._plain(done, lines)
+            return
         if self.task is None:
             self.progress.start()
             self.task = self.progress.add_task(self.description, total=self.total, lines=0)
         self.progress.update(self.task, completed=done, lines=lines)
+
+    def _plain(self, done: int, lines: int) -> None:
+        now = time.monotonic()
+        if self.first is None:
+            self.first = (now, done, lines)
+            self.printed = now
+        if now - self.printed < self.every:
+            return
+        self.printed = now
+        self.console.print(self.line(now, done, lines), markup=False, highlight=False, soft_wrap=True)
+
+    def line(self, now: float, done: int, lines: int) -> str:
+        """The plain progress line: '<description>: 15,360 lines, 42.0% of the input, 1,204 lines/s, ETA 0:01:05'."""
+        assert self.first is not None
+        began, first_done, first_lines = self.first
+        parts = [f"{lines:,} line{'' if lines == 1 else 's'}"]
+        if self.total:
+            parts.append(f"{min(done / self.total, 1.0):.1%} of the input")
+        elapsed = now - began
+        if elapsed > 0 and lines > first_lines:
+            parts.append(f"{(lines - first_lines) / elapsed:,.0f} lines/s")
+            if self.total and done > first_done:
+                parts.append(f"ETA {clock(max(self.total - done, 0) / ((done - first_done) / elapsed))}")
+        return f"{self.description}: {', '.join(parts)}"
 
     def __enter__(self) -> LineProgress:
         return self

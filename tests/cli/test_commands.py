@@ -223,7 +223,7 @@ def test_a_killed_bulk_job_resumes_to_identical_bytes(tiny_bundle: Path, tmp_pat
 
     resumed = run(*args, "-o", out, "--resume")
     assert resumed.exit_code == 0, resumed.output
-    assert f"{done} lines kept from the killed run" in resumed.stderr
+    assert f"{done:,} lines kept from the killed run" in resumed.stderr
     assert out.read_bytes() == reference.read_bytes()
     assert out.with_name("killed.keys.txt").read_bytes() == reference.with_name("reference.keys.txt").read_bytes()
 

@@ -296,6 +296,9 @@ def test_ctrl_c_says_where_the_work_is_and_how_to_continue(tiny_bundle: Path, tm
     errors = [line for line in stderr_text.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "interrupted" in errors[0] and "--resume continues it" in errors[0], stderr_text
     assert "Traceback" not in stderr_text and (partial_dir(out) / "state.json").exists() and not out.exists()
+    kept = int(checkpoint_position(out)["lines"])  # how many lines, with thousands separators (issue 26)
+    assert errors[0] == (f"error: interrupted: {kept:,} lines kept in {partial_dir(out)}; the same command with "
+                         "--resume continues it"), stderr_text
 
 
 def test_the_summary_counts_in_words(tiny_bundle: Path) -> None:
