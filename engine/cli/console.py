@@ -106,7 +106,7 @@ def print_skipped(lines: Sequence[str], shown: int = 20) -> None:
     for line in lines[:shown]:
         err.print(line, markup=False, highlight=False, soft_wrap=True)
     if len(lines) > shown:
-        err.print(f"... and {len(lines) - shown} more skipped lines", markup=False, highlight=False, soft_wrap=True)
+        err.print(f"... and {len(lines) - shown:,} more skipped lines", markup=False, highlight=False, soft_wrap=True)
 
 
 class _Unclosed:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
 import typer
 from typer.testing import CliRunner
 
-from bertonnx.cli.console import friendly_errors
+from bertonnx.cli.console import friendly_errors, print_skipped
 from bertonnx.errors import BundleError, OptionError
 
 
@@ -50,3 +51,9 @@ def test_an_unexpected_exception_says_it_is_a_bug_and_shows_the_traceback_when_d
     )
     debugging = run(ZeroDivisionError("division by zero"), env={"BERTONNX_DEBUG": "1"})
     assert isinstance(debugging.exception, ZeroDivisionError)  # raised through, traceback and all
+
+
+def test_skipped_lines_past_the_first_twenty_are_counted_with_separators(capsys: pytest.CaptureFixture[str]) -> None:
+    print_skipped([f"skipped line {n}: blank" for n in range(1, 1301)])
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 21 and lines[-1] == "... and 1,280 more skipped lines"
