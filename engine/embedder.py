@@ -332,9 +332,11 @@ class Embedder:
         """
         from bertonnx.type_level import vectors as type_level
 
-        return type_level.type_vectors(
-            self.runner, words, method, corpus, templates, max_contexts, postprocess, pooling, unknown
+        options = type_level.TypeLevelOptions(
+            templates=None if templates is None else tuple(templates), max_contexts=max_contexts,
+            postprocess=postprocess, pooling=pooling, unknown=unknown,
         )
+        return type_level.type_vectors(self.runner, words, options, method, corpus)
 
     def sentences(
         self,

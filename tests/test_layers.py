@@ -25,7 +25,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("bertonnx.runner",),
     ("bertonnx.type_level", "bertonnx.long_text"),  # type_level's face and computation; its job sits higher
     ("bertonnx.embedder",),
-    ("bertonnx.study", "bertonnx.study_files"),
+    ("bertonnx.study",),
     ("bertonnx.jobs", "bertonnx.type_level.job", "bertonnx.type_level.distributed"),
     ("bertonnx.export",),
     ("bertonnx.defaults", "bertonnx.serve", "bertonnx.cli", "bertonnx.benchmarks"),

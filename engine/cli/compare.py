@@ -28,8 +28,7 @@ from bertonnx.cli.progress import status_spinner
 from bertonnx.defaults import resolve_bundle
 from bertonnx.embedder import Embedder
 from bertonnx.errors import InputError, OptionError
-from bertonnx.study import DEFAULT_CONTEXTS, METRICS, TYPE_LEVEL, StudyResult, run_study
-from bertonnx.study_files import load_contexts, write_outputs
+from bertonnx.study import DEFAULT_CONTEXTS, METRICS, TYPE_LEVEL, StudyResult, load_contexts, run_study, write_outputs
 
 
 class Metric(str, Enum):

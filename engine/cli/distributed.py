@@ -65,7 +65,7 @@ from bertonnx.jobs.ray.cluster import require_ray
 from bertonnx.options import DEFAULT_BATCH_TOKENS, LoadOptions
 from bertonnx.type_level import DEFAULT_MAX_CONTEXTS
 from bertonnx.type_level.distributed import RayRun
-from bertonnx.type_level.job import TypeLevelOptions
+from bertonnx.type_level.vectors import TypeLevelOptions
 
 
 def embed_distributed(

@@ -41,10 +41,10 @@ from bertonnx.cli.progress import LineProgress
 from bertonnx.errors import OptionError, OutputError
 from bertonnx.io.checkpoints import partial_dir
 from bertonnx.io.formats import suffix_of
-from bertonnx.jobs.bulk import DEFAULT_CHUNK_LINES, BulkReport, FileJob, embed_to_stream
-from bertonnx.options import DEFAULT_BATCH_TOKENS, LoadOptions
+from bertonnx.jobs.bulk import BulkReport, FileJob, embed_to_stream
+from bertonnx.options import DEFAULT_BATCH_TOKENS, DEFAULT_CHUNK_LINES, LoadOptions
 from bertonnx.type_level import DEFAULT_MAX_CONTEXTS
-from bertonnx.type_level.job import TypeLevelOptions
+from bertonnx.type_level.vectors import TypeLevelOptions
 
 
 def embed(

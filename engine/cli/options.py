@@ -13,10 +13,11 @@ from typing import Annotated
 import typer
 
 from bertonnx.errors import OptionError
-from bertonnx.jobs.bulk import DEFAULT_CHUNK_LINES, BulkOptions
+from bertonnx.jobs.bulk import BulkOptions
 from bertonnx.options import (
     BACKENDS,
     DEFAULT_BATCH_TOKENS,
+    DEFAULT_CHUNK_LINES,
     LONG_TEXT_POLICIES,
     ON_ERROR_POLICIES,
     OUTPUT_FORMATS,
@@ -28,8 +29,8 @@ from bertonnx.options import (
     LoadOptions,
     choice_enum,
 )
-from bertonnx.type_level.job import TypeLevelOptions, read_templates
-from bertonnx.type_level.vectors import DEFAULT_MAX_CONTEXTS
+from bertonnx.type_level.job import read_templates
+from bertonnx.type_level.vectors import DEFAULT_MAX_CONTEXTS, TypeLevelOptions
 
 ProviderChoice = choice_enum("ProviderChoice", PROVIDERS)
 BackendChoice = choice_enum("BackendChoice", BACKENDS)

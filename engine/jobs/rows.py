@@ -27,6 +27,7 @@ from bertonnx.io.formats import RowBlock
 from bertonnx.jobs.lines import LONG_TEXT_PIECES, Line
 from bertonnx.long_text import sentence_in_groups, word_rows_in_groups
 from bertonnx.options import (
+    DEFAULT_CHUNK_LINES,
     LONG_TEXT_POLICIES,
     ON_ERROR_POLICIES,
     UNKNOWN_POLICIES,
@@ -43,7 +44,6 @@ from bertonnx.options import (
 from bertonnx.pooling import pooled_width
 from bertonnx.tokenize import TextPieces, preview
 
-DEFAULT_CHUNK_LINES = 20_000
 SKIP_HINT = "use {on_error} to skip such lines"
 """The hint of a bad line under on_error="fail": a message template naming its fix, on_error="skip"."""
 RECORDED_FIXES = {"mode": "--static"}

@@ -37,7 +37,6 @@ from bertonnx.options import LoadOptions
 from bertonnx.pooling import pooled_width
 from bertonnx.tokenize import Tokenizer
 from bertonnx.type_level.job import (
-    TypeLevelOptions,
     TypeLevelReport,
     read_vocabulary,
     vocabulary_of,
@@ -46,6 +45,7 @@ from bertonnx.type_level.job import (
 from bertonnx.type_level.vectors import (
     Matcher,
     Templates,
+    TypeLevelOptions,
     TypeSums,
     Vocabulary,
     check_postprocess_rows,

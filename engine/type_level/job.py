@@ -48,13 +48,11 @@ from bertonnx.io.formats import output_files, suffix_of, write_vectors
 from bertonnx.io.paths import check_file
 from bertonnx.jobs.fingerprints import input_fingerprint, runtime_fingerprint
 from bertonnx.jobs.lines import read_lines, slices
-from bertonnx.jobs.rows import DEFAULT_CHUNK_LINES
-from bertonnx.options import UNKNOWN_POLICIES, WORD_POOLING_MODES, check_choice, check_positive
 from bertonnx.tokenize import Tokenizer, preview
 from bertonnx.type_level.vectors import (
-    DEFAULT_MAX_CONTEXTS,
     TEMPLATE_WORDS,
     Templates,
+    TypeLevelOptions,
     TypeSums,
     TypeVectors,
     Vocabulary,
@@ -70,27 +68,6 @@ Progress = Callable[[str, int, int, int], None]
 """Called with (pass, done, total, lines): ("corpus", bytes read, corpus bytes, lines read), then
 ("templates", words done, words, words done)."""
 STATE_VERSION = 1
-
-
-@dataclass(frozen=True)
-class TypeLevelOptions:
-    """Everything that shapes a type-level job's output, and how often it checkpoints."""
-
-    templates: tuple[str, ...] | None = None  # None: type_level.DEFAULT_TEMPLATES
-    max_contexts: int = DEFAULT_MAX_CONTEXTS
-    postprocess: str | None = None  # none | center | abtt:D
-    pooling: str = "mean"
-    unknown: str = "error"
-    chunk_lines: int = DEFAULT_CHUNK_LINES  # corpus lines (or template texts) between checkpoints
-
-    def __post_init__(self) -> None:
-        check_choice(self.pooling, WORD_POOLING_MODES)
-        check_choice(self.unknown, UNKNOWN_POLICIES, "unknown policy")
-        check_positive("max_contexts", self.max_contexts)
-        check_positive("chunk_lines", self.chunk_lines)
-
-    def numbers(self) -> dict[str, object]:
-        return {name: value for name, value in asdict(self).items() if name != "chunk_lines"}
 
 
 @dataclass

@@ -26,14 +26,20 @@ principal directions as well ("all-but-the-top", Mu and Viswanath, ICLR 2018).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 from numpy.typing import NDArray
 
 from bertonnx.errors import EmptyWordError, InputError, OptionError, UnknownWordError
-from bertonnx.options import UNKNOWN_POLICIES, WORD_POOLING_MODES, check_choice, check_positive
+from bertonnx.options import (
+    DEFAULT_CHUNK_LINES,
+    UNKNOWN_POLICIES,
+    WORD_POOLING_MODES,
+    check_choice,
+    check_positive,
+)
 from bertonnx.pooling import pool_pieces, pooled_width
 from bertonnx.tokenize import TextPieces, Tokenizer, preview
 
@@ -53,6 +59,28 @@ DEFAULT_TEMPLATES: tuple[str, ...] = (
 DEFAULT_MAX_CONTEXTS = 100
 TEMPLATE_WORDS = 256
 """Vocabulary words per model call of the templates pass (each with every template): its memory unit."""
+
+
+@dataclass(frozen=True)
+class TypeLevelOptions:
+    """Everything that shapes type-level vectors, and how often a job of them checkpoints (the one carrier the
+    library, the CLI and Ray pass)."""
+
+    templates: tuple[str, ...] | None = None  # None: type_level.DEFAULT_TEMPLATES
+    max_contexts: int = DEFAULT_MAX_CONTEXTS
+    postprocess: str | None = None  # none | center | abtt:D
+    pooling: str = "mean"
+    unknown: str = "error"
+    chunk_lines: int = DEFAULT_CHUNK_LINES  # corpus lines (or template texts) between checkpoints
+
+    def __post_init__(self) -> None:
+        check_choice(self.pooling, WORD_POOLING_MODES)
+        check_choice(self.unknown, UNKNOWN_POLICIES, "unknown policy")
+        check_positive("max_contexts", self.max_contexts)
+        check_positive("chunk_lines", self.chunk_lines)
+
+    def numbers(self) -> dict[str, object]:
+        return {name: value for name, value in asdict(self).items() if name != "chunk_lines"}
 
 
 @dataclass(frozen=True)
@@ -370,22 +398,18 @@ def _word_span(text: TextPieces, word: int) -> tuple[int, int]:
 def type_vectors(
     runner: Runner,
     words: Sequence[str],
+    options: TypeLevelOptions,
     method: str = "templates",
     corpus: Iterable[str] | None = None,
-    templates: Sequence[str] | None = None,
-    max_contexts: int = DEFAULT_MAX_CONTEXTS,
-    postprocess_spec: str | None = None,
-    pooling: str = "mean",
-    unknown: str = "error",
 ) -> TypeVectors:
     """The in-memory form of a type-level job (Embedder.type_vectors documents the arguments)."""
     check_choice(method, METHODS, "method")
-    check_choice(unknown, UNKNOWN_POLICIES, "unknown policy")
+    unknown = options.unknown
     vocabulary = Vocabulary.of(runner.tokenizer, words)
     check_unknown(vocabulary, unknown)
-    frames = Templates.of(runner.tokenizer, templates)
-    sums = TypeSums(runner, vocabulary, pooling, max_contexts)
-    spec = parse_postprocess(postprocess_spec, sums.sums.shape[1])
+    frames = Templates.of(runner.tokenizer, options.templates)
+    sums = TypeSums(runner, vocabulary, options.pooling, options.max_contexts)
+    spec = parse_postprocess(options.postprocess, sums.sums.shape[1])
     check_postprocess_rows(spec, kept_slots(vocabulary, unknown))
     if method == "corpus":
         if corpus is None or isinstance(corpus, str):

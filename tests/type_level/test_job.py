@@ -19,7 +19,8 @@ from bertonnx import Embedder
 from bertonnx.io.checkpoints import partial_dir
 from bertonnx.io.formats import read_table
 from bertonnx.type_level import DEFAULT_TEMPLATES
-from bertonnx.type_level.job import TypeLevelJob, TypeLevelOptions, counts_path
+from bertonnx.type_level.job import TypeLevelJob, counts_path
+from bertonnx.type_level.vectors import TypeLevelOptions
 
 CLI = [sys.executable, "-c", "from bertonnx.cli.app import main; main()"]
 VOCAB = ["king", "queen", "apple", "u.s.", "zebra", "music"]

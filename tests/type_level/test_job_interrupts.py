@@ -14,7 +14,8 @@ from bertonnx.io.checkpoints import partial_dir
 from bertonnx.jobs import lines as lines_module
 from bertonnx.type_level import job as job_module
 from bertonnx.type_level import vectors as vectors_module
-from bertonnx.type_level.job import TypeLevelJob, TypeLevelOptions
+from bertonnx.type_level.job import TypeLevelJob
+from bertonnx.type_level.vectors import TypeLevelOptions
 
 VOCAB = ["king", "queen", "apple", "zebra", "music"]
 NEVER = 10**9  # lines between checkpoints out of reach: only time makes one

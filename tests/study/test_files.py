@@ -8,7 +8,8 @@ import pytest
 from helpers.cli import one_line_error, run
 
 from bertonnx.errors import InputError
-from bertonnx.study_files import grid_shape, load_contexts
+from bertonnx.study.files import load_contexts
+from bertonnx.study.plots import grid_shape
 
 
 @pytest.mark.parametrize(

@@ -22,7 +22,8 @@ from bertonnx.cli.app import app
 from bertonnx.defaults import DEFAULT_BUNDLE_NAME
 from bertonnx.options import PROVIDERS, WORD_POOLING_MODES
 from bertonnx.study import DEFAULT_CONTEXTS, METRICS, StudyResult, check_contexts, match_word, run_study
-from bertonnx.study_files import color_range, load_contexts, write_outputs
+from bertonnx.study.files import load_contexts, write_outputs
+from bertonnx.study.plots import color_range
 
 # Words of several pieces in the tiny vocabulary (play ##ing, un ##able), capitals
 # and punctuation next to them, and a word that occurs twice (the first counts).
