@@ -42,16 +42,15 @@ from bertonnx.type_level.job import (
     vocabulary_of,
     write_type_vectors,
 )
+from bertonnx.type_level.postprocess import check_postprocess_rows, parse_postprocess
 from bertonnx.type_level.vectors import (
     Matcher,
     Templates,
     TypeLevelOptions,
     TypeSums,
     Vocabulary,
-    check_postprocess_rows,
     finish,
     kept_slots,
-    parse_postprocess,
     pool_ranges,
     template_slots,
 )

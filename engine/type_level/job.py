@@ -49,6 +49,7 @@ from bertonnx.io.paths import check_file
 from bertonnx.jobs.fingerprints import input_fingerprint, runtime_fingerprint
 from bertonnx.jobs.lines import read_lines, slices
 from bertonnx.tokenize import Tokenizer, preview
+from bertonnx.type_level.postprocess import check_postprocess_rows, parse_postprocess
 from bertonnx.type_level.vectors import (
     TEMPLATE_WORDS,
     Templates,
@@ -56,11 +57,9 @@ from bertonnx.type_level.vectors import (
     TypeSums,
     TypeVectors,
     Vocabulary,
-    check_postprocess_rows,
     check_unknown,
     finish,
     kept_slots,
-    parse_postprocess,
     template_slots,
 )
 
