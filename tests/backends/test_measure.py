@@ -128,6 +128,7 @@ def test_a_backend_named_with_auto_precision_is_not_timed(tiny_bundle: Path, fre
     assert info.timings is None and info.chosen_because == "asked for"
 
 
+@pytest.mark.slow  # quantises the model with NNCF, then times four candidates
 @pytest.mark.skipif(not {"openvino", "nncf"} <= this_machine().installed, reason="int8 needs openvino and nncf")
 @pytest.mark.parametrize("min_fidelity,int8_timed", [(0.0, True), (1.0, False)])
 def test_fastest_admits_int8_under_its_own_gate(

@@ -45,6 +45,7 @@ def _int8_weights(graph: Path) -> list[np.ndarray]:
             if op.get_type_name() == "Constant" and op.get_element_type().get_type_name() == "i8"]
 
 
+@pytest.mark.slow  # a real NNCF quantisation per recipe
 @pytest.mark.parametrize("flags,widest", [(AVX2, 64), (ZEN4, 127)])
 def test_the_quantised_weights_are_as_wide_as_the_recipe_says(
     tiny_bundle: Path, tmp_path: Path, flags: frozenset[str], widest: int

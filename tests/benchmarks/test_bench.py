@@ -375,6 +375,7 @@ def cli() -> typer.Typer:
     return app
 
 
+@pytest.mark.slow  # a whole benchmark run
 def test_cli_bench_writes_the_report(cli: typer.Typer, tiny_bundle: Path, tmp_path: Path) -> None:
     args = [
         "bench",
