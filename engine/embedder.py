@@ -42,7 +42,7 @@ from bertonnx.results import (
 )
 from bertonnx.runner import Runner, as_list
 from bertonnx.tokenize import TextInput, Tokenizer, cut, preview
-from bertonnx.type_level.vectors import DEFAULT_MAX_CONTEXTS, TypeVectors
+from bertonnx.type_level.vectors import DEFAULT_MAX_CONTEXTS, TypeLevelOptions, TypeVectors, type_vectors
 
 __all__ = ["Embedder", "Prepared", "RunStats", "RuntimeInfo", "StaticVectors", "WordRows", "WordVectors"]
 
@@ -330,13 +330,11 @@ class Embedder:
         Returns:
             TypeVectors: words, (N, H) float32 vectors, per-word context counts, fallback and unknown flags.
         """
-        from bertonnx.type_level import vectors as type_level
-
-        options = type_level.TypeLevelOptions(
+        options = TypeLevelOptions(
             templates=None if templates is None else tuple(templates), max_contexts=max_contexts,
             postprocess=postprocess, pooling=pooling, unknown=unknown,
         )
-        return type_level.type_vectors(self.runner, words, options, method, corpus)
+        return type_vectors(self.runner, words, options, method, corpus)
 
     def sentences(
         self,

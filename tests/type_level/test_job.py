@@ -33,11 +33,6 @@ def corpus_text(lines: int, seed: int = 0) -> str:
     return "".join(" ".join(rng.choice(words, size=int(rng.integers(3, 14)))) + "\n" for _ in range(lines))
 
 
-@pytest.fixture(scope="module")
-def embedder(tiny_bundle: Path) -> Embedder:
-    return Embedder.load(tiny_bundle, backend="onnxruntime", threads=1)
-
-
 @pytest.fixture()
 def vocab(tmp_path: Path) -> Path:
     path = tmp_path / "vocab.txt"

@@ -25,11 +25,6 @@ class Stop(Exception):
     pass
 
 
-@pytest.fixture(scope="module")
-def embedder(tiny_bundle: Path) -> Embedder:
-    return Embedder.load(tiny_bundle, backend="onnxruntime", threads=1)
-
-
 @pytest.fixture()
 def vocab(tmp_path: Path) -> Path:
     path = tmp_path / "vocab.txt"

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -21,11 +19,6 @@ CORPUS = [
     "the queen and the king rule the kingdom",
     "the king is strong",
 ] * 3
-
-
-@pytest.fixture(scope="module")
-def embedder(tiny_bundle: Path) -> Embedder:
-    return Embedder.load(tiny_bundle, backend="onnxruntime", threads=1)
 
 
 def reference_templates(embedder: Embedder, word: str, templates: tuple[str, ...], pooling: str) -> np.ndarray:
