@@ -54,6 +54,7 @@ from bertonnx.io.checkpoints import (
     read_state,
     write_state,
 )
+from bertonnx.io.encode_pool import BlockEncoder
 from bertonnx.io.encoders import KeyBy
 from bertonnx.io.formats import (
     ID_SUFFIXES,
@@ -121,7 +122,8 @@ class JobSpec:
 class VectorSink:
     """Takes the rows of one output file; create it with `open` (protocol: module doc)."""
 
-    def __init__(self, out: Path, spec: JobSpec, checkpoint: dict[str, Any] | None) -> None:
+    def __init__(self, out: Path, spec: JobSpec, checkpoint: dict[str, Any] | None,
+                 encode_workers: int | None = None) -> None:
         self._out = out
         self._spec = spec
         self._suffix = suffix_of(out)
@@ -129,6 +131,8 @@ class VectorSink:
         keep = self._suffix in ID_SUFFIXES
         self._with_ids, self._with_unknown = spec.ids and keep, spec.unknown and keep
         self._parts = parts(self._suffix, spec.dim, self._with_ids, self._with_unknown, spec.key_by)
+        self._encoder = BlockEncoder((self._suffix, spec.dim, self._with_ids, self._with_unknown, spec.key_by),
+                                     [part.encode for part in self._parts], encode_workers)
         self._checkpoint = checkpoint
         self._rows = int(checkpoint["rows"]) if checkpoint else 0
         self._streams: dict[str, IO[bytes]] | None = None
@@ -137,8 +141,12 @@ class VectorSink:
         self._finished = False
 
     @classmethod
-    def open(cls, out: Path | str, spec: JobSpec, resume: bool = False, force: bool = False) -> VectorSink:
+    def open(cls, out: Path | str, spec: JobSpec, resume: bool = False, force: bool = False,
+             encode_workers: int | None = None) -> VectorSink:
         """Start a job writing `out`, or with `resume` continue the same job from its last checkpoint.
+
+        Args:
+            encode_workers: processes that encode text formats (bertonnx.io.encode_pool.BlockEncoder); None picks.
 
         Raises:
             OutputError: unsupported suffix, `out` is a directory, `out` exists (without
@@ -152,10 +160,10 @@ class VectorSink:
         _remove_temps(out.parent, output_files(out))
         if claim(out, output_files(out), resume, force):
             checkpoint = _check_same_job(partial_dir(out), spec)
-            sink = cls(out, spec, checkpoint)
+            sink = cls(out, spec, checkpoint, encode_workers)
             sink._cut_back()
             return sink
-        sink = cls(out, spec, None)
+        sink = cls(out, spec, None, encode_workers)
         sink._start_fresh()
         return sink
 
@@ -193,9 +201,8 @@ class VectorSink:
         check_rows(block, self._spec.dim, self._suffix)
         streams = self._open_streams()
         try:
-            for small in block.blocks():
-                for part in self._parts:
-                    data = part.encode(small)
+            for encoded in self._encoder.encode(block):
+                for part, data in zip(self._parts, encoded):
                     streams[part.name].write(data)
                     self._digests[part.name].update(data)
         except OSError as error:
@@ -257,6 +264,7 @@ class VectorSink:
         return self._streams
 
     def _close_streams(self) -> None:
+        self._encoder.close()
         if self._streams is not None:
             for stream in self._streams.values():
                 stream.close()
