@@ -36,6 +36,7 @@ from bertonnx.results import (
     Prepared,
     RunStats,
     RuntimeInfo,
+    Serving,
     StaticVectors,
     WordRows,
     WordVectors,
@@ -156,7 +157,21 @@ class Embedder:
             fidelity=opened.fidelity if opened else None,
             timings=opened.timings if opened else None,
             details={key: value for key, value in info.details.items() if value is not None},
+            serves=self._serves(),
         )
+
+    def _serves(self) -> dict[str, Serving]:
+        """Per use, what serves it: the backend opened for words, and for sentences the one `fastest` chose for them
+        (the same backend where it did not split), each with the figures of the gate it was held to."""
+        opened = self.opened
+        words = Serving(self.backend.info.backend, self.backend.info.precision,
+                        self.backend.info.details.get("int8_recipe"), opened.fidelity if opened else None)
+        sentences = opened.sentences if opened is not None else None
+        if sentences is None:
+            return {"words": words, "sentences": words}
+        info = sentences.backend.info
+        return {"words": words,
+                "sentences": Serving(info.backend, info.precision, info.details.get("int8_recipe"), sentences.fidelity)}
 
     def runtime(self) -> dict[str, object]:
         """`runtime_info()` as plain JSON, as /info and study.json show it."""

@@ -57,6 +57,30 @@ class RunStats:
             self.padded_tokens += stats.padded_tokens
 
 
+USES = ("words", "sentences")
+"""What a load serves, each held to its own gate: word and token vectors (contextual, long_text, type-level),
+and sentence vectors (`sentences`, `embed --sentences`, /v1/embeddings)."""
+
+
+@dataclass(frozen=True)
+class Serving:
+    """What serves one use: the backend, precision and int8 recipe, and the figures held to that use's gate."""
+
+    backend: str
+    precision: str
+    recipe: str | None  # the int8 recipe's name, where OpenVINO int8 serves
+    fidelity: GateResult | None  # against fp32, under this use's gate; None at fp32
+
+    def to_dict(self) -> dict[str, object]:
+        return {"backend": self.backend, "precision": self.precision, "int8_recipe": self.recipe,
+                "fidelity": self.fidelity.to_dict() if self.fidelity else None}
+
+    def summary(self) -> str:
+        """One line for `bertonnx info`."""
+        head = f"{self.backend} {self.precision}" + (f" (recipe {self.recipe})" if self.recipe else "")
+        return head + (f"; {self.fidelity.summary()}" if self.fidelity else "; fp32, nothing to gate")
+
+
 @dataclass(frozen=True)
 class RuntimeInfo:
     """What runs a loaded bundle, read off the backend after it opened (never from the request)."""
@@ -70,6 +94,7 @@ class RuntimeInfo:
     fidelity: GateResult | None  # a reduced precision's figures against fp32 and its gate
     timings: Timings | None  # the candidates auto / fastest timed on this machine, where it measured
     details: dict[str, Any]  # versions, caches, providers
+    serves: dict[str, Serving] = field(default_factory=dict)  # per use (USES): what serves it, under which gate
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -81,6 +106,7 @@ class RuntimeInfo:
             "chosen_because": self.chosen_because,
             "fidelity": self.fidelity.to_dict() if self.fidelity else None,
             "timings": self.timings.to_dict() if self.timings else None,
+            "serves": {use: serving.to_dict() for use, serving in self.serves.items()},
             **self.details,
         }
 

@@ -55,6 +55,9 @@ class Runner:
         self.table = table  # (V, E) memory-mapped
         self.batch_tokens = check_positive("batch_tokens", batch_tokens)
         self.opened = opened  # how the backend was chosen, and its fidelity gate
+        # Sentence vectors alone may run on another backend: where `fastest` split by use (backends/open.py).
+        sentences = opened.sentences if opened is not None else None
+        self.sentence_backend = sentences.backend if sentences is not None else backend
         self.stats = RunStats()
 
     @classmethod
@@ -149,6 +152,8 @@ class Runner:
     ) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
         """Sequences of content pieces (each at most `tokenizer.window`) through the model in token-budget batches.
 
+        Sentence vectors alone (keep_pieces=False) run on `sentence_backend`; anything that keeps pieces, on `backend`.
+
         Returns:
             (sum of lengths, H) the content pieces' final states, sequence after sequence (empty with
             keep_pieces=False), and (S, H) each sequence's sentence vector (only when `sentence_pooling` is given).
@@ -156,7 +161,8 @@ class Runner:
         seq_len = np.array([s.size for s in sequences], dtype=np.int64)  # (S,)
         seq_offset = np.cumsum(seq_len) - seq_len
         n_special = self.tokenizer.n_special
-        info = self.backend.info
+        backend = self.sentence_backend if sentence_pooling is not None and not keep_pieces else self.backend
+        info = backend.info
         # Every batch, a lone text's too, is padded to the backend's multiple: OpenVINO's kernels round differently
         # at other widths, and a text must get the same bits alone as merged with others (the server merges).
         multiple = info.pad_multiple
@@ -168,7 +174,7 @@ class Runner:
         seq_sentence = np.empty((len(sequences), self.dim), dtype=np.float32)  # (S, H)
         for group in _groups(batches, GROUP_BATCHES):
             packed = [self.tokenizer.pack([sequences[i] for i in batch], multiple) for batch in group]
-            outputs = self.backend.run_many(CONTEXTUAL_OUTPUT, [encoded.feeds(info.inputs) for encoded in packed])
+            outputs = backend.run_many(CONTEXTUAL_OUTPUT, [encoded.feeds(info.inputs) for encoded in packed])
             for batch, encoded, hidden in zip(group, packed, outputs):  # hidden: (B, T, H)
                 if keep_pieces:
                     lengths = seq_len[batch]

@@ -51,6 +51,7 @@ class Choice:
     backend: str  # onnxruntime | openvino
     precision: str  # fp32 | bf16 | fp16 | int8
     reason: str  # why, in a few words, for `info` and the bench table
+    recipe: str = "words"  # OpenVINO int8's recipe kind (quantize.RECIPE_KINDS): the use it is made for
 
 
 def choose(backend: str, precision: str, bundle_precision: str, machine: Machine, provider: str = "auto") -> Choice:

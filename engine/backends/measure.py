@@ -19,18 +19,22 @@ Two policies:
               measured on this machine, clears that same gate: quantising just
               to find out would cost a first-time user a minute.
     fastest   also admits int8, under int8's own gate, where the CPU has int8
-              dot products (VNNI or AMX-INT8) and NNCF is installed.
+              dot products (VNNI or AMX-INT8) and NNCF is installed; and then splits
+              by use: int8's sentence recipe (every MatMul int8) is timed beside the
+              rest, and sentence vectors go to the fastest candidate that passes the
+              sentence gate, word and token vectors to the fastest that passes its
+              own gate (the sentence recipe is never held to a word gate).
 """
 
 from __future__ import annotations
 
 import gc
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -55,10 +59,15 @@ class Trial:
     short_ms: float | None  # median of the short part (every probe alone); None when refused
     bulk_ms: float | None  # median of the bulk part
     refused: str | None = None  # why it could not run here, or its fidelity under the gate
+    recipe: str = "words"  # OpenVINO int8's recipe kind (quantize.RECIPE_KINDS); "words" elsewhere
 
     @property
     def name(self) -> str:
-        return f"{self.backend} {self.precision}"
+        return f"{self.backend} {self.precision}" + ("" if self.recipe == "words" else f" ({self.recipe} recipe)")
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return self.backend, self.precision, self.recipe
 
     @property
     def score(self) -> float | None:
@@ -75,8 +84,10 @@ class Timings:
     policy: str  # auto | fastest
     threads: int
     trials: tuple[Trial, ...]
-    winner: tuple[str, str]  # (backend, precision)
+    winner: tuple[str, str]  # (backend, precision) serving word and token vectors (its int8 recipe: "words")
     measured_at: str  # ISO time of the measurement
+    sentence_winner: tuple[str, str, str] | None = None  # (backend, precision, recipe) serving sentence vectors,
+    # where `fastest` split by use; None: the winner serves them too
 
     @property
     def reason(self) -> str:
@@ -90,13 +101,17 @@ class Timings:
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON: lists, not tuples, so a dict read back from the cache compares equal."""
         data = asdict(self)
-        return data | {"trials": [asdict(trial) for trial in self.trials], "winner": list(self.winner)}
+        sentences = None if self.sentence_winner is None else list(self.sentence_winner)
+        return data | {"trials": [asdict(trial) for trial in self.trials], "winner": list(self.winner),
+                       "sentence_winner": sentences}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Timings:
         trials = tuple(Trial(**trial) for trial in data["trials"])
         backend, precision = data["winner"]
-        return cls(data["policy"], int(data["threads"]), trials, (backend, precision), data["measured_at"])
+        found = data.get("sentence_winner")
+        sentences = None if found is None else (str(found[0]), str(found[1]), str(found[2]))
+        return cls(data["policy"], int(data["threads"]), trials, (backend, precision), data["measured_at"], sentences)
 
 
 NEAR_TIE = 1.03
@@ -106,10 +121,15 @@ NEAR_TIE = 1.03
 
 def winner(trials: Sequence[Trial]) -> tuple[str, str]:
     """The first timed candidate (in the order given) within NEAR_TIE of the lowest score."""
+    chosen = fastest_trial(trials)
+    return chosen.backend, chosen.precision
+
+
+def fastest_trial(trials: Sequence[Trial]) -> Trial:
+    """`winner`'s trial, its recipe included: for a use whose candidates include more than one int8 recipe."""
     timed = [t for t in trials if t.score is not None]
     best = min(t.score or 0.0 for t in timed)
-    chosen = next(t for t in timed if (t.score or 0.0) <= best * NEAR_TIE)
-    return chosen.backend, chosen.precision
+    return next(t for t in timed if (t.score or 0.0) <= best * NEAR_TIE)
 
 
 def candidates(policy: str, bundle_precision: str, machine: Machine, int8_faithful: bool) -> list[tuple[str, str]]:
@@ -129,6 +149,17 @@ def candidates(policy: str, bundle_precision: str, machine: Machine, int8_faithf
         if int8_cpu and (policy == "fastest" or int8_faithful):
             found.append(("openvino", "int8"))
     return found
+
+
+SENTENCE_RECIPE = ("openvino", "int8", "sentences")
+"""int8's sentence recipe as a candidate: (backend, precision, recipe kind)."""
+
+
+def by_use(policy: str, pairs: Sequence[tuple[str, str]]) -> list[tuple[str, str, str]]:
+    """The candidates with their int8 recipe kind: under `fastest` with OpenVINO int8 among them, int8's sentence
+    recipe too, timed beside the rest and held to the sentence gate alone (it serves sentence vectors only)."""
+    found = [(backend, precision, "words") for backend, precision in pairs]
+    return found + [SENTENCE_RECIPE] if policy == "fastest" and ("openvino", "int8") in pairs else found
 
 
 @dataclass(frozen=True)
@@ -179,15 +210,18 @@ def timing_workload(tokenizer: Tokenizer) -> Workload:
     return Workload(short=short, bulk=[[rows(0, last), rows(last, last + 1)] * 2])
 
 
+Key = TypeVar("Key", bound=Hashable)
+
+
 def time_candidates(
-    backends: Mapping[tuple[str, str], Backend], workload: Workload, rounds: int = ROUNDS,
+    backends: Mapping[Key, Backend], workload: Workload, rounds: int = ROUNDS,
     clock: Callable[[], int] = time.perf_counter_ns,
-) -> dict[tuple[str, str], tuple[float, float]]:
+) -> dict[Key, tuple[float, float]]:
     """(short, bulk) median milliseconds per candidate, rounds interleaved in rotation (A B, B A, ...)."""
     keys = list(backends)
     for key in keys:  # warm-up: compiled shapes, caches, thread pools
         _calls(backends[key], workload.short + workload.bulk)
-    spent: dict[tuple[str, str], list[tuple[float, float]]] = {key: [] for key in keys}
+    spent: dict[Key, list[tuple[float, float]]] = {key: [] for key in keys}
     enabled = gc.isenabled()
     gc.disable()
     try:

@@ -1,5 +1,9 @@
 """Open the backend a request asks for: choose (choose.py), time the candidates where auto or fastest may pick
-among several (measure.py), open, and hold a reduced precision to its fidelity gate (gate.py)."""
+among several (measure.py), open, and hold a reduced precision to its fidelity gate (gate.py).
+
+Under `fastest` on a CPU where OpenVINO int8 is a candidate, a load may open two backends, one per use: word and
+token vectors on the fastest candidate that passes its own gate, sentence vectors on the fastest that passes the
+sentence gate (int8's sentence recipe, say). The second is opened only where it differs from the first."""
 
 from __future__ import annotations
 
@@ -33,6 +37,8 @@ class Opened:
     choice: Choice
     fidelity: GateResult | None
     timings: Timings | None = None  # the candidates `auto` or `fastest` timed, where it measured
+    sentences: Opened | None = None  # where `fastest` split by use: what serves sentence vectors (this same backend,
+    # or another), its fidelity held to the sentence gate; None: this backend serves them, under its own gate
 
 
 def open_backend(
@@ -75,45 +81,97 @@ def _measured(bundle: Bundle, tokenizer: Tokenizer, options: LoadOptions, machin
     from bertonnx.backends.base import check_threads
 
     threads = check_threads(options.threads)
-    # Gates differ between the policies for int8 only: without it, auto and fastest share one verdict.
-    verdict = "fastest" if policy == "fastest" and ("openvino", "int8") in pairs else "auto"
+    # Gates differ between the policies for int8 only: without it, auto and fastest share one verdict. With it,
+    # fastest splits by use: int8's sentence recipe is timed too, held to the sentence gate alone.
+    keys = measure.by_use(policy, pairs)
+    split = measure.SENTENCE_RECIPE in keys
+    verdict = "fastest" if split else "auto"
     gates = {f"{b} {p}": precision_gate(policy_gate(policy, p), options.min_fidelity).describe()
              for b, p in pairs if p != "fp32"}
+    if split:
+        gates["sentences"] = precision_gate("sentences", options.min_fidelity).describe()
     key = measure.cache_key(bundle.graph_sha256, verdict, threads, _versions(machine), machine, pairs, gates)
+    if ("openvino", "int8") in pairs:  # a new recipe (a new name) is measured again
+        key["int8_recipes"] = _recipe_names(machine, [kind for b, p, kind in keys if (b, p) == ("openvino", "int8")])
     # A verdict under another gate lives in a file of its own: a stricter run never replaces the default's.
     gate_tag = "" if options.min_fidelity is None else f"-min{options.min_fidelity:g}"
     path = cache_root() / "timings" / f"{graph_key(bundle)}-{verdict}-{threads}t{gate_tag}.json"
     cached = measure.read_timings(path, key)
     if cached is not None:
-        cached = replace(cached, policy=policy, trials=cached.trials[: len(pairs)] + untried)
+        cached = replace(cached, policy=policy, trials=cached.trials + untried)
         choice = Choice(*cached.winner, reason=cached.reason)
         try:
             opened = _open(bundle, tokenizer, choice, options, machine, policy_gate(policy, choice.precision))
-            return replace(opened, timings=cached)
+            if cached.sentence_winner is None:
+                return replace(opened, timings=cached)
+            return replace(opened, timings=cached,
+                           sentences=_sentence_server(bundle, tokenizer, options, machine, opened,
+                                                      cached.sentence_winner))
         except BackendError:
             pass  # the verdict no longer holds (a cached fidelity figure changed, say): measure again
-    opened_all: dict[tuple[str, str], Opened] = {}
-    refused: dict[tuple[str, str], str] = {}
-    for pair in pairs:
+    opened_all: dict[tuple[str, str, str], Opened] = {}
+    refused: dict[tuple[str, str, str], str] = {}
+    for b, p, kind in keys:
+        gate = "sentences" if kind == "sentences" else policy_gate(policy, p)
         try:
-            opened_all[pair] = _open(bundle, tokenizer, Choice(*pair, reason=""), options, machine,
-                                     policy_gate(policy, pair[1]))
+            opened_all[b, p, kind] = _open(bundle, tokenizer, Choice(b, p, "", kind), options, machine, gate)
         except BackendError as error:  # under its gate, or cannot run here after all
-            refused[pair] = str(error)
-    if not opened_all:
+            refused[b, p, kind] = str(error)
+    if not any(kind == "words" for _, _, kind in opened_all):
         raise BackendError("no backend can run this bundle here: " + "; ".join(refused.values()))
-    figures = measure.time_candidates({pair: o.backend for pair, o in opened_all.items()},
-                                      measure.timing_workload(tokenizer))
-    trials = tuple(measure.Trial(b, p, *figures.get((b, p), (None, None)), refused.get((b, p))) for b, p in pairs)
-    winner = measure.winner(trials)
-    measure.write_timings(path, key, Timings(verdict, threads, trials, winner, measure.now()))
-    timings = Timings(policy, threads, trials + untried, winner, measure.now())
-    return replace(opened_all[winner], choice=Choice(*winner, reason=timings.reason), timings=timings)
+    figures = measure.time_candidates({k: o.backend for k, o in opened_all.items()}, measure.timing_workload(tokenizer))
+    trials = tuple(measure.Trial(*k[:2], *figures.get(k, (None, None)), refused.get(k), k[2]) for k in keys)
+    winner = measure.winner([t for t in trials if t.recipe == "words"])
+    sentence_winner = None
+    if split:
+        serving = [t for t in trials if t.key in opened_all
+                   and _serves_sentences(opened_all[t.key], options.min_fidelity)]
+        sentence_winner = measure.fastest_trial(serving).key  # fp32 always serves: never empty
+    measure.write_timings(path, key, Timings(verdict, threads, trials, winner, measure.now(), sentence_winner))
+    timings = Timings(policy, threads, trials + untried, winner, measure.now(), sentence_winner)
+    words = replace(opened_all[(*winner, "words")], choice=Choice(*winner, reason=timings.reason), timings=timings)
+    if sentence_winner is None:
+        return words
+    return replace(words, sentences=_as_sentences(opened_all[sentence_winner], options.min_fidelity))
+
+
+def _serves_sentences(opened: Opened, min_fidelity: float | None) -> bool:
+    """Whether a candidate's figures pass the sentence gate (fp32 always does)."""
+    result = _as_sentences(opened, min_fidelity).fidelity
+    return result is None or result.passed
+
+
+def _as_sentences(opened: Opened, min_fidelity: float | None) -> Opened:
+    """The same backend, its figures held to the sentence gate: what `info` shows beside "serves sentences"."""
+    if opened.fidelity is None:
+        return replace(opened, timings=None)
+    result = opened.fidelity
+    gate = precision_gate("sentences", min_fidelity)
+    return replace(opened, timings=None, fidelity=GateResult(result.precision, result.reference, result.fidelity, gate))
+
+
+def _sentence_server(
+    bundle: Bundle, tokenizer: Tokenizer, options: LoadOptions, machine: Machine, words: Opened,
+    winner: tuple[str, str, str],
+) -> Opened:
+    """A cached verdict's sentence server: the word backend itself where it won, else opened under the sentence
+    gate (a BackendError, e.g. a figure that no longer passes, sends the caller to measure again)."""
+    backend, precision, kind = winner
+    if (backend, precision, kind) == (words.choice.backend, words.choice.precision, words.choice.recipe):
+        return _as_sentences(words, options.min_fidelity)
+    choice = Choice(backend, precision, "fastest for sentence vectors", kind)
+    return _open(bundle, tokenizer, choice, options, machine, "sentences")
 
 
 def policy_gate(policy: str, precision: str) -> str:
     """The gate a candidate is held to: under auto, int8 too must clear the bf16 gate."""
     return "bf16" if policy == "auto" and precision == "int8" else precision
+
+
+def _recipe_names(machine: Machine, kinds: list[str]) -> list[str]:
+    from bertonnx.backends.quantize import int8_recipe
+
+    return [int8_recipe(machine.cpu_flags, kind).name for kind in kinds]
 
 
 def _versions(machine: Machine) -> dict[str, str]:
@@ -127,6 +185,15 @@ def _versions(machine: Machine) -> dict[str, str]:
             except importlib.metadata.PackageNotFoundError:
                 found[name] = "unknown"
     return found
+
+
+def open_choice(
+    bundle: Bundle, tokenizer: Tokenizer, choice: Choice, options: LoadOptions, machine: Machine | None = None,
+    gate_of: str | None = None,
+) -> Opened:
+    """One named choice, its int8 recipe included, held to its gate (or to `gate_of`'s: a precision, or
+    "sentences"): what the bench opens to show each int8 recipe beside the others. No load option names a recipe."""
+    return _open(bundle, tokenizer, choice, options, machine or this_machine(), gate_of)
 
 
 def _open(
@@ -152,7 +219,7 @@ def _open(
         if choice.precision == "int8":
             from bertonnx.backends.quantize import int8_recipe, quantized_graph
 
-            recipe = int8_recipe(machine.cpu_flags)
+            recipe = int8_recipe(machine.cpu_flags, choice.recipe)
             graph = quantized_graph(bundle, tokenizer, cache, recipe)
         opened = OpenVinoBackend(graph, CONTEXTUAL_OUTPUT, choice.precision, threads, cache / "compiled",
                                  native_bf16=machine.native_bf16, recipe=recipe.name if recipe else None)

@@ -66,6 +66,9 @@ def info(
     out.print(runtime_table(runtime))
 
 
+USE_NAMES = {"words": "words/tokens", "sentences": "sentences"}
+
+
 def runtime_table(runtime: RuntimeInfo) -> Table:
     """What runs the bundle on this machine, and its fidelity against fp32 where the precision is reduced."""
     table = Table(title="runtime on this machine", show_header=False)
@@ -77,12 +80,16 @@ def runtime_table(runtime: RuntimeInfo) -> Table:
     table.add_row("threads", str(runtime.threads))
     if runtime.fidelity is not None:
         table.add_row("fidelity", runtime.fidelity.summary())
+    for use, serving in runtime.serves.items():
+        table.add_row(f"serves {USE_NAMES.get(use, use)}", serving.summary())
     if runtime.timings is not None:
         timings = runtime.timings
         for trial in timings.trials:
-            won = (trial.backend, trial.precision) == timings.winner
+            won = " ← fastest" if (trial.backend, trial.precision, trial.recipe) == (*timings.winner, "words") else ""
+            if trial.key == timings.sentence_winner:
+                won += " ← fastest for sentences"
             figure = trial.refused or f"{trial.short_ms:.1f} ms short, {trial.bulk_ms:.1f} ms bulk"
-            table.add_row(f"{timings.policy}: {trial.name}", figure + (" ← fastest" if won else ""))
+            table.add_row(f"{timings.policy}: {trial.name}", figure + won)
         table.add_row("measured", f"{timings.measured_at}, {timings.threads} threads (cached until the graph, "
                       "the runtimes or the CPU change)")
     return table

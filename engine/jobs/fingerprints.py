@@ -46,4 +46,15 @@ def runtime_fingerprint(embedder: Embedder) -> dict[str, object]:
         "runtime": versions,
         "batch_tokens": embedder.batch_tokens,
         "slicing": [JOB_VERSION, SLICE_LINES, SLICE_CHARS, LONG_TEXT_PIECES],
+        **_sentence_backend(embedder),
     }
+
+
+def _sentence_backend(embedder: Embedder) -> dict[str, object]:
+    """Where `fastest` serves sentence vectors from a backend of their own, that backend too (absent otherwise, so
+    that jobs' fingerprints from before the split still match)."""
+    backend = embedder.runner.sentence_backend
+    if backend is embedder.backend:
+        return {}
+    info = backend.info
+    return {"sentences": [info.backend, info.precision, info.details.get("int8_recipe")]}

@@ -9,7 +9,7 @@ import pytest
 
 from bertonnx.backends.choose import Machine
 from bertonnx.backends.gate import fidelity_entry
-from bertonnx.backends.quantize import int8_recipe, quantized_graph
+from bertonnx.backends.quantize import KEEP_FLOAT, int8_recipe, quantized_graph
 from bertonnx.bundle import load_bundle
 from bertonnx.tokenize import Tokenizer
 
@@ -37,6 +37,34 @@ def test_the_recipe_names_its_overflow_choice_and_keys_the_cache(tiny_bundle: Pa
     assert [key["recipe"] for key in keys] == [avx2.name, vnni.name]
 
 
+@pytest.mark.parametrize("flags", [AVX2, ZEN4, XEON, ALDER_LAKE])
+def test_each_use_has_a_recipe_of_its_own(flags: frozenset[str]) -> None:
+    words, sentences = int8_recipe(flags), int8_recipe(flags, "sentences")
+    assert (words.kind, sentences.kind) == ("words", "sentences")
+    assert words.overflow_fix == sentences.overflow_fix  # the CPU's arithmetic decides that for both
+    assert words.keep_float == KEEP_FLOAT and sentences.keep_float == []  # the sentence recipe: every MatMul int8
+    assert words.name != sentences.name and words.graph_dir != sentences.graph_dir
+    assert ("7-bit-weights" in sentences.name) is (flags == AVX2)
+
+
+def test_the_word_recipe_keeps_the_names_that_key_existing_caches() -> None:
+    assert int8_recipe(ZEN4).name == "stdlib-prose-300/keep-gather-ffn-down/v1"
+    assert int8_recipe(AVX2).name == "stdlib-prose-300/keep-gather-ffn-down/7-bit-weights/v1"
+    with pytest.raises(ValueError, match="words"):
+        int8_recipe(ZEN4, "tokens")
+
+
+def test_each_recipe_has_fidelity_figures_of_its_own(tiny_bundle: Path) -> None:
+    bundle = load_bundle(tiny_bundle)
+    vnni = Machine(frozenset({"openvino", "nncf"}), (), ZEN4)
+    (words_path, words), (sentences_path, sentences) = [
+        fidelity_entry(bundle, "openvino", "int8", {"openvino": "x"}, vnni, kind) for kind in ("words", "sentences")]
+    assert words_path != sentences_path and words_path.name.endswith("-openvino-int8.json")
+    assert (words["recipe"], sentences["recipe"]) == (int8_recipe(ZEN4).name, int8_recipe(ZEN4, "sentences").name)
+    bf16_path, bf16 = fidelity_entry(bundle, "openvino", "bf16", {"openvino": "x"}, vnni, "sentences")
+    assert bf16["recipe"] is None and bf16_path.name.endswith("-openvino-bf16.json")  # a kind means int8 only
+
+
 def _int8_weights(graph: Path) -> list[np.ndarray]:
     import openvino as ov
 
@@ -56,3 +84,13 @@ def test_the_quantised_weights_are_as_wide_as_the_recipe_says(
     weights = _int8_weights(quantized_graph(bundle, tokenizer, tmp_path, int8_recipe(flags)))
     assert weights, "the graph holds no int8 weights"
     assert max(int(np.abs(w.astype(np.int32)).max()) for w in weights) == widest
+
+
+@pytest.mark.slow  # two real NNCF quantisations
+def test_the_sentence_recipe_quantises_the_down_projections_too(tiny_bundle: Path, tmp_path: Path) -> None:
+    pytest.importorskip("nncf")
+    bundle = load_bundle(tiny_bundle)
+    tokenizer = Tokenizer.from_file(bundle.tokenizer_path, bundle.max_length)
+    words, sentences = (len(_int8_weights(quantized_graph(bundle, tokenizer, tmp_path, int8_recipe(ZEN4, kind))))
+                        for kind in ("words", "sentences"))
+    assert sentences - words == bundle.manifest["model"]["num_layers"] > 0  # one down-projection a layer
