@@ -31,7 +31,7 @@ class BertonnxContextual:
 
     def __init__(self, spec: SystemSpec) -> None:
         self.spec = spec
-        self.embedder = Embedder.load(
+        self.embedder = _recipe_embedder(spec) if spec.recipe else Embedder.load(
             spec.source, backend=spec.backend or "onnxruntime", precision=spec.precision or "auto",
             provider="auto" if spec.backend == "auto" else spec.provider, threads=spec.threads,
         )
@@ -58,6 +58,23 @@ class BertonnxContextual:
 
     def cannot_run(self, longest: int) -> str | None:
         return None  # longer texts are windowed
+
+
+def _recipe_embedder(spec: SystemSpec) -> Embedder:
+    """OpenVINO int8 by a recipe kind no load option names (the sentence recipe serves sentence vectors under
+    `fastest` alone), held to that use's gate, as `fastest` holds it."""
+    from bertonnx.backends.choose import Choice
+    from bertonnx.backends.open import open_choice
+    from bertonnx.bundle import load_bundle
+    from bertonnx.options import LoadOptions
+    from bertonnx.tokenize import Tokenizer
+
+    bundle = load_bundle(spec.source, verify=False)
+    tokenizer = Tokenizer.from_file(bundle.tokenizer_path, bundle.max_length)
+    choice = Choice(spec.backend, spec.precision, f"the {spec.recipe} recipe, by name", spec.recipe)
+    gate = "sentences" if spec.recipe == "sentences" else None
+    opened = open_choice(bundle, tokenizer, choice, LoadOptions(threads=spec.threads), gate_of=gate)
+    return Embedder(bundle, opened.backend, tokenizer, bundle.load_table(), opened=opened)
 
 
 class BertonnxStatic:

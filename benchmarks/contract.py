@@ -45,6 +45,7 @@ class SystemSpec:
     precision: str = ""  # bertonnx: fp32 | bf16 | fp16 | int8 (auto until built); ST openvino: "" (its default
     # until loaded) | fp32 | bf16
     backend_requested: str = ""  # bertonnx: what the bench asked for (auto, onnxruntime, openvino); "" for peers
+    recipe: str = ""  # bertonnx OpenVINO int8: the recipe kind ("sentences": every MatMul int8); "" the default
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

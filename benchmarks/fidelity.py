@@ -1,4 +1,5 @@
-"""Fidelity in the bench: each system's token and mean-pooled word vectors against PyTorch's on the same token ids.
+"""Fidelity in the bench: each system's token, mean-pooled word and mean-pooled sentence vectors against PyTorch's on
+the same token ids.
 
 A speed figure never goes without it: the harness compares every system of a case with the PyTorch
 system of its path and provider, on the case's first inputs.
@@ -14,7 +15,7 @@ from numpy.typing import NDArray
 
 from bertonnx.benchmarks.contract import Outputs, System, SystemSpec
 from bertonnx.benchmarks.workloads import Workload
-from bertonnx.pooling import cosine_rows
+from bertonnx.pooling import cosine_rows, pool_pieces
 from bertonnx.tokenize import Tokenizer
 
 
@@ -31,12 +32,15 @@ class Fidelity:
     word_min_cosine: float
     word_mean_cosine: float
     max_abs_diff: float  # over token vectors
+    sentence_min_cosine: float | None = None  # each input's tokens mean-pooled, as sentence-transformers pools;
+    sentence_mean_cosine: float | None = None  # None on the static path (no sentences)
 
 
 def fidelities(systems: Sequence[System], workload: Workload, tokenizer: Tokenizer, items: int) -> dict[str, Fidelity]:
     """Each system against the PyTorch system of its path and provider, on the case's first `items` inputs."""
     inputs = workload.inputs[:items]
     token_word = alignment(tokenizer, inputs, workload.case.path)
+    counts = None if workload.case.path == "static" else text_tokens(tokenizer, inputs)
     outputs = {s.spec.label: s.outputs(inputs, token_word) for s in systems}
     found = {}
     for system in systems:
@@ -44,7 +48,7 @@ def fidelities(systems: Sequence[System], workload: Workload, tokenizer: Tokeniz
         if reference is None:
             raise RuntimeError(f"no PyTorch reference ran next to {system.spec.label}")
         found[system.spec.label] = compare(
-            reference.label, outputs[reference.label], outputs[system.spec.label], len(inputs)
+            reference.label, outputs[reference.label], outputs[system.spec.label], len(inputs), counts
         )
     return found
 
@@ -65,8 +69,16 @@ def alignment(tokenizer: Tokenizer, inputs: Sequence[str], path: str) -> NDArray
     return np.concatenate(parts)
 
 
-def compare(reference: str, expected: Outputs, found: Outputs, items: int) -> Fidelity:
-    """Row-wise cosines of tokens and words.
+def text_tokens(tokenizer: Tokenizer, inputs: Sequence[str]) -> NDArray[np.int64]:
+    """(N,) tokens each input gives the model, special tokens included: the runs of `Outputs.tokens` per input."""
+    extra = len(tokenizer.prefix_ids) + len(tokenizer.suffix_ids)
+    return np.array([pieces.ids.size + extra for pieces in tokenizer.split(list(inputs))], dtype=np.int64)
+
+
+def compare(
+    reference: str, expected: Outputs, found: Outputs, items: int, counts: NDArray[np.int64] | None = None
+) -> Fidelity:
+    """Row-wise cosines of tokens, words and, given each input's token count, mean-pooled sentences.
 
     Raises:
         ValueError: the two systems produced different numbers of tokens or words
@@ -78,6 +90,10 @@ def compare(reference: str, expected: Outputs, found: Outputs, items: int) -> Fi
     tokens = _cosines(expected.tokens, found.tokens)
     words = _cosines(expected.words, found.words)
     diff = np.abs(expected.tokens.astype(np.float64) - found.tokens).max(initial=0.0)
+    sentences = None
+    if counts is not None and counts.size and int(counts.sum()) == len(expected.tokens):
+        starts = np.cumsum(counts) - counts
+        sentences = _cosines(pool_pieces(expected.tokens, starts, "mean"), pool_pieces(found.tokens, starts, "mean"))
     return Fidelity(
         reference=reference,
         items=items,
@@ -88,6 +104,8 @@ def compare(reference: str, expected: Outputs, found: Outputs, items: int) -> Fi
         word_min_cosine=float(words.min(initial=1.0)),
         word_mean_cosine=float(words.mean()) if words.size else 1.0,
         max_abs_diff=float(diff),
+        sentence_min_cosine=None if sentences is None else float(sentences.min()),
+        sentence_mean_cosine=None if sentences is None else float(sentences.mean()),
     )
 
 

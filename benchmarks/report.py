@@ -42,6 +42,7 @@ COLUMNS = (
     "peak MB",
     "token cos min / mean",
     "word cos min / mean",
+    "sentence cos min",
 )
 
 
@@ -91,9 +92,15 @@ def rows(measurements: Sequence[Measurement]) -> list[list[str]]:
             "–" if m.peak_rss_mb is None else f"{m.peak_rss_mb:,.0f}",
             f"{m.fidelity.token_min_cosine:.6f} / {m.fidelity.token_mean_cosine:.6f}",
             f"{m.fidelity.word_min_cosine:.6f} / {m.fidelity.word_mean_cosine:.6f}",
+            _sentences(m),
         ]
         for m in measurements
     ]
+
+
+def _sentences(m: Measurement) -> str:
+    """The least sentence cosine: what the sentence gate reads (`–` where there are no sentences: static)."""
+    return "–" if m.fidelity.sentence_min_cosine is None else f"{m.fidelity.sentence_min_cosine:.5f}"
 
 
 def tables(report: Report) -> list[Table]:
@@ -125,7 +132,7 @@ def tables(report: Report) -> list[Table]:
 
 
 BACKEND_COLUMNS = ("system", "texts/s", "× ST OpenVINO", "× PyTorch", "× PT bf16", "× ST", "token cos min / mean",
-                   "word cos mean")
+                   "word cos min / mean", "sentence cos min")
 
 
 def backend_rows(report: Report) -> list[list[str]]:
@@ -140,7 +147,8 @@ def backend_rows(report: Report) -> list[list[str]]:
             _ratio(m.vs_pytorch_bf16),
             _ratio(m.vs_sentence_transformers),
             f"{m.fidelity.token_min_cosine:.5f} / {m.fidelity.token_mean_cosine:.6f}",
-            f"{m.fidelity.word_mean_cosine:.6f}",
+            f"{m.fidelity.word_min_cosine:.5f} / {m.fidelity.word_mean_cosine:.6f}",
+            _sentences(m),
         ]
         for m in sorted(mine, key=lambda m: -m.items_per_s)
     ]

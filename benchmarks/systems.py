@@ -19,6 +19,9 @@ Contextual path (texts -> last hidden states):
                            by what it picked (planned as "bertonnx auto").
     bertonnx <backend> <precision>
                            the same on another backend and precision (OpenVINO fp32, bf16, int8).
+    bertonnx openvino int8 (sentences recipe)
+                           OpenVINO int8's sentence recipe (every MatMul int8, held to the sentence
+                           gate): what `fastest` serves sentence vectors with where it wins.
 Static path (words -> context-free vectors):
     pytorch embedding      the transformers tokenizer, then the model's nn.Embedding and a
                            segment mean (index_add_).
@@ -54,6 +57,8 @@ PEERS_INSTALL = 'pip install -c constraints.txt -e ".[peers]"'
 """How to get the peers (sentence-transformers, optimum-onnx, optimum-intel) from a clone of bertonnx: the package
 is on no index, so `pip install 'bertonnx[peers]'` cannot work."""
 PEERS_HINT = f"from a clone of bertonnx, {PEERS_INSTALL}"
+SENTENCE_RECIPE = "int8/sentences"
+"""OpenVINO int8's sentence recipe in a sweep (`--backends openvino:int8/sentences`): precision, then recipe kind."""
 DEFAULT_BACKENDS = ("auto", "onnxruntime")
 """What the engine picks here, and ONNX Runtime at the bundle's precision beside it."""
 
@@ -192,12 +197,14 @@ def _bundle_systems(
         return [], [Skipped(name, "dynamic int8 graphs run on CPU kernels")]
     specs: list[SystemSpec] = []
     skipped: list[Skipped] = []
-    for backend, precision in _sweep(backends, facts, available.machine, provider):
+    for backend, entry in _sweep(backends, facts, available.machine, provider):
+        precision, _, recipe = entry.partition("/")
         if (backend, precision) == ("onnxruntime", facts.precision):
             specs.append(SystemSpec("bertonnx", name, "contextual", facts.path, provider, threads,
                                     "onnxruntime", facts.precision, "onnxruntime"))
             continue
         other = AUTO_LABEL if backend == "auto" else f"bertonnx {backend} {precision}"
+        other += f" ({recipe} recipe)" if recipe else ""
         other += f" · {label} bundle" if several else ""
         try:
             if backend != "auto":
@@ -206,7 +213,7 @@ def _bundle_systems(
             skipped.append(Skipped(other, str(error)))
             continue
         specs.append(SystemSpec("bertonnx", other, "contextual", facts.path, provider, threads, backend, precision,
-                                backend))
+                                backend, recipe))
     return specs, skipped
 
 
@@ -267,10 +274,12 @@ def _sweep(
         elif entry == "all":
             pairs.append(("onnxruntime", facts.precision))
             if provider == "cpu" and facts.precision == "fp32" and not facts.optimized:
-                pairs += [("openvino", "fp32"), ("openvino", "bf16"), ("openvino", "int8")]
+                pairs += [("openvino", "fp32"), ("openvino", "bf16"), ("openvino", "int8"),
+                          ("openvino", SENTENCE_RECIPE)]
         else:
             backend, _, precision = entry.partition(":")
-            if backend not in ("onnxruntime", "openvino") or precision not in ("", "fp32", "bf16", "fp16", "int8"):
+            known = ("", "fp32", "bf16", "fp16", "int8", SENTENCE_RECIPE)
+            if backend not in ("onnxruntime", "openvino") or precision not in known:
                 raise OptionError(
                     f"unknown backend {entry!r}; expected auto, all, onnxruntime, openvino or BACKEND:PRECISION"
                 )
