@@ -43,7 +43,14 @@ from bertonnx.results import (
 )
 from bertonnx.runner import Runner, as_list
 from bertonnx.tokenize import TextInput, Tokenizer, cut, preview
-from bertonnx.type_level.vectors import DEFAULT_MAX_CONTEXTS, TypeLevelOptions, TypeVectors, type_vectors
+from bertonnx.type_level.contexts import DEFAULT_CONTEXT
+from bertonnx.type_level.vectors import (
+    DEFAULT_MAX_CONTEXTS,
+    DEFAULT_PRIOR,
+    TypeLevelOptions,
+    TypeVectors,
+    type_vectors,
+)
 
 __all__ = ["Embedder", "Prepared", "RunStats", "RuntimeInfo", "StaticVectors", "WordRows", "WordVectors"]
 
@@ -326,6 +333,8 @@ class Embedder:
         postprocess: str | None = None,
         pooling: WordPooling = "mean",
         unknown: Unknown = "error",
+        prior: float = DEFAULT_PRIOR,
+        context: str = DEFAULT_CONTEXT,
     ) -> TypeVectors:
         """One vector per vocabulary word that carries what the whole model knows about it (bertonnx.type_level).
 
@@ -333,7 +342,8 @@ class Embedder:
             words: vocabulary entries, one word each (no whitespace inside), as `static` takes them.
             method: "templates" averages the word's pooled vector over `templates`; "corpus" over its
                 occurrences in `corpus` (matched by the model's own word split and normaliser), at most
-                `max_contexts` each, a word never seen falling back to templates (flagged in `fallback`).
+                `max_contexts` each, with the templates as `prior`; a word never seen gets the templates
+                (flagged in `fallback`).
             corpus: texts (e.g. an open file's lines), read once, as a stream.
             templates: sentences with `{}` where the word goes; default type_level.DEFAULT_TEMPLATES.
             postprocess: None, "center" (subtract the mean vector) or "abtt:D" (centre, then remove the
@@ -341,13 +351,20 @@ class Embedder:
             pooling: how a word's pieces pool in each context (mean, first, last, first_last, max, sum).
             unknown: a word mapping to the unknown token: "error" raises; "unk" embeds it from templates
                 (the corpus cannot tell [UNK] words apart); "zero" gives a zero vector.
+            prior: corpus method: the templates' mean counts as this many contexts beside a word's n corpus
+                contexts, v = (their sum + prior * templates' mean) / (n + prior); 0: the corpus mean alone.
+                Default 5: one or two odd sentences move a word a little, a few dozen outweigh the templates.
+            context: corpus method: what the model reads around an occurrence: "sentence" (a simple rule on
+                the tokenizer's words, type_level.contexts), "window:N" (N words either side, within the
+                sentence) or "line" (the whole line).
 
         Returns:
-            TypeVectors: words, (N, H) float32 vectors, per-word context counts, fallback and unknown flags.
+            TypeVectors: words, (N, H) float32 vectors, per-word context counts, fallback and unknown flags, and
+            how they were made (`record()`).
         """
         options = TypeLevelOptions(
             templates=None if templates is None else tuple(templates), max_contexts=max_contexts,
-            postprocess=postprocess, pooling=pooling, unknown=unknown,
+            postprocess=postprocess, pooling=pooling, unknown=unknown, prior=prior, context=context,
         )
         return type_vectors(self.runner, words, options, method, corpus)
 

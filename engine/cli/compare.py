@@ -17,8 +17,10 @@ from bertonnx.cli.console import err, out
 from bertonnx.cli.options import (
     BackendChoice,
     BackendOption,
+    ContextOption,
     PrecisionChoice,
     PrecisionOption,
+    PriorOption,
     ProviderChoice,
     ProviderOption,
     WordPoolingChoice,
@@ -29,6 +31,7 @@ from bertonnx.defaults import resolve_bundle
 from bertonnx.embedder import Embedder
 from bertonnx.errors import InputError, OptionError
 from bertonnx.study import DEFAULT_CONTEXTS, METRICS, TYPE_LEVEL, StudyResult, load_contexts, run_study, write_outputs
+from bertonnx.type_level import DEFAULT_CONTEXT, DEFAULT_PRIOR, TypeLevelOptions
 
 
 class Metric(str, Enum):
@@ -58,16 +61,21 @@ def compare(
                            "--corpus")
     ] = False,
     corpus: Annotated[
-        Path | None, typer.Option(help="--type-level: a UTF-8 text file, one context a line")
+        Path | None, typer.Option(help="--type-level: a UTF-8 text file of texts, one a line")
     ] = None,
+    prior: PriorOption = DEFAULT_PRIOR,
+    context: ContextOption = DEFAULT_CONTEXT,
 ) -> None:
     """Compare static and contextual vectors of words read in context sentences.
 
     Runs the exact fp32 graph by default (a study of the model, not of the hardware: bf16 moves its numbers in the
     third decimal); study.json and the figures record what ran.
     """
-    if corpus is not None and not type_level:
-        raise OptionError("--corpus goes with --type-level")
+    given = [flag for flag, on in (("--corpus", corpus is not None), ("--prior", prior != DEFAULT_PRIOR),
+                                   ("--context", context != DEFAULT_CONTEXT)) if on]
+    if given and not type_level:
+        raise OptionError(f"{', '.join(given)} go{'es' if len(given) == 1 else ''} with --type-level")
+    options = TypeLevelOptions(prior=prior, context=context, pooling=pooling.value) if type_level else False
     study = load_contexts(contexts) if contexts is not None else DEFAULT_CONTEXTS
     metrics = METRICS if metric.value == "both" else (metric.value,)
     n_sentences = sum(len(sentences) for sentences in study.values())
@@ -77,7 +85,7 @@ def compare(
         embedder = Embedder.load(path, load_options(backend, precision, provider))
         step(f"reading {len(study)} words in {n_sentences} sentences")
         lines = _corpus_lines(corpus) if corpus is not None else None
-        result = run_study(embedder, study, pooling=pooling.value, type_level=type_level, corpus=lines)
+        result = run_study(embedder, study, pooling=pooling.value, type_level=options, corpus=lines)
         step(f"writing {out_dir}")
         written = write_outputs(result, out_dir, metrics)
     for metric_name in metrics:

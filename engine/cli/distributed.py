@@ -21,6 +21,7 @@ from bertonnx.cli.options import (
     BackendChoice,
     BackendOption,
     BatchTokensOption,
+    ContextOption,
     ContextualFlag,
     JobFlags,
     LongTextChoice,
@@ -35,6 +36,7 @@ from bertonnx.cli.options import (
     PoolingOption,
     PrecisionChoice,
     PrecisionOption,
+    PriorOption,
     ProviderChoice,
     ProviderOption,
     SentencesFlag,
@@ -44,6 +46,7 @@ from bertonnx.cli.options import (
     UnknownOption,
     job_options,
     load_options,
+    made_by,
 )
 from bertonnx.errors import OptionError, OutputError
 from bertonnx.io.formats import suffix_of
@@ -63,7 +66,7 @@ from bertonnx.jobs.ray import (
 )
 from bertonnx.jobs.ray.cluster import require_ray
 from bertonnx.options import DEFAULT_BATCH_TOKENS, LoadOptions
-from bertonnx.type_level import DEFAULT_MAX_CONTEXTS
+from bertonnx.type_level import DEFAULT_CONTEXT, DEFAULT_MAX_CONTEXTS, DEFAULT_PRIOR
 from bertonnx.type_level.distributed import RayRun
 from bertonnx.type_level.vectors import TypeLevelOptions
 
@@ -119,6 +122,8 @@ def embed_distributed(
     max_contexts: Annotated[
         int, typer.Option(help="--type-level: contexts averaged per word at most", min=1)
     ] = DEFAULT_MAX_CONTEXTS,
+    prior: PriorOption = DEFAULT_PRIOR,
+    context: ContextOption = DEFAULT_CONTEXT,
     postprocess: Annotated[
         str, typer.Option(help="--type-level: none, center, or abtt:D")
     ] = "none",
@@ -128,7 +133,7 @@ def embed_distributed(
     Required: exactly one of --static, --contextual, --sentences, --type-level.
     """
     flags = JobFlags(static, contextual, sentences, type_level, pooling, normalize, unknown, long_text, on_error,
-                     max_length, corpus, templates, max_contexts, postprocess)
+                     max_length, corpus, templates, max_contexts, postprocess, prior, context)
     options = job_options(flags)
     load = load_options(backend, precision, provider, batch_tokens=batch_tokens, min_fidelity=min_fidelity)
     cluster = _Cluster(address, num_workers, threads, batch_size, verbose)
@@ -209,6 +214,7 @@ def _type_level(
                      f"{report.fallback:,} from templates (never seen)")
     if options.postprocess != "none":
         notes.append(f"post-processed: {options.postprocess}")
+    notes.append(made_by(report.method, options))
     notes.append(f"{report.seconds:,.1f} s")
     say(f"{report.words:,} type-level vectors -> {output} + {report.files[0].name} ({'; '.join(notes)})")
 

@@ -14,6 +14,7 @@ from bertonnx.cli.options import (
     BackendChoice,
     BackendOption,
     BatchTokensOption,
+    ContextOption,
     ContextualFlag,
     JobFlags,
     LongTextChoice,
@@ -27,6 +28,7 @@ from bertonnx.cli.options import (
     PoolingOption,
     PrecisionChoice,
     PrecisionOption,
+    PriorOption,
     ProviderChoice,
     ProviderOption,
     SentencesFlag,
@@ -36,6 +38,7 @@ from bertonnx.cli.options import (
     UnknownOption,
     job_options,
     load_options,
+    made_by,
 )
 from bertonnx.cli.progress import LineProgress
 from bertonnx.errors import OptionError, OutputError
@@ -43,7 +46,7 @@ from bertonnx.io.checkpoints import partial_dir
 from bertonnx.io.formats import suffix_of
 from bertonnx.jobs.bulk import BulkReport, FileJob, embed_to_stream
 from bertonnx.options import DEFAULT_BATCH_TOKENS, DEFAULT_CHUNK_LINES, LoadOptions
-from bertonnx.type_level import DEFAULT_MAX_CONTEXTS
+from bertonnx.type_level import DEFAULT_CONTEXT, DEFAULT_MAX_CONTEXTS, DEFAULT_PRIOR
 from bertonnx.type_level.vectors import TypeLevelOptions
 
 
@@ -88,6 +91,8 @@ def embed(
     max_contexts: Annotated[
         int, typer.Option(help="--type-level: contexts averaged per word at most", min=1)
     ] = DEFAULT_MAX_CONTEXTS,
+    prior: PriorOption = DEFAULT_PRIOR,
+    context: ContextOption = DEFAULT_CONTEXT,
     postprocess: Annotated[
         str, typer.Option(help="--type-level: none, center, or abtt:D (centre, then remove the top D principal "
                           "directions)")
@@ -107,7 +112,7 @@ def embed(
     from bertonnx.embedder import Embedder
 
     flags = JobFlags(static, contextual, sentences, type_level, pooling, normalize, unknown, long_text, on_error,
-                     max_length, corpus, templates, max_contexts, postprocess)
+                     max_length, corpus, templates, max_contexts, postprocess, prior, context)
     options = job_options(flags, chunk_lines)
     load = load_options(backend, precision, provider, threads, batch_tokens, min_fidelity=min_fidelity)
     if isinstance(options, TypeLevelOptions):
@@ -270,6 +275,7 @@ def _type_level(
         notes.append(f"{report.unknown:,} flagged unknown")
     if options.postprocess != "none":
         notes.append(f"post-processed: {options.postprocess}")
+    notes.append(made_by(report.method, options))
     if report.resumed_lines:
         notes.append(f"{report.resumed_lines:,} corpus lines kept from the killed run")
     notes.append(f"{report.seconds:,.1f} s")

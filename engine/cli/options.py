@@ -29,8 +29,9 @@ from bertonnx.options import (
     LoadOptions,
     choice_enum,
 )
+from bertonnx.type_level.contexts import DEFAULT_CONTEXT
 from bertonnx.type_level.job import read_templates
-from bertonnx.type_level.vectors import DEFAULT_MAX_CONTEXTS, TypeLevelOptions
+from bertonnx.type_level.vectors import DEFAULT_MAX_CONTEXTS, DEFAULT_PRIOR, DEFAULT_TEMPLATES, TypeLevelOptions
 
 ProviderChoice = choice_enum("ProviderChoice", PROVIDERS)
 BackendChoice = choice_enum("BackendChoice", BACKENDS)
@@ -83,6 +84,18 @@ PrecisionOption = Annotated[
     typer.Option(help="auto: the fastest faithful backend and precision, timed once per machine; "
                  "fastest: the same, int8 admitted under its own gate"),
 ]
+PriorOption = Annotated[
+    float,
+    typer.Option("--prior", metavar="K", min=0, help="--type-level --corpus: the templates count as K contexts beside "
+                 "a word's n corpus contexts: (their sum + K x the templates' mean) / (n + K); 0: the corpus mean "
+                 "alone. Default 5: one or two odd sentences barely move a word, a few dozen outweigh the templates"),
+]
+ContextOption = Annotated[
+    str,
+    typer.Option("--context", metavar="RULE", help="--type-level --corpus: what the model reads around each "
+                 "occurrence: sentence (. ! ? end one, abbreviations aside), window:N (N words either side, within "
+                 "the sentence) or line"),
+]
 MinFidelityOption = Annotated[
     float | None,
     typer.Option(help="Replace a reduced precision's gate (bf16/fp16: min token cosine; int8: mean word cosine)"),
@@ -117,6 +130,8 @@ class JobFlags:
     templates: Path | None
     max_contexts: int
     postprocess: str
+    prior: float = DEFAULT_PRIOR
+    context: str = DEFAULT_CONTEXT
 
 
 @dataclass(frozen=True)
@@ -134,7 +149,8 @@ def job_options(flags: JobFlags, chunk_lines: int = DEFAULT_CHUNK_LINES) -> Bulk
     Raises:
         OptionError: not exactly one of --static, --contextual, --sentences, --type-level; a flag of one kind of
             job given to the other (--normalize, --max-length, --long-text, --on-error with --type-level; --corpus,
-            --templates, --max-contexts, --postprocess without it); a pooling that does not apply to the mode.
+            --templates, --max-contexts, --prior, --context, --postprocess without it); a pooling that does not
+            apply to the mode; a --context that is not a rule.
     """
     modes = [name for name, chosen in (("static", flags.static), ("contextual", flags.contextual),
                                        ("sentences", flags.sentences)) if chosen]
@@ -150,14 +166,24 @@ def job_options(flags: JobFlags, chunk_lines: int = DEFAULT_CHUNK_LINES) -> Bulk
         return TypeLevelOptions(
             templates=read_templates(flags.templates) if flags.templates is not None else None,
             max_contexts=flags.max_contexts, postprocess=flags.postprocess, pooling=flags.pooling.value,
-            unknown=flags.unknown.value, chunk_lines=chunk_lines,
+            unknown=flags.unknown.value, chunk_lines=chunk_lines, prior=flags.prior, context=flags.context,
         )
     if (flags.corpus or flags.templates is not None or flags.max_contexts != DEFAULT_MAX_CONTEXTS
-            or flags.postprocess != "none"):
-        raise OptionError("--corpus, --templates, --max-contexts and --postprocess go with --type-level")
+            or flags.postprocess != "none" or flags.prior != DEFAULT_PRIOR or flags.context != DEFAULT_CONTEXT):
+        raise OptionError("--corpus, --templates, --max-contexts, --prior, --context and --postprocess go with "
+                          "--type-level")
     if len(modes) != 1:
         raise OptionError("choose exactly one of --static, --contextual, --sentences")
     return BulkOptions(
         mode=modes[0], pooling=flags.pooling.value, unknown=flags.unknown.value, long_text=flags.long_text.value,
         normalize=flags.normalize, on_error=flags.on_error.value, chunk_lines=chunk_lines, max_length=flags.max_length,
     )
+
+
+def made_by(method: str, options: TypeLevelOptions) -> str:
+    """How type-level vectors were made, for a summary line: the method, and for the corpus its prior, context rule
+    and cap."""
+    if method == "templates":
+        return f"method templates, {len(options.templates or DEFAULT_TEMPLATES)} of them"
+    return (f"method corpus: prior {options.prior:g}, context {options.context}, at most "
+            f"{options.max_contexts:,} contexts a word")

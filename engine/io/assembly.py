@@ -137,7 +137,8 @@ def write_vectors(
         vectors: (N, dim) float32, finite.
         ids: (N, 2) int64 (line, word), kept where the format has room.
         unknown: (N,) bool, kept where the format has room.
-        extra: more per-row arrays by name, kept in an .npz only (e.g. a type-level table's counts).
+        extra: more per-row arrays by name, or 0-d fields about the whole table, kept in an .npz only (e.g. a
+            type-level table's counts, and its method).
     """
     out = Path(out)
     suffix = suffix_of(out)
@@ -150,7 +151,7 @@ def write_vectors(
             (work / part.name).write_bytes(part.start() + part.encode(block))
         members = []
         for name, values in (extra or {}).items() if suffix == ".npz" else ():
-            if len(values) != len(block):
+            if np.ndim(values) and len(values) != len(block):
                 raise OutputError(f"{name}: expected {len(block)} values, one a row, found {len(values)}")
             np.save(work / f"{name}.npy", np.ascontiguousarray(values), allow_pickle=False)
             members.append(f"{name}.npy")

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import unicodedata
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -22,6 +22,7 @@ from numpy.typing import NDArray
 from bertonnx.embedder import Embedder
 from bertonnx.errors import InputError, OptionError
 from bertonnx.pooling import cosine_rows
+from bertonnx.type_level.vectors import TypeLevelOptions, type_vectors
 
 # The seed document's words, each in two sentences: queen is the band in
 # context 2, apple the company.
@@ -73,6 +74,7 @@ class StudyResult:
     words: tuple[str, ...]  # (W,)
     panels: tuple[Panel, ...]  # static, context 1, context 2, ...
     runtime: dict[str, Any] = field(default_factory=dict)  # what ran the model: backend, precision, fidelity
+    type_level: dict[str, Any] | None = None  # how the type-level panel was made (TypeVectors.record), if there is one
 
     @property
     def kinds(self) -> tuple[str, ...]:
@@ -93,6 +95,7 @@ class StudyResult:
             "model": self.model,
             "pooling": self.pooling,
             "runtime": {key: self.runtime.get(key) for key in ("backend", "device", "precision", "fidelity")},
+            "type_level": self.type_level,
             "words": list(self.words),
             "kinds": list(self.kinds),
             "panels": [
@@ -175,8 +178,8 @@ def check_contexts(contexts: Any, source: str = "contexts") -> dict[str, list[st
 
 
 def run_study(
-    embedder: Embedder, contexts: Mapping[str, list[str]], pooling: str = "mean", type_level: bool = False,
-    corpus: Sequence[str] | None = None,
+    embedder: Embedder, contexts: Mapping[str, list[str]], pooling: str = "mean",
+    type_level: bool | TypeLevelOptions = False, corpus: Sequence[str] | None = None,
 ) -> StudyResult:
     """Static and per-context vectors of every word, and their comparisons.
 
@@ -191,7 +194,8 @@ def run_study(
         contexts: word -> its context sentences, the same number for every word.
         pooling: how a word's pieces become one vector (mean | first | last | first_last | max | sum).
         type_level: add a "type-level" panel after the static one (Embedder.type_vectors: templates, or
-            `corpus` texts with templates for words they lack).
+            `corpus` texts with templates as the prior); True for the default options, or the options (their
+            pooling is the study's). study.json records how the panel was made.
 
     Raises:
         ValueError: a word is not one word to the model, is missing from one of
@@ -223,16 +227,20 @@ def run_study(
     contextual = np.stack(rows).reshape(n_contexts, len(words), -1)  # (K, W, H)
     static = embedder.static(list(words), pooling=pooling)  # (W, H)
     panels = [_panel(STATIC, None, static, words)]
-    if type_level:
+    made = None
+    if type_level is not False:
+        options = replace(TypeLevelOptions() if type_level is True else type_level, pooling=pooling)
         method = "templates" if corpus is None else "corpus"
-        found = embedder.type_vectors(list(words), method=method, corpus=corpus, pooling=pooling)
+        found = type_vectors(embedder.runner, list(words), options, method, corpus)
         panels.append(_panel(TYPE_LEVEL, None, found.vectors, words))
+        made = found.record()
     panels += [
         _panel(f"context {k + 1}", tuple(contexts[word][k] for word in words), contextual[k], words)
         for k in range(n_contexts)
     ]
     model = embedder.model_name
-    return StudyResult(model=model, pooling=pooling, words=words, panels=tuple(panels), runtime=embedder.runtime())
+    return StudyResult(model=model, pooling=pooling, words=words, panels=tuple(panels), runtime=embedder.runtime(),
+                       type_level=made)
 
 
 def pairwise(vectors: NDArray[np.floating], metric: str) -> NDArray[np.float64]:

@@ -7,8 +7,9 @@ process gives it (its first `max_contexts` occurrences, in input order):
        line holds and how often; the driver, reading these in input order, gives
        each (line, word) its quota (all of them, the rest of the word's room, or none).
     2. SumSlots actors run the model on the lines that have a quota only, pool the
-       first `quota` occurrences of each word in the line, and return a partial sum
-       per word and batch; the driver adds the partial sums.
+       first `quota` occurrences of each word in the line, each in its context (its
+       sentence, window or line: type_level.contexts), and return a partial sum per
+       word and batch; the driver adds the partial sums.
 
 The templates pass (every word for templates, the words the corpus never saw
 otherwise) and the output run on the driver, as in one process. The result is
@@ -36,22 +37,21 @@ from bertonnx.jobs.ray.shards import dataset_batches
 from bertonnx.options import LoadOptions
 from bertonnx.pooling import pooled_width
 from bertonnx.tokenize import Tokenizer
+from bertonnx.type_level.contexts import parse_context, pool_contexts
 from bertonnx.type_level.job import (
     TypeLevelReport,
     read_vocabulary,
     vocabulary_of,
     write_type_vectors,
 )
+from bertonnx.type_level.matching import Matcher, Vocabulary
 from bertonnx.type_level.postprocess import check_postprocess_rows, parse_postprocess
 from bertonnx.type_level.vectors import (
-    Matcher,
     Templates,
     TypeLevelOptions,
     TypeSums,
-    Vocabulary,
     finish,
     kept_slots,
-    pool_ranges,
     template_slots,
 )
 
@@ -82,15 +82,15 @@ class FindSlots:
 class SumSlots:
     """Pass 2 (the model): rows (file, line, text) -> rows (slot, count, sum), the partial sums of a batch."""
 
-    def __init__(self, bundle: str, words: Sequence[str], pooling: str, quotas: Any, load: LoadOptions,
-                 threads: int | None) -> None:
+    def __init__(self, bundle: str, words: Sequence[str], pooling: str, context: str, quotas: Any,
+                 load: LoadOptions, threads: int | None) -> None:
         ray = require_ray()
         if isinstance(quotas, ray.ObjectRef):
             quotas = ray.get(quotas)
         self.embedder = Embedder.load(bundle, replace(load, threads=threads))
         self.vocabulary = Vocabulary.of(self.embedder.tokenizer, words)
         self.matcher = Matcher(self.vocabulary)
-        self.pooling = pooling
+        self.pooling, self.rule = pooling, parse_context(context)
         self.quotas: dict[tuple[int, int], dict[int, int]] = defaultdict(dict)
         for file, line, slot, quota in zip(*(quotas[name].tolist() for name in ("file", "line", "slot", "quota"))):
             self.quotas[(file, line)][slot] = quota
@@ -103,7 +103,8 @@ class SumSlots:
         if not keep:
             return {"slot": np.zeros(0, np.int64), "count": np.zeros(0, np.int64),
                     "sum": np.zeros((0, width), np.float64)}
-        pieces = self.embedder.tokenizer.split([str(batch["text"][i]) for i, _ in keep])
+        texts = [str(batch["text"][i]) for i, _ in keep]
+        pieces = self.embedder.tokenizer.split(texts)
         found = self.matcher.find(pieces)  # (M, 4) in input order
         taken: dict[tuple[int, int], int] = defaultdict(int)
         rows = []
@@ -112,7 +113,7 @@ class SumSlots:
                 taken[(text, slot)] += 1
                 rows.append(index)
         found = found[rows]
-        vectors = pool_ranges(self.embedder.runner, pieces, found[:, 1:], self.pooling).astype(np.float64)
+        vectors = pool_contexts(self.embedder.runner, self.rule, texts, pieces, found, self.pooling).astype(np.float64)
         slots, where = np.unique(found[:, 0], return_inverse=True)
         sums = np.zeros((slots.size, width), dtype=np.float64)
         np.add.at(sums, where, vectors)
@@ -150,11 +151,11 @@ def type_level_files(
     load = embedder.resolved(load)  # auto chosen once, here: every worker runs the same backend and precision
     vocabulary = vocabulary_of(embedder.tokenizer, vocabulary_path, words, options.unknown)
     templates = Templates.of(embedder.tokenizer, options.templates)
-    sums = TypeSums(embedder.runner, vocabulary, options.pooling, options.max_contexts)
+    sums = TypeSums(embedder.runner, vocabulary, options.pooling, options.max_contexts, options.context)
     spec = parse_postprocess(options.postprocess, sums.sums.shape[1])
     check_postprocess_rows(spec, kept_slots(vocabulary, options.unknown))
     method = "corpus" if corpus is not None else "templates"
-    report = TypeLevelReport(words=len(words), output=out)
+    report = TypeLevelReport(words=len(words), method=method, output=out)
     if corpus is not None:
         if corpus.lines == 0:
             raise InputError("the corpus is empty: no line in any corpus file")
@@ -162,15 +163,10 @@ def type_level_files(
         report.corpus_lines = corpus.lines
         if quotas["slot"].size:
             _sum(bundle, words, corpus, options, quotas, sums, RayRun(workers, load))
-    need = template_slots(sums, method, options.unknown)
-    from_corpus = np.zeros(len(vocabulary), dtype=bool)
-    if method == "corpus":
-        from_corpus[:] = True
-        from_corpus[need] = False
-    sums.add_templates(need, templates)
-    found = finish(vocabulary, sums, method, from_corpus, options.unknown, spec)
-    report.files = write_type_vectors(out, found, method, options.unknown)
-    report.from_corpus = int(from_corpus[vocabulary.slot].sum()) if method == "corpus" else 0
+    sums.add_templates(template_slots(sums, method, options), templates)
+    found = finish(vocabulary, sums, method, options, spec)
+    report.files = write_type_vectors(out, found)
+    report.from_corpus = int((sums.counts[vocabulary.slot] > 0).sum())
     report.fallback = int(found.fallback.sum())
     report.unknown = int(found.unknown.sum())
     report.contexts = int(found.counts.sum())
@@ -210,7 +206,8 @@ def _sum(bundle: str | Path, words: list[str], corpus: Inputs, options: TypeLeve
     dataset = read_inputs(corpus).map_batches(
         SumSlots,
         fn_constructor_kwargs={"bundle": str(Path(bundle).absolute()), "words": words, "pooling": options.pooling,
-                               "quotas": ray.put(quotas), "load": run.load, "threads": workers.threads},
+                               "context": options.context, "quotas": ray.put(quotas), "load": run.load,
+                               "threads": workers.threads},
         compute=ray.data.ActorPoolStrategy(size=workers.count), num_cpus=workers.threads,
         batch_size=corpus.block_lines, batch_format="numpy",
     )

@@ -15,12 +15,15 @@ uninterrupted run does. An interrupted job (KeyboardInterrupt) that kept nothing
 yet removes its work folder, so the same command can simply run again.
 
 Outputs: the vectors in any bulk format, keyed by the vocabulary words; the
-context counts in `<stem>.counts.tsv` beside it (word, contexts, source) and,
-in an .npz, as `counts` and `fallback` arrays.
+context counts in `<stem>.counts.tsv` beside it (a `#` line saying how the
+vectors were made, then word, contexts, source) and, in an .npz, as `counts`
+and `fallback` arrays beside 0-d fields saying how (TypeVectors.record: method,
+prior, context, max_contexts, postprocess, ...).
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from collections.abc import Callable, Sequence
@@ -66,12 +69,13 @@ from bertonnx.type_level.vectors import (
 Progress = Callable[[str, int, int, int], None]
 """Called with (pass, done, total, lines): ("corpus", bytes read, corpus bytes, lines read), then
 ("templates", words done, words, words done)."""
-STATE_VERSION = 1
+STATE_VERSION = 2  # 2: the templates' sums apart from the corpus's (the prior)
 
 
 @dataclass
 class TypeLevelReport:
     words: int = 0
+    method: str = "templates"  # templates | corpus
     from_corpus: int = 0  # words with at least one corpus context
     fallback: int = 0  # corpus method: words never seen, embedded from templates
     unknown: int = 0
@@ -163,7 +167,8 @@ class TypeLevelJob:
         self.vocabulary = vocabulary_of(embedder.tokenizer, vocabulary_path, read_vocabulary(vocabulary_path),
                                         options.unknown)
         self.templates = Templates.of(embedder.tokenizer, options.templates)
-        self.sums = TypeSums(embedder.runner, self.vocabulary, options.pooling, options.max_contexts)
+        self.sums = TypeSums(embedder.runner, self.vocabulary, options.pooling, options.max_contexts,
+                             options.context)
         self.postprocess = parse_postprocess(options.postprocess, self.sums.sums.shape[1])
         check_postprocess_rows(self.postprocess, kept_slots(self.vocabulary, options.unknown))
         self.method = "corpus" if self.corpus else "templates"
@@ -184,7 +189,7 @@ class TypeLevelJob:
         self.saved = _Position()  # the position of the last checkpoint on disk
         self.saved_at = time.monotonic()
         self.need: NDArray[np.int64] | None = None  # template slots, fixed when the corpus pass ends
-        self.report = TypeLevelReport(words=len(self.vocabulary.words), output=out)
+        self.report = TypeLevelReport(words=len(self.vocabulary.words), method=self.method, output=out)
 
     @property
     def kept_lines(self) -> int:
@@ -234,15 +239,10 @@ class TypeLevelJob:
             if not (self.kept_lines or self.kept_words):  # nothing a resume could skip: the same command runs again
                 shutil.rmtree(work, ignore_errors=True)
             raise
-        from_corpus = np.zeros(len(self.vocabulary), dtype=bool)
-        if self.method == "corpus":
-            assert self.need is not None
-            from_corpus[:] = True
-            from_corpus[self.need] = False
-        found = finish(self.vocabulary, self.sums, self.method, from_corpus, self.options.unknown, self.postprocess)
+        found = finish(self.vocabulary, self.sums, self.method, self.options, self.postprocess)
         self._write(found)
         shutil.rmtree(work, ignore_errors=True)
-        self.report.from_corpus = int(from_corpus[self.vocabulary.slot].sum()) if self.method == "corpus" else 0
+        self.report.from_corpus = int((self.sums.counts[self.vocabulary.slot] > 0).sum())
         self.report.fallback = int(found.fallback.sum())
         self.report.unknown = int(found.unknown.sum())
         self.report.contexts = int(found.counts.sum())
@@ -261,7 +261,7 @@ class TypeLevelJob:
                 raise
         if self.position.phase in ("corpus", "templates"):
             if self.need is None:
-                self.need = template_slots(self.sums, self.method, self.options.unknown)
+                self.need = template_slots(self.sums, self.method, self.options)
                 self.position.phase = "templates"
                 self._checkpoint(work)
             self._templates_pass(work, tick)
@@ -316,7 +316,8 @@ class TypeLevelJob:
 
     def _checkpoint(self, work: Path) -> None:
         """Arrays first, each atomically; state.json last, with their sha256: a torn checkpoint is refused."""
-        arrays = {"sums.npy": self.sums.sums, "counts.npy": self.sums.counts}
+        arrays = {"sums.npy": self.sums.sums, "counts.npy": self.sums.counts,
+                  "template_sums.npy": self.sums.template_sums, "template_counts.npy": self.sums.template_counts}
         if self.need is not None:
             arrays["need.npy"] = self.need
         hashes = save_arrays(work, arrays)
@@ -330,6 +331,8 @@ class TypeLevelJob:
         arrays = load_arrays(work, state.get("sha256") or {})
         self.sums.sums[...] = arrays["sums.npy"]
         self.sums.counts[...] = arrays["counts.npy"]
+        self.sums.template_sums[...] = arrays["template_sums.npy"]
+        self.sums.template_counts[...] = arrays["template_counts.npy"]
         self.need = arrays.get("need.npy")
         self.position = _Position(**state["position"])
         self.saved = replace(self.position)
@@ -338,18 +341,32 @@ class TypeLevelJob:
     # -- the output -----------------------------------------------------------------------------------
 
     def _write(self, found: TypeVectors) -> None:
-        self.report.files = write_type_vectors(self.out, found, self.method, self.options.unknown)
+        self.report.files = write_type_vectors(self.out, found)
 
 
-def write_type_vectors(out: Path, found: TypeVectors, method: str, unknown: str) -> list[Path]:
+def record_line(record: dict[str, object]) -> str:
+    """The counts file's first line: how the vectors were made, `# bertonnx type-level: key=value ...` (the
+    templates left out: they can be long; an .npz keeps them)."""
+    fields = " ".join(f"{key}={_plain(value)}" for key, value in record.items() if key != "templates")
+    return f"# bertonnx type-level: {fields}"
+
+
+def _plain(value: object) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def write_type_vectors(out: Path, found: TypeVectors) -> list[Path]:
     """The counts beside the vectors first, then the vectors (in any bulk format), each atomically."""
-    source = np.where(found.fallback | (method == "templates"), "templates", "corpus")
+    unknown = found.options.unknown
+    source = np.where(found.fallback | (found.method == "templates"), "templates", "corpus")
     source = np.where(found.unknown & (unknown == "zero"), "zero", source)
-    rows = ["word\tcontexts\tsource"] + [
+    rows = [record_line(found.record()), "word\tcontexts\tsource"] + [
         f"{word}\t{count}\t{kind}" for word, count, kind in zip(found.words, found.counts.tolist(), source)
     ]
     write_atomic(counts_path(out), _writer(("\n".join(rows) + "\n").encode("utf-8")))
-    extra = {"counts": found.counts, "fallback": found.fallback}
+    extra: dict[str, NDArray[np.generic]] = {"counts": found.counts, "fallback": found.fallback}
+    extra.update({key: np.array(json.dumps(value) if isinstance(value, list) else value)  # 0-d fields
+                  for key, value in found.record().items()})
     ids = np.column_stack([np.arange(1, len(found.words) + 1), np.zeros(len(found.words))]).astype(np.int64)
     write_vectors(out, list(found.words), found.vectors, ids=ids, unknown=found.unknown, extra=extra)
     return [counts_path(out), out]

@@ -505,23 +505,29 @@ def test_without_ray_the_error_says_what_to_install(monkeypatch: pytest.MonkeyPa
         ray_session().__enter__()
 
 
-@pytest.mark.parametrize("cap", [2, 1000])
+@pytest.mark.parametrize("cap,context", [(2, "sentence"), (1000, "sentence"), (1000, "window:3")])
 def test_type_level_on_ray_equals_one_process(
-    ray_cluster: None, tiny_bundle: Path, corpus: dict[str, list[Path]], tmp_path: Path, cap: int
+    ray_cluster: None, tiny_bundle: Path, corpus: dict[str, list[Path]], tmp_path: Path, cap: int, context: str
 ) -> None:
-    """Two corpus files on two workers: the same contexts (the first `cap` of each word, in input order) as one
-    process over their concatenation, so the same counts and flags, and vectors up to float summation order."""
+    """Two corpus files on two workers: the same contexts (the first `cap` of each word, in input order, each read in
+    its sentence or window) as one process over their concatenation, so the same counts and flags, and vectors up to
+    float summation order."""
     *inputs, whole = corpus["text"]
+    cut = []
+    for path in (*inputs, whole):  # sentences ending mid-line, so that lines are cut into several contexts
+        cut.append(tmp_path / path.name)
+        cut[-1].write_bytes(path.read_bytes().replace(b" kingdom ", b" kingdom. "))
+    *inputs, whole = cut
     vocab = tmp_path / "vocab.txt"
     vocab.write_text("king\nqueen\napple\nunable\nkingly\nzebra\nu.s.\n", encoding="utf-8")
     single = tmp_path / "single.npz"
     one = run("embed", tiny_bundle, "--type-level", "-i", vocab, "--corpus", whole, "--max-contexts", cap,
-              "-o", single, "--backend", "onnxruntime", "--threads", 1)
+              "--context", context, "-o", single, "--backend", "onnxruntime", "--threads", 1)
     assert one.exit_code == 0, one.output
     out = tmp_path / "ray.npz"
     result = run("embed-distributed", tiny_bundle, "--type-level", "-i", vocab, "--corpus", inputs[0],
-                 "--corpus", inputs[1], "--max-contexts", cap, "-o", out, "--num-workers", 2, "--batch-size", 32,
-                 "--threads", 1, "--backend", "onnxruntime")
+                 "--corpus", inputs[1], "--max-contexts", cap, "--context", context, "-o", out, "--num-workers", 2,
+                 "--batch-size", 32, "--threads", 1, "--backend", "onnxruntime")
     assert result.exit_code == 0, result.output
     assert "7 type-level vectors" in result.stderr and "300 corpus lines" in result.stderr
     with np.load(single) as expected, np.load(out) as found:
@@ -529,6 +535,7 @@ def test_type_level_on_ray_equals_one_process(
         np.testing.assert_array_equal(found["counts"], expected["counts"])
         np.testing.assert_array_equal(found["fallback"], expected["fallback"])
         np.testing.assert_allclose(found["vectors"], expected["vectors"], rtol=0, atol=1e-6)
+        assert found["context"].item() == context and found["prior"].item() == 5.0
         fallback = found["fallback"].tolist()
         assert fallback[5:] == [True, True] and not any(fallback[:5])  # zebra and u.s. are not in the corpus
         if cap == 2:

@@ -24,6 +24,7 @@ from bertonnx.options import PROVIDERS, WORD_POOLING_MODES
 from bertonnx.study import DEFAULT_CONTEXTS, METRICS, StudyResult, check_contexts, match_word, run_study
 from bertonnx.study.files import load_contexts, write_outputs
 from bertonnx.study.plots import color_range
+from bertonnx.type_level import TypeLevelOptions
 
 # Words of several pieces in the tiny vocabulary (play ##ing, un ##able), capitals
 # and punctuation next to them, and a word that occurs twice (the first counts).
@@ -182,6 +183,13 @@ def test_a_type_level_panel_follows_the_static_one(cli: typer.Typer, tiny: Embed
     assert result.kinds[:2] == ("static", "type-level") and len(result.kinds) == 2 + len(
         next(iter(PIECES_CONTEXTS.values())))
     np.testing.assert_array_equal(result.panels[1].vectors, tiny.type_vectors(list(result.words)).vectors)
+    assert result.to_json()["type_level"]["method"] == "templates"
+    lines = ["the king and queen rule . the man and woman are friends"]
+    options = TypeLevelOptions(prior=2, context="window:2", pooling="max")  # the study's pooling wins
+    result = run_study(tiny, PIECES_CONTEXTS, type_level=options, corpus=lines)
+    expected = tiny.type_vectors(list(result.words), method="corpus", corpus=lines, prior=2, context="window:2")
+    np.testing.assert_array_equal(result.panels[1].vectors, expected.vectors)
+    assert result.to_json()["type_level"]["context"] == "window:2" and result.to_json()["type_level"]["prior"] == 2
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("the king and queen rule the kingdom\nthe man and woman are friends\n", encoding="utf-8")
     out = tmp_path / "out"
@@ -191,8 +199,20 @@ def test_a_type_level_panel_follows_the_static_one(cli: typer.Typer, tiny: Embed
     assert "cosine · type-level" in shown.stdout and "type↔1" in shown.stdout.replace(" ", "")
     kinds = json.loads((out / "study.json").read_text())["kinds"]
     assert kinds[:2] == ["static", "type-level"]
+    made = json.loads((out / "study.json").read_text())["type_level"]
+    assert (made["method"], made["prior"], made["context"], made["max_contexts"], made["postprocess"]) == (
+        "corpus", 5.0, "sentence", 100, "none")
+    shown = CliRunner().invoke(cli, ["compare", str(tiny_bundle), "--out", str(out), "--provider", "cpu",
+                                     "--type-level", "--corpus", str(corpus), "--prior", "0", "--context", "line"])
+    assert shown.exit_code == 0, shown.stderr
+    made = json.loads((out / "study.json").read_text())["type_level"]
+    assert (made["method"], made["prior"], made["context"]) == ("corpus", 0.0, "line")
     alone = CliRunner().invoke(cli, ["compare", str(tiny_bundle), "--out", str(out), "--corpus", str(corpus)])
     assert alone.exit_code == 2 and "--corpus goes with --type-level" in alone.stderr
+    alone = CliRunner().invoke(cli, ["compare", str(tiny_bundle), "--out", str(out), "--prior", "1"])
+    assert alone.exit_code == 2 and "--prior goes with --type-level" in alone.stderr
+    plain = CliRunner().invoke(cli, ["compare", str(tiny_bundle), "--out", str(out), "--provider", "cpu"])
+    assert plain.exit_code == 0 and json.loads((out / "study.json").read_text())["type_level"] is None
 
 
 def test_colour_ranges_are_fixed_per_metric() -> None:

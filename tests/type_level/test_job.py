@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -50,6 +51,7 @@ def test_templates_to_npz_with_counts_as_the_library_gives(
                   "center", *LOAD)
     assert centred.exit_code == 0 and "post-processed: center" in centred.stderr
     assert f"{len(VOCAB)} type-level vectors -> {out} + types.counts.tsv" in result.stderr
+    assert "method templates, 6 of them" in result.stderr
     table = read_table(out)
     expected = embedder.type_vectors(VOCAB)
     assert table.keys == VOCAB
@@ -57,8 +59,11 @@ def test_templates_to_npz_with_counts_as_the_library_gives(
     with np.load(out) as archive:
         assert archive["counts"].tolist() == [len(DEFAULT_TEMPLATES)] * len(VOCAB)
         assert not archive["fallback"].any()
+        assert archive["method"].item() == "templates" and archive["postprocess"].item() == "none"
+        assert json.loads(archive["templates"].item()) == list(DEFAULT_TEMPLATES)
     rows = counts_path(out).read_text(encoding="utf-8").splitlines()
-    assert rows[0] == "word\tcontexts\tsource" and rows[1] == f"king\t{len(DEFAULT_TEMPLATES)}\ttemplates"
+    assert rows[0].startswith("# bertonnx type-level: method=templates prior=5 context=sentence")
+    assert rows[1] == "word\tcontexts\tsource" and rows[2] == f"king\t{len(DEFAULT_TEMPLATES)}\ttemplates"
 
 
 def test_corpus_glob_to_word2vec_that_gensim_loads(
@@ -76,13 +81,14 @@ def test_corpus_glob_to_word2vec_that_gensim_loads(
                  "--templates", templates, "--max-contexts", "7", "-o", out, *LOAD)
     assert result.exit_code == 0, result.output
     assert "500 corpus lines" in result.stderr and "1 from templates (never seen)" in result.stderr
+    assert "method corpus: prior 5, context sentence, at most 7 contexts a word" in result.stderr
     lines = (corpus_text(300, 1) + corpus_text(200, 2)).splitlines()
     expected = embedder.type_vectors(VOCAB, method="corpus", corpus=lines, max_contexts=7,
                                      templates=["a {} !", "the {} is here"])
     loaded = KeyedVectors.load_word2vec_format(str(out), binary=True)
     assert list(loaded.index_to_key) == VOCAB
     np.testing.assert_allclose(loaded.vectors, expected.vectors, rtol=1e-6, atol=1e-6)
-    rows = dict(line.split("\t", 1) for line in counts_path(out).read_text(encoding="utf-8").splitlines()[1:])
+    rows = dict(line.split("\t", 1) for line in counts_path(out).read_text(encoding="utf-8").splitlines()[2:])
     assert rows["zebra"] == "2\ttemplates" and rows["king"] == "7\tcorpus"
 
 
@@ -189,6 +195,8 @@ def test_a_resume_under_other_settings_is_refused(tiny_bundle: Path, vocab: Path
         ("king\n", b"the king\n", ("--normalize", "--on-error", "skip"), "--normalize, --on-error do not apply", 2),
         ("king\n", b"the king\n", ("--max-length", "8"), "--max-length does not apply to --type-level", 2),
         ("king\n", b"the king\n", ("--static",), "choose exactly one of --static, --contextual", 2),
+        ("king\n", b"the king\n", ("--context", "paragraph"), "expected sentence, line or window:N", 2),
+        ("king\n", b"the king\n", ("--prior", "-1"), "--prior", 2),
     ],
 )
 def test_bad_input_is_one_line(
@@ -206,9 +214,11 @@ def test_bad_input_is_one_line(
 
 
 def test_corpus_options_need_type_level(tiny_bundle: Path, vocab: Path, tmp_path: Path) -> None:
-    for extra in (["--corpus", str(vocab)], ["--max-contexts", "5"], ["--postprocess", "center"]):
+    for extra in (["--corpus", str(vocab)], ["--max-contexts", "5"], ["--postprocess", "center"], ["--prior", "0"],
+                  ["--context", "line"]):
         result = run("embed", tiny_bundle, "--static", "-i", vocab, *extra, "-o", tmp_path / "o.npy")
-        one_line_error(result, "--corpus, --templates, --max-contexts and --postprocess go with --type-level", 2)
+        one_line_error(result, "--corpus, --templates, --max-contexts, --prior, --context and --postprocess go with "
+                       "--type-level", 2)
     result = run("embed", tiny_bundle, "--type-level", "-i", vocab)
     one_line_error(result, "--type-level writes a file", 2)
     result = run("embed", tiny_bundle, "--type-level", "-o", tmp_path / "o.npy")  # -i defaults to stdin
@@ -253,3 +263,61 @@ def test_entries_sharing_a_slot_keep_their_own_keys(tiny_bundle: Path, tmp_path:
     assert table.keys == ["Apple", "apple", "king"]
     np.testing.assert_array_equal(table.vectors[0], table.vectors[1])
     assert os.path.getsize(out) > 0
+
+
+@pytest.mark.parametrize("suffix", [".npz", ".txt"])
+def test_the_output_says_how_the_vectors_were_made(
+    tiny_bundle: Path, embedder: Embedder, vocab: Path, tmp_path: Path, suffix: str
+) -> None:
+    """The npz's 0-d fields and the counts file's first line: method, prior, context rule, cap, post-processing."""
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(corpus_text(80, 4).replace("\n", ". The queen.\n"), encoding="utf-8")
+    out = tmp_path / f"types{suffix}"
+    result = run("embed", tiny_bundle, "--type-level", "-i", vocab, "--corpus", corpus, "--prior", "2.5",
+                 "--context", "window:3", "--max-contexts", "9", "--postprocess", "center", "-o", out, *LOAD)
+    assert result.exit_code == 0, result.output
+    assert "method corpus: prior 2.5, context window:3, at most 9 contexts a word" in result.stderr
+    header = counts_path(out).read_text(encoding="utf-8").splitlines()[0]
+    assert header == ("# bertonnx type-level: method=corpus prior=2.5 context=window:3 context_rule=sentence/1 "
+                      "max_contexts=9 postprocess=center pooling=mean")
+    expected = embedder.type_vectors(VOCAB, method="corpus", corpus=corpus.read_text().splitlines(), prior=2.5,
+                                     context="window:3", max_contexts=9, postprocess="center")
+    np.testing.assert_allclose(read_table(out).vectors, expected.vectors, rtol=1e-6, atol=1e-6)
+    if suffix == ".npz":
+        with np.load(out) as archive:
+            made = {key: archive[key].item() for key in ("method", "prior", "context", "max_contexts", "postprocess")}
+        assert made == {"method": "corpus", "prior": 2.5, "context": "window:3", "max_contexts": 9,
+                        "postprocess": "center"}
+    import csv
+
+    with counts_path(out).open(encoding="utf-8", newline="") as stream:  # a reader skips the `#` line as a comment
+        rows = list(csv.DictReader((line for line in stream if not line.startswith("#")), delimiter="\t"))
+    assert [row["word"] for row in rows] == VOCAB and rows[0].keys() == {"word", "contexts", "source"}
+
+
+def test_a_resume_under_another_context_rule_or_prior_is_refused(embedder: Embedder, vocab: Path,
+                                                                  tmp_path: Path) -> None:
+    from bertonnx.errors import OutputError
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(corpus_text(400, 6), encoding="utf-8")
+    options = TypeLevelOptions(chunk_lines=100, max_contexts=10**6)
+
+    class Stop(Exception):
+        pass
+
+    def stop(what: str, done: int, total: int, lines: int) -> None:
+        if lines >= 200:
+            raise Stop
+
+    out = tmp_path / "out.npy"
+    with pytest.raises(Stop):
+        TypeLevelJob(embedder, vocab, [corpus], out, options).open(False, False).run(stop)
+    for changed, named in ((replace(options, context="line"), "context: saved 'sentence', now 'line'"),
+                           (replace(options, prior=0), "prior: saved 5.0, now 0.0")):
+        with pytest.raises(OutputError, match=named):
+            TypeLevelJob(embedder, vocab, [corpus], out, changed).open(resume=True, force=False)
+    TypeLevelJob(embedder, vocab, [corpus], out, options).open(resume=True, force=False).run()
+    whole = tmp_path / "whole.npy"
+    TypeLevelJob(embedder, vocab, [corpus], whole, options).open(False, False).run()
+    assert out.read_bytes() == whole.read_bytes()

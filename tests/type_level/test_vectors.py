@@ -7,7 +7,8 @@ import pytest
 
 from bertonnx import Embedder
 from bertonnx.errors import EmptyWordError, InputError, OptionError, UnknownWordError
-from bertonnx.type_level.vectors import DEFAULT_TEMPLATES, TypeSums, Vocabulary
+from bertonnx.type_level.matching import Vocabulary
+from bertonnx.type_level.vectors import DEFAULT_TEMPLATES, TypeSums
 
 VOCAB = ["king", "queen", "apple", "Apple", "unable", "u.s.", "music", "zebra"]
 CORPUS = [
@@ -76,7 +77,9 @@ def test_own_templates(embedder: Embedder) -> None:
 
 @pytest.mark.parametrize("cap", [1, 2, 100])
 def test_corpus_matches_the_slow_reference_and_falls_back_to_templates(embedder: Embedder, cap: int) -> None:
-    found = embedder.type_vectors(VOCAB, method="corpus", corpus=iter(CORPUS), max_contexts=cap)
+    """Whole lines, no prior: the plain corpus mean (the method as it was before contexts had a rule)."""
+    found = embedder.type_vectors(VOCAB, method="corpus", corpus=iter(CORPUS), max_contexts=cap, context="line",
+                                  prior=0)
     for index, word in enumerate(VOCAB):
         expected, count = reference_corpus(embedder, word, CORPUS, cap)
         if expected is None:  # never seen: the templates, flagged
@@ -157,12 +160,13 @@ def test_entries_the_model_cannot_tell_apart_share_a_slot(embedder: Embedder) ->
     assert vocabulary.slot.tolist() == [0, 0, 0, 1, 2] and vocabulary.n_words.tolist() == [1, 4, 1]
     sums = TypeSums(embedder.runner, vocabulary, max_contexts=5)
     assert sums.add_corpus(["apple Apple the u.s. king"]) == 4 and sums.counts.tolist() == [2, 1, 1]
+    assert vocabulary.form_slot.tolist() == [0, 1, 2]  # WordPiece spells a word alike anywhere: one form each
 
 
 def test_a_giant_corpus_line_is_read_in_parts_cut_between_words(embedder: Embedder) -> None:
     """Over LONG_LINE_PIECES pieces a line is read in parts (its states stay small); no word is split, none lost."""
     from bertonnx.tokenize import TextPieces
-    from bertonnx.type_level.vectors import LONG_LINE_PIECES, cut_long
+    from bertonnx.type_level.contexts import LONG_LINE_PIECES, cut_long
 
     lengths = np.random.default_rng(0).integers(1, 5, size=3000)
     piece_word = np.repeat(np.arange(lengths.size), lengths)
@@ -172,7 +176,44 @@ def test_a_giant_corpus_line_is_read_in_parts_cut_between_words(embedder: Embedd
     np.testing.assert_array_equal(np.concatenate([part.ids for part in parts]), text.ids)
     firsts = np.cumsum([0] + [part.ids.size for part in parts])[1:-1]
     assert all(piece_word[i] != piece_word[i - 1] for i in firsts)  # every cut falls between two words
-    line = " ".join(["the king and the queen rule"] * (LONG_LINE_PIECES // 6 + 50))  # ~16.7k pieces
-    sums = TypeSums(embedder.runner, Vocabulary.of(embedder.tokenizer, ["king", "queen"]), max_contexts=10**9)
-    assert sums.add_corpus([line]) == 2 * (LONG_LINE_PIECES // 6 + 50)
-    assert np.isfinite(sums.sums).all() and sums.counts.tolist() == [LONG_LINE_PIECES // 6 + 50] * 2
+    line = " ".join(["the king and the queen rule"] * (LONG_LINE_PIECES // 6 + 50))  # ~16.7k pieces, no sentence end
+    for context in ("line", "sentence"):
+        sums = TypeSums(embedder.runner, Vocabulary.of(embedder.tokenizer, ["king", "queen"]), max_contexts=10**9,
+                        context=context)
+        assert sums.add_corpus([line]) == 2 * (LONG_LINE_PIECES // 6 + 50)
+        assert np.isfinite(sums.sums).all() and sums.counts.tolist() == [LONG_LINE_PIECES // 6 + 50] * 2
+
+
+@pytest.mark.parametrize("prior", [0.0, 1.0, 5.0, 2.5])
+def test_the_prior_blends_the_templates_in_as_k_contexts(embedder: Embedder, prior: float) -> None:
+    """v = (corpus sum + k x templates' mean) / (n + k) for a word the corpus saw; the templates for one it did not."""
+    found = embedder.type_vectors(VOCAB, method="corpus", corpus=CORPUS, max_contexts=3, context="line",
+                                  prior=prior)
+    for index, word in enumerate(VOCAB):
+        template = reference_templates(embedder, word, DEFAULT_TEMPLATES, "mean").astype(np.float64)
+        mean, count = reference_corpus(embedder, word, CORPUS, 3)
+        if mean is None:
+            expected = template
+            assert found.fallback[index] and found.counts[index] == len(DEFAULT_TEMPLATES), word
+        else:
+            expected = (count * mean + prior * template) / (count + prior)
+            assert not found.fallback[index] and found.counts[index] == count, word  # corpus contexts alone
+        np.testing.assert_allclose(found.vectors[index], expected, rtol=1e-5, atol=1e-5, err_msg=word)
+    assert found.record()["prior"] == prior and found.record()["method"] == "corpus"
+
+
+def test_a_prior_of_zero_on_lines_is_the_corpus_mean_exactly(embedder: Embedder) -> None:
+    """k = 0 adds nothing to the corpus sums: the same bits as the sums divided by the counts."""
+    found = embedder.type_vectors(["king", "queen"], method="corpus", corpus=CORPUS, context="line", prior=0)
+    sums = TypeSums(embedder.runner, Vocabulary.of(embedder.tokenizer, ["king", "queen"]), context="line")
+    sums.add_corpus(CORPUS)
+    np.testing.assert_array_equal(found.vectors, (sums.sums / sums.counts[:, None]).astype(np.float32))
+
+
+def test_bad_prior_and_context(embedder: Embedder) -> None:
+    for bad in (-1, float("nan"), float("inf"), "5", True):
+        with pytest.raises(OptionError, match="prior must be a number >= 0"):
+            embedder.type_vectors(["king"], prior=bad)  # type: ignore[arg-type]
+    for bad in ("paragraph", "window", "window:0", "window:x", "window:-2"):
+        with pytest.raises(OptionError, match="expected sentence, line or window:N with N >= 1"):
+            embedder.type_vectors(["king"], context=bad)
