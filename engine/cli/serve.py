@@ -152,4 +152,9 @@ def serving_line(path: Path, model: str, dim: int, runtime: RuntimeInfo) -> str:
             f"; word cosine vs {runtime.fidelity.reference} min {found.word_min_cosine:.5f}, "
             f"mean {found.word_mean_cosine:.5f}"
         )
+    sentences = runtime.serves.get("sentences")
+    if sentences is not None and sentences != runtime.serves.get("words"):  # `fastest` split by use
+        line += f"; sentences on {sentences.backend} {sentences.precision}"
+        if sentences.fidelity is not None and sentences.fidelity.fidelity.sentence_min_cosine is not None:
+            line += f", sentence cosine min {sentences.fidelity.fidelity.sentence_min_cosine:.5f}"
     return line

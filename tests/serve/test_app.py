@@ -595,6 +595,16 @@ def test_the_start_up_line_names_what_runs() -> None:
     assert serving_line(Path("B"), "m", 32, replace(runtime, threads=1, fidelity=fidelity)) == (
         "serving B (m, 32 dims) on openvino CPU bf16, 1 thread; word cosine vs fp32 min 0.99912, mean 0.99998"
     )
+    from bertonnx.fidelity import SENTENCE_GATE
+    from bertonnx.results import Serving
+
+    words = Serving("openvino", "bf16", None, fidelity)
+    int8 = GateResult("int8", "fp32", replace(figures, sentence_min_cosine=0.9947), SENTENCE_GATE)
+    sentences = Serving("openvino", "int8", "r", int8)
+    split = replace(runtime, fidelity=fidelity, serves={"words": words, "sentences": sentences})
+    assert serving_line(Path("B"), "m", 32, split).endswith("; sentences on openvino int8, sentence cosine min 0.99470")
+    one = replace(runtime, fidelity=fidelity, serves={"words": words, "sentences": words})
+    assert "sentences on" not in serving_line(Path("B"), "m", 32, one)
 
 
 def _wait_for_url(process: subprocess.Popen[str], timeout: float = 120) -> tuple[str, str]:
