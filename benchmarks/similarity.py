@@ -7,9 +7,10 @@
 Words (benchmarks/roget.py): single lowercase words that Roget's Thesaurus lists under exactly one of its
 1,000 categories and that are one whole word piece of the model's vocabulary (one row of the static
 table); categories with at least MIN_WORDS of them, at most MAX_WORDS each (a seeded draw).
-Vectors: the static table; type-level from templates; from the corpus (its first --corpus-lines lines,
-words it never saw falling back to templates); and any --variant: keyword arguments of
-`Embedder.type_vectors` (e.g. `corpus+prior:method=corpus,prior=5`).
+Vectors: the static table; type-level from templates; from the corpus alone (its first --corpus-lines
+lines, prior 0: a word it never saw falls back to templates); from the corpus with the templates as a prior
+(the library's default prior and context); and any --variant: keyword arguments of `Embedder.type_vectors`
+(e.g. `corpus-line:method=corpus,prior=0,context=line`, the method before priors and local contexts).
 Figures, each over the same words:
     nn same category   share of words whose nearest other word (cosine) is in the same category;
     within, between    mean cosine of two words of one category, and of two words of different classes;
@@ -185,7 +186,8 @@ def main(argv: list[str] | None = None) -> None:
     vocab = embedder.tokenizer.backend.get_vocab()
     pool = pool_of(categories(), vocab.__contains__, args.seed)
     pairs = pairs_of(pool, args.seed)
-    variants = [("templates", {}), ("corpus", {"method": "corpus", "max_contexts": args.max_contexts})]
+    corpus = {"method": "corpus", "max_contexts": args.max_contexts}
+    variants = [("templates", {}), ("corpus", {**corpus, "prior": 0}), ("corpus+prior", corpus)]
     variants += [parse_variant(text) for text in args.variant]
     vectors, counts = vectors_of(embedder, pool, args.corpus, args.corpus_lines, variants)
     seen = np.all([c >= args.seen for c in counts.values()], axis=0) if counts else np.zeros(len(pool.words), bool)

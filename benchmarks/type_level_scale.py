@@ -35,7 +35,9 @@ from pathlib import Path
 from bertonnx.benchmarks.machine import describe_machine
 from bertonnx.benchmarks.type_level import vocabulary_words
 from bertonnx.embedder import Embedder
-from bertonnx.type_level.vectors import TypeSums, Vocabulary
+from bertonnx.type_level.contexts import DEFAULT_CONTEXT
+from bertonnx.type_level.matching import Vocabulary
+from bertonnx.type_level.vectors import TypeSums
 
 THRESHOLDS = (1, 10, 100)
 SLICE = 512  # lines per call in the sample, as the bulk path's slices
@@ -122,12 +124,13 @@ def frequent_words(embedder: Embedder, corpus: Path, count: int, lines: int = 10
     return [word for word, _ in found.most_common(count)]
 
 
-def sample_ratio(embedder: Embedder, corpus: Path, words: list[str], lines: int) -> dict[str, float]:
-    """The corpus pass (every line holding a vocabulary word reaches the model: no word is ever full) and
-    `contextual_rows` on the corpus's first `lines` lines, slice by slice, interleaved."""
+def sample_ratio(embedder: Embedder, corpus: Path, words: list[str], lines: int,
+                 context: str = DEFAULT_CONTEXT) -> dict[str, float]:
+    """The corpus pass under `context` (every line holding a vocabulary word reaches the model: no word is ever
+    full) and `contextual_rows` on the corpus's first `lines` lines, slice by slice, interleaved."""
     with corpus.open(encoding="utf-8") as stream:
         texts = [line.rstrip("\n") for line in islice(stream, lines)]
-    sums = TypeSums(embedder.runner, Vocabulary.of(embedder.tokenizer, words), max_contexts=10**9)
+    sums = TypeSums(embedder.runner, Vocabulary.of(embedder.tokenizer, words), max_contexts=10**9, context=context)
     embedder.contextual_rows(texts[:64])  # warm-up, untimed
     corpus_s = contextual_s = 0.0
     for index, start in enumerate(range(0, len(texts), SLICE)):
@@ -166,7 +169,8 @@ def main(argv: list[str] | None = None) -> None:
     whole = set(vocabulary_words(embedder, 0, compounds=False))
     vocab = args.out / "vocab.txt"
     vocab.write_text("\n".join(words) + "\n", encoding="utf-8")
-    ratio = sample_ratio(embedder, args.corpus, words, args.sample) if args.sample else None
+    context = extra[extra.index("--context") + 1] if "--context" in extra[:-1] else DEFAULT_CONTEXT
+    ratio = sample_ratio(embedder, args.corpus, words, args.sample, context) if args.sample else None
     print(f"sample: {json.dumps(ratio)}", file=sys.stderr)
     del embedder
     output = args.out / "vectors.npz"
@@ -177,7 +181,7 @@ def main(argv: list[str] | None = None) -> None:
     record = {
         "schema": "bertonnx-type-level-scale/1", "machine": describe_machine().to_dict(),
         "corpus": str(args.corpus), "corpus_lines": sum(1 for _ in args.corpus.open("rb")),
-        "job": asdict(run), "sample": ratio,
+        "job": asdict(run), "sample": ratio, "sample_context": context,
         "coverage": coverage(counts) if run.returncode == 0 else None,
         "coverage_whole_words": coverage(counts, whole) if run.returncode == 0 else None,
     }
