@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -32,9 +33,12 @@ from dataclasses import asdict, dataclass, field
 from itertools import islice
 from pathlib import Path
 
+import numpy as np
+
 from bertonnx.benchmarks.machine import describe_machine
 from bertonnx.benchmarks.type_level import vocabulary_words
 from bertonnx.embedder import Embedder
+from bertonnx.io.checkpoints import partial_dir
 from bertonnx.type_level.contexts import DEFAULT_CONTEXT
 from bertonnx.type_level.matching import Vocabulary
 from bertonnx.type_level.vectors import TypeSums
@@ -67,17 +71,22 @@ class JobRun:
     samples: list[Sample] = field(default_factory=list)
 
 
-def watch(command: list[str], log: Path, every: float = 5.0) -> JobRun:
-    """Run `command` with its stderr into `log`, reading its memory from /proc every `every` seconds."""
+def watch(command: list[str], log: Path, every: float = 5.0, stop_after: float | None = None) -> JobRun:
+    """Run `command` with its stderr into `log`, reading its memory from /proc every `every` seconds; after
+    `stop_after` seconds, interrupt it as Ctrl-C does (it keeps its last checkpoint)."""
     started = time.monotonic()
     samples: list[Sample] = []
     with log.open("w", encoding="utf-8") as sink:
         job = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=sink)
         status = Path(f"/proc/{job.pid}/status")
+        interrupted = False
         while job.poll() is None:
             memory = _memory(status)
             if memory is not None:
                 samples.append(Sample(time.monotonic() - started, _lines_reported(log), *memory))
+            if stop_after is not None and not interrupted and time.monotonic() - started > stop_after:
+                job.send_signal(signal.SIGINT)
+                interrupted = True
             time.sleep(every)
     wall = time.monotonic() - started
     tail = log.read_text(encoding="utf-8", errors="replace").splitlines()[-6:]
@@ -124,6 +133,18 @@ def frequent_words(embedder: Embedder, corpus: Path, count: int, lines: int = 10
     return [word for word, _ in found.most_common(count)]
 
 
+def checkpoint_coverage(output: Path, embedder: Embedder, words: list[str],
+                        only: set[str] | None = None) -> dict[str, int]:
+    """As `coverage`, from an interrupted job's last checkpoint (its per-word counts, and the corpus lines it
+    had read then)."""
+    work = partial_dir(output)
+    counts = np.load(work / "counts.npy")[Vocabulary.of(embedder.tokenizer, words).slot]
+    kept = [int(c) for word, c in zip(words, counts) if only is None or word in only]
+    position = json.loads((work / "state.json").read_text(encoding="utf-8"))["position"]
+    return {"words": len(kept), **{f">={n}": sum(c >= n for c in kept) for n in THRESHOLDS},
+            "corpus_lines": int(position["lines_total"])}
+
+
 def sample_ratio(embedder: Embedder, corpus: Path, words: list[str], lines: int,
                  context: str = DEFAULT_CONTEXT) -> dict[str, float]:
     """The corpus pass under `context` (every line holding a vocabulary word reaches the model: no word is ever
@@ -158,6 +179,9 @@ def main(argv: list[str] | None = None) -> None:
                         help="the vocabulary: the corpus's --words most frequent words, instead of the bundle's")
     parser.add_argument("--sample", type=int, default=2_000, help="lines of the interleaved speed ratio (0: none)")
     parser.add_argument("--every", type=float, default=5.0, help="seconds between memory samples")
+    parser.add_argument("--stop-after", type=float, default=None,
+                        help="seconds after which the job is interrupted (Ctrl-C); coverage then comes from its "
+                             "last checkpoint")
     parser.add_argument("--out", type=Path, default=Path("type-level-scale"))
     argv = sys.argv[1:] if argv is None else argv
     cut = argv.index("--") if "--" in argv else len(argv)
@@ -172,18 +196,20 @@ def main(argv: list[str] | None = None) -> None:
     context = extra[extra.index("--context") + 1] if "--context" in extra[:-1] else DEFAULT_CONTEXT
     ratio = sample_ratio(embedder, args.corpus, words, args.sample, context) if args.sample else None
     print(f"sample: {json.dumps(ratio)}", file=sys.stderr)
-    del embedder
     output = args.out / "vectors.npz"
     command = [*_CLI, "embed", str(args.bundle), "--type-level", "-i", str(vocab), "--corpus", str(args.corpus),
                "-o", str(output), "--unknown", "unk", "--force", *extra]
-    run = watch(command, args.out / "job.log", args.every)
+    run = watch(command, args.out / "job.log", args.every, args.stop_after)
     counts = output.with_name("vectors.counts.tsv")
+    finished = run.returncode == 0
     record = {
         "schema": "bertonnx-type-level-scale/1", "machine": describe_machine().to_dict(),
         "corpus": str(args.corpus), "corpus_lines": sum(1 for _ in args.corpus.open("rb")),
         "job": asdict(run), "sample": ratio, "sample_context": context,
-        "coverage": coverage(counts) if run.returncode == 0 else None,
-        "coverage_whole_words": coverage(counts, whole) if run.returncode == 0 else None,
+        "finished": finished,
+        "coverage": coverage(counts) if finished else checkpoint_coverage(output, embedder, words),
+        "coverage_whole_words": coverage(counts, whole) if finished else checkpoint_coverage(
+            output, embedder, words, whole),
     }
     (args.out / "scale.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     print(json.dumps({k: v for k, v in record.items() if k not in ("job", "machine")}, indent=2))

@@ -7,11 +7,21 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from bertonnx import Embedder
 from bertonnx.benchmarks.type_level import vocabulary_words
-from bertonnx.benchmarks.type_level_scale import coverage, frequent_words, main, sample_ratio, watch
+from bertonnx.benchmarks.type_level_scale import (
+    checkpoint_coverage,
+    coverage,
+    frequent_words,
+    main,
+    sample_ratio,
+    watch,
+)
+from bertonnx.io.checkpoints import partial_dir
+from bertonnx.type_level.matching import Vocabulary
 
 GROW = """
 import sys, time
@@ -32,6 +42,27 @@ def test_watch_sees_memory_against_the_lines_reported(tmp_path: Path) -> None:
     late = min(s.hwm_mb for s in run.samples if s.lines == 2048)
     assert late >= early + 60 and run.peak_mb >= late  # the 80 MB held between the two reports
     assert all(a.seconds < b.seconds for a, b in zip(run.samples, run.samples[1:]))
+
+
+def test_watch_interrupts_a_job_as_ctrl_c_does(tmp_path: Path) -> None:
+    waits = "import time\ntry:\n    time.sleep(60)\nexcept KeyboardInterrupt:\n    print('kept', flush=True)\n" \
+            "    import sys; sys.stderr.write('interrupted\\n'); raise SystemExit(130)"
+    run = watch([sys.executable, "-c", waits], tmp_path / "job.log", every=0.1, stop_after=1.0)
+    assert run.returncode == 130 and run.summary == "interrupted" and run.wall_seconds < 30
+
+
+def test_checkpoint_coverage_reads_counts_by_slot(tiny: Embedder, tmp_path: Path) -> None:
+    words = vocabulary_words(tiny, 0, compounds=False)[:5]
+    slots = Vocabulary.of(tiny.tokenizer, words).slot
+    counts = np.zeros(int(slots.max()) + 1, dtype=np.int64)
+    counts[slots] = [0, 3, 100, 12, 1]
+    work = partial_dir(tmp_path / "vectors.npz")
+    work.mkdir()
+    np.save(work / "counts.npy", counts)
+    (work / "state.json").write_text(json.dumps({"position": {"lines_total": 4096}}), encoding="utf-8")
+    found = checkpoint_coverage(tmp_path / "vectors.npz", tiny, words)
+    assert found == {"words": 5, ">=1": 4, ">=10": 2, ">=100": 1, "corpus_lines": 4096}
+    assert checkpoint_coverage(tmp_path / "vectors.npz", tiny, words, {words[2]})[">=100"] == 1
 
 
 def test_coverage_counts_corpus_contexts_only(tmp_path: Path) -> None:
