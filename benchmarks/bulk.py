@@ -13,7 +13,10 @@ getrusage(RUSAGE_CHILDREN) gives the child's peak RSS. Ratios are within one
 run; the machine is recorded with them.
 
     python -m bertonnx.benchmarks.bulk BUNDLE [--lines 20000] [--modes contextual] [--formats all] \
-        [--backend auto --precision auto --threads N] [--out DIR]
+        [--backend auto --precision auto --threads N] [--in-process] [--out DIR]
+
+--in-process adds, for each text format (.jsonl, .txt), a row of the same job with its rows encoded in the
+job's own process (BERTONNX_ENCODE_WORKERS=0), the way text was written before encoding workers.
 
 Writes DIR/bulk.json and DIR/bulk.md; prints the markdown table.
 """
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import subprocess
 import sys
@@ -76,10 +80,14 @@ class Row:
     output_mb: float | None
 
 
-def measure(command: list[str], stdout: Path) -> tuple[float, float, str]:
-    """(wall seconds, peak RSS MB, stderr) of `command` in a fresh process, its stdout into `stdout`."""
+def measure(command: list[str], stdout: Path, env: dict[str, str] | None = None) -> tuple[float, float, str]:
+    """(wall seconds, peak RSS MB, stderr) of `command` in a fresh process, its stdout into `stdout`.
+
+    Peak RSS is the largest single process's in the tree (getrusage's children): the job's, as its encoding
+    workers are smaller (about 40 MB each at rest)."""
     started = time.perf_counter()
-    done = subprocess.run([sys.executable, "-c", _MEASURE, str(stdout), *command], capture_output=True, text=True)
+    done = subprocess.run([sys.executable, "-c", _MEASURE, str(stdout), *command], capture_output=True, text=True,
+                          env=None if env is None else {**os.environ, **env})
     wall = time.perf_counter() - started
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} failed: {done.stderr[-2000:]}")
@@ -111,7 +119,12 @@ def write_inputs(bundle: Path, lines: int, folder: Path, seed: int = 0) -> dict[
     return paths
 
 
-def bench(bundle: Path, lines: int, modes: list[str], formats: list[str], load: list[str], folder: Path) -> list[Row]:
+TEXT_FORMATS = ("jsonl", "txt")
+IN_PROCESS = {"BERTONNX_ENCODE_WORKERS": "0"}
+
+
+def bench(bundle: Path, lines: int, modes: list[str], formats: list[str], load: list[str], folder: Path,
+          in_process: bool = False) -> list[Row]:
     cli = [sys.executable, "-c", "from bertonnx.cli.app import main; main()"]
     inputs = write_inputs(bundle, lines, folder)
     backend, precision, threads = load[1], load[3], (load[5] if len(load) > 5 else "-")
@@ -129,14 +142,17 @@ def bench(bundle: Path, lines: int, modes: list[str], formats: list[str], load: 
         wall, peak, _ = measure([*cli, "embed", str(bundle), f"--{mode}", "-i", str(small), "-o", str(out),
                                  "--force", *load], folder / "stdout")
         rows.append(Row(mode, "baseline (200 lines, .npy)", BASELINE_LINES, float("nan"), wall, peak, None))
-        for fmt in formats:
+        runs = [(fmt, fmt, None) for fmt in formats]
+        if in_process:
+            runs += [(fmt, f"{fmt} (encoded in-process)", IN_PROCESS) for fmt in formats if fmt in TEXT_FORMATS]
+        for fmt, label, env in runs:
             target = [] if fmt == "stdout" else ["-o", str(folder / f"out-{mode}.{fmt}"), "--force"]
             stdout = folder / f"stdout-{mode}.jsonl"
             wall, peak, stderr = measure([*cli, "embed", str(bundle), f"--{mode}", "-i", str(source), *target, *load],
-                                         stdout)
+                                         stdout, env)
             written = stdout if fmt == "stdout" else folder / f"out-{mode}.{fmt}"
             size = sum(path.stat().st_size for path in written.parent.glob(f"{written.stem}*") if path.is_file())
-            rows.append(Row(mode, fmt, lines, job_rate(stderr), wall, peak, size / 1e6))
+            rows.append(Row(mode, label, lines, job_rate(stderr), wall, peak, size / 1e6))
             for path in folder.glob(f"out-{mode}*"):
                 path.unlink()
             stdout.unlink(missing_ok=True)
@@ -170,6 +186,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--backend", default="auto")
     parser.add_argument("--precision", default="auto")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--in-process", action="store_true",
+                        help="also run each text format with its rows encoded in the job's own process")
     parser.add_argument("--out", type=Path, default=Path("bench-bulk"))
     args = parser.parse_args(argv)
     modes = [mode for mode in args.modes.split(",") if mode]
@@ -179,7 +197,7 @@ def main(argv: list[str] | None = None) -> None:
         load += ["--threads", str(args.threads)]
     machine = describe_machine()
     with tempfile.TemporaryDirectory(prefix="bertonnx-bulk-") as work:
-        rows = bench(args.bundle, args.lines, modes, formats, load, Path(work))
+        rows = bench(args.bundle, args.lines, modes, formats, load, Path(work), args.in_process)
     args.out.mkdir(parents=True, exist_ok=True)
     heading = (f"{machine.cpu} ({', '.join(machine.flags) or 'no AVX-512'}), {machine.cores} cores; "
                f"{args.lines:,} lines; {' '.join(load)}")
