@@ -32,6 +32,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from itertools import islice
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -46,6 +47,8 @@ from bertonnx.type_level.vectors import TypeSums
 THRESHOLDS = (1, 10, 100)
 SLICE = 512  # lines per call in the sample, as the bulk path's slices
 _PROGRESS = re.compile(r"corpus: ([\d,]+) lines")
+_RATE = re.compile(r"corpus: [\d,]+ lines, [^\n]*?([\d,.]+) lines/s")
+_READ = re.compile(r"\(([\d,]+) corpus lines")
 _CLI = [sys.executable, "-c", "from bertonnx.cli.app import main; main()"]
 
 
@@ -212,8 +215,38 @@ def main(argv: list[str] | None = None) -> None:
             output, embedder, words, whole),
     }
     (args.out / "scale.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-    print(json.dumps({k: v for k, v in record.items() if k not in ("job", "machine")}, indent=2))
-    print(run.summary)
+    md = markdown(record)
+    (args.out / "scale.md").write_text("\n".join(md) + "\n", encoding="utf-8")
+    print("\n".join(md))
+
+
+def markdown(record: dict[str, Any], marks: tuple[int, ...] = (10_000, 50_000, 100_000, 200_000, 500_000)) -> list[str]:
+    """scale.md: the run in one row, memory against the lines read, and the sample's ratio."""
+    job, found, whole = record["job"], record["coverage"], record["coverage_whole_words"]
+    samples = job["samples"]
+    read = _READ.findall(job["summary"])
+    lines = found.get("corpus_lines") or (int(read[-1].replace(",", "")) if read else 0)
+    rate = _RATE.findall(job["summary"])
+    md = ["| corpus lines read | wall s | lines/s (job) | peak RSS MB | ended | words | ≥ 1 | ≥ 10 | ≥ 100 |",
+          "|---:|---:|---:|---:|---|---:|---:|---:|---:|"]
+    ended = "finished" if record.get("finished", job["returncode"] == 0) else "interrupted"
+    if "reached" in job["summary"]:
+        ended += ", every word full: stopped early"
+    for label, cover in (("all", found), ("whole-word entries", whole)):
+        md.append(f"| {lines:,} | {job['wall_seconds']:,.0f} | {rate[-1] if rate else ''} | {job['peak_mb']:,.0f} | "
+                  f"{ended} | {cover['words']:,} ({label}) | {cover['>=1']:,} | {cover['>=10']:,} | "
+                  f"{cover['>=100']:,} |")
+    reached = samples[-1]["lines"] if samples else 0
+    rows = [next(s for s in samples if s["lines"] >= mark) for mark in marks if reached >= mark]
+    if rows:
+        md += ["", "| corpus lines reported | seconds | RSS MB | peak so far MB |", "|---:|---:|---:|---:|"]
+        md += [f"| {s['lines']:,} | {s['seconds']:,.0f} | {s['rss_mb']:,.0f} | {s['hwm_mb']:,.0f} |" for s in rows]
+    sample = record.get("sample")
+    if sample:
+        md += ["", f"Sample, the corpus's first {sample['lines']:,} lines, interleaved: corpus pass "
+                   f"({record.get('sample_context', 'line')} contexts) {sample['corpus_lines_per_s']:,.1f} lines/s, "
+                   f"`contextual_rows` {sample['contextual_lines_per_s']:,.1f} lines/s: {sample['ratio']:.2f}×."]
+    return md
 
 
 if __name__ == "__main__":

@@ -95,7 +95,9 @@ def test_the_whole_run_on_the_tiny_model(tiny: Embedder, tiny_bundle: Path, tmp_
     assert record["corpus_lines"] == 60 and record["job"]["returncode"] == 0
     assert record["coverage"]["words"] == 12 and record["coverage"][">=1"] > 0 and record["coverage"][">=100"] == 0
     assert record["job"]["peak_mb"] > 50 and record["sample"]["lines"] == 20
-    assert "--max-contexts" in record["job"]["command"]
+    assert "--max-contexts" in record["job"]["command"] and record["finished"]
+    table = (tmp_path / "out" / "scale.md").read_text(encoding="utf-8")
+    assert "| 60 |" in table and "finished" in table and "12 (all)" in table
 
 
 def test_frequent_words_come_from_the_corpus_by_count(tiny: Embedder, tmp_path: Path) -> None:
