@@ -52,6 +52,7 @@ from bertonnx.type_level.contexts import (
     parse_context,
     pool_contexts,
     pool_ranges,
+    word_spans,
 )
 from bertonnx.type_level.matching import Matcher, Vocabulary, first_per_slot
 from bertonnx.type_level.postprocess import check_postprocess_rows, parse_postprocess, postprocess
@@ -135,7 +136,13 @@ def method_record(method: str, options: TypeLevelOptions) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class Templates:
-    """Templates split once: the words left and right of `{}` in each."""
+    """Templates split once: the words left and right of `{}` in each.
+
+    A word is read in a template as the text the template makes of it ("The word is apple."), so that a
+    tokenizer that spells words by place (byte-level BPE: "Ġapple" after a space) reads it as it reads prose;
+    where the word would merge with the template's characters ("{}." with "u.s."), it is read as a word of
+    its own between the template's words, as before.
+    """
 
     texts: tuple[str, ...]
     left: tuple[tuple[str, ...], ...]
@@ -210,20 +217,43 @@ class TypeSums:
         """Add each slot's vector in every template to the template sums."""
         for start in range(0, slots.size, TEMPLATE_WORDS):
             chunk = slots[start : start + TEMPLATE_WORDS]
-            texts: list[list[str]] = []
-            ranges: list[tuple[int, int]] = []  # (text, word index of the entry)
-            for slot in chunk.tolist():
-                word = self._word_of(slot)
-                for left, right in zip(templates.left, templates.right):
-                    ranges.append((len(texts), len(left)))
-                    texts.append([*left, word, *right])
-            pieces = self.runner.tokenizer.split(texts)
-            spans = np.array([_word_span(pieces[t], w) for t, w in ranges], dtype=np.int64).reshape(-1, 2)
-            vectors = pool_ranges(self.runner, pieces, np.column_stack([np.array([t for t, _ in ranges]), spans]),
+            pieces, spans = self._in_templates(chunk, templates)
+            vectors = pool_ranges(self.runner, pieces, np.column_stack([np.arange(len(pieces)), spans]),
                                   self.pooling)
             k = len(templates.texts)
             self.template_sums[chunk] += vectors.astype(np.float64).reshape(chunk.size, k, -1).sum(axis=1)
             self.template_counts[chunk] += k
+
+    def _in_templates(self, chunk: NDArray[np.int64], templates: Templates
+                      ) -> tuple[list[TextPieces], NDArray[np.int64]]:
+        """Every slot of `chunk` in every template (slot-major), and (T, 2) the entry's pieces in each."""
+        tokenizer = self.runner.tokenizer
+        texts: list[str] = []
+        places: list[tuple[int, int, int]] = []  # the entry's first and end character, its words
+        for slot in chunk.tolist():
+            word = self._word_of(slot)
+            for template in templates.texts:
+                before, after = template.split("{}")
+                texts.append(before + word + after)
+                places.append((len(before), len(before) + len(word), int(self.vocabulary.n_words[slot])))
+        pieces = tokenizer.split(texts)
+        spans = np.empty((len(texts), 2), dtype=np.int64)
+        merged: list[int] = []
+        for index, (text, piece, (a, b, n)) in enumerate(zip(texts, pieces, places)):
+            chars = word_spans(text, piece.words)  # (W, 2)
+            inside = np.flatnonzero((chars[:, 0] >= a) & (chars[:, 1] <= b))
+            straddle = ((chars[:, 0] < a) & (chars[:, 1] > a)) | ((chars[:, 0] < b) & (chars[:, 1] > b))
+            if inside.size != n or straddle.any() or chars[inside[0], 0] != a or chars[inside[-1], 1] != b:
+                merged.append(index)
+                continue
+            spans[index] = np.searchsorted(piece.piece_word, [inside[0], inside[-1] + 1])
+        k = len(templates.texts)
+        split = tokenizer.split([[*templates.left[i % k], self._word_of(int(chunk[i // k])), *templates.right[i % k]]
+                                 for i in merged])
+        for index, piece in zip(merged, split):
+            pieces[index] = piece
+            spans[index] = _word_span(piece, len(templates.left[index % k]))
+        return pieces, spans
 
     def _word_of(self, slot: int) -> str:
         return self.vocabulary.words[int(self._entry[slot])]

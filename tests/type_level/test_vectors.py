@@ -217,3 +217,19 @@ def test_bad_prior_and_context(embedder: Embedder) -> None:
     for bad in ("paragraph", "window", "window:0", "window:x", "window:-2"):
         with pytest.raises(OptionError, match="expected sentence, line or window:N with N >= 1"):
             embedder.type_vectors(["king"], context=bad)
+
+
+def test_a_byte_level_model_reads_its_templates_as_prose(roberta: Embedder) -> None:
+    """The word in "The word is {}." is read as the text "The word is apple." (its space and all), as the corpus
+    reads it; an entry that would merge with a template's characters is read as a word of its own there."""
+    templates = ("The word is {}.", "{}", "({}) and more", "a {}.b")
+    found = roberta.type_vectors(["apple", "king"], templates=templates)
+    for index, word in enumerate(["apple", "king"]):
+        rows = roberta.contextual([template.replace("{}", word) for template in templates])
+        expected = np.mean([row.vectors[list(row.words).index(word)] for row in rows], axis=0)
+        np.testing.assert_allclose(found.vectors[index], expected, rtol=1e-5, atol=1e-5, err_msg=word)
+    glued = roberta.tokenizer.split(["The word is u.s.."])[0].words
+    assert glued[-1] == ".."  # "u.s." + "." merge: the word is read between the template's words
+    merged = roberta.type_vectors(["u.s."], templates=["The word is {}."])
+    np.testing.assert_allclose(merged.vectors[0], reference_templates(roberta, "u.s.", ("The word is {}.",), "mean"),
+                               rtol=1e-5, atol=1e-5)
