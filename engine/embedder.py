@@ -17,7 +17,7 @@ from numpy.typing import NDArray
 
 from bertonnx.backends import Backend, Opened
 from bertonnx.batching import run_starts
-from bertonnx.bundle import Bundle, Manifest
+from bertonnx.bundle import Bundle, Manifest, load_bundle
 from bertonnx.errors import InputError, UnknownWordError
 from bertonnx.options import (
     DEFAULT_BATCH_TOKENS,
@@ -102,6 +102,19 @@ class Embedder:
         embedder = cls.__new__(cls)
         embedder.runner = Runner.open(bundle_dir, options, verify=verify)
         return embedder
+
+    @classmethod
+    def table_only(cls, bundle_dir: str | Path, *, verify: bool = True) -> Embedder:
+        """Open a bundle for static vectors alone: its tokenizer and table, no model (backends.no_model).
+
+        `static`, `static_lookup` and the vocabulary work as after `load`, with the same vectors; contextual and
+        sentence calls raise OptionError. For vocabularies in bulk: no backend to open, compile or time.
+        """
+        from bertonnx.backends.no_model import NoModel
+
+        bundle = load_bundle(bundle_dir, verify=verify)
+        tokenizer = Tokenizer.from_file(bundle.tokenizer_path, bundle.max_length)
+        return cls(bundle, NoModel(), tokenizer, bundle.load_table())
 
     def resolved(self, options: LoadOptions) -> LoadOptions:
         """`options` (the ones this embedder was opened with) with `auto` replaced by what runs: for workers that

@@ -218,3 +218,17 @@ def test_default_model_parity_at_every_level(default_bundle: Path, default_model
     ours = embedder.sentences(TEXTS, normalize=True)
     assert cosine_rows(ours, reference).min() >= 0.99999
     np.testing.assert_allclose(ours, reference, atol=1e-5)
+
+
+def test_a_table_only_embedder_gives_the_same_static_vectors_without_a_model(tiny_bundle: Path, tiny: Embedder) -> None:
+    from bertonnx.errors import OptionError
+
+    table_only = Embedder.table_only(tiny_bundle)
+    words = ["king", "Queen", "unable", "embeddings", "apple", "x"]
+    for mode in WORD_POOLING_MODES:
+        np.testing.assert_array_equal(table_only.static(words, pooling=mode), tiny.static(words, pooling=mode))
+    assert table_only.runtime_info().backend == "none"
+    with pytest.raises(OptionError, match="holds the static table only"):
+        table_only.contextual(["the king is wise"])
+    with pytest.raises(OptionError, match="holds the static table only"):
+        table_only.sentences(["the king is wise"])

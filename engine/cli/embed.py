@@ -45,6 +45,7 @@ from bertonnx.errors import OptionError, OutputError
 from bertonnx.io.checkpoints import partial_dir
 from bertonnx.io.formats import suffix_of
 from bertonnx.jobs.bulk import BulkReport, FileJob, embed_to_stream
+from bertonnx.jobs.rows import BulkOptions
 from bertonnx.options import DEFAULT_BATCH_TOKENS, DEFAULT_CHUNK_LINES, LoadOptions
 from bertonnx.type_level import DEFAULT_CONTEXT, DEFAULT_MAX_CONTEXTS, DEFAULT_PRIOR
 from bertonnx.type_level.vectors import TypeLevelOptions
@@ -130,7 +131,7 @@ def embed(
         problem = "not a regular file (use -i - for a pipe or stdin)" if source.exists() else "no such input file"
         raise CliError(f"{source}: {problem}")
     data = data_stdout() if output is None else None  # before anything loads: stdout carries vectors alone
-    embedder = Embedder.load(bundle, load)
+    embedder = Embedder.table_only(bundle) if _table_only(options, load) else Embedder.load(bundle, load)
     total = source.stat().st_size if source is not None else None
     if output is None:
         assert data is not None
@@ -166,6 +167,16 @@ def embed(
         _leave_if_stranded(130)
         raise typer.Exit(130) from None
     _summary(report)
+
+
+def _table_only(options: BulkOptions, load: LoadOptions) -> bool:
+    """Static vectors are table rows: with no backend asked for by name, no model is opened, compiled or timed
+    (one asked for is opened as asked, and fails as it would elsewhere)."""
+    from bertonnx.backends.base import check_threads
+
+    check_threads(load.threads)  # a bad number is refused whether or not a backend would take it
+    asked = (load.backend, load.precision, load.provider, load.min_fidelity) != ("auto", "auto", "auto", None)
+    return options.mode == "static" and not asked
 
 
 LARGE_OUTPUT = 10**9

@@ -3,7 +3,8 @@
 A resume is refused unless everything that shapes the numbers is the same
 (bertonnx.io.checkpoints names what differs): the input bytes, the graph, what
 runs it (backend, device, precision, int8 recipe, runtime versions), the batch
-budget and the slicing, and the job's own options.
+budget and the slicing, and the job's own options. A static job's rows are table rows: only the bundle
+and the slicing fix them, so any backend (or none) may resume it.
 """
 
 from __future__ import annotations
@@ -26,11 +27,17 @@ def input_fingerprint(path: Path) -> dict[str, object]:
 
 def job_fingerprint(embedder: Embedder, source: Path | None, options: BulkOptions) -> dict[str, object]:
     """Everything that changes the rows of a job: a resume under anything else is refused, naming it."""
+    runtime = static_fingerprint(embedder) if options.mode == "static" else runtime_fingerprint(embedder)
     return {
         **(input_fingerprint(source) if source is not None else {"input": "-"}),
-        **runtime_fingerprint(embedder),
+        **runtime,
         **options.numbers(),
     }
+
+
+def static_fingerprint(embedder: Embedder) -> dict[str, object]:
+    """A static job's rows are table rows: the bundle and the slicing fix them, whatever backend was loaded."""
+    return {"graph": embedder.bundle.graph_sha256, "slicing": [JOB_VERSION, SLICE_LINES, SLICE_CHARS, LONG_TEXT_PIECES]}
 
 
 def runtime_fingerprint(embedder: Embedder) -> dict[str, object]:

@@ -272,3 +272,42 @@ def test_cli_refuses_unknown_providers_and_negative_threads(tiny_bundle: Path, t
                    "threads must be a positive whole number, got -1", code=2)
     one_line_error(run("embed", tiny_bundle, "--static", "--provider", "tpu", "-i", words),
                    "Invalid value for '--provider': 'tpu' is not one of 'auto', 'cpu', 'cuda', 'tensorrt'", code=2)
+
+
+def test_a_static_job_opens_no_model_unless_one_is_asked_for(tiny_bundle: Path, words_file: Path, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """Static vectors are table rows: the job neither opens, compiles nor times a backend for them."""
+    import bertonnx.runner
+
+    opened: list[object] = []
+    real = bertonnx.runner.open_backend
+    monkeypatch.setattr(bertonnx.runner, "open_backend", lambda *args, **kw: opened.append(args) or real(*args, **kw))
+    result = run("embed", tiny_bundle, "--static", "-i", words_file, "-o", tmp_path / "a.npy")
+    assert result.exit_code == 0, result.output
+    assert opened == []
+    result = run("embed", tiny_bundle, "--static", "-i", words_file, "-o", tmp_path / "b.npy",
+                 "--backend", "onnxruntime")
+    assert result.exit_code == 0, result.output
+    assert len(opened) == 1  # asked for by name: opened as asked
+    np.testing.assert_array_equal(np.load(tmp_path / "a.npy"), np.load(tmp_path / "b.npy"))
+
+
+def test_a_static_job_resumes_whatever_backend_began_it(tiny_bundle: Path, tmp_path: Path) -> None:
+    from bertonnx.jobs.bulk import embed_file
+    from bertonnx.jobs.rows import BulkOptions
+
+    source = tmp_path / "words.txt"
+    source.write_text("".join(f"{word}\n" for word in ["king", "queen", "apple", "bank"] * 300))
+    out = tmp_path / "out.npy"
+
+    def stop(done_bytes: int, lines: int) -> None:
+        if lines >= 600:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        embed_file(Embedder.load(tiny_bundle, backend="onnxruntime", threads=1), source, out,
+                   BulkOptions(mode="static", chunk_lines=100), progress=stop)
+    resumed = run("embed", tiny_bundle, "--static", "-i", source, "-o", out, "--resume")
+    assert resumed.exit_code == 0, resumed.output
+    assert "lines kept from the killed run" in resumed.stderr
+    np.testing.assert_array_equal(np.load(out), Embedder.table_only(tiny_bundle).static(source.read_text().split()))
