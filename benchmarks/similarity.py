@@ -138,20 +138,31 @@ def parse_variant(text: str) -> tuple[str, dict[str, Any]]:
     return name, kwargs
 
 
-def vectors_of(embedder: Embedder, pool: Pool, corpus: Path, lines: int,
-               variants: list[tuple[str, dict[str, Any]]]) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """Each variant's (N, H) vectors, and the corpus contexts each corpus variant found per word."""
+def vectors_of(embedder: Embedder, pool: Pool, corpus: Path, lines: int, variants: list[tuple[str, dict[str, Any]]],
+               keep: Path | None = None) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Each variant's (N, H) vectors, and the corpus contexts each corpus variant found per word. With `keep`, each
+    variant is saved there as it is done (vectors-NAME.npz) and taken from there when it was made the same way,
+    so a run stopped on a busy machine loses only the variant it was in."""
     found: dict[str, np.ndarray] = {"static": embedder.static(pool.words)}
     counts: dict[str, np.ndarray] = {}
     for name, kwargs in variants:
-        print(f"similarity: {name} {kwargs}", file=sys.stderr)
-        if kwargs.get("method") == "corpus":
-            with corpus.open(encoding="utf-8") as stream:
-                typed = embedder.type_vectors(pool.words, corpus=islice(stream, lines), **kwargs)
-            counts[name] = np.where(typed.fallback, 0, typed.counts)
+        how = json.dumps({"words": pool.words, "kwargs": kwargs, "corpus": corpus.name, "lines": lines})
+        saved = None if keep is None else keep / f"vectors-{name}.npz"
+        if saved is not None and saved.is_file() and str(np.load(saved)["how"]) == how:
+            with np.load(saved) as data:
+                found[name], seen = data["vectors"], data["counts"]
         else:
-            typed = embedder.type_vectors(pool.words, **kwargs)
-        found[name] = typed.vectors
+            print(f"similarity: {name} {kwargs}", file=sys.stderr)
+            if kwargs.get("method") == "corpus":
+                with corpus.open(encoding="utf-8") as stream:
+                    typed = embedder.type_vectors(pool.words, corpus=islice(stream, lines), **kwargs)
+            else:
+                typed = embedder.type_vectors(pool.words, **kwargs)
+            found[name], seen = typed.vectors, np.where(typed.fallback, 0, typed.counts)
+            if saved is not None:
+                np.savez(saved, vectors=found[name], counts=seen, how=np.array(how))
+        if kwargs.get("method") == "corpus":
+            counts[name] = seen
     return found, counts
 
 
@@ -187,9 +198,10 @@ def main(argv: list[str] | None = None) -> None:
     pool = pool_of(categories(), vocab.__contains__, args.seed)
     pairs = pairs_of(pool, args.seed)
     corpus = {"method": "corpus", "max_contexts": args.max_contexts}
-    variants = [("templates", {}), ("corpus", {**corpus, "prior": 0}), ("corpus+prior", corpus)]
+    variants = [("templates", {}), ("corpus+prior", corpus), ("corpus", {**corpus, "prior": 0})]
     variants += [parse_variant(text) for text in args.variant]
-    vectors, counts = vectors_of(embedder, pool, args.corpus, args.corpus_lines, variants)
+    args.out.mkdir(parents=True, exist_ok=True)
+    vectors, counts = vectors_of(embedder, pool, args.corpus, args.corpus_lines, variants, args.out)
     seen = np.all([c >= args.seen for c in counts.values()], axis=0) if counts else np.zeros(len(pool.words), bool)
     record = {
         "schema": "bertonnx-similarity/1", "source": SOURCE, "machine": describe_machine().to_dict(),

@@ -77,12 +77,21 @@ def test_parse_variant() -> None:
 
 def test_vectors_of_each_variant_and_the_corpus_counts(tiny: Embedder, tmp_path: Path) -> None:
     vocab = tiny.tokenizer.backend.get_vocab()
-    words = [w for w in vocab if w.isalpha() and len(w) > 2][:6]
+    words = sorted(w for w in vocab if w.isalpha() and len(w) > 2)[:6]
     pool = Pool(words, np.array([0, 0, 0, 1, 1, 1]), _categories()[:2])
     corpus = tmp_path / "corpus.txt"
-    corpus.write_text(f"the {words[0]} and {words[1]}\n{words[0]} again\nnothing here\n", encoding="utf-8")
-    vectors, counts = vectors_of(tiny, pool, corpus, 2, [("templates", {}), ("corpus", {"method": "corpus"})])
+    corpus.write_text(f"1 {words[0]} 2 {words[1]}\n{words[0]} 3\n{words[2]} comes too late\n", encoding="utf-8")
+    variants = [("templates", {}), ("corpus", {"method": "corpus"})]
+    vectors, counts = vectors_of(tiny, pool, corpus, 2, variants, tmp_path)
     assert set(vectors) == {"static", "templates", "corpus"}
     assert all(v.shape == (6, vectors["static"].shape[1]) for v in vectors.values())
     assert counts["corpus"].tolist() == [2, 1, 0, 0, 0, 0]
     np.testing.assert_allclose(vectors["corpus"][2:], vectors["templates"][2:], rtol=1e-5, atol=1e-6)
+    saved = np.load(tmp_path / "vectors-corpus.npz")
+    saved["vectors"][...] = 0  # a loaded copy: changing it changes nothing on disk
+    again, again_counts = vectors_of(tiny, pool, corpus, 2, variants, tmp_path)
+    np.testing.assert_array_equal(again["corpus"], vectors["corpus"])
+    assert again_counts["corpus"].tolist() == [2, 1, 0, 0, 0, 0]
+    np.savez(tmp_path / "vectors-corpus.npz", vectors=np.zeros((6, 1)), counts=np.zeros(6), how=np.array("other"))
+    third, _ = vectors_of(tiny, pool, corpus, 2, variants, tmp_path)  # made another way: computed again
+    np.testing.assert_array_equal(third["corpus"], vectors["corpus"])
