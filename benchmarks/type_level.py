@@ -29,7 +29,8 @@ from bertonnx.benchmarks.machine import Machine, describe_machine
 from bertonnx.embedder import Embedder
 from bertonnx.pooling import l2_normalize
 from bertonnx.results import RuntimeInfo
-from bertonnx.type_level.vectors import DEFAULT_TEMPLATES, TypeSums, TypeVectors, Vocabulary
+from bertonnx.type_level.matching import Vocabulary
+from bertonnx.type_level.vectors import DEFAULT_TEMPLATES, TypeSums, TypeVectors
 
 console = Console(stderr=True)
 SHOWN = ("king", "queen", "man", "woman", "apple", "bank", "music", "river")
