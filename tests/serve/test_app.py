@@ -481,7 +481,10 @@ def test_info_shows_what_actually_runs(server: Server) -> None:
     info = httpx.get(server.url + "/info").json()
     runtime = json.loads(json.dumps(server.served.runtime()))
     assert info["runtime"] == runtime
-    assert {"backend", "device", "precision", "threads", "chosen_because", "fidelity", "timings"} <= set(runtime)
+    fields = {"backend", "device", "precision", "threads", "chosen_because", "fidelity", "timings", "serves"}
+    assert fields <= set(runtime)
+    assert set(runtime["serves"]) == {"words", "sentences"}  # what serves each use (one backend here: no split)
+    assert runtime["serves"]["words"]["backend"] == runtime["backend"]
     timings = info["runtime"]["timings"]  # auto on a CPU: the candidates timed here, and the winner
     if timings is not None:
         assert timings["winner"] == [info["runtime"]["backend"], info["runtime"]["precision"]]
