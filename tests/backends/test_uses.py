@@ -156,3 +156,14 @@ def test_fastest_opens_a_sentence_backend_only_where_it_wins_its_gate(
     assert again.timings is not None and again.timings.sentence_winner == timings.sentence_winner
     assert again.sentences is not None
     assert (again.sentences.backend is again.backend) is (opened.sentences.backend is opened.backend)
+
+
+def test_a_jobs_fingerprint_names_a_sentence_backend_of_its_own(
+    two_backends: tuple[Embedder, Embedder, Embedder],
+) -> None:
+    """A resumed job must not mix vectors of two sentence backends; a job without a split keeps its old fingerprint."""
+    from bertonnx.jobs.fingerprints import runtime_fingerprint
+
+    ort, _, split = two_backends
+    assert "sentences" not in runtime_fingerprint(ort)
+    assert runtime_fingerprint(split) == runtime_fingerprint(ort) | {"sentences": ["openvino", "fp32", None]}
