@@ -18,7 +18,6 @@ so a killed job leaves none behind.
 from __future__ import annotations
 
 import os
-import pickle
 import subprocess
 import sys
 from collections import deque
@@ -26,6 +25,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import IO
 
 from bertonnx.errors import OptionError, OutputError
+from bertonnx.io.encode_worker import PartsSpec, read_answer, write_block, write_spec
 from bertonnx.io.files import ENCODE_ROWS, RowBlock
 
 PARALLEL_SUFFIXES = (".jsonl", ".txt")
@@ -34,8 +34,6 @@ MAX_WORKERS = 4
 POOL_AFTER_ROWS = 4 * ENCODE_ROWS
 """An automatic pool starts once a job has this many rows: a small job never pays for starting processes."""
 WORKER_MODULE = "bertonnx.io.encode_worker"
-PartsSpec = tuple[str, int, bool, bool, "str | None"]
-"""What a worker rebuilds its encoders from: suffix, dim, with_ids, with_unknown, key_by (io.assembly.parts)."""
 
 
 WORKERS_VARIABLE = "BERTONNX_ENCODE_WORKERS"
@@ -80,27 +78,29 @@ class _Worker:
                                         stdout=subprocess.PIPE, env=env)
         for stream in (self.process.stdin, self.process.stdout):
             _widen(stream)
-        self._send(spec)
-
-    def _send(self, item: object) -> None:
-        stream: IO[bytes] = self.process.stdin  # type: ignore[assignment]
         try:
-            pickle.dump(item, stream, protocol=pickle.HIGHEST_PROTOCOL)
-            stream.flush()
-        except (BrokenPipeError, OSError) as error:
+            write_spec(self._stdin, spec)
+        except OSError as error:
             raise self._stopped() from error
 
+    @property
+    def _stdin(self) -> IO[bytes]:
+        return self.process.stdin  # type: ignore[return-value]
+
     def send(self, block: RowBlock) -> None:
-        self._send(block)
+        try:
+            write_block(self._stdin, block)
+        except OSError as error:  # BrokenPipeError: the worker is gone
+            raise self._stopped() from error
 
     def receive(self) -> list[bytes]:
         try:
-            kind, value = pickle.load(self.process.stdout)  # type: ignore[arg-type]
-        except (EOFError, OSError, pickle.UnpicklingError) as error:
-            raise self._stopped() from error
-        if kind != "ok":
-            raise OutputError(f"an encoding worker failed: {value}")
-        return value  # type: ignore[no-any-return]
+            encoded, error = read_answer(self.process.stdout)  # type: ignore[arg-type]
+        except (EOFError, OSError, ValueError, KeyError) as failure:
+            raise self._stopped() from failure
+        if error is not None:
+            raise OutputError(f"an encoding worker failed: {error}")
+        return encoded
 
     def _stopped(self) -> OutputError:
         code = self.process.poll()

@@ -18,6 +18,7 @@ from bertonnx.errors import OptionError, OutputError
 from bertonnx.io import encode_pool
 from bertonnx.io.assembly import parts
 from bertonnx.io.encode_pool import WORKERS_VARIABLE, BlockEncoder, EncodePool, auto_workers
+from bertonnx.io.encode_worker import PartsSpec
 from bertonnx.io.formats import RowBlock
 from bertonnx.io.sinks import JobSpec, VectorSink
 
@@ -35,7 +36,7 @@ def block(rows: int, seed: int = 0) -> RowBlock:
 
 @pytest.mark.parametrize("spec", [(".jsonl", DIM, True, True, None), (".jsonl", DIM, False, False, None),
                                   (".txt", DIM, False, False, "word"), (".txt", DIM, False, False, None)])
-def test_workers_encode_the_bytes_of_the_process_itself(spec: encode_pool.PartsSpec) -> None:
+def test_workers_encode_the_bytes_of_the_process_itself(spec: PartsSpec) -> None:
     encoders = [part.encode for part in parts(*spec)]  # type: ignore[arg-type]
     blocks = [block(rows, seed) for seed, rows in enumerate([7, 1, 0, 30, 2, 11])]  # more blocks than workers
     expected = [[encode(b) for encode in encoders] for b in blocks]
