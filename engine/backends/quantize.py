@@ -5,9 +5,11 @@ The calibration texts are prose from the docstrings of Python's standard library
 embedding lookups (Gather) stay fp32: quantising the word-embedding table would
 move every token's input, and the static path must stay exact anyway.
 
-Two recipe kinds, one per use (RECIPE_KINDS): "words" also keeps the feed-forward
-down-projections float (KEEP_FLOAT) and is held to the int8 word gate (mean word
-cosine against fp32); "sentences" quantises every MatMul, faster but rougher per
+Two recipe kinds, one per use (RECIPE_KINDS): "words" is held to the int8 word gate
+(mean word cosine against fp32); with int8 dot products (VNNI, AMX) it first splits
+each feed-forward block's outlier neurons off into a small float block (outliers.py)
+and then quantises every other MatMul, without them it keeps the feed-forward
+down-projections float (KEEP_FLOAT); "sentences" quantises every MatMul, faster but rougher per
 token, and serves only mean-pooled sentence vectors, held to the sentence gate
 (bertonnx.fidelity.SENTENCE_GATE). A recipe is data (Int8Recipe) whose name keys
 the cached graph and its fidelity figures: a new recipe is a new name.
@@ -28,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bertonnx.backends import outliers
 from bertonnx.bundle import Bundle
 from bertonnx.errors import BackendError, missing_extra
 from bertonnx.io.atomic import atomic_directory
@@ -37,6 +40,12 @@ CALIBRATION_TEXTS = 300
 KEEP_FLOAT = [r".*layer\.\d+/output/dense/MatMul$"]
 """BERT's feed-forward down-projections stay float: their GELU inputs carry outliers that int8
 ranges clip (all-MiniLM-L6-v2's probe word cosine: 0.986 with them in int8, see benchmarks/README.md)."""
+OUTLIER_NEURONS = 8
+OUTLIER_SMOOTHING = 0.75
+"""The word recipe with int8 dot products: 8 feed-forward neurons a layer kept float, SmoothQuant alpha 0.75 on the
+other MatMuls (outliers.py). Chosen on all-MiniLM-L6-v2 (Zen 4) by word cosine on standard-library prose outside the
+calibration set, among alphas 0.5 / 0.75 / 0.95 per kind of MatMul and 2 to 16 outlier channels; 4 and 8 neurons
+tied, 8 leaves a margin at no measurable cost (benchmarks/README.md)."""
 INT8_DOT_FLAGS = ("amx_int8", "avx512_vnni", "avx_vnni")
 """CPU flags of int8 dot products that add u8 x s8 products in 32 bits (VNNI's vpdpbusd, AMX tiles)."""
 GRAPH_FILE = "model.xml"
@@ -52,18 +61,24 @@ class Int8Recipe:
 
     overflow_fix: str  # NNCF's OverflowFix value: "first_layer_only" (NNCF's default) or "enable" (every layer)
     kind: str = "words"  # one of RECIPE_KINDS
+    outlier_neurons: int = 0  # words: feed-forward neurons a layer kept float on the side (outliers.py); 0: none
 
     @property
     def name(self) -> str:
         bits = "/7-bit-weights" if self.overflow_fix == "enable" else ""
         if self.kind == "sentences":
             return f"stdlib-prose-300/keep-gather/histogram-ranges/smoothquant-0.8{bits}/v1"
+        if self.outlier_neurons:
+            outliers_float = f"ffn-outliers-{self.outlier_neurons}-float/smoothquant-{OUTLIER_SMOOTHING}"
+            return f"stdlib-prose-300/keep-gather/{outliers_float}{bits}/v1"
         return f"stdlib-prose-300/keep-gather-ffn-down{bits}/v1"  # the word recipe's name since before the kinds
 
     @property
     def keep_float(self) -> list[str]:
         """Name patterns of the MatMuls left float (besides every Gather)."""
-        return KEEP_FLOAT if self.kind == "words" else []
+        if self.kind == "sentences":
+            return []
+        return [outliers.SIDE_PATTERN] if self.outlier_neurons else KEEP_FLOAT
 
     @property
     def graph_dir(self) -> str:
@@ -76,11 +91,13 @@ def int8_recipe(cpu_flags: Collection[str], kind: str = "words") -> Int8Recipe:
     Without int8 dot products (AVX2 alone), OpenVINO multiplies u8 activations by s8 weights with vpmaddubsw, which
     adds each pair of products in 16 bits and saturates: every layer's weights are then quantised to 7 bits (NNCF's
     overflow fix), so that a pair's sum always fits. With VNNI or AMX the products add in 32 bits, and NNCF's
-    default (the fix on the first layer only) keeps 8-bit weights."""
+    default (the fix on the first layer only) keeps 8-bit weights; there the word recipe also quantises the
+    down-projections, their outlier neurons split off first (outliers.py), where int8 pays most."""
     if kind not in RECIPE_KINDS:
         raise ValueError(f"int8 recipe kind must be one of {RECIPE_KINDS}, got {kind!r}")
     if set(cpu_flags) & set(INT8_DOT_FLAGS):
-        return Int8Recipe(overflow_fix="first_layer_only", kind=kind)
+        neurons = OUTLIER_NEURONS if kind == "words" else 0
+        return Int8Recipe(overflow_fix="first_layer_only", kind=kind, outlier_neurons=neurons)
     return Int8Recipe(overflow_fix="enable", kind=kind)
 
 
@@ -99,6 +116,8 @@ def quantized_graph(bundle: Bundle, tokenizer: Tokenizer, cache: Path, recipe: I
     model = shared_core().read_model(str(bundle.model_path))
     feeds = calibration_feeds(tokenizer, [param.get_any_name() for param in model.inputs])
     try:
+        if recipe.outlier_neurons:
+            model = outliers.prepare(model, feeds, OUTLIER_SMOOTHING, recipe.outlier_neurons)
         with _quiet_nncf(nncf):
             quantized = nncf.quantize(
                 model,
@@ -132,6 +151,9 @@ def _advanced_parameters(recipe: Int8Recipe) -> object:
     from nncf.quantization.range_estimator import RangeEstimatorParametersSet
 
     overflow_fix = OverflowFix(recipe.overflow_fix)
+    if recipe.kind == "words" and recipe.outlier_neurons:  # outliers.prepare smoothed the graph its own way
+        return AdvancedQuantizationParameters(overflow_fix=overflow_fix,
+                                              smooth_quant_alphas=AdvancedSmoothQuantParameters(matmul=-1))
     if recipe.kind == "words":
         return AdvancedQuantizationParameters(overflow_fix=overflow_fix)
     return AdvancedQuantizationParameters(

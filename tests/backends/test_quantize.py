@@ -9,7 +9,8 @@ import pytest
 
 from bertonnx.backends.choose import Machine
 from bertonnx.backends.gate import fidelity_entry
-from bertonnx.backends.quantize import KEEP_FLOAT, int8_recipe, quantized_graph
+from bertonnx.backends.outliers import SIDE_PATTERN
+from bertonnx.backends.quantize import KEEP_FLOAT, Int8Recipe, int8_recipe, quantized_graph
 from bertonnx.bundle import load_bundle
 from bertonnx.tokenize import Tokenizer
 
@@ -42,13 +43,14 @@ def test_each_use_has_a_recipe_of_its_own(flags: frozenset[str]) -> None:
     words, sentences = int8_recipe(flags), int8_recipe(flags, "sentences")
     assert (words.kind, sentences.kind) == ("words", "sentences")
     assert words.overflow_fix == sentences.overflow_fix  # the CPU's arithmetic decides that for both
-    assert words.keep_float == KEEP_FLOAT and sentences.keep_float == []  # the sentence recipe: every MatMul int8
+    assert words.keep_float == (KEEP_FLOAT if flags == AVX2 else [SIDE_PATTERN])  # VNNI/AMX: outliers split off
+    assert sentences.keep_float == []  # the sentence recipe: every MatMul int8
     assert words.name != sentences.name and words.graph_dir != sentences.graph_dir
     assert ("7-bit-weights" in sentences.name) is (flags == AVX2)
 
 
 def test_the_word_recipe_keeps_the_names_that_key_existing_caches() -> None:
-    assert int8_recipe(ZEN4).name == "stdlib-prose-300/keep-gather-ffn-down/v1"
+    assert Int8Recipe("first_layer_only").name == "stdlib-prose-300/keep-gather-ffn-down/v1"
     assert int8_recipe(AVX2).name == "stdlib-prose-300/keep-gather-ffn-down/7-bit-weights/v1"
     with pytest.raises(ValueError, match="words"):
         int8_recipe(ZEN4, "tokens")
@@ -91,6 +93,6 @@ def test_the_sentence_recipe_quantises_the_down_projections_too(tiny_bundle: Pat
     pytest.importorskip("nncf")
     bundle = load_bundle(tiny_bundle)
     tokenizer = Tokenizer.from_file(bundle.tokenizer_path, bundle.max_length)
-    words, sentences = (len(_int8_weights(quantized_graph(bundle, tokenizer, tmp_path, int8_recipe(ZEN4, kind))))
+    words, sentences = (len(_int8_weights(quantized_graph(bundle, tokenizer, tmp_path, int8_recipe(AVX2, kind))))
                         for kind in ("words", "sentences"))
     assert sentences - words == bundle.manifest["model"]["num_layers"] > 0  # one down-projection a layer

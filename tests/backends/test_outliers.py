@@ -1,0 +1,77 @@
+"""int8's word recipe on CPUs with int8 dot products: outlier neurons split off before NNCF (backends/outliers.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bertonnx.backends import outliers
+from bertonnx.backends.quantize import KEEP_FLOAT, calibration_feeds, int8_recipe, quantized_graph
+from bertonnx.bundle import load_bundle
+from bertonnx.tokenize import Tokenizer
+
+AVX2 = frozenset({"avx2", "fma"})
+ZEN4 = frozenset({"avx2", "avx512f", "avx512_vnni", "avx512_bf16"})
+XEON = frozenset({"avx2", "avx512f", "avx512_vnni", "amx_bf16", "amx_int8"})
+ALDER_LAKE = frozenset({"avx2", "avx_vnni"})
+
+
+@pytest.mark.parametrize("flags", [ZEN4, XEON, ALDER_LAKE])
+def test_with_int8_dot_products_the_word_recipe_splits_outliers_off(flags: frozenset[str]) -> None:
+    words = int8_recipe(flags)
+    assert words.outlier_neurons == 8 and "ffn-outliers-8-float" in words.name
+    assert words.keep_float == [outliers.SIDE_PATTERN]  # every MatMul int8 but the float side blocks
+    assert int8_recipe(flags, "sentences").outlier_neurons == 0
+
+
+def test_without_them_the_word_recipe_keeps_the_down_projections_float() -> None:
+    words = int8_recipe(AVX2)
+    assert words.outlier_neurons == 0 and words.keep_float == KEEP_FLOAT
+    assert words.name == "stdlib-prose-300/keep-gather-ffn-down/7-bit-weights/v1"
+
+
+def _graph_and_feeds(tiny_bundle: Path) -> tuple[object, list[dict[str, np.ndarray]]]:
+    ov = pytest.importorskip("openvino")
+    bundle = load_bundle(tiny_bundle)
+    tokenizer = Tokenizer.from_file(bundle.tokenizer_path, bundle.max_length)
+    model = ov.Core().read_model(str(bundle.model_path))
+    return model, calibration_feeds(tokenizer, [param.get_any_name() for param in model.inputs])[:24]
+
+
+def _run(model: object, feeds: list[dict[str, np.ndarray]]) -> list[np.ndarray]:
+    import openvino as ov
+
+    compiled = ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    return [compiled(feed)["last_hidden_state"].copy() for feed in feeds]
+
+
+def test_the_split_is_exact_in_float(tiny_bundle: Path) -> None:
+    model, feeds = _graph_and_feeds(tiny_bundle)
+    before = _run(model, feeds)
+    prepared = outliers.prepare(model, feeds, alpha=0.75, neurons=8)
+    for expected, found in zip(before, _run(prepared, feeds)):
+        np.testing.assert_allclose(found, expected, rtol=1e-4, atol=1e-4)
+    side = [op.get_friendly_name() for op in prepared.get_ordered_ops()
+            if op.get_type_name() == "MatMul" and "/outlier_float/" in op.get_friendly_name()]
+    layers = load_bundle(tiny_bundle).manifest["model"]["num_layers"]
+    assert len(side) == 2 * layers  # a float up- and down-projection of 8 neurons, a layer
+    downs = [op for op in prepared.get_ordered_ops()
+             if op.get_type_name() == "MatMul" and op.get_friendly_name().endswith("/output/dense/MatMul")
+             and "attention" not in op.get_friendly_name()]
+    assert [op.input_value(1).get_shape()[0] for op in downs] == [64 - 8] * layers  # the int8 one: the other 56
+
+
+@pytest.mark.slow  # a real NNCF quantisation
+def test_every_matmul_but_the_side_blocks_is_int8(tiny_bundle: Path, tmp_path: Path) -> None:
+    pytest.importorskip("nncf")
+    import openvino as ov
+
+    bundle = load_bundle(tiny_bundle)
+    tokenizer = Tokenizer.from_file(bundle.tokenizer_path, bundle.max_length)
+    graph = ov.Core().read_model(str(quantized_graph(bundle, tokenizer, tmp_path, int8_recipe(ZEN4))))
+    int8 = [op for op in graph.get_ops()
+            if op.get_type_name() == "Constant" and op.get_element_type().get_type_name() == "i8"]
+    layers = bundle.manifest["model"]["num_layers"]
+    assert len(int8) == 6 * layers  # query, key, value, attention output, up- and down-projection
