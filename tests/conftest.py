@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,6 +24,14 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 SLOW_FIXTURES = frozenset({"default_model", "default_bundle", "tiny_report", "fuzz_server"})
 """The real all-MiniLM-L6-v2 (exporting it takes ~20 s, and every test using it runs a 6-layer model);
 a whole benchmark run (tiny_report, ~20 s); the server fuzzed over HTTP (fuzz_server, 150 requests a case)."""
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """A suite started in the background (`cmd &` in a script, nohup) inherits SIGINT ignored, and so would every
+    job a test starts: the Ctrl-C tests would wait on jobs that cannot hear it. Caught here, SIGINT reaches each
+    child at its default, as at a terminal."""
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
