@@ -116,7 +116,7 @@ def coverage(counts_tsv: Path, words: set[str] | None = None) -> dict[str, int]:
     """How many words (of `words`, or all) the counts file gives at least 1, 10 and 100 corpus contexts."""
     counts = []
     for line in counts_tsv.read_text(encoding="utf-8").splitlines():
-        if line.startswith("#") or line.startswith("word\t"):
+        if line.startswith("#") or line == "word\tcontexts\tsource":  # the header, not the entry "word"
             continue
         word, contexts, source = line.split("\t")
         if words is None or word in words:

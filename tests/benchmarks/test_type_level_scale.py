@@ -68,8 +68,8 @@ def test_checkpoint_coverage_reads_counts_by_slot(tiny: Embedder, tmp_path: Path
 def test_coverage_counts_corpus_contexts_only(tmp_path: Path) -> None:
     counts = tmp_path / "v.counts.tsv"
     counts.write_text("# bertonnx type-level: method=corpus\nword\tcontexts\tsource\nthe\t100\tcorpus\n"
-                      "of\t12\tcorpus\nrare\t1\tcorpus\nnever\t6\ttemplates\n", encoding="utf-8")
-    assert coverage(counts) == {"words": 4, ">=1": 3, ">=10": 2, ">=100": 1}
+                      "of\t12\tcorpus\nrare\t1\tcorpus\nnever\t6\ttemplates\nword\t3\tcorpus\n", encoding="utf-8")
+    assert coverage(counts) == {"words": 5, ">=1": 4, ">=10": 2, ">=100": 1}
     assert coverage(counts, {"rare", "never"}) == {"words": 2, ">=1": 1, ">=10": 0, ">=100": 0}
 
 
