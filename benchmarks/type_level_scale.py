@@ -48,6 +48,7 @@ THRESHOLDS = (1, 10, 100)
 SLICE = 512  # lines per call in the sample, as the bulk path's slices
 _PROGRESS = re.compile(r"corpus: ([\d,]+) lines")
 _RATE = re.compile(r"corpus: [\d,]+ lines, [^\n]*?([\d,.]+) lines/s")
+_TOOK = re.compile(r"([\d,.]+) s\)\s*$")
 _READ = re.compile(r"\(([\d,]+) corpus lines")
 _CLI = [sys.executable, "-c", "from bertonnx.cli.app import main; main()"]
 
@@ -226,7 +227,8 @@ def markdown(record: dict[str, Any], marks: tuple[int, ...] = (10_000, 50_000, 1
     samples = job["samples"]
     read = _READ.findall(job["summary"])
     lines = found.get("corpus_lines") or (int(read[-1].replace(",", "")) if read else 0)
-    rate = _RATE.findall(job["summary"])
+    took = _TOOK.findall(job["summary"])  # a finished job's own seconds, model loading aside
+    rate = [f"{lines / float(took[-1].replace(',', '')):,.0f}"] if took and lines else _RATE.findall(job["summary"])
     md = ["| corpus lines read | wall s | lines/s (job) | peak RSS MB | ended | words | ≥ 1 | ≥ 10 | ≥ 100 |",
           "|---:|---:|---:|---:|---|---:|---:|---:|---:|"]
     ended = "finished" if record.get("finished", job["returncode"] == 0) else "interrupted"
