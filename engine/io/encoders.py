@@ -29,9 +29,6 @@ def vector_bytes(block: RowBlock) -> bytes:
     return array_bytes(block.vectors, VECTOR_DTYPE)
 
 
-_NUMPY_LINE = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_APPEND_NEWLINE
-
-
 def _number_rows(vectors: NDArray[np.float32], separator: bytes = b",") -> list[memoryview]:
     """Each row's numbers as `a,b,c` (or joined by `separator`): orjson's shortest float32 decimals, -0.0 kept.
 
@@ -56,21 +53,21 @@ def jsonl_records(
 ) -> bytes:
     """Rows as JSON lines `{"key":...,"line":...,"word":...,"unknown":...,"vector":[...]}`, floats exact as float32.
 
-    orjson writes each whole record, its numpy row included, in C: Python only builds the dicts."""
-    rows = list(np.ascontiguousarray(vectors, dtype=VECTOR_DTYPE))
+    The bytes of orjson.dumps on each row's dict (the definition, tested), made faster: the whole block's numbers
+    in one orjson call (_number_rows), each key by orjson, and Python only joins them."""
     dumps = orjson.dumps
-    if ids is not None and unknown is not None:
-        return b"".join([
-            dumps({"key": key, "line": line, "word": word, "unknown": flag, "vector": row}, option=_NUMPY_LINE)
-            for key, (line, word), flag, row in zip(keys, ids.tolist(), unknown.tolist(), rows)
-        ])
-    if ids is not None:
-        return b"".join([dumps({"key": key, "line": line, "word": word, "vector": row}, option=_NUMPY_LINE)
-                         for key, (line, word), row in zip(keys, ids.tolist(), rows)])
-    if unknown is not None:
-        return b"".join([dumps({"key": key, "unknown": flag, "vector": row}, option=_NUMPY_LINE)
-                         for key, flag, row in zip(keys, unknown.tolist(), rows)])
-    return b"".join([dumps({"key": key, "vector": row}, option=_NUMPY_LINE) for key, row in zip(keys, rows)])
+    numbers = _number_rows(vectors)
+    if ids is None:
+        places = [b""] * len(numbers)
+    else:
+        places = [b',"line":%d,"word":%d' % (line, word) for line, word in ids.tolist()]
+    flags = [b""] * len(numbers) if unknown is None else [
+        b',"unknown":true' if flag else b',"unknown":false' for flag in unknown.tolist()
+    ]
+    return b"".join([
+        b'{"key":%b%b%b,"vector":[%b]}\n' % (dumps(key), place, flag, row)
+        for key, place, flag, row in zip(keys, places, flags, numbers)
+    ])
 
 
 def positioned_keys(block: RowBlock, key_by: KeyBy | None) -> Sequence[str]:

@@ -95,3 +95,31 @@ def test_rows_a_format_cannot_hold_are_refused(
 def test_unknown_suffix_lists_the_supported_ones(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"'\.csv'.*\.npy, \.npz, \.txt, \.bin, \.jsonl"):
         write_vectors(tmp_path / "out.csv", ["a"], np.zeros((1, 2), np.float32))
+
+
+@pytest.mark.parametrize("with_ids,with_unknown", [(True, True), (True, False), (False, True), (False, False)])
+def test_jsonl_is_byte_for_byte_what_orjson_writes_of_each_row(with_ids: bool, with_unknown: bool) -> None:
+    """JSON lines are built from one orjson call per block: the bytes must be those of dumping each row's dict."""
+    import orjson
+
+    from bertonnx.io.encoders import jsonl_records
+
+    rng = np.random.default_rng(7)
+    rows = 300
+    vectors = (rng.standard_normal((rows, 5)) * 10.0 ** rng.integers(-45, 38, size=(rows, 5))).astype(np.float32)
+    vectors[0] = [-0.0, 0.0, np.float32(1e-45), np.finfo(np.float32).max, -np.finfo(np.float32).tiny]
+    keys = [f"w{i}" for i in range(rows - 4)] + ['q"uote\\back', "new\nline\ttab", "日本語 🙂", ""]
+    ids = np.column_stack([np.arange(rows) + 1, np.arange(rows) % 3]).astype(np.int64) if with_ids else None
+    unknown = rng.random(rows) < 0.3 if with_unknown else None
+    expected = b""
+    for row in range(rows):
+        record: dict[str, object] = {"key": keys[row]}
+        if ids is not None:
+            record.update(line=int(ids[row, 0]), word=int(ids[row, 1]))
+        if unknown is not None:
+            record["unknown"] = bool(unknown[row])
+        record["vector"] = vectors[row]
+        expected += orjson.dumps(record, option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_APPEND_NEWLINE)
+    assert jsonl_records(keys, vectors, ids, unknown) == expected
+    assert jsonl_records(keys[:1], vectors[:1], None if ids is None else ids[:1],
+                         None if unknown is None else unknown[:1]) == expected.split(b"\n")[0] + b"\n"
