@@ -10,9 +10,9 @@ backends run threads of their own.
 
 Each worker holds one block at a time and blocks come back in the order they
 went in, so the bytes are those of encoding in-process: a resumed job, or one
-run with no workers, writes the same file. Workers ignore Ctrl-C (the job that
-owns them decides what an interrupt keeps) and leave when their input closes,
-so a killed job leaves none behind.
+run with no workers, writes the same file. Workers run in a session of their own,
+so a terminal's Ctrl-C goes to the job alone (it decides what an interrupt keeps),
+and leave when their input closes, so a killed job leaves none behind.
 """
 
 from __future__ import annotations
@@ -74,8 +74,10 @@ class _Worker:
 
     def __init__(self, spec: PartsSpec) -> None:
         env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+        # A session of its own: a terminal's Ctrl-C reaches the job, never a worker still starting (which would die
+        # with a traceback); the job's end closes the worker's input, and it leaves.
         self.process = subprocess.Popen([sys.executable, "-m", WORKER_MODULE], stdin=subprocess.PIPE,
-                                        stdout=subprocess.PIPE, env=env)
+                                        stdout=subprocess.PIPE, env=env, start_new_session=True)
         for stream in (self.process.stdin, self.process.stdout):
             _widen(stream)
         try:
@@ -122,7 +124,10 @@ class _Worker:
 
 
 class EncodePool:
-    """Worker processes that encode a format's blocks; `encode` yields their bytes in input order."""
+    """Worker processes that encode a format's blocks, their bytes handed back in the order the blocks came.
+
+    `submit` keeps every worker busy across calls (a job's blocks come one slice at a time, each smaller than a
+    worker's share would be); `drain` collects what is still in flight (before a checkpoint)."""
 
     def __init__(self, spec: PartsSpec, workers: int) -> None:
         if workers < 1:
@@ -134,35 +139,51 @@ class EncodePool:
         except BaseException:
             self.close()
             raise
+        self._idle: list[_Worker] = list(reversed(self._workers))
+        self._busy: deque[_Worker] = deque()  # in the order their blocks came
+
+    def submit(self, block: RowBlock) -> list[list[bytes]]:
+        """Hand `block` to a worker; the bytes of earlier blocks it had to wait for (the oldest), if any."""
+        if self._idle:
+            worker = self._idle.pop()
+            worker.send(block)
+            self._busy.append(worker)
+            return []
+        worker = self._busy.popleft()
+        encoded = worker.receive()
+        worker.send(block)  # it starts on this block while the caller writes the one it finished
+        self._busy.append(worker)
+        return [encoded]
+
+    def drain(self) -> list[list[bytes]]:
+        """The bytes of every block still in flight, in order; every worker idle after."""
+        done = []
+        while self._busy:
+            worker = self._busy.popleft()
+            done.append(worker.receive())
+            self._idle.append(worker)
+        return done
 
     def encode(self, blocks: Iterable[RowBlock]) -> Iterator[list[bytes]]:
-        """Each block's bytes, one entry per part, in the order of `blocks`; every worker busy while they last."""
-        waiting: deque[_Worker] = deque()
-        items = iter(blocks)
-        for worker in self._workers:
-            block = next(items, None)
-            if block is None:
-                break
-            worker.send(block)
-            waiting.append(worker)
-        while waiting:
-            worker = waiting.popleft()
-            encoded = worker.receive()
-            block = next(items, None)
-            if block is not None:  # the worker starts its next block while the caller writes this one
-                worker.send(block)
-                waiting.append(worker)
-            yield encoded
+        """Each block's bytes, one entry per part, in the order of `blocks`."""
+        for block in blocks:
+            yield from self.submit(block)
+        yield from self.drain()
 
     def close(self, wait: float = 5.0) -> None:
-        """Stop every worker: their input closes and they leave; one still busy after `wait` seconds is killed."""
-        workers, self._workers = self._workers, []
+        """Stop every worker, blocks in flight dropped: their input closes and they leave; one still busy after
+        `wait` seconds is killed."""
+        workers, self._workers, self._idle = self._workers, [], []
+        self._busy.clear()
         for worker in workers:
             worker.close(wait)
 
 
 class BlockEncoder:
     """Encodes a sink's blocks: in this process, or, for text formats in a job large enough, in an EncodePool.
+
+    `submit` returns the bytes that are ready (with workers, those of earlier blocks), `drain` the rest: a sink
+    writes both, in order, and drains before every checkpoint.
 
     Args:
         workers: None picks by itself (auto_workers(), once the job passes POOL_AFTER_ROWS rows); a number starts
@@ -177,16 +198,23 @@ class BlockEncoder:
         self._seen = 0
         self._pool: EncodePool | None = None
 
-    def encode(self, block: RowBlock) -> Iterator[list[bytes]]:
-        """The bytes of each part for each of the block's ENCODE_ROWS slices, in order."""
-        self._seen += len(block)
-        if self._pool is None and self._workers and self._seen > self._after:
+    def submit(self, block: RowBlock) -> list[list[bytes]]:
+        """The bytes of each part for blocks done so far: this block's ENCODE_ROWS slices in this process, or,
+        with workers, those of earlier slices that had to finish to make room for these."""
+        if self._pool is None and self._workers and self._seen + len(block) > self._after:
             self._pool = EncodePool(self._spec, self._workers)
-        if self._pool is not None:
-            yield from self._pool.encode(block.blocks())
-            return
-        for small in block.blocks():
-            yield [encode(small) for encode in self._encoders]
+        self._seen += len(block)
+        if self._pool is None:
+            return [[encode(small) for encode in self._encoders] for small in block.blocks()]
+        return [encoded for small in block.blocks() for encoded in self._pool.submit(small)]
+
+    def drain(self) -> list[list[bytes]]:
+        """The bytes of every slice still being encoded, in order."""
+        return self._pool.drain() if self._pool is not None else []
+
+    def encode(self, block: RowBlock) -> list[list[bytes]]:
+        """`block`'s bytes, all of them: submit, then drain."""
+        return self.submit(block) + self.drain()
 
     @property
     def workers(self) -> int:
@@ -194,6 +222,7 @@ class BlockEncoder:
         return len(self._pool._workers) if self._pool is not None else 0
 
     def close(self) -> None:
+        """Stop the workers; slices in flight are dropped (a sink closes after its last checkpoint)."""
         if self._pool is not None:
             self._pool.close()
             self._pool = None

@@ -4,7 +4,8 @@ The runtime never unpickles, not even from its own children: a frame is an 8-byt
 length and its bytes; a block is a JSON header (its keys and which arrays follow)
 and its arrays' raw bytes; an answer is a JSON header and the bytes of each part.
 The worker reads a PartsSpec, then blocks, answering each; it leaves when its
-input closes and ignores Ctrl-C, which is its parent's to handle.
+input closes. It runs in a session of its own (a terminal's Ctrl-C is its
+parent's to handle) and ignores SIGINT besides.
 """
 
 from __future__ import annotations

@@ -201,19 +201,24 @@ class VectorSink:
         check_rows(block, self._spec.dim, self._suffix)
         streams = self._open_streams()
         try:
-            for encoded in self._encoder.encode(block):
-                for part, data in zip(self._parts, encoded):
-                    streams[part.name].write(data)
-                    self._digests[part.name].update(data)
+            self._write(streams, self._encoder.submit(block))
         except OSError as error:
             raise _disk_error(error, "rows", self._out, self._work) from error
         self._rows += len(block)
+
+    def _write(self, streams: dict[str, IO[bytes]], encoded: list[list[bytes]]) -> None:
+        """Encoded blocks (each the bytes of every part) onto the parts, in order."""
+        for block in encoded:
+            for part, data in zip(self._parts, block):
+                streams[part.name].write(data)
+                self._digests[part.name].update(data)
 
     def commit(self, position: dict[str, Any]) -> None:
         """A checkpoint: every row appended so far survives a crash, and a resume starts after `position`."""
         self._check_open()
         streams = self._open_streams()
         try:
+            self._write(streams, self._encoder.drain())  # rows still with encoding workers: written first
             for stream in streams.values():
                 stream.flush()
                 os.fsync(stream.fileno())

@@ -63,6 +63,27 @@ def test_a_sink_with_workers_writes_what_one_without_writes(tmp_path: Path, suff
     assert outputs[0] == outputs[1]
 
 
+def test_workers_stay_busy_across_appends_and_a_checkpoint_writes_all_they_hold(tmp_path: Path) -> None:
+    """A job appends one slice (smaller than a worker's share) at a time: blocks stay in flight between appends,
+    and each checkpoint first writes every one of them, in order."""
+    spec = JobSpec({"job": 4}, DIM, ids=True, unknown=True)
+    outputs, sizes = [], []
+    for workers in (0, 2):
+        out = tmp_path / str(workers) / "out.jsonl"
+        sink = VectorSink.open(out, spec, encode_workers=workers)
+        checkpoints = []
+        for index in range(10):
+            sink.append(block(512, index))
+            if index % 3 == 2:
+                sink.commit({"slices": index + 1})
+                checkpoints.append(sink.written)
+        sink.finish()
+        outputs.append(out.read_bytes())
+        sizes.append(checkpoints)
+    assert outputs[0] == outputs[1]
+    assert sizes[0] == sizes[1]  # a checkpoint holds the same bytes with workers as without
+
+
 def test_a_resumed_job_with_workers_writes_the_same_bytes(tmp_path: Path) -> None:
     spec = JobSpec({"job": 2}, DIM, ids=True, unknown=True)
     reference = tmp_path / "reference.jsonl"
@@ -147,13 +168,13 @@ def gone(pids: list[int]) -> bool:
 def test_ctrl_c_stops_the_job_and_its_workers_without_their_tracebacks(tmp_path: Path) -> None:
     job, pids = start_job(tmp_path)
     try:
-        os.killpg(job.pid, signal.SIGINT)  # as a terminal's Ctrl-C: to the job and its workers alike
+        os.killpg(job.pid, signal.SIGINT)  # as a terminal's Ctrl-C: to the job's process group
         _, stderr = job.communicate(timeout=60)
     finally:
         job.kill()
         job.wait()
     assert job.returncode == 130, stderr
-    assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr, stderr  # the workers ignore it
+    assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr, stderr  # no worker heard it
     assert gone(pids)
 
 
