@@ -229,8 +229,9 @@ def markdown(record: dict[str, Any], marks: tuple[int, ...] = (10_000, 50_000, 1
     samples = job["samples"]
     read = _READ.findall(job["summary"])
     lines = found.get("corpus_lines") or (int(read[-1].replace(",", "")) if read else 0)
-    took = _TOOK.findall(job["summary"])  # a finished job's own seconds, model loading aside
-    rate = [f"{lines / float(took[-1].replace(',', '')):,.0f}"] if took and lines else _RATE.findall(job["summary"])
+    took = [float(found_s.replace(",", "")) for found_s in _TOOK.findall(job["summary"])]  # the job's own seconds
+    # a job too short for its summary to show its seconds (0 s) gives its own lines/s, or none
+    rate = [f"{lines / took[-1]:,.0f}"] if took and took[-1] > 0 and lines else _RATE.findall(job["summary"])
     md = ["| corpus lines read | wall s | lines/s (job) | peak RSS MB | ended | words | ≥ 1 | ≥ 10 | ≥ 100 |",
           "|---:|---:|---:|---:|---|---:|---:|---:|---:|"]
     ended = "finished" if record.get("finished", job["returncode"] == 0) else "interrupted"
