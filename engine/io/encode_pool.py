@@ -133,14 +133,14 @@ class EncodePool:
         if workers < 1:
             raise ValueError(f"an encode pool needs at least one worker, found {workers}")
         self._workers: list[_Worker] = []
+        self._busy: deque[_Worker] = deque()  # in the order their blocks came
         try:
             for _ in range(workers):
                 self._workers.append(_Worker(spec))
         except BaseException:
-            self.close()
+            self.close()  # the workers already started leave; the error that stopped the others is raised
             raise
         self._idle: list[_Worker] = list(reversed(self._workers))
-        self._busy: deque[_Worker] = deque()  # in the order their blocks came
 
     def submit(self, block: RowBlock) -> list[list[bytes]]:
         """Hand `block` to a worker; the bytes of earlier blocks it had to wait for (the oldest), if any."""

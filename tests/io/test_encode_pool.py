@@ -233,3 +233,19 @@ def test_the_worker_count_follows_the_cpus_and_the_variable(monkeypatch: pytest.
     monkeypatch.setenv(WORKERS_VARIABLE, "two")
     with pytest.raises(OptionError, match="BERTONNX_ENCODE_WORKERS='two': expected a whole number"):
         auto_workers()
+
+
+def test_a_worker_that_cannot_start_stops_the_others_and_says_why(monkeypatch: pytest.MonkeyPatch) -> None:
+    started: list[encode_pool._Worker] = []
+    real = encode_pool._Worker
+
+    def second_fails(spec: PartsSpec) -> encode_pool._Worker:
+        if started:
+            raise OSError(24, "Too many open files")
+        started.append(real(spec))
+        return started[-1]
+
+    monkeypatch.setattr(encode_pool, "_Worker", second_fails)
+    with pytest.raises(OSError, match="Too many open files"):
+        EncodePool((".jsonl", DIM, False, False, None), workers=2)
+    assert started and started[0].process.poll() is not None
