@@ -9,8 +9,9 @@ channel's ~2). Two changes, both exact in float, made before NNCF quantises the 
   activation, n -> hidden), added after the down-projection's bias: the int8 down-projection never sees them. It
   is cheaper than float down-projections (the word recipe before this one) and needs no gather or mask.
 - Every other MatMul with a constant weight is smoothed (SmoothQuant: x / s into the weight as W * s, s from
-  calibration maxima with NNCF's formula) at `alpha`. The down-projections are not: smoothing them put the
-  error into their weights.
+  calibration maxima with NNCF's formula) at `alpha`, x / s folded into what made x where that is exact (folds.py).
+  The down-projections are not, unless `down_alpha` is given (the sentence recipe): smoothing them put the
+  word recipe's error into their weights.
 
 all-MiniLM-L6-v2, Zen 4 (see benchmarks/README.md): word cosine mean / min on held-out prose 0.9982 / 0.986
 (every MatMul int8 with NNCF's defaults: 0.9951 / 0.958; down-projections float: 0.9987 / 0.990), at the
@@ -24,6 +25,8 @@ from typing import Any
 
 import numpy as np
 
+from bertonnx.backends import folds
+
 SIDE = "outlier_float"
 SIDE_PATTERN = rf".*/{SIDE}/.*"
 """The float side blocks' operations, by name: NNCF leaves them float."""
@@ -31,9 +34,24 @@ _ELEMENTWISE = {"Add", "Subtract", "Multiply", "Divide", "Erf", "Tanh", "Power",
                 "Swish", "HSwish", "Exp", "Clamp"}
 
 
-def prepare(model: Any, feeds: Sequence[dict[str, np.ndarray]], alpha: float, neurons: int) -> Any:
-    """`model` (fp32, changed in place and returned) with its feed-forward outliers split off and its other
-    MatMuls smoothed; the statistics come from running it on `feeds`."""
+def prepare(model: Any, feeds: Sequence[dict[str, np.ndarray]], alpha: float, neurons: int,
+            down_alpha: float | None = None) -> Any:
+    """`model` (fp32) with its feed-forward outliers split off and its other MatMuls smoothed, the statistics from
+    running it on `feeds`; the scales folded into weights where that is exact (folds.py), else Multiply nodes.
+    The result is checked against `model` on a feed: a fold that does not hold on this graph is not used."""
+    expected = _outputs(model, feeds[:1])
+    folded = _prepare(model.clone(), feeds, alpha, neurons, down_alpha, fold=True)
+    for want, got in zip(expected, _outputs(folded, feeds[:1])):
+        if not np.allclose(got, want, rtol=1e-3, atol=1e-3 * float(np.abs(want).max())):
+            return _prepare(model, feeds, alpha, neurons, down_alpha, fold=False)
+    return folded
+
+
+def _prepare(model: Any, feeds: Sequence[dict[str, np.ndarray]], alpha: float, neurons: int,
+             down_alpha: float | None, fold: bool) -> Any:
+    if fold:
+        scalars = folds.scalar_multiplies(model)
+        folds.fold_scalars(scalars, _values(model, [scalar for _, scalar in scalars], feeds[:4]))
     ffns = [ffn for ffn in map(_ffn_from, _weighted_matmuls(model)) if ffn is not None]
     downs = {ffn[3].get_friendly_name() for ffn in ffns}
     groups: dict[tuple[str, int], list[Any]] = {}
@@ -45,9 +63,12 @@ def prepare(model: Any, feeds: Sequence[dict[str, np.ndarray]], alpha: float, ne
     maxima = _channel_maxima(model, [g[0].input_value(0) for g in smoothed] + [f[3].input_value(0) for f in ffns],
                              feeds)
     for matmuls, top in zip(smoothed, maxima):
-        _smooth(matmuls, top, alpha)
+        _smooth(matmuls, top, alpha, fold)
     for ffn, top in zip(ffns, maxima[len(smoothed):]):
-        _split(ffn, top, neurons)
+        if neurons:
+            _split(ffn, top, neurons)
+        if down_alpha is not None:
+            _smooth([ffn[3]], _without(top, neurons), down_alpha, fold)
     model.validate_nodes_and_infer_types()
     return model
 
@@ -122,13 +143,39 @@ def _ffn_from(up: Any) -> tuple[Any, ...] | None:
     return up, up_bias, activation, down, _bias(down)
 
 
-def _channel_maxima(model: Any, sources: list[Any], feeds: Sequence[dict[str, np.ndarray]]) -> list[np.ndarray]:
-    """Largest |x| per channel (last axis) of each of `sources` over `feeds`, in fp32."""
+def _probe(model: Any, sources: list[Any]) -> Any:
+    """An fp32 request computing `model`'s outputs and `sources` (after them, in order)."""
     from bertonnx.backends.openvino import openvino_module, shared_core
 
     probe = openvino_module().Model([*model.outputs, *sources], model.get_parameters())
-    request = shared_core().compile_model(probe, "CPU", {"INFERENCE_PRECISION_HINT": "f32"}).create_infer_request()
-    first = len(model.outputs)
+    return shared_core().compile_model(probe, "CPU", {"INFERENCE_PRECISION_HINT": "f32"}).create_infer_request()
+
+
+def _outputs(model: Any, feeds: Sequence[dict[str, np.ndarray]]) -> list[np.ndarray]:
+    request = _probe(model, [])
+    found = []
+    for feed in feeds:
+        request.infer(feed)
+        found += [np.array(request.get_output_tensor(i).data, copy=True) for i in range(len(model.outputs))]
+    return found
+
+
+def _values(model: Any, scalars: list[Any], feeds: Sequence[dict[str, np.ndarray]]) -> list[list[float]]:
+    """The value each of `scalars` takes on each feed."""
+    if not scalars:
+        return []
+    request, first = _probe(model, scalars), len(model.outputs)
+    seen: list[list[float]] = [[] for _ in scalars]
+    for feed in feeds:
+        request.infer(feed)
+        for index, values in enumerate(seen):
+            values.append(float(request.get_output_tensor(first + index).data.reshape(-1)[0]))
+    return seen
+
+
+def _channel_maxima(model: Any, sources: list[Any], feeds: Sequence[dict[str, np.ndarray]]) -> list[np.ndarray]:
+    """Largest |x| per channel (last axis) of each of `sources` over `feeds`, in fp32."""
+    request, first = _probe(model, sources), len(model.outputs)
     maxima = [np.zeros(source.get_partial_shape()[-1].get_length(), dtype=np.float32) for source in sources]
     for feed in feeds:
         request.infer(feed)
@@ -138,18 +185,27 @@ def _channel_maxima(model: Any, sources: list[Any], feeds: Sequence[dict[str, np
     return maxima
 
 
-def _smooth(matmuls: list[Any], top: np.ndarray, alpha: float) -> None:
+def _smooth(matmuls: list[Any], top: np.ndarray, alpha: float, fold: bool) -> None:
     """SmoothQuant on MatMuls that read one input: s = max|x|^a / max|w|^(1-a), clipped as NNCF clips it."""
-    ops = _ops()
     weights = [m.input_value(1).get_node().get_data().astype(np.float32) for m in matmuls]  # (K, N) each
     widest = np.max([np.abs(w).max(axis=1) for w in weights], axis=0)
     scale = np.power(np.maximum(top, 1e-5), alpha) / np.power(np.maximum(widest, 1e-5), 1 - alpha)
     scale = np.clip(scale, np.quantile(scale, 0.1), 1e2).astype(np.float32)
-    divided = ops.multiply(matmuls[0].input_value(0), ops.constant((1.0 / scale).astype(np.float32)))
-    divided.set_friendly_name(f"{matmuls[0].get_friendly_name()}/smooth")
+    name = f"{matmuls[0].get_friendly_name()}/smooth"
+    if fold:
+        folds.divide_channels(matmuls[0].input_value(0), scale, matmuls, name)
+    else:
+        folds.multiply_channels(matmuls[0].input_value(0), scale, matmuls, name)
+    ops = _ops()
     for matmul, weight in zip(matmuls, weights):
-        matmul.input(0).replace_source_output(divided.output(0))
         matmul.input(1).replace_source_output(ops.constant(weight * scale[:, None]).output(0))
+
+
+def _without(top: np.ndarray, neurons: int) -> np.ndarray:
+    """`top` without the `neurons` largest channels (those _split moved to the side), in order."""
+    if not neurons or top.size < 4 * neurons:
+        return top
+    return top[np.setdiff1d(np.arange(top.size), np.argsort(top)[::-1][:neurons])]
 
 
 def _split(ffn: tuple[Any, ...], top: np.ndarray, neurons: int) -> None:

@@ -43,11 +43,14 @@ ranges clip (all-MiniLM-L6-v2's probe word cosine: 0.986 with them in int8, see 
 OUTLIER_NEURONS = 8
 OUTLIER_SMOOTHING = 0.75
 """The word recipe with int8 dot products: 8 feed-forward neurons a layer kept float, SmoothQuant alpha 0.75 on the
-other MatMuls (outliers.py). Chosen on all-MiniLM-L6-v2 (Zen 4) by word cosine on standard-library prose outside the
-calibration set, among alphas 0.5 / 0.75 / 0.95 per kind of MatMul and 2 to 16 outlier channels; 4 and 8 neurons
-tied, 8 leaves a margin at no measurable cost (benchmarks/README.md)."""
+other MatMuls (outliers.py), the scales folded into the weights since v2 (folds.py). Chosen on all-MiniLM-L6-v2
+(Zen 4) by word cosine on standard-library prose outside the calibration set, among alphas 0.5 / 0.75 / 0.95 per kind
+of MatMul and 2 to 16 outlier channels; 4 and 8 neurons tied, 8 leaves a margin at no measurable cost
+(benchmarks/README.md)."""
 INT8_DOT_FLAGS = ("amx_int8", "avx512_vnni", "avx_vnni")
 """CPU flags of int8 dot products that add u8 x s8 products in 32 bits (VNNI's vpdpbusd, AMX tiles)."""
+SENTENCE_SMOOTHING = 0.8
+"""The sentence recipe's SmoothQuant alpha, on every MatMul with a constant weight (see _advanced_parameters)."""
 GRAPH_FILE = "model.xml"
 
 
@@ -67,10 +70,10 @@ class Int8Recipe:
     def name(self) -> str:
         bits = "/7-bit-weights" if self.overflow_fix == "enable" else ""
         if self.kind == "sentences":
-            return f"stdlib-prose-300/keep-gather/histogram-ranges/smoothquant-0.8{bits}/v1"
+            return f"stdlib-prose-300/keep-gather/histogram-ranges/smoothquant-{SENTENCE_SMOOTHING}-folded{bits}/v2"
         if self.outlier_neurons:
-            outliers_float = f"ffn-outliers-{self.outlier_neurons}-float/smoothquant-{OUTLIER_SMOOTHING}"
-            return f"stdlib-prose-300/keep-gather/{outliers_float}{bits}/v1"
+            outliers_float = f"ffn-outliers-{self.outlier_neurons}-float/smoothquant-{OUTLIER_SMOOTHING}-folded"
+            return f"stdlib-prose-300/keep-gather/{outliers_float}{bits}/v2"
         return f"stdlib-prose-300/keep-gather-ffn-down{bits}/v1"  # the word recipe's name since before the kinds
 
     @property
@@ -116,7 +119,9 @@ def quantized_graph(bundle: Bundle, tokenizer: Tokenizer, cache: Path, recipe: I
     model = shared_core().read_model(str(bundle.model_path))
     feeds = calibration_feeds(tokenizer, [param.get_any_name() for param in model.inputs])
     try:
-        if recipe.outlier_neurons:
+        if recipe.kind == "sentences":
+            model = outliers.prepare(model, feeds, SENTENCE_SMOOTHING, 0, down_alpha=SENTENCE_SMOOTHING)
+        elif recipe.outlier_neurons:
             model = outliers.prepare(model, feeds, OUTLIER_SMOOTHING, recipe.outlier_neurons)
         with _quiet_nncf(nncf):
             quantized = nncf.quantize(
@@ -142,7 +147,10 @@ def _advanced_parameters(recipe: Int8Recipe) -> object:
     down-projections too, and was picked by its least sentence cosine to fp32 over the probes and HELD_OUT_PROSE on
     all-MiniLM-L6-v2 (Zen 4): NNCF's defaults (SmoothQuant alpha 0.95 on MatMuls, min/max ranges) 0.987; histogram
     ranges 0.989; SmoothQuant off 0.990; alpha 0.5 / 0.7 / 0.9: 0.982 / 0.992 / 0.988; alpha 0.8 0.992, and with
-    histogram ranges 0.995 (this recipe; its mean word cosine 0.994), at the speed of NNCF's defaults."""
+    histogram ranges 0.995 (this recipe; its mean word cosine 0.994), at the speed of NNCF's defaults. Since v2 the
+    smoothing is outliers.prepare's (the same formula and alpha, down-projections included) with the scales folded
+    into the weights (folds.py), not NNCF's Multiply nodes: least sentence cosine 0.9944 on the probes, 0.9960 on
+    HELD_OUT_PROSE, 1.02-1.09x v1's speed (Zen 4, benchmarks/README.md)."""
     from nncf.quantization.advanced_parameters import (
         AdvancedQuantizationParameters,
         AdvancedSmoothQuantParameters,
@@ -151,14 +159,14 @@ def _advanced_parameters(recipe: Int8Recipe) -> object:
     from nncf.quantization.range_estimator import RangeEstimatorParametersSet
 
     overflow_fix = OverflowFix(recipe.overflow_fix)
-    if recipe.kind == "words" and recipe.outlier_neurons:  # outliers.prepare smoothed the graph its own way
-        return AdvancedQuantizationParameters(overflow_fix=overflow_fix,
-                                              smooth_quant_alphas=AdvancedSmoothQuantParameters(matmul=-1))
+    own_smoothing = AdvancedSmoothQuantParameters(matmul=-1)  # outliers.prepare smoothed the graph, folded
+    if recipe.kind == "words" and recipe.outlier_neurons:
+        return AdvancedQuantizationParameters(overflow_fix=overflow_fix, smooth_quant_alphas=own_smoothing)
     if recipe.kind == "words":
         return AdvancedQuantizationParameters(overflow_fix=overflow_fix)
     return AdvancedQuantizationParameters(
         overflow_fix=overflow_fix,
-        smooth_quant_alphas=AdvancedSmoothQuantParameters(matmul=0.8),
+        smooth_quant_alphas=own_smoothing,
         activations_range_estimator_params=RangeEstimatorParametersSet.HISTOGRAM,
     )
 
