@@ -5,17 +5,18 @@ step for all of them (on all-MiniLM-L6-v2 the largest calibration |x| of a feed-
 channel's ~2). Two changes, both exact in float, made before NNCF quantises the graph (its own SmoothQuant off):
 
 - The feed-forward blocks (MatMul, bias, an elementwise activation such as GELU, MatMul) keep their `neurons`
-  intermediate neurons of largest calibration output as a small float block on the side (hidden -> n, the same
-  activation, n -> hidden), added after the down-projection's bias: the int8 down-projection never sees them. It
-  is cheaper than float down-projections (the word recipe before this one) and needs no gather or mask.
+  intermediate neurons of largest calibration output (over `feeds` and `wide_feeds`: prose, and every vocabulary
+  entry alone, so a topic the prose never touches still counts) as a small float block on the side (hidden -> n,
+  the same activation, n -> hidden), added after the down-projection's bias: the int8 down-projection never sees
+  them. It is cheaper than float down-projections (the word recipe before this one) and needs no gather or mask.
 - Every other MatMul with a constant weight is smoothed (SmoothQuant: x / s into the weight as W * s, s from
   calibration maxima with NNCF's formula) at `alpha`, x / s folded into what made x where that is exact (folds.py).
   The down-projections are not, unless `down_alpha` is given (the sentence recipe): smoothing them put the
   word recipe's error into their weights.
 
-all-MiniLM-L6-v2, Zen 4 (see benchmarks/README.md): word cosine mean / min on held-out prose 0.9982 / 0.986
-(every MatMul int8 with NNCF's defaults: 0.9951 / 0.958; down-projections float: 0.9987 / 0.990), at the
-speed of every MatMul in int8.
+all-MiniLM-L6-v2, Zen 4 (see benchmarks/README.md): word cosine mean / min on held-out prose 0.9982 / 0.988
+(0.986 with the neurons chosen on prose alone; every MatMul int8 with NNCF's defaults: 0.9951 / 0.958;
+down-projections float: 0.9987 / 0.990), at the speed of every MatMul in int8.
 """
 
 from __future__ import annotations
@@ -35,20 +36,20 @@ _ELEMENTWISE = {"Add", "Subtract", "Multiply", "Divide", "Erf", "Tanh", "Power",
 
 
 def prepare(model: Any, feeds: Sequence[dict[str, np.ndarray]], alpha: float, neurons: int,
-            down_alpha: float | None = None) -> Any:
+            down_alpha: float | None = None, wide_feeds: Sequence[dict[str, np.ndarray]] = ()) -> Any:
     """`model` (fp32) with its feed-forward outliers split off and its other MatMuls smoothed, the statistics from
     running it on `feeds`; the scales folded into weights where that is exact (folds.py), else Multiply nodes.
     The result is checked against `model` on a feed: a fold that does not hold on this graph is not used."""
     expected = _outputs(model, feeds[:1])
-    folded = _prepare(model.clone(), feeds, alpha, neurons, down_alpha, fold=True)
+    folded = _prepare(model.clone(), feeds, alpha, neurons, down_alpha, wide_feeds, fold=True)
     for want, got in zip(expected, _outputs(folded, feeds[:1])):
         if not np.allclose(got, want, rtol=1e-3, atol=1e-3 * float(np.abs(want).max())):
-            return _prepare(model, feeds, alpha, neurons, down_alpha, fold=False)
+            return _prepare(model, feeds, alpha, neurons, down_alpha, wide_feeds, fold=False)
     return folded
 
 
 def _prepare(model: Any, feeds: Sequence[dict[str, np.ndarray]], alpha: float, neurons: int,
-             down_alpha: float | None, fold: bool) -> Any:
+             down_alpha: float | None, wide_feeds: Sequence[dict[str, np.ndarray]], fold: bool) -> Any:
     if fold:
         scalars = folds.scalar_multiplies(model)
         folds.fold_scalars(scalars, _values(model, [scalar for _, scalar in scalars], feeds[:4]))
@@ -62,6 +63,9 @@ def _prepare(model: Any, feeds: Sequence[dict[str, np.ndarray]], alpha: float, n
     smoothed = list(groups.values())
     maxima = _channel_maxima(model, [g[0].input_value(0) for g in smoothed] + [f[3].input_value(0) for f in ffns],
                              feeds)
+    if neurons and wide_feeds:  # neurons that prose never wakes but some word does
+        wide = _channel_maxima(model, [f[3].input_value(0) for f in ffns], wide_feeds)
+        maxima[len(smoothed):] = [np.maximum(a, b) for a, b in zip(maxima[len(smoothed):], wide)]
     for matmuls, top in zip(smoothed, maxima):
         _smooth(matmuls, top, alpha, fold)
     for ffn, top in zip(ffns, maxima[len(smoothed):]):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from bertonnx.backends import outliers
-from bertonnx.backends.quantize import KEEP_FLOAT, calibration_feeds, int8_recipe, quantized_graph
+from bertonnx.backends.quantize import KEEP_FLOAT, calibration_feeds, int8_recipe, quantized_graph, vocabulary_feeds
 from bertonnx.bundle import load_bundle
 from bertonnx.tokenize import Tokenizer
 
@@ -75,3 +75,36 @@ def test_every_matmul_but_the_side_blocks_is_int8(tiny_bundle: Path, tmp_path: P
             if op.get_type_name() == "Constant" and op.get_element_type().get_type_name() == "i8"]
     layers = bundle.manifest["model"]["num_layers"]
     assert len(int8) == 6 * layers  # query, key, value, attention output, up- and down-projection
+
+
+def test_every_vocabulary_entry_is_fed_alone_between_the_special_tokens(tiny_bundle: Path) -> None:
+    bundle = load_bundle(tiny_bundle)
+    tokenizer = Tokenizer.from_file(bundle.tokenizer_path, bundle.max_length)
+    feeds = vocabulary_feeds(tokenizer, ["input_ids", "attention_mask"], batch=7)
+    ids = np.concatenate([feed["input_ids"] for feed in feeds])
+    assert ids.shape[1] == tokenizer.n_special + 1 and (np.concatenate([f["attention_mask"] for f in feeds]) == 1).all()
+    assert (ids[:, 0] == tokenizer.prefix_ids[0]).all() and (ids[:, -1] == tokenizer.suffix_ids[-1]).all()
+    vocab = tokenizer.backend.get_vocab()
+    words = {entry for entry in vocab if not (entry.startswith("[") and entry.endswith("]"))}
+    assert sorted(ids[:, 1].tolist()) == sorted(vocab[entry] for entry in words)  # each once, no [CLS]/[PAD]/...
+
+
+def test_the_outlier_neurons_are_the_largest_over_prose_and_vocabulary(tiny_bundle: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    model, feeds = _graph_and_feeds(tiny_bundle)
+    bundle = load_bundle(tiny_bundle)
+    tokenizer = Tokenizer.from_file(bundle.tokenizer_path, bundle.max_length)
+    wide = vocabulary_feeds(tokenizer, [param.get_any_name() for param in model.inputs])
+    downs = [ffn[3].input_value(0) for ffn in map(outliers._ffn_from, outliers._weighted_matmuls(model)) if ffn]
+    prose, words = outliers._channel_maxima(model, downs, feeds), outliers._channel_maxima(model, downs, wide)
+    assert any((w > p).any() for p, w in zip(prose, words))  # the vocabulary wakes some neuron more than prose
+    seen: list[np.ndarray] = []
+    split = outliers._split
+    monkeypatch.setattr(outliers, "_split", lambda ffn, top, neurons: (seen.append(top), split(ffn, top, neurons)))
+    before = _run(model, feeds[:4])
+    prepared = outliers.prepare(model.clone(), feeds, alpha=0.75, neurons=8, wide_feeds=wide)
+    assert len(seen) == len(prose)
+    for top, p, w in zip(seen, prose, words):
+        np.testing.assert_allclose(top, np.maximum(p, w), rtol=1e-5)
+    for expected, found in zip(before, _run(prepared, feeds[:4])):
+        np.testing.assert_allclose(found, expected, rtol=1e-4, atol=1e-4)
