@@ -18,6 +18,7 @@ import argparse
 import json
 import random
 import statistics
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -31,6 +32,7 @@ from bertonnx.backends.quantize import RECIPE_KINDS
 from bertonnx.benchmarks.machine import describe_machine
 from bertonnx.bundle import CONTEXTUAL_OUTPUT, load_bundle
 from bertonnx.defaults import resolve_bundle
+from bertonnx.errors import BertonnxError
 from bertonnx.options import LoadOptions
 from bertonnx.tokenize import Tokenizer
 
@@ -162,12 +164,16 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(str(error))
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
-    bundle_dir = resolve_bundle(args.bundle)
-    machine = describe_machine()
-    opened, baseline = systems(bundle_dir, args.threads)
-    bundle = load_bundle(bundle_dir, verify=False)
-    tokenizer = Tokenizer.from_file(bundle.tokenizer_path, bundle.max_length)
-    rows = measure(opened, baseline, shapes, args.rounds, tokenizer)
+    try:
+        bundle_dir = resolve_bundle(args.bundle)
+        machine = describe_machine()
+        opened, baseline = systems(bundle_dir, args.threads)
+        bundle = load_bundle(bundle_dir, verify=False)
+        tokenizer = Tokenizer.from_file(bundle.tokenizer_path, bundle.max_length)
+        rows = measure(opened, baseline, shapes, args.rounds, tokenizer)
+    except BertonnxError as error:  # a missing bundle, no OpenVINO, a bad --threads: one line, not a traceback
+        print(f"error: {error}", file=sys.stderr)
+        raise SystemExit(1) from None
     threads = next(iter(opened.values())).backend.info.threads
     heading = (f"{machine.cpu} ({', '.join(machine.flags)}), {machine.cores} cores, {threads} threads; "
                f"{bundle_dir}; {args.rounds} rounds; load average at the start {machine.load_average[0]:.2f}")

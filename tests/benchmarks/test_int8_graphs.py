@@ -49,3 +49,14 @@ def test_the_baseline_follows_the_cpu_class(flags: frozenset[str], baseline: str
     assert found == baseline and baseline in labels
     assert ("openvino bf16" in labels) == (baseline == "openvino bf16")
     assert labels[-2:] == ["openvino int8 (words recipe)", "openvino int8 (sentences recipe)"]
+
+
+@pytest.mark.parametrize("argv", [["--shapes", "8x"], ["--rounds", "0"], ["--threads", "0"], ["/no/such/bundle"]])
+def test_bad_arguments_fail_in_one_line(argv: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    if argv[0].startswith("/"):
+        argv = [argv[0], "--out", str(tmp_path)]
+    with pytest.raises(SystemExit) as stopped:
+        int8_graphs.main(argv)
+    assert stopped.value.code not in (0, None)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err and "Traceback" not in "\n".join(err) and "error" in err[-1]
