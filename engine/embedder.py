@@ -118,9 +118,13 @@ class Embedder:
 
     def resolved(self, options: LoadOptions) -> LoadOptions:
         """`options` (the ones this embedder was opened with) with `auto` replaced by what runs: for workers that
-        must all run the same backend and precision, chosen and timed once, not once each."""
+        must all run the same backend and precision, chosen and timed once, not once each. Where `fastest` split
+        by use, the sentence server is pinned too (LoadOptions.sentences_on)."""
         info = self.runtime_info()
-        return replace(options, backend=info.backend, precision=info.precision)
+        sentences = self.opened.sentences if self.opened is not None else None
+        pinned = None if sentences is None else " ".join(
+            (sentences.choice.backend, sentences.choice.precision, sentences.choice.recipe))
+        return replace(options, backend=info.backend, precision=info.precision, sentences_on=pinned)
 
     @property
     def bundle(self) -> Bundle:

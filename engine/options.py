@@ -56,6 +56,8 @@ class LoadOptions:
     batch_tokens: int = DEFAULT_BATCH_TOKENS
     spin: bool = True  # ONNX Runtime's threads busy-wait between a run's operators (never after it returns)
     min_fidelity: float | None = None  # replaces a reduced precision's gate
+    sentences_on: str | None = None  # "backend precision recipe" serving sentence vectors where `fastest` split by
+    # use (Embedder.resolved sets it, so that workers run what one load chose); None: the word backend serves both
 
     def with_choices(self, **choices: Any) -> LoadOptions:
         """These options with some fields replaced; an unknown name is an OptionError."""

@@ -23,7 +23,7 @@ from bertonnx.backends.gate import (
 from bertonnx.backends.measure import Timings
 from bertonnx.backends.onnxruntime import CUDA
 from bertonnx.bundle import CONTEXTUAL_OUTPUT, Bundle
-from bertonnx.errors import BackendError
+from bertonnx.errors import BackendError, OptionError
 from bertonnx.fidelity import GateResult
 from bertonnx.options import LoadOptions
 from bertonnx.tokenize import Tokenizer
@@ -62,7 +62,21 @@ def open_backend(
         return _measured(bundle, tokenizer, options, machine, backend)
     if precision == "fastest":
         precision = "auto"  # on a GPU: CUDA at the bundle's precision, as auto
-    return _open(bundle, tokenizer, choose(backend, precision, bundle.precision, machine, provider), options, machine)
+    opened = _open(bundle, tokenizer, choose(backend, precision, bundle.precision, machine, provider), options, machine)
+    if options.sentences_on is None:
+        return opened
+    return replace(opened, sentences=_pinned_sentences(bundle, tokenizer, options, machine, opened))
+
+
+def _pinned_sentences(bundle: Bundle, tokenizer: Tokenizer, options: LoadOptions, machine: Machine,
+                      words: Opened) -> Opened:
+    """The sentence server `sentences_on` names ("openvino int8 sentences"), held to the sentence gate."""
+    parts = (options.sentences_on or "").split()
+    if len(parts) != 3 or parts[1] not in ("fp32", "bf16", "fp16", "int8"):
+        raise OptionError(f"sentences_on must read 'BACKEND PRECISION RECIPE', e.g. 'openvino int8 sentences'; "
+                          f"got {options.sentences_on!r}")
+    backend, precision, kind = parts
+    return _sentence_server(bundle, tokenizer, options, machine, words, (backend, precision, kind))
 
 
 def _measured(bundle: Bundle, tokenizer: Tokenizer, options: LoadOptions, machine: Machine, backend: str) -> Opened:

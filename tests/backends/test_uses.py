@@ -167,3 +167,27 @@ def test_a_jobs_fingerprint_names_a_sentence_backend_of_its_own(
     ort, _, split = two_backends
     assert "sentences" not in runtime_fingerprint(ort)
     assert runtime_fingerprint(split) == runtime_fingerprint(ort) | {"sentences": ["openvino", "fp32", None]}
+
+
+def test_workers_opened_from_resolved_options_serve_each_use_as_the_split_load_did(
+    two_backends: tuple[Embedder, Embedder, Embedder], tiny_bundle: Path,
+) -> None:
+    """Ray and type-level workers open `Embedder.resolved(...)`: a split load's sentence server travels with it."""
+    ort, ov, split = two_backends
+    pinned = split.resolved(LoadOptions(precision="fastest", threads=1))
+    assert (pinned.backend, pinned.precision, pinned.sentences_on) == ("onnxruntime", "fp32", "openvino fp32 words")
+    assert ort.resolved(LoadOptions(threads=1)).sentences_on is None  # no split: nothing pinned
+    worker = Embedder.load(tiny_bundle, pinned)
+    serves = worker.runtime_info().serves
+    assert (serves["words"].backend, serves["sentences"].backend) == ("onnxruntime", "openvino")
+    assert np.array_equal(worker.sentences(TEXTS), ov.sentences(TEXTS))
+    for found, expected in zip(worker.contextual(TEXTS), ort.contextual(TEXTS)):
+        assert np.array_equal(found.vectors, expected.vectors)
+
+
+@pytest.mark.parametrize("pin", ["openvino int8", "openvino int4 sentences", ""])
+def test_a_malformed_sentence_pin_is_one_clear_error(tiny_bundle: Path, pin: str) -> None:
+    from bertonnx.errors import OptionError
+
+    with pytest.raises(OptionError, match="BACKEND PRECISION RECIPE"):
+        Embedder.load(tiny_bundle, LoadOptions(backend="onnxruntime", precision="fp32", sentences_on=pin))

@@ -54,6 +54,7 @@ def embed_files(
         "input_lines": inputs.lines,
         "workers": workers.count,
         "threads": workers.threads,
-        "backend": {"backend": load.backend, "precision": load.precision, "provider": load.provider},
+        "backend": {"backend": load.backend, "precision": load.precision, "provider": load.provider}
+        | ({} if load.sentences_on is None else {"sentences_on": load.sentences_on}),
     }
     return write_output(rows, Path(out_dir), width, shards, inputs, job, force)
