@@ -126,3 +126,28 @@ def server_info(url: str) -> dict:
     import httpx
 
     return httpx.get(url + "/info", timeout=30).json()
+
+
+@pytest.mark.parametrize("recipe", ["words", "sentences"])
+def test_int8_preparation_is_exact_in_float(family: tuple[str, Path, Path], recipe: str) -> None:
+    """The outlier split, the smoothing and the folds before NNCF (backends/outliers.py, folds.py) hold on
+    byte-level BPE and on a narrow embedding table too, the vocabulary sweep included."""
+    ov = pytest.importorskip("openvino")
+    from bertonnx.backends import outliers
+    from bertonnx.backends.quantize import calibration_feeds, vocabulary_feeds
+    from bertonnx.bundle import load_bundle
+    from bertonnx.tokenize import Tokenizer
+
+    bundle = load_bundle(family[2])
+    tokenizer = Tokenizer.from_file(bundle.tokenizer_path, bundle.max_length)
+    model = ov.Core().read_model(str(bundle.model_path))
+    inputs = [param.get_any_name() for param in model.inputs]
+    feeds = calibration_feeds(tokenizer, inputs)[:16]
+    wide = vocabulary_feeds(tokenizer, inputs)
+    assert sum(len(feed["input_ids"]) for feed in wide) > 100
+    args = {"alpha": 0.75, "neurons": 8, "wide_feeds": wide} if recipe == "words" else {
+        "alpha": 0.8, "neurons": 0, "down_alpha": 0.8}
+    prepared = outliers.prepare(model.clone(), feeds, **args)
+    for expected, found in zip(outliers._outputs(model, feeds[:4]), outliers._outputs(prepared, feeds[:4])):
+        np.testing.assert_allclose(found, expected, rtol=1e-4, atol=1e-4)
+    assert len(prepared.get_ordered_ops()) != len(model.get_ordered_ops())  # it did change the graph
