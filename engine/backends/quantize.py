@@ -6,10 +6,9 @@ embedding lookups (Gather) stay fp32: quantising the word-embedding table would
 move every token's input, and the static path must stay exact anyway.
 
 Two recipe kinds, one per use (RECIPE_KINDS): "words" is held to the int8 word gate
-(mean word cosine against fp32); with int8 dot products (VNNI, AMX) it first splits
-each feed-forward block's outlier neurons off into a small float block (outliers.py)
-and then quantises every other MatMul, without them it keeps the feed-forward
-down-projections float (KEEP_FLOAT); "sentences" quantises every MatMul, faster but rougher per
+(mean word cosine against fp32); it first splits each feed-forward block's outlier neurons
+off into a small float block (outliers.py) and then quantises every other MatMul (without
+int8 dot products, with 7-bit weights); "sentences" quantises every MatMul, faster but rougher per
 token, and serves only mean-pooled sentence vectors, held to the sentence gate
 (bertonnx.fidelity.SENTENCE_GATE). A recipe is data (Int8Recipe) whose name keys
 the cached graph and its fidelity figures: a new recipe is a new name.
@@ -38,8 +37,8 @@ from bertonnx.tokenize import Tokenizer
 
 CALIBRATION_TEXTS = 300
 KEEP_FLOAT = [r".*layer\.\d+/output/dense/MatMul$"]
-"""BERT's feed-forward down-projections stay float: their GELU inputs carry outliers that int8
-ranges clip (all-MiniLM-L6-v2's probe word cosine: 0.986 with them in int8, see benchmarks/README.md)."""
+"""The word recipe before v3 on CPUs without int8 dot products kept BERT's feed-forward down-projections float (their
+GELU inputs carry outliers that int8 ranges clip); no CPU class gets it now, its name still reads as it did."""
 OUTLIER_NEURONS = 8
 OUTLIER_SMOOTHING = 0.75
 """The word recipe with int8 dot products: 8 feed-forward neurons a layer kept float, SmoothQuant alpha 0.75 on the
@@ -96,15 +95,16 @@ def int8_recipe(cpu_flags: Collection[str], kind: str = "words") -> Int8Recipe:
     Without int8 dot products (AVX2 alone), OpenVINO multiplies u8 activations by s8 weights with vpmaddubsw, which
     adds each pair of products in 16 bits and saturates: every layer's weights are then quantised to 7 bits (NNCF's
     overflow fix), so that a pair's sum always fits. With VNNI or AMX the products add in 32 bits, and NNCF's
-    default (the fix on the first layer only) keeps 8-bit weights; there the word recipe also quantises the
-    down-projections, their outlier neurons split off first (outliers.py), where int8 pays most."""
+    default (the fix on the first layer only) keeps 8-bit weights. On both, the word recipe quantises the
+    down-projections too, their outlier neurons split off first (outliers.py). Since v3 AVX2 gets it as well, in
+    place of float down-projections: with 7-bit weights the integers are exact, so its figures were computed on a
+    Zen 4 (probes' mean word cosine 0.9924 against 0.9886, which the word gate refused; HELD_OUT_PROSE 0.9977 /
+    0.993) -- its speed on an AVX2-only CPU is `fastest`'s to time there (benchmarks/README.md)."""
     if kind not in RECIPE_KINDS:
         raise ValueError(f"int8 recipe kind must be one of {RECIPE_KINDS}, got {kind!r}")
-    if set(cpu_flags) & set(INT8_DOT_FLAGS):
-        neurons = OUTLIER_NEURONS if kind == "words" else 0
-        return Int8Recipe(overflow_fix="first_layer_only", kind=kind, outlier_neurons=neurons)
-    return Int8Recipe(overflow_fix="enable", kind=kind)
-
+    neurons = OUTLIER_NEURONS if kind == "words" else 0
+    overflow_fix = "first_layer_only" if set(cpu_flags) & set(INT8_DOT_FLAGS) else "enable"
+    return Int8Recipe(overflow_fix=overflow_fix, kind=kind, outlier_neurons=neurons)
 
 def quantized_graph(bundle: Bundle, tokenizer: Tokenizer, cache: Path, recipe: Int8Recipe) -> Path:
     """The int8 OpenVINO graph of `bundle`: from the cache, or quantised now (tens of seconds, once)."""

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from bertonnx.backends import outliers
-from bertonnx.backends.quantize import KEEP_FLOAT, calibration_feeds, int8_recipe, quantized_graph, vocabulary_feeds
+from bertonnx.backends.quantize import calibration_feeds, int8_recipe, quantized_graph, vocabulary_feeds
 from bertonnx.bundle import load_bundle
 from bertonnx.tokenize import Tokenizer
 
@@ -18,18 +18,19 @@ XEON = frozenset({"avx2", "avx512f", "avx512_vnni", "amx_bf16", "amx_int8"})
 ALDER_LAKE = frozenset({"avx2", "avx_vnni"})
 
 
-@pytest.mark.parametrize("flags", [ZEN4, XEON, ALDER_LAKE])
-def test_with_int8_dot_products_the_word_recipe_splits_outliers_off(flags: frozenset[str]) -> None:
+@pytest.mark.parametrize("flags", [AVX2, ZEN4, XEON, ALDER_LAKE])
+def test_the_word_recipe_splits_outliers_off_on_every_cpu_class(flags: frozenset[str]) -> None:
     words = int8_recipe(flags)
-    assert words.outlier_neurons == 8 and "ffn-outliers-8-float" in words.name
+    assert words.outlier_neurons == 8 and "ffn-outliers-8-float-by-vocabulary" in words.name
     assert words.keep_float == [outliers.SIDE_PATTERN]  # every MatMul int8 but the float side blocks
     assert int8_recipe(flags, "sentences").outlier_neurons == 0
 
 
-def test_without_them_the_word_recipe_keeps_the_down_projections_float() -> None:
-    words = int8_recipe(AVX2)
-    assert words.outlier_neurons == 0 and words.keep_float == KEEP_FLOAT
-    assert words.name == "stdlib-prose-300/keep-gather-ffn-down/7-bit-weights/v1"
+def test_without_int8_dot_products_its_weights_have_7_bits() -> None:
+    assert int8_recipe(AVX2).name == (
+        "stdlib-prose-300/keep-gather/ffn-outliers-8-float-by-vocabulary/smoothquant-0.75-folded/7-bit-weights/v3")
+    assert int8_recipe(ZEN4).name == (
+        "stdlib-prose-300/keep-gather/ffn-outliers-8-float-by-vocabulary/smoothquant-0.75-folded/v3")
 
 
 def _graph_and_feeds(tiny_bundle: Path) -> tuple[object, list[dict[str, np.ndarray]]]:
