@@ -98,7 +98,7 @@ def embed_distributed(
         int | None, typer.Option(help="Embedding actors (default: cluster CPUs / --threads)")
     ] = None,
     threads: Annotated[
-        int | None, typer.Option(help="ONNX Runtime threads and CPUs per actor (default: 1, or CPUs / workers)")
+        int | None, typer.Option(help="Inference threads and CPUs per actor (default: 1, or CPUs / workers)")
     ] = None,
     batch_size: Annotated[int, typer.Option(help="Lines per actor call (and per read task)")] = DEFAULT_BATCH_LINES,
     batch_tokens: BatchTokensOption = DEFAULT_BATCH_TOKENS,

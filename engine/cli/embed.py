@@ -102,7 +102,7 @@ def embed(
     precision: PrecisionOption = PrecisionChoice.auto,
     provider: ProviderOption = ProviderChoice.auto,
     min_fidelity: MinFidelityOption = None,
-    threads: Annotated[int | None, typer.Option(help="ONNX Runtime threads (default: all cores)")] = None,
+    threads: Annotated[int | None, typer.Option(help="Inference threads (default: all cores)")] = None,
 ) -> None:
     """Embed a file of words or texts in bulk, streaming in chunks, written atomically.
 

@@ -73,15 +73,22 @@ def runtime_table(runtime: RuntimeInfo) -> Table:
     """What runs the bundle on this machine, and its fidelity against fp32 where the precision is reduced."""
     table = Table(title="runtime on this machine", show_header=False)
     table.add_column("field", style="bold")
-    table.add_column("value")
+    table.add_column("value", overflow="fold")  # a recipe's name is one long word: folded, never cut
     table.add_row("backend", f"{runtime.backend} ({runtime.chosen_because})")
     table.add_row("device", runtime.device)
     table.add_row("precision", runtime.precision)
     table.add_row("threads", str(runtime.threads))
     if runtime.fidelity is not None:
         table.add_row("fidelity", runtime.fidelity.summary())
-    for use, serving in runtime.serves.items():
-        table.add_row(f"serves {USE_NAMES.get(use, use)}", serving.summary())
+    serves = runtime.serves
+    serving = next(iter(serves.values()))
+    if all(other == serving for other in serves.values()):  # one backend, one gate, every use: figures above
+        recipe = f" (recipe {serving.recipe})" if serving.recipe else ""
+        uses = " and ".join(USE_NAMES.get(use, use) for use in serves)
+        table.add_row("serves", f"{uses} alike: {serving.backend} {serving.precision}{recipe}")
+    else:
+        for use, serving in serves.items():
+            table.add_row(f"serves {USE_NAMES.get(use, use)}", serving.summary())
     if runtime.timings is not None:
         timings = runtime.timings
         for trial in timings.trials:

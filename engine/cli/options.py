@@ -98,7 +98,8 @@ ContextOption = Annotated[
 ]
 MinFidelityOption = Annotated[
     float | None,
-    typer.Option(help="Replace a reduced precision's gate (bf16/fp16: min token cosine; int8: mean word cosine)"),
+    typer.Option(help="Replace a reduced precision's gate (bf16/fp16: min token cosine; int8: mean word cosine; "
+                 "under --precision fastest, the sentence gate's min sentence cosine too)"),
 ]
 BatchTokensOption = Annotated[int, typer.Option(help="Padded tokens per model run", min=1)]
 MaxLengthOption = Annotated[

@@ -65,7 +65,7 @@ def serve(
             "window keeps every token, averaging windows past the model maximum"
         ),
     ] = DEFAULT_LONG_TEXT,
-    threads: Annotated[int | None, typer.Option(help="ONNX Runtime threads (default: all cores)")] = None,
+    threads: Annotated[int | None, typer.Option(help="Inference threads (default: all cores)")] = None,
     spin: Annotated[
         bool, typer.Option(help="ORT threads busy-wait between a call's operators (not after it): lower latency")
     ] = True,
