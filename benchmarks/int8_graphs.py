@@ -15,6 +15,7 @@ against fp32 on the probes and HELD_OUT_PROSE, the figures its gate reads. The r
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import json
 import random
 import statistics
@@ -32,7 +33,7 @@ from bertonnx.backends.quantize import RECIPE_KINDS
 from bertonnx.benchmarks.machine import describe_machine
 from bertonnx.bundle import CONTEXTUAL_OUTPUT, load_bundle
 from bertonnx.defaults import resolve_bundle
-from bertonnx.errors import BertonnxError
+from bertonnx.errors import BertonnxError, OptionError
 from bertonnx.options import LoadOptions
 from bertonnx.tokenize import Tokenizer
 
@@ -58,7 +59,7 @@ def parse_shapes(text: str) -> list[tuple[int, int]]:
     for part in filter(None, text.split(",")):
         batch, _, tokens = part.partition("x")
         if not (batch.isdigit() and tokens.isdigit()) or int(batch) < 1 or int(tokens) < 3:
-            raise ValueError(f"a shape is BATCHxTOKENS with TOKENS >= 3, e.g. 8x32; got {part!r}")
+            raise ValueError(f"a shape is BATCHxTOKENS with BATCH >= 1 and TOKENS >= 3, e.g. 8x32; got {part!r}")
         shapes.append((int(batch), int(tokens)))
     if not shapes:
         raise ValueError("no shapes given")
@@ -151,7 +152,9 @@ def markdown(rows: list[GraphRow], baseline: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m bertonnx.benchmarks.int8_graphs",
+                                     description=__doc__.split("\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("bundle", type=Path, nargs="?", default=None, help="default: all-MiniLM-L6-v2")
     parser.add_argument("--shapes", default=DEFAULT_SHAPES, help="comma-separated BATCHxTOKENS")
     parser.add_argument("--rounds", type=int, default=15)
@@ -164,26 +167,42 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(str(error))
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
+    if args.out.exists() and not args.out.is_dir():
+        parser.error(f"--out {args.out} is a file; name a directory")
     try:
         bundle_dir = resolve_bundle(args.bundle)
+        bundle = load_bundle(bundle_dir, verify=False)
+        longest = max(tokens for _, tokens in shapes)
+        if longest > bundle.max_length:
+            raise OptionError(f"a shape of {longest} tokens is over the model's maximum, {bundle.max_length}")
         machine = describe_machine()
         opened, baseline = systems(bundle_dir, args.threads)
-        bundle = load_bundle(bundle_dir, verify=False)
         tokenizer = Tokenizer.from_file(bundle.tokenizer_path, bundle.max_length)
         rows = measure(opened, baseline, shapes, args.rounds, tokenizer)
     except BertonnxError as error:  # a missing bundle, no OpenVINO, a bad --threads: one line, not a traceback
         print(f"error: {error}", file=sys.stderr)
         raise SystemExit(1) from None
     threads = next(iter(opened.values())).backend.info.threads
-    heading = (f"{machine.cpu} ({', '.join(machine.flags)}), {machine.cores} cores, {threads} threads; "
-               f"{bundle_dir}; {args.rounds} rounds; load average at the start {machine.load_average[0]:.2f}")
+    versions = ", ".join(f"{name} {_version(name)}" for name in ("openvino", "nncf"))
+    heading = (f"{machine.cpu}, family {machine.family} ({', '.join(machine.flags)}), {machine.cores} cores, "
+               f"{threads} threads; {versions}; {Path(bundle_dir).name}; {args.rounds} rounds; load average at the "
+               f"start {machine.load_average[0]:.2f}. Per shape: the median ms of a run, and in brackets the median "
+               f"of the per-round ratios to {baseline} (the two need not agree).")
     text = f"{heading}\n\n{markdown(rows, baseline)}\n"
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "int8_graphs.md").write_text(text, encoding="utf-8")
     (args.out / "int8_graphs.json").write_text(json.dumps(
         {"machine": machine.to_dict(), "bundle": str(bundle_dir), "rounds": args.rounds, "baseline": baseline,
-         "threads": threads, "rows": [asdict(row) for row in rows]}, indent=2, default=str), encoding="utf-8")
+         "threads": threads, "versions": {name: _version(name) for name in ("openvino", "nncf")},
+         "rows": [asdict(row) for row in rows]}, indent=2, default=str), encoding="utf-8")
     print(text)
+
+
+def _version(package: str) -> str:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
 
 
 if __name__ == "__main__":

@@ -51,10 +51,14 @@ def test_the_baseline_follows_the_cpu_class(flags: frozenset[str], baseline: str
     assert labels[-2:] == ["openvino int8 (words recipe)", "openvino int8 (sentences recipe)"]
 
 
-@pytest.mark.parametrize("argv", [["--shapes", "8x"], ["--rounds", "0"], ["--threads", "0"], ["/no/such/bundle"]])
-def test_bad_arguments_fail_in_one_line(argv: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    if argv[0].startswith("/"):
-        argv = [argv[0], "--out", str(tmp_path)]
+@pytest.mark.parametrize("argv", [["--shapes", "8x"], ["--shapes", "0x16"], ["--rounds", "0"], ["--threads", "0"],
+                                  ["/no/such/bundle"], ["BUNDLE", "--shapes", "1x9999"], ["BUNDLE", "--out", "FILE"]])
+def test_bad_arguments_fail_in_one_line(argv: list[str], tiny_bundle: Path, tmp_path: Path,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "file").write_text("not a directory")
+    argv = [{"BUNDLE": str(tiny_bundle), "FILE": str(tmp_path / "file")}.get(arg, arg) for arg in argv]
+    if "--out" not in argv:
+        argv += ["--out", str(tmp_path / "out")]
     with pytest.raises(SystemExit) as stopped:
         int8_graphs.main(argv)
     assert stopped.value.code not in (0, None)
