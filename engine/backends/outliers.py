@@ -11,8 +11,8 @@ channel's ~2). Two changes, both exact in float, made before NNCF quantises the 
   them. It is cheaper than float down-projections (the word recipe before this one) and needs no gather or mask.
 - Every other MatMul with a constant weight is smoothed (SmoothQuant: x / s into the weight as W * s, s from
   calibration maxima with NNCF's formula) at `alpha`, x / s folded into what made x where that is exact (folds.py).
-  The down-projections are not, unless `down_alpha` is given (the sentence recipe): smoothing them put the
-  word recipe's error into their weights.
+  The down-projections are not, unless `down_alpha` is given (the sentence recipe, with their maxima over
+  `wide_feeds` too): smoothing them put the word recipe's error into their weights.
 
 all-MiniLM-L6-v2, Zen 4 (see benchmarks/README.md): word cosine mean / min on held-out prose 0.9982 / 0.988
 (0.986 with the neurons chosen on prose alone; every MatMul int8 with NNCF's defaults: 0.9951 / 0.958;
@@ -63,7 +63,7 @@ def _prepare(model: Any, feeds: Sequence[dict[str, np.ndarray]], alpha: float, n
     smoothed = list(groups.values())
     maxima = _channel_maxima(model, [g[0].input_value(0) for g in smoothed] + [f[3].input_value(0) for f in ffns],
                              feeds)
-    if neurons and wide_feeds:  # neurons that prose never wakes but some word does
+    if wide_feeds:  # feed-forward neurons that prose never wakes but some word does: split off, or smoothed
         wide = _channel_maxima(model, [f[3].input_value(0) for f in ffns], wide_feeds)
         maxima[len(smoothed):] = [np.maximum(a, b) for a, b in zip(maxima[len(smoothed):], wide)]
     for matmuls, top in zip(smoothed, maxima):

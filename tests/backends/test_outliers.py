@@ -109,3 +109,31 @@ def test_the_outlier_neurons_are_the_largest_over_prose_and_vocabulary(tiny_bund
         np.testing.assert_allclose(top, np.maximum(p, w), rtol=1e-5)
     for expected, found in zip(before, _run(prepared, feeds[:4])):
         np.testing.assert_allclose(found, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_the_sentence_recipe_smooths_the_down_projections_by_prose_and_vocabulary(
+    tiny_bundle: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model, feeds = _graph_and_feeds(tiny_bundle)
+    bundle = load_bundle(tiny_bundle)
+    tokenizer = Tokenizer.from_file(bundle.tokenizer_path, bundle.max_length)
+    wide = vocabulary_feeds(tokenizer, [param.get_any_name() for param in model.inputs])
+    downs = [ffn[3].input_value(0) for ffn in map(outliers._ffn_from, outliers._weighted_matmuls(model)) if ffn]
+    prose, words = outliers._channel_maxima(model, downs, feeds), outliers._channel_maxima(model, downs, wide)
+    seen: list[np.ndarray] = []
+    smooth = outliers._smooth
+
+    def spy(matmuls: list[object], top: np.ndarray, alpha: float, fold: bool) -> None:
+        name = matmuls[0].get_friendly_name()
+        if name.endswith("/output/dense/MatMul") and "attention" not in name:  # a down-projection
+            seen.append(top)
+        smooth(matmuls, top, alpha, fold)
+
+    monkeypatch.setattr(outliers, "_smooth", spy)
+    before = _run(model, feeds[:4])
+    prepared = outliers.prepare(model.clone(), feeds, alpha=0.8, neurons=0, down_alpha=0.8, wide_feeds=wide)
+    assert len(seen) == len(prose)
+    for top, p, w in zip(seen, prose, words):
+        np.testing.assert_allclose(top, np.maximum(p, w), rtol=1e-5)
+    for expected, found in zip(before, _run(prepared, feeds[:4])):
+        np.testing.assert_allclose(found, expected, rtol=1e-4, atol=1e-4)
