@@ -107,6 +107,7 @@ def int8_recipe(cpu_flags: Collection[str], kind: str = "words") -> Int8Recipe:
     overflow_fix = "first_layer_only" if set(cpu_flags) & set(INT8_DOT_FLAGS) else "enable"
     return Int8Recipe(overflow_fix=overflow_fix, kind=kind, outlier_neurons=neurons)
 
+
 def quantized_graph(bundle: Bundle, tokenizer: Tokenizer, cache: Path, recipe: Int8Recipe) -> Path:
     """The int8 OpenVINO graph of `bundle`: from the cache, or quantised now (tens of seconds, once)."""
     graph = cache / recipe.graph_dir / GRAPH_FILE

@@ -90,14 +90,21 @@ def test_every_vocabulary_entry_is_fed_alone_between_the_special_tokens(tiny_bun
     assert sorted(ids[:, 1].tolist()) == sorted(vocab[entry] for entry in words)  # each once, no [CLS]/[PAD]/...
 
 
-def test_the_outlier_neurons_are_the_largest_over_prose_and_vocabulary(tiny_bundle: Path,
-                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def _down_maxima(tiny_bundle: Path) -> tuple[object, list[dict[str, np.ndarray]], list[dict[str, np.ndarray]],
+                                             list[np.ndarray], list[np.ndarray]]:
+    """The graph, prose feeds, vocabulary feeds, and each down-projection input's maxima over each."""
     model, feeds = _graph_and_feeds(tiny_bundle)
     bundle = load_bundle(tiny_bundle)
     tokenizer = Tokenizer.from_file(bundle.tokenizer_path, bundle.max_length)
     wide = vocabulary_feeds(tokenizer, [param.get_any_name() for param in model.inputs])
     downs = [ffn[3].input_value(0) for ffn in map(outliers._ffn_from, outliers._weighted_matmuls(model)) if ffn]
     prose, words = outliers._channel_maxima(model, downs, feeds), outliers._channel_maxima(model, downs, wide)
+    return model, feeds, wide, prose, words
+
+
+def test_the_outlier_neurons_are_the_largest_over_prose_and_vocabulary(tiny_bundle: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    model, feeds, wide, prose, words = _down_maxima(tiny_bundle)
     assert any((w > p).any() for p, w in zip(prose, words))  # the vocabulary wakes some neuron more than prose
     seen: list[np.ndarray] = []
     split = outliers._split
@@ -114,12 +121,7 @@ def test_the_outlier_neurons_are_the_largest_over_prose_and_vocabulary(tiny_bund
 def test_the_sentence_recipe_smooths_the_down_projections_by_prose_and_vocabulary(
     tiny_bundle: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    model, feeds = _graph_and_feeds(tiny_bundle)
-    bundle = load_bundle(tiny_bundle)
-    tokenizer = Tokenizer.from_file(bundle.tokenizer_path, bundle.max_length)
-    wide = vocabulary_feeds(tokenizer, [param.get_any_name() for param in model.inputs])
-    downs = [ffn[3].input_value(0) for ffn in map(outliers._ffn_from, outliers._weighted_matmuls(model)) if ffn]
-    prose, words = outliers._channel_maxima(model, downs, feeds), outliers._channel_maxima(model, downs, wide)
+    model, feeds, wide, prose, words = _down_maxima(tiny_bundle)
     seen: list[np.ndarray] = []
     smooth = outliers._smooth
 
