@@ -28,7 +28,8 @@ _PASS_THROUGH = {"Reshape", "Transpose"}
 _SHAPE_ONLY = {"ShapeOf"}
 
 
-def _ops() -> Any:
+def ops() -> Any:
+    """OpenVINO's opset that the graph edits here (and in outliers.py) build nodes from."""
     from bertonnx.backends.openvino import openvino_module
 
     return openvino_module().opset13
@@ -38,8 +39,25 @@ def _is_constant(output: Any) -> bool:
     return output.get_node().get_type_name() == "Constant"
 
 
-def _data(output: Any) -> np.ndarray:
+def constant_port(node: Any) -> int | None:
+    """The one input of `node` fed by a Constant, or None where there is not exactly one."""
+    ports = [i for i in range(node.get_input_size()) if _is_constant(node.input_value(i))]
+    return ports[0] if len(ports) == 1 else None
+
+
+def data(output: Any) -> np.ndarray:
+    """A Constant's values, as float32."""
     return output.get_node().get_data().astype(np.float32)
+
+
+def _through_reshapes(output: Any) -> Any | None:
+    """The node whose output reaches `output` through Reshape/Transpose alone, each step read by nothing else."""
+    node = output.get_node()
+    while node.get_type_name() in _PASS_THROUGH:
+        if len(_value_consumers(node.output(0))) != 1:
+            return None
+        node = node.input_value(0).get_node()
+    return node
 
 
 def _value_consumers(output: Any) -> list[Any]:
@@ -50,34 +68,27 @@ def _value_consumers(output: Any) -> list[Any]:
 def _linear_before(output: Any) -> tuple[Any, Any] | None:
     """(MatMul, bias Add) of the Linear whose output reaches `output` through Reshape/Transpose alone, each step
     read by nothing else, or None."""
-    node = output.get_node()
-    while node.get_type_name() in _PASS_THROUGH:
-        if len(_value_consumers(node.output(0))) != 1:
-            return None
-        node = node.input_value(0).get_node()
-    if node.get_type_name() != "Add" or len(_value_consumers(node.output(0))) != 1:
+    node = _through_reshapes(output)
+    port = None if node is None or node.get_type_name() != "Add" else constant_port(node)
+    if port is None or len(_value_consumers(node.output(0))) != 1:
         return None
-    ports = [i for i in range(2) if _is_constant(node.input_value(i))]
-    if len(ports) != 1:
-        return None
-    matmul = node.input_value(1 - ports[0]).get_node()
+    matmul = node.input_value(1 - port).get_node()
     if (matmul.get_type_name() != "MatMul" or matmul.get_transpose_b() or not _is_constant(matmul.input_value(1))
             or len(_value_consumers(matmul.output(0))) != 1):
         return None
     width = matmul.input_value(1).get_shape()[-1]
-    if list(node.input_value(ports[0]).get_shape()) not in ([width], [1, 1, width]):
+    if list(node.input_value(port).get_shape()) not in ([width], [1, 1, width]):
         return None
     return matmul, node
 
 
 def _scale_linear(matmul: Any, bias: Any, factor: np.ndarray) -> None:
     """The Linear's output times `factor` (scalar or per output channel), in its weight and bias."""
-    ops = _ops()
-    port = next(i for i in range(2) if _is_constant(bias.input_value(i)))
-    weight, shift = _data(matmul.input_value(1)), _data(bias.input_value(port))
-    matmul.input(1).replace_source_output(ops.constant((weight * factor).astype(np.float32)).output(0))
+    port = constant_port(bias)
+    weight, shift = data(matmul.input_value(1)), data(bias.input_value(port))
+    matmul.input(1).replace_source_output(ops().constant((weight * factor).astype(np.float32)).output(0))
     scaled = (shift.reshape(-1) * factor).reshape(shift.shape).astype(np.float32)
-    bias.input(port).replace_source_output(ops.constant(scaled).output(0))
+    bias.input(port).replace_source_output(ops().constant(scaled).output(0))
 
 
 def scalar_multiplies(model: Any) -> list[tuple[Any, Any]]:
@@ -121,8 +132,7 @@ def divide_channels(source: Any, scale: np.ndarray, readers: Sequence[Any], name
 
 def multiply_channels(source: Any, scale: np.ndarray, readers: Sequence[Any], name: str) -> None:
     """`readers` read source / scale through a Multiply named `name`."""
-    ops = _ops()
-    divided = ops.multiply(source, ops.constant((1.0 / scale).astype(np.float32)))
+    divided = ops().multiply(source, ops().constant((1.0 / scale).astype(np.float32)))
     divided.set_friendly_name(name)
     for reader in readers:
         reader.input(0).replace_source_output(divided.output(0))
@@ -132,41 +142,35 @@ def _into_affine(source: Any, scale: np.ndarray, readers: Sequence[Any]) -> bool
     """source = y * gamma + beta per channel (a LayerNorm's last step): both divided by scale; every other value
     consumer of source gets source * scale back."""
     add = source.get_node()
-    if add.get_type_name() != "Add" or source.get_index() != 0:
+    beta_port = constant_port(add) if add.get_type_name() == "Add" and source.get_index() == 0 else None
+    if beta_port is None:
         return False
-    beta_port = [i for i in range(2) if _is_constant(add.input_value(i))]
-    if len(beta_port) != 1:
+    multiply = add.input_value(1 - beta_port).get_node()
+    gamma_port = constant_port(multiply) if multiply.get_type_name() == "Multiply" else None
+    if gamma_port is None or len(_value_consumers(multiply.output(0))) != 1:
         return False
-    multiply = add.input_value(1 - beta_port[0]).get_node()
-    gamma_port = [i for i in range(2) if _is_constant(multiply.input_value(i))]
-    if (multiply.get_type_name() != "Multiply" or len(gamma_port) != 1
-            or len(_value_consumers(multiply.output(0))) != 1):
-        return False
-    gamma, beta = _data(multiply.input_value(gamma_port[0])), _data(add.input_value(beta_port[0]))
+    gamma, beta = data(multiply.input_value(gamma_port)), data(add.input_value(beta_port))
     if gamma.size != scale.size or beta.size != scale.size:
         return False
-    ops = _ops()
-    others = [t for t in _value_consumers(source) if all(t.get_node() is not r and t.get_node().get_friendly_name()
-                                                          != r.get_friendly_name() for r in readers)]
-    restored = ops.multiply(source, ops.constant(scale.astype(np.float32))) if others else None
-    for target in others:
-        target.replace_source_output(restored.output(0))
-    multiply.input(gamma_port[0]).replace_source_output(
-        ops.constant((gamma.reshape(-1) / scale).reshape(gamma.shape).astype(np.float32)).output(0))
-    add.input(beta_port[0]).replace_source_output(
-        ops.constant((beta.reshape(-1) / scale).reshape(beta.shape).astype(np.float32)).output(0))
+    reading = {reader.get_friendly_name() for reader in readers}
+    others = [t for t in _value_consumers(source) if t.get_node().get_friendly_name() not in reading]
+    if others:
+        restored = ops().multiply(source, ops().constant(scale.astype(np.float32)))
+        for target in others:
+            target.replace_source_output(restored.output(0))
+    multiply.input(gamma_port).replace_source_output(
+        ops().constant((gamma.reshape(-1) / scale).reshape(gamma.shape).astype(np.float32)).output(0))
+    add.input(beta_port).replace_source_output(
+        ops().constant((beta.reshape(-1) / scale).reshape(beta.shape).astype(np.float32)).output(0))
     return True
 
 
 def _into_values(source: Any, scale: np.ndarray) -> bool:
     """source = attention's context, heads merged (Reshape/Transpose of probabilities @ values): scale divides
     the value projection's output channels."""
-    node = source.get_node()
-    while node.get_type_name() in _PASS_THROUGH:
-        if len(_value_consumers(node.output(0))) != 1:
-            return False
-        node = node.input_value(0).get_node()
-    if node.get_type_name() != "MatMul" or node.get_transpose_b() or len(_value_consumers(node.output(0))) != 1:
+    node = _through_reshapes(source)
+    if (node is None or node.get_type_name() != "MatMul" or node.get_transpose_b()
+            or len(_value_consumers(node.output(0))) != 1):
         return False
     linear = _linear_before(node.input_value(1))
     if linear is None or linear[0].input_value(1).get_shape()[-1] != scale.size:

@@ -77,12 +77,6 @@ def _prepare(model: Any, feeds: Sequence[dict[str, np.ndarray]], alpha: float, n
     return model
 
 
-def _ops() -> Any:
-    from bertonnx.backends.openvino import openvino_module
-
-    return openvino_module().opset13
-
-
 def _weighted_matmuls(model: Any) -> list[Any]:
     """MatMuls of an activation by a constant f32 (K, N) weight."""
     found = []
@@ -102,17 +96,12 @@ def _only_consumer(node: Any) -> Any | None:
     return targets[0].get_node() if len(targets) == 1 else None
 
 
-def _constant_port(node: Any) -> int | None:
-    ports = [i for i in range(node.get_input_size()) if node.input_value(i).get_node().get_type_name() == "Constant"]
-    return ports[0] if len(ports) == 1 else None
-
-
 def _bias(matmul: Any) -> Any | None:
     """The Add of a constant (N,) vector that is `matmul`'s one consumer (a Linear's bias), if there is one."""
     add = _only_consumer(matmul)
-    if add is None or add.get_type_name() != "Add" or _constant_port(add) is None:
+    if add is None or add.get_type_name() != "Add" or folds.constant_port(add) is None:
         return None
-    bias = add.input_value(_constant_port(add)).get_node()
+    bias = add.input_value(folds.constant_port(add)).get_node()
     width = matmul.get_output_partial_shape(0)[-1]
     return add if width.is_static and list(bias.get_output_shape(0)) == [width.get_length()] else None
 
@@ -191,7 +180,7 @@ def _channel_maxima(model: Any, sources: list[Any], feeds: Sequence[dict[str, np
 
 def _smooth(matmuls: list[Any], top: np.ndarray, alpha: float, fold: bool) -> None:
     """SmoothQuant on MatMuls that read one input: s = max|x|^a / max|w|^(1-a), clipped as NNCF clips it."""
-    weights = [m.input_value(1).get_node().get_data().astype(np.float32) for m in matmuls]  # (K, N) each
+    weights = [folds.data(m.input_value(1)) for m in matmuls]  # (K, N) each
     widest = np.max([np.abs(w).max(axis=1) for w in weights], axis=0)
     scale = np.power(np.maximum(top, 1e-5), alpha) / np.power(np.maximum(widest, 1e-5), 1 - alpha)
     scale = np.clip(scale, np.quantile(scale, 0.1), 1e2).astype(np.float32)
@@ -200,7 +189,7 @@ def _smooth(matmuls: list[Any], top: np.ndarray, alpha: float, fold: bool) -> No
         folds.divide_channels(matmuls[0].input_value(0), scale, matmuls, name)
     else:
         folds.multiply_channels(matmuls[0].input_value(0), scale, matmuls, name)
-    ops = _ops()
+    ops = folds.ops()
     for matmul, weight in zip(matmuls, weights):
         matmul.input(1).replace_source_output(ops.constant(weight * scale[:, None]).output(0))
 
@@ -216,16 +205,16 @@ def _split(ffn: tuple[Any, ...], top: np.ndarray, neurons: int) -> None:
     """The `neurons` intermediate neurons of largest |activation| moved to a float block on the side."""
     from openvino.utils.node_factory import NodeFactory
 
-    ops, factory = _ops(), NodeFactory("opset13")
+    ops, factory = folds.ops(), NodeFactory("opset13")
     up, up_bias, activation, down, down_bias = ffn
     if top.size < 4 * neurons:  # a block this narrow has no few outliers to speak of
         return
     out = np.sort(np.argsort(top)[::-1][:neurons])
     keep = np.setdiff1d(np.arange(top.size), out)
-    w_up = up.input_value(1).get_node().get_data().astype(np.float32)
-    port = _constant_port(up_bias)
-    b_up = up_bias.input_value(port).get_node().get_data().astype(np.float32)
-    w_down = down.input_value(1).get_node().get_data().astype(np.float32)
+    w_up = folds.data(up.input_value(1))
+    port = folds.constant_port(up_bias)
+    b_up = folds.data(up_bias.input_value(port))
+    w_down = folds.data(down.input_value(1))
     name = f"{up.get_friendly_name()}/{SIDE}"
     side = ops.matmul(up.input_value(0), ops.constant(w_up[:, out]), False, False)
     side.set_friendly_name(f"{name}/up")
