@@ -31,7 +31,7 @@ from bertonnx.backends.choose import Choice, Machine, this_machine
 from bertonnx.backends.open import Opened, open_choice
 from bertonnx.backends.quantize import RECIPE_KINDS
 from bertonnx.benchmarks.machine import describe_machine
-from bertonnx.bundle import CONTEXTUAL_OUTPUT, load_bundle
+from bertonnx.bundle import CONTEXTUAL_OUTPUT, Bundle, load_bundle
 from bertonnx.defaults import resolve_bundle
 from bertonnx.errors import BertonnxError, OptionError
 from bertonnx.options import LoadOptions
@@ -79,11 +79,9 @@ def label(choice: Choice) -> str:
     return f"openvino {choice.precision}" + (f" ({choice.recipe} recipe)" if choice.precision == "int8" else "")
 
 
-def systems(bundle_dir: Path, threads: int | None) -> tuple[dict[str, Opened], str]:
+def systems(bundle: Bundle, tokenizer: Tokenizer, threads: int | None) -> tuple[dict[str, Opened], str]:
     """plan()'s systems opened, each int8 recipe whatever its gate says (its figures are reported, not enforced)."""
     machine = this_machine()
-    bundle = load_bundle(bundle_dir, verify=False)
-    tokenizer = Tokenizer.from_file(bundle.tokenizer_path, bundle.max_length)
     options = LoadOptions(threads=threads, min_fidelity=0.0)
     choices, baseline = plan(machine)
     opened = {label(choice): open_choice(bundle, tokenizer, choice, options, machine,
@@ -176,8 +174,8 @@ def main(argv: list[str] | None = None) -> None:
         if longest > bundle.max_length:
             raise OptionError(f"a shape of {longest} tokens is over the model's maximum, {bundle.max_length}")
         machine = describe_machine()
-        opened, baseline = systems(bundle_dir, args.threads)
         tokenizer = Tokenizer.from_file(bundle.tokenizer_path, bundle.max_length)
+        opened, baseline = systems(bundle, tokenizer, args.threads)
         rows = measure(opened, baseline, shapes, args.rounds, tokenizer)
     except BertonnxError as error:  # a missing bundle, no OpenVINO, a bad --threads: one line, not a traceback
         print(f"error: {error}", file=sys.stderr)

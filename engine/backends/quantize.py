@@ -121,9 +121,10 @@ def quantized_graph(bundle: Bundle, tokenizer: Tokenizer, cache: Path, recipe: I
 
     ov = openvino_module()
     model = shared_core().read_model(str(bundle.model_path))
-    feeds = calibration_feeds(tokenizer, [param.get_any_name() for param in model.inputs])
+    inputs = [param.get_any_name() for param in model.inputs]
+    feeds = calibration_feeds(tokenizer, inputs)
     try:
-        wide = vocabulary_feeds(tokenizer, [param.get_any_name() for param in model.inputs])
+        wide = vocabulary_feeds(tokenizer, inputs)
         if recipe.kind == "sentences":
             model = outliers.prepare(model, feeds, SENTENCE_SMOOTHING, 0, down_alpha=SENTENCE_SMOOTHING,
                                      wide_feeds=wide)
