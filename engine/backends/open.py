@@ -8,6 +8,7 @@ sentence gate (int8's sentence recipe, say). The second is opened only where it 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import get_args
 
 from bertonnx.backends import measure
 from bertonnx.backends.base import Backend
@@ -25,7 +26,7 @@ from bertonnx.backends.onnxruntime import CUDA
 from bertonnx.bundle import CONTEXTUAL_OUTPUT, Bundle
 from bertonnx.errors import BackendError, OptionError
 from bertonnx.fidelity import GateResult
-from bertonnx.options import LoadOptions
+from bertonnx.options import BACKENDS, LoadOptions, Precision
 from bertonnx.tokenize import Tokenizer
 
 
@@ -68,14 +69,20 @@ def open_backend(
     return replace(opened, sentences=_pinned_sentences(bundle, tokenizer, options, machine, opened))
 
 
+PINNABLE = tuple(p for p in get_args(Precision) if p not in ("auto", "fastest"))
+"""Precisions a sentence server can be pinned at: what a load resolved to, never a policy."""
+
+
 def _pinned_sentences(bundle: Bundle, tokenizer: Tokenizer, options: LoadOptions, machine: Machine,
                       words: Opened) -> Opened:
     """The sentence server `sentences_on` names ("openvino int8 sentences"), held to the sentence gate."""
+    from bertonnx.backends.quantize import RECIPE_KINDS
+
     parts = (options.sentences_on or "").split()
-    if len(parts) != 3 or parts[1] not in ("fp32", "bf16", "fp16", "int8"):
+    backend, precision, kind = parts if len(parts) == 3 else ("", "", "")
+    if backend not in BACKENDS or backend == "auto" or precision not in PINNABLE or kind not in RECIPE_KINDS:
         raise OptionError(f"sentences_on must read 'BACKEND PRECISION RECIPE', e.g. 'openvino int8 sentences'; "
                           f"got {options.sentences_on!r}")
-    backend, precision, kind = parts
     return _sentence_server(bundle, tokenizer, options, machine, words, (backend, precision, kind))
 
 

@@ -185,7 +185,8 @@ def test_workers_opened_from_resolved_options_serve_each_use_as_the_split_load_d
         assert np.array_equal(found.vectors, expected.vectors)
 
 
-@pytest.mark.parametrize("pin", ["openvino int8", "openvino int4 sentences", ""])
+@pytest.mark.parametrize("pin", ["openvino int8", "openvino int4 sentences", "", "vulkan fp32 words",
+                                 "auto fp32 words", "openvino fastest words", "openvino int8 tokens"])
 def test_a_malformed_sentence_pin_is_one_clear_error(tiny_bundle: Path, pin: str) -> None:
     from bertonnx.errors import OptionError
 
