@@ -63,27 +63,27 @@ def open_backend(
         return _measured(bundle, tokenizer, options, machine, backend)
     if precision == "fastest":
         precision = "auto"  # on a GPU: CUDA at the bundle's precision, as auto
+    pin = None if options.sentences_on is None else _sentence_pin(options.sentences_on)  # checked before opening
     opened = _open(bundle, tokenizer, choose(backend, precision, bundle.precision, machine, provider), options, machine)
-    if options.sentences_on is None:
+    if pin is None:
         return opened
-    return replace(opened, sentences=_pinned_sentences(bundle, tokenizer, options, machine, opened))
+    return replace(opened, sentences=_sentence_server(bundle, tokenizer, options, machine, opened, pin))
 
 
 PINNABLE = tuple(p for p in get_args(Precision) if p not in ("auto", "fastest"))
 """Precisions a sentence server can be pinned at: what a load resolved to, never a policy."""
 
 
-def _pinned_sentences(bundle: Bundle, tokenizer: Tokenizer, options: LoadOptions, machine: Machine,
-                      words: Opened) -> Opened:
-    """The sentence server `sentences_on` names ("openvino int8 sentences"), held to the sentence gate."""
+def _sentence_pin(text: str) -> tuple[str, str, str]:
+    """(backend, precision, recipe kind) of LoadOptions.sentences_on, e.g. "openvino int8 sentences"."""
     from bertonnx.backends.quantize import RECIPE_KINDS
 
-    parts = (options.sentences_on or "").split()
+    parts = text.split()
     backend, precision, kind = parts if len(parts) == 3 else ("", "", "")
     if backend not in BACKENDS or backend == "auto" or precision not in PINNABLE or kind not in RECIPE_KINDS:
         raise OptionError(f"sentences_on must read 'BACKEND PRECISION RECIPE', e.g. 'openvino int8 sentences'; "
-                          f"got {options.sentences_on!r}")
-    return _sentence_server(bundle, tokenizer, options, machine, words, (backend, precision, kind))
+                          f"got {text!r}")
+    return backend, precision, kind
 
 
 def _measured(bundle: Bundle, tokenizer: Tokenizer, options: LoadOptions, machine: Machine, backend: str) -> Opened:
