@@ -29,7 +29,8 @@ class EmbeddingsRequest(_Body):
     dimensions: int | None = Field(None, description="Accepted only when it equals the model's width.")
     user: str | None = Field(None, max_length=256, description="Accepted and ignored, as OpenAI clients send it.")
     long_text: EmbeddingsLongText | None = Field(
-        None, description="sentence-transformers (cut as encode() does) or window; default: the server's --long-text."
+        None, description="sentence-transformers (cut as encode() does) or window; default: the server's own "
+        "(ServeSettings.long_text, set when it starts)."
     )
 
     @field_validator("input", mode="before")
