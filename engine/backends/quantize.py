@@ -36,9 +36,6 @@ from bertonnx.io.atomic import atomic_directory
 from bertonnx.tokenize import Tokenizer
 
 CALIBRATION_TEXTS = 300
-KEEP_FLOAT = [r".*layer\.\d+/output/dense/MatMul$"]
-"""The word recipe before v3 on CPUs without int8 dot products kept BERT's feed-forward down-projections float (their
-GELU inputs carry outliers that int8 ranges clip); no CPU class gets it now, its name still reads as it did."""
 OUTLIER_NEURONS = 8
 OUTLIER_SMOOTHING = 0.75
 """The word recipe with int8 dot products: 8 feed-forward neurons a layer kept float, SmoothQuant alpha 0.75 on the
@@ -65,7 +62,7 @@ class Int8Recipe:
 
     overflow_fix: str  # NNCF's OverflowFix value: "first_layer_only" (NNCF's default) or "enable" (every layer)
     kind: str = "words"  # one of RECIPE_KINDS
-    outlier_neurons: int = 0  # words: feed-forward neurons a layer kept float on the side (outliers.py); 0: none
+    outlier_neurons: int = 0  # words: feed-forward neurons a layer keeps float on the side (outliers.py)
 
     @property
     def name(self) -> str:
@@ -73,17 +70,13 @@ class Int8Recipe:
         if self.kind == "sentences":
             smoothing = f"smoothquant-{SENTENCE_SMOOTHING}-folded-ffn-down-by-vocabulary"
             return f"stdlib-prose-300/keep-gather/histogram-ranges/{smoothing}{bits}/v3"
-        if self.outlier_neurons:
-            side = f"ffn-outliers-{self.outlier_neurons}-float-by-vocabulary/smoothquant-{OUTLIER_SMOOTHING}-folded"
-            return f"stdlib-prose-300/keep-gather/{side}{bits}/v3"
-        return f"stdlib-prose-300/keep-gather-ffn-down{bits}/v1"  # the word recipe's name since before the kinds
+        side = f"ffn-outliers-{self.outlier_neurons}-float-by-vocabulary/smoothquant-{OUTLIER_SMOOTHING}-folded"
+        return f"stdlib-prose-300/keep-gather/{side}{bits}/v3"
 
     @property
     def keep_float(self) -> list[str]:
         """Name patterns of the MatMuls left float (besides every Gather)."""
-        if self.kind == "sentences":
-            return []
-        return [outliers.SIDE_PATTERN] if self.outlier_neurons else KEEP_FLOAT
+        return [] if self.kind == "sentences" else [outliers.SIDE_PATTERN]
 
     @property
     def graph_dir(self) -> str:
@@ -128,7 +121,7 @@ def quantized_graph(bundle: Bundle, tokenizer: Tokenizer, cache: Path, recipe: I
         if recipe.kind == "sentences":
             model = outliers.prepare(model, feeds, SENTENCE_SMOOTHING, 0, down_alpha=SENTENCE_SMOOTHING,
                                      wide_feeds=wide)
-        elif recipe.outlier_neurons:
+        else:
             model = outliers.prepare(model, feeds, OUTLIER_SMOOTHING, recipe.outlier_neurons, wide_feeds=wide)
         with _quiet_nncf(nncf):
             quantized = nncf.quantize(
@@ -150,16 +143,17 @@ def quantized_graph(bundle: Bundle, tokenizer: Tokenizer, cache: Path, recipe: I
 def _advanced_parameters(recipe: Int8Recipe) -> object:
     """NNCF's advanced parameters for a recipe.
 
-    The word recipe takes NNCF's defaults. The sentence recipe quantises every MatMul, the feed-forward
-    down-projections too, and was picked by its least sentence cosine to fp32 over the probes and HELD_OUT_PROSE on
-    all-MiniLM-L6-v2 (Zen 4): NNCF's defaults (SmoothQuant alpha 0.95 on MatMuls, min/max ranges) 0.987; histogram
-    ranges 0.989; SmoothQuant off 0.990; alpha 0.5 / 0.7 / 0.9: 0.982 / 0.992 / 0.988; alpha 0.8 0.992, and with
-    histogram ranges 0.995 (this recipe; its mean word cosine 0.994), at the speed of NNCF's defaults. Since v2 the
-    smoothing is outliers.prepare's (the same formula and alpha, down-projections included) with the scales folded
-    into the weights (folds.py), not NNCF's Multiply nodes: least sentence cosine 0.9944 on the probes, 0.9960 on
-    HELD_OUT_PROSE, 1.02-1.09x v1's speed (Zen 4, benchmarks/README.md). v3 smooths the down-projections by their
-    inputs' maxima over every vocabulary entry too (vocabulary_feeds): 0.9948 / 0.9973, and on the bench's corpus
-    of random words 0.9915 -> 0.9930 (its worst word 0.922 -> 0.979), at the same speed."""
+    Both kinds smooth in outliers.prepare, never with NNCF's SmoothQuant. The sentence recipe quantises every
+    MatMul, the feed-forward down-projections too, and was picked by its least sentence cosine to fp32 over the
+    probes and HELD_OUT_PROSE on all-MiniLM-L6-v2 (Zen 4): NNCF's defaults (SmoothQuant alpha 0.95 on MatMuls,
+    min/max ranges) 0.987; histogram ranges 0.989; SmoothQuant off 0.990; alpha 0.5 / 0.7 / 0.9: 0.982 / 0.992 /
+    0.988; alpha 0.8 0.992, and with histogram ranges 0.995 (this recipe; its mean word cosine 0.994), at the speed
+    of NNCF's defaults. Since v2 the smoothing is outliers.prepare's (the same formula and alpha, down-projections
+    included) with the scales folded into the weights (folds.py), not NNCF's Multiply nodes: least sentence cosine
+    0.9944 on the probes, 0.9960 on HELD_OUT_PROSE, 1.02-1.09x v1's speed (Zen 4, benchmarks/README.md). v3 smooths
+    the down-projections by their inputs' maxima over every vocabulary entry too (vocabulary_feeds): 0.9948 /
+    0.9973, and on the bench's corpus of random words 0.9915 -> 0.9930 (its worst word 0.922 -> 0.979), at the same
+    speed."""
     from nncf.quantization.advanced_parameters import (
         AdvancedQuantizationParameters,
         AdvancedSmoothQuantParameters,
@@ -169,10 +163,8 @@ def _advanced_parameters(recipe: Int8Recipe) -> object:
 
     overflow_fix = OverflowFix(recipe.overflow_fix)
     own_smoothing = AdvancedSmoothQuantParameters(matmul=-1)  # outliers.prepare smoothed the graph, folded
-    if recipe.kind == "words" and recipe.outlier_neurons:
-        return AdvancedQuantizationParameters(overflow_fix=overflow_fix, smooth_quant_alphas=own_smoothing)
     if recipe.kind == "words":
-        return AdvancedQuantizationParameters(overflow_fix=overflow_fix)
+        return AdvancedQuantizationParameters(overflow_fix=overflow_fix, smooth_quant_alphas=own_smoothing)
     return AdvancedQuantizationParameters(
         overflow_fix=overflow_fix,
         smooth_quant_alphas=own_smoothing,

@@ -10,7 +10,7 @@ import pytest
 from bertonnx.backends.choose import Machine
 from bertonnx.backends.gate import fidelity_entry
 from bertonnx.backends.outliers import SIDE_PATTERN
-from bertonnx.backends.quantize import KEEP_FLOAT, Int8Recipe, int8_recipe, quantized_graph
+from bertonnx.backends.quantize import Int8Recipe, int8_recipe, quantized_graph
 from bertonnx.bundle import load_bundle
 from bertonnx.tokenize import Tokenizer
 
@@ -49,9 +49,12 @@ def test_each_use_has_a_recipe_of_its_own(flags: frozenset[str]) -> None:
     assert ("7-bit-weights" in sentences.name) is (flags == AVX2)
 
 
-def test_the_word_recipe_keeps_the_names_that_key_existing_caches() -> None:
-    assert Int8Recipe("first_layer_only").name == "stdlib-prose-300/keep-gather-ffn-down/v1"
-    assert Int8Recipe("enable").keep_float == KEEP_FLOAT  # the recipe AVX2 got before v3, named as it was
+def test_everything_that_makes_a_recipe_is_in_its_name() -> None:
+    recipes = [Int8Recipe(fix, kind, neurons) for fix in ("first_layer_only", "enable")
+               for kind, neurons in (("words", 8), ("words", 4), ("sentences", 0))]
+    assert len({recipe.name for recipe in recipes}) == len({recipe.graph_dir for recipe in recipes}) == len(recipes)
+    assert int8_recipe(ZEN4).name == (
+        "stdlib-prose-300/keep-gather/ffn-outliers-8-float-by-vocabulary/smoothquant-0.75-folded/v3")
     with pytest.raises(ValueError, match="words"):
         int8_recipe(ZEN4, "tokens")
 
