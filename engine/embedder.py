@@ -188,14 +188,11 @@ class Embedder:
         """Per use, what serves it: the backend opened for words, and for sentences the one `fastest` chose for them
         (the same backend where it did not split), each with the figures of the gate it was held to."""
         opened = self.opened
-        words = Serving(self.backend.info.backend, self.backend.info.precision,
-                        self.backend.info.details.get("int8_recipe"), opened.fidelity if opened else None)
+        words = _serving(self.backend, opened)
         sentences = opened.sentences if opened is not None else None
         if sentences is None:
             return {"words": words, "sentences": words}
-        info = sentences.backend.info
-        return {"words": words,
-                "sentences": Serving(info.backend, info.precision, info.details.get("int8_recipe"), sentences.fidelity)}
+        return {"words": words, "sentences": _serving(sentences.backend, sentences)}
 
     def runtime(self) -> dict[str, object]:
         """`runtime_info()` as plain JSON, as /info and study.json show it."""
@@ -427,6 +424,13 @@ class Embedder:
         """`max_seq_length` of the sentence-transformers model the bundle came from, where it had one."""
         value = self.manifest["model"].get("sentence_transformers_max_length")
         return int(value) if isinstance(value, int) else None
+
+
+def _serving(backend: Backend, opened: Opened | None) -> Serving:
+    info = backend.info
+    recipe = info.details.get("int8_recipe")
+    kind = opened.choice.recipe if opened is not None and recipe else None
+    return Serving(info.backend, info.precision, recipe, opened.fidelity if opened else None, kind)
 
 
 def _refuse_phrases(words: Sequence[str]) -> None:

@@ -70,10 +70,17 @@ class Serving:
     precision: str
     recipe: str | None  # the int8 recipe's name, where OpenVINO int8 serves
     fidelity: GateResult | None  # against fp32, under this use's gate; None at fp32
+    recipe_kind: str | None = None  # the use the int8 recipe was made for (quantize.RECIPE_KINDS), where it serves
 
     def to_dict(self) -> dict[str, object]:
         return {"backend": self.backend, "precision": self.precision, "int8_recipe": self.recipe,
-                "fidelity": self.fidelity.to_dict() if self.fidelity else None}
+                "int8_recipe_kind": self.recipe_kind, "fidelity": self.fidelity.to_dict() if self.fidelity else None}
+
+    @property
+    def label(self) -> str:
+        """A few words for a job's summary line: 'openvino int8, sentences recipe', 'onnxruntime fp32'."""
+        kind = f", {self.recipe_kind} recipe" if self.recipe and self.recipe_kind else ""
+        return f"{self.backend} {self.precision}{kind}"
 
     def summary(self) -> str:
         """One line for `bertonnx info`."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -49,6 +49,9 @@ from bertonnx.jobs.rows import BulkOptions
 from bertonnx.options import DEFAULT_BATCH_TOKENS, DEFAULT_CHUNK_LINES, LoadOptions
 from bertonnx.type_level import DEFAULT_CONTEXT, DEFAULT_MAX_CONTEXTS, DEFAULT_PRIOR
 from bertonnx.type_level.vectors import TypeLevelOptions
+
+if TYPE_CHECKING:
+    from bertonnx.embedder import Embedder
 
 
 def embed(
@@ -151,7 +154,7 @@ def embed(
             say_error("interrupted")
             _leave_if_stranded(130)
             raise typer.Exit(130) from None
-        _summary(report)
+        _summary(report, _served_by(embedder, options.mode))
         return
     if resume and not partial_dir(output).exists():
         say(f"nothing to resume for {output}: starting it")
@@ -166,7 +169,7 @@ def embed(
                                stdin=source is None))
         _leave_if_stranded(130)
         raise typer.Exit(130) from None
-    _summary(report)
+    _summary(report, _served_by(embedder, options.mode))
 
 
 def _table_only(options: BulkOptions, load: LoadOptions) -> bool:
@@ -290,7 +293,8 @@ def _type_level(
     if report.resumed_lines:
         notes.append(f"{report.resumed_lines:,} corpus lines kept from the killed run")
     notes.append(f"{report.seconds:,.1f} s")
-    say(f"{_count(report.words, 'type-level vector')} -> {output} + {report.files[0].name} ({'; '.join(notes)})")
+    say(f"{_count(report.words, 'type-level vector')} -> {output} + {report.files[0].name} ({'; '.join(notes)}); "
+        f"contextual vectors by {embedder.runtime_info().serves['words'].label}")
 
 
 def _leave_now() -> None:
@@ -323,7 +327,14 @@ def _quiet_stdout() -> None:
         os.close(devnull)
 
 
-def _summary(report: BulkReport) -> None:
+def _served_by(embedder: Embedder, mode: str) -> str:
+    """What made a job's vectors, for its summary: static vectors are table rows whatever backend is open."""
+    if mode == "static":
+        return "from the embedding table"
+    return "by " + embedder.runtime_info().serves["sentences" if mode == "sentences" else "words"].label
+
+
+def _summary(report: BulkReport, served_by: str) -> None:
     print_skipped([f"skipped line {number}: {reason}" for number, reason in report.skipped])
     notes = [f"{len(report.skipped):,} skipped"]
     if report.unknown_rows:
@@ -333,7 +344,7 @@ def _summary(report: BulkReport) -> None:
     if report.seconds >= RATE_MIN_SECONDS and report.lines_this_run >= RATE_MIN_LINES:
         notes.append(f"{report.lines_per_second:,.0f} lines/s")
     where = f" -> {report.output}" if report.output else ""
-    say(f"{_count(report.rows, 'vector')} from {_count(report.lines, 'line')}{where} ({', '.join(notes)})")
+    say(f"{_count(report.rows, 'vector')} from {_count(report.lines, 'line')}{where} ({', '.join(notes)}); {served_by}")
 
 
 def _count(number: int, noun: str) -> str:

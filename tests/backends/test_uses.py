@@ -15,6 +15,7 @@ from bertonnx.backends.choose import Choice, Machine, this_machine
 from bertonnx.backends.measure import SENTENCE_RECIPE, Timings, Trial
 from bertonnx.bundle import CONTEXTUAL_OUTPUT, load_bundle
 from bertonnx.options import LoadOptions
+from bertonnx.results import Serving
 from bertonnx.tokenize import Tokenizer
 
 SSE = frozenset({"sse4_2", "avx"})  # no int8 kernels at all
@@ -112,7 +113,13 @@ def test_info_says_which_backend_serves_each_use(two_backends: tuple[Embedder, E
     assert plain["words"] == plain["sentences"] and plain["words"].backend == "onnxruntime"
     as_json = json.loads(json.dumps(split.runtime()))
     assert as_json["serves"]["sentences"] == {"backend": "openvino", "precision": "fp32", "int8_recipe": None,
-                                              "fidelity": None}
+                                              "int8_recipe_kind": None, "fidelity": None}
+
+
+def test_a_summary_line_names_the_backend_precision_and_recipe_kind() -> None:
+    assert Serving("openvino", "int8", "stdlib-prose-300/...", None, "sentences").label == (
+        "openvino int8, sentences recipe")
+    assert Serving("onnxruntime", "fp32", None, None).label == "onnxruntime fp32"
 
 
 @pytest.mark.slow  # quantises the tiny model twice with NNCF (word and sentence recipes), then times five candidates
@@ -147,6 +154,8 @@ def test_fastest_opens_a_sentence_backend_only_where_it_wins_its_gate(
             assert details["int8_recipe"] == int8_recipe(vnni.cpu_flags, "sentences").name
             assert opened.sentences.fidelity is not None
             assert opened.sentences.fidelity.gate.metric == "sentence_min_cosine"
+            embedder = Embedder(bundle, opened.backend, tokenizer, bundle.load_table(), opened=opened)
+            assert embedder.runtime_info().serves["sentences"].label == "openvino int8, sentences recipe"
 
     def refuse(*args: object, **kwargs: object) -> None:
         raise AssertionError("timed again")

@@ -296,7 +296,14 @@ def test_a_tiny_job_says_nothing_about_speed(tiny_bundle: Path) -> None:
     """The issue: '10 lines/s' for 3 words. Under 1 s or 100 lines, a rate measures start-up, not the job."""
     result = run("embed", tiny_bundle, "--static", *LOAD, stdin="king\nqueen\nman\n")
     assert result.exit_code == 0, result.output
-    assert "3 vectors from 3 lines (0 skipped)" in result.stderr and "lines/s" not in result.stderr
+    assert "3 vectors from 3 lines (0 skipped); from the embedding table" in result.stderr
+    assert "lines/s" not in result.stderr
+
+
+def test_the_summary_says_what_made_the_vectors(tiny_bundle: Path) -> None:
+    result = run("embed", tiny_bundle, "--sentences", *LOAD, stdin="the king is wise\n")
+    assert result.exit_code == 0, result.output
+    assert "1 vector from 1 line (0 skipped); by onnxruntime fp32" in result.stderr
 
 
 def test_a_job_long_enough_says_its_speed(tiny_bundle: Path, tmp_path: Path,
