@@ -119,12 +119,15 @@ class Embedder:
     def resolved(self, options: LoadOptions) -> LoadOptions:
         """`options` (the ones this embedder was opened with) with `auto` replaced by what runs: for workers that
         must all run the same backend and precision, chosen and timed once, not once each. Where `fastest` split
-        by use, the sentence server is pinned too (LoadOptions.sentences_on)."""
+        by use, the sentence server is pinned too (LoadOptions.sentences_on), and an int8 recipe serving words that
+        was not made for them (LoadOptions.words_recipe)."""
         info = self.runtime_info()
         sentences = self.opened.sentences if self.opened is not None else None
         pinned = None if sentences is None else " ".join(
             (sentences.choice.backend, sentences.choice.precision, sentences.choice.recipe))
-        return replace(options, backend=info.backend, precision=info.precision, sentences_on=pinned)
+        recipe = self.opened.choice.recipe if self.opened is not None and info.precision == "int8" else None
+        return replace(options, backend=info.backend, precision=info.precision, sentences_on=pinned,
+                       words_recipe=None if recipe == "words" else recipe)
 
     @property
     def bundle(self) -> Bundle:

@@ -58,6 +58,8 @@ class LoadOptions:
     min_fidelity: float | None = None  # replaces a reduced precision's gate
     sentences_on: str | None = None  # "backend precision recipe" serving sentence vectors where `fastest` split by
     # use (Embedder.resolved sets it, so that workers run what one load chose); None: the word backend serves both
+    words_recipe: str | None = None  # OpenVINO int8's recipe kind serving word vectors where `fastest` found another
+    # faster under the word gate (Embedder.resolved sets it); None: the recipe made for words
 
     def with_choices(self, **choices: Any) -> LoadOptions:
         """These options with some fields replaced; an unknown name is an OptionError."""

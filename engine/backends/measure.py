@@ -19,11 +19,12 @@ Two policies:
               measured on this machine, clears that same gate: quantising just
               to find out would cost a first-time user a minute.
     fastest   also admits int8, under int8's own gate, where the CPU has int8
-              dot products (VNNI or AMX-INT8) and NNCF is installed; and then splits
-              by use: int8's sentence recipe (every MatMul int8) is timed beside the
-              rest, and sentence vectors go to the fastest candidate that passes the
-              sentence gate, word and token vectors to the fastest that passes its
-              own gate (the sentence recipe is never held to a word gate).
+              kernels and NNCF is installed; and then splits by use: int8's
+              sentence recipe (every MatMul int8) is timed beside the rest, and each
+              use goes to the fastest candidate that passes that use's gate: sentence
+              vectors the sentence gate, word and token vectors the word gate (int8's)
+              -- a recipe serves any use whose gate it passes, whatever use it was made
+              for; on a near-tie the one made for the use wins.
 """
 
 from __future__ import annotations
@@ -48,6 +49,9 @@ ROUNDS = 5
 """Timed rounds per candidate (after one untimed): the median of each part is its figure."""
 WORKLOAD = "probes-short-and-bulk/v1"
 """The timed workload's name: in the cache key, so a changed workload measures again."""
+RULE = "each-use-to-the-fastest-recipe-that-passes-its-gate/v2"
+"""How a split verdict picks per use: in its cache key, so one made under another rule (before it, the sentence
+recipe never served words) is measured again."""
 
 
 @dataclass(frozen=True)
@@ -88,6 +92,13 @@ class Timings:
     measured_at: str  # ISO time of the measurement
     sentence_winner: tuple[str, str, str] | None = None  # (backend, precision, recipe) serving sentence vectors,
     # where `fastest` split by use; None: the winner serves them too
+    winner_recipe: str = "words"  # the word winner's int8 recipe kind: "sentences" where that recipe, faster, passed
+    # the word gate too
+
+    @property
+    def word_winner(self) -> tuple[str, str, str]:
+        """(backend, precision, recipe) serving word and token vectors."""
+        return (*self.winner, self.winner_recipe)
 
     @property
     def reason(self) -> str:
@@ -111,7 +122,8 @@ class Timings:
         backend, precision = data["winner"]
         found = data.get("sentence_winner")
         sentences = None if found is None else (str(found[0]), str(found[1]), str(found[2]))
-        return cls(data["policy"], int(data["threads"]), trials, (backend, precision), data["measured_at"], sentences)
+        return cls(data["policy"], int(data["threads"]), trials, (backend, precision), data["measured_at"], sentences,
+                   str(data.get("winner_recipe", "words")))
 
 
 NEAR_TIE = 1.03
@@ -157,7 +169,7 @@ SENTENCE_RECIPE = ("openvino", "int8", "sentences")
 
 def by_use(policy: str, pairs: Sequence[tuple[str, str]]) -> list[tuple[str, str, str]]:
     """The candidates with their int8 recipe kind: under `fastest` with OpenVINO int8 among them, int8's sentence
-    recipe too, timed beside the rest and held to the sentence gate alone (it serves sentence vectors only)."""
+    recipe too, last (a near-tie goes to a recipe made for words), timed beside the rest."""
     found = [(backend, precision, "words") for backend, precision in pairs]
     return found + [SENTENCE_RECIPE] if policy == "fastest" and ("openvino", "int8") in pairs else found
 

@@ -2,8 +2,9 @@
 among several (measure.py), open, and hold a reduced precision to its fidelity gate (gate.py).
 
 Under `fastest` on a CPU where OpenVINO int8 is a candidate, a load may open two backends, one per use: word and
-token vectors on the fastest candidate that passes its own gate, sentence vectors on the fastest that passes the
-sentence gate (int8's sentence recipe, say). The second is opened only where it differs from the first."""
+token vectors on the fastest candidate that passes the word gate, sentence vectors on the fastest that passes the
+sentence gate (int8's sentence recipe, say), whichever use a recipe was made for. The second is opened only where it
+differs from the first."""
 
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ from bertonnx.backends.measure import Timings
 from bertonnx.backends.onnxruntime import CUDA
 from bertonnx.bundle import CONTEXTUAL_OUTPUT, Bundle
 from bertonnx.errors import BackendError, OptionError
-from bertonnx.fidelity import GateResult
+from bertonnx.fidelity import Gate, GateResult
 from bertonnx.options import BACKENDS, LoadOptions, Precision
 from bertonnx.tokenize import Tokenizer
 
@@ -55,6 +56,7 @@ def open_backend(
     """
     options = options or LoadOptions()
     machine = machine or this_machine()
+    _check_words_recipe(options.words_recipe)
     backend, precision, provider = options.backend, options.precision, options.provider
     if provider != "auto" and backend == "auto":
         backend = "onnxruntime"
@@ -64,7 +66,10 @@ def open_backend(
     if precision == "fastest":
         precision = "auto"  # on a GPU: CUDA at the bundle's precision, as auto
     pin = None if options.sentences_on is None else _sentence_pin(options.sentences_on)  # checked before opening
-    opened = _open(bundle, tokenizer, choose(backend, precision, bundle.precision, machine, provider), options, machine)
+    choice = choose(backend, precision, bundle.precision, machine, provider)
+    if options.words_recipe is not None and (choice.backend, choice.precision) == ("openvino", "int8"):
+        choice = replace(choice, recipe=options.words_recipe)
+    opened = _open(bundle, tokenizer, choice, options, machine)
     if pin is None:
         return opened
     return replace(opened, sentences=_sentence_server(bundle, tokenizer, options, machine, opened, pin))
@@ -72,6 +77,13 @@ def open_backend(
 
 PINNABLE = tuple(p for p in get_args(Precision) if p not in ("auto", "fastest"))
 """Precisions a sentence server can be pinned at: what a load resolved to, never a policy."""
+
+
+def _check_words_recipe(kind: str | None) -> None:
+    from bertonnx.backends.quantize import RECIPE_KINDS
+
+    if kind is not None and kind not in RECIPE_KINDS:
+        raise OptionError(f"words_recipe must be one of {', '.join(RECIPE_KINDS)} or None; got {kind!r}")
 
 
 def _sentence_pin(text: str) -> tuple[str, str, str]:
@@ -114,13 +126,15 @@ def _measured(bundle: Bundle, tokenizer: Tokenizer, options: LoadOptions, machin
     key = measure.cache_key(bundle.graph_sha256, verdict, threads, _versions(machine), machine, pairs, gates)
     if ("openvino", "int8") in pairs:  # a new recipe (a new name) is measured again
         key["int8_recipes"] = _recipe_names(machine, [kind for b, p, kind in keys if (b, p) == ("openvino", "int8")])
+    if split:
+        key["rule"] = measure.RULE
     # A verdict under another gate lives in a file of its own: a stricter run never replaces the default's.
     gate_tag = "" if options.min_fidelity is None else f"-min{options.min_fidelity:g}"
     path = cache_root() / "timings" / f"{graph_key(bundle)}-{verdict}-{threads}t{gate_tag}.json"
     cached = measure.read_timings(path, key)
     if cached is not None:
         cached = replace(cached, policy=policy, trials=cached.trials + untried)
-        choice = Choice(*cached.winner, reason=cached.reason)
+        choice = Choice(*cached.winner, reason=cached.reason, recipe=cached.winner_recipe)
         try:
             opened = _open(bundle, tokenizer, choice, options, machine, policy_gate(policy, choice.precision))
             if cached.sentence_winner is None:
@@ -142,33 +156,47 @@ def _measured(bundle: Bundle, tokenizer: Tokenizer, options: LoadOptions, machin
         raise BackendError("no backend can run this bundle here: " + "; ".join(refused.values()))
     figures = measure.time_candidates({k: o.backend for k, o in opened_all.items()}, measure.timing_workload(tokenizer))
     trials = tuple(measure.Trial(*k[:2], *figures.get(k, (None, None)), refused.get(k), k[2]) for k in keys)
-    winner = measure.winner([t for t in trials if t.recipe == "words"])
+    word_gate = precision_gate(policy_gate(policy, "int8"), options.min_fidelity)
+    word_winner = measure.fastest_trial([t for t in trials if t.key in opened_all
+                                         and (t.recipe == "words" or _passes(opened_all[t.key], word_gate))]).key
     sentence_winner = None
     if split:
         serving = [t for t in trials if t.key in opened_all
                    and _serves_sentences(opened_all[t.key], options.min_fidelity)]
         sentence_winner = measure.fastest_trial(serving).key  # fp32 always serves: never empty
-    measure.write_timings(path, key, Timings(verdict, threads, trials, winner, measure.now(), sentence_winner))
-    timings = Timings(policy, threads, trials + untried, winner, measure.now(), sentence_winner)
-    words = replace(opened_all[(*winner, "words")], choice=Choice(*winner, reason=timings.reason), timings=timings)
+    winner, winner_recipe = word_winner[:2], word_winner[2]
+    verdict_now = Timings(verdict, threads, trials, winner, measure.now(), sentence_winner, winner_recipe)
+    measure.write_timings(path, key, verdict_now)
+    timings = replace(verdict_now, policy=policy, trials=trials + untried)
+    chosen = opened_all[word_winner]
+    fidelity = None if chosen.fidelity is None else _regated(chosen.fidelity, word_gate)
+    words = replace(chosen, choice=Choice(*winner, reason=timings.reason, recipe=winner_recipe), fidelity=fidelity,
+                    timings=timings)
     if sentence_winner is None:
         return words
     return replace(words, sentences=_as_sentences(opened_all[sentence_winner], options.min_fidelity))
 
 
+def _passes(opened: Opened, gate: Gate) -> bool:
+    """Whether a candidate's figures pass another use's gate (fp32, with none, passes every gate)."""
+    return opened.fidelity is None or _regated(opened.fidelity, gate).passed
+
+
+def _regated(result: GateResult, gate: Gate) -> GateResult:
+    """The same figures, held to another use's gate."""
+    return GateResult(result.precision, result.reference, result.fidelity, gate)
+
+
 def _serves_sentences(opened: Opened, min_fidelity: float | None) -> bool:
     """Whether a candidate's figures pass the sentence gate (fp32 always does)."""
-    result = _as_sentences(opened, min_fidelity).fidelity
-    return result is None or result.passed
+    return _passes(opened, precision_gate("sentences", min_fidelity))
 
 
 def _as_sentences(opened: Opened, min_fidelity: float | None) -> Opened:
     """The same backend, its figures held to the sentence gate: what `info` shows beside "serves sentences"."""
     if opened.fidelity is None:
         return replace(opened, timings=None)
-    result = opened.fidelity
-    gate = precision_gate("sentences", min_fidelity)
-    return replace(opened, timings=None, fidelity=GateResult(result.precision, result.reference, result.fidelity, gate))
+    return replace(opened, timings=None, fidelity=_regated(opened.fidelity, precision_gate("sentences", min_fidelity)))
 
 
 def _sentence_server(

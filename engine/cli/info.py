@@ -92,7 +92,7 @@ def runtime_table(runtime: RuntimeInfo) -> Table:
     if runtime.timings is not None:
         timings = runtime.timings
         for trial in timings.trials:
-            won = " ← fastest" if (trial.backend, trial.precision, trial.recipe) == (*timings.winner, "words") else ""
+            won = " ← fastest" if trial.key == timings.word_winner else ""
             if trial.key == timings.sentence_winner:
                 won += " ← fastest for sentences"
             figure = trial.refused or f"{trial.short_ms:.1f} ms short, {trial.bulk_ms:.1f} ms bulk"

@@ -64,15 +64,17 @@ def test_sentences_go_to_the_fastest_candidate_that_passes_their_gate() -> None:
     assert measure.fastest_trial([bf16, words]).key == ("openvino", "int8", "words")
     near = Trial("openvino", "int8", 9.9, 99.0, None, "sentences")  # 1 % faster: a near-tie opens no second backend
     assert measure.fastest_trial([words, near]).key == ("openvino", "int8", "words")
-    # words are never served by the sentence recipe, even where it is fastest
-    assert measure.winner([t for t in (bf16, words, sentences) if t.recipe == "words"]) == ("openvino", "int8")
 
 
-@pytest.mark.parametrize("sentence_winner", [SENTENCE_RECIPE, None])
-def test_the_sentence_winner_survives_the_cache(sentence_winner: tuple[str, str, str] | None) -> None:
+@pytest.mark.parametrize("sentence_winner,winner_recipe", [(SENTENCE_RECIPE, "words"), (None, "words"),
+                                                           (SENTENCE_RECIPE, "sentences")])
+def test_the_winners_of_each_use_survive_the_cache(sentence_winner: tuple[str, str, str] | None,
+                                                   winner_recipe: str) -> None:
     trials = (Trial("openvino", "int8", 10.0, 100.0), Trial("openvino", "int8", 8.0, 80.0, None, "sentences"))
-    timings = Timings("fastest", 2, trials, ("openvino", "int8"), "2026-12-06T16:00:00+00:00", sentence_winner)
+    timings = Timings("fastest", 2, trials, ("openvino", "int8"), "2026-12-06T16:00:00+00:00", sentence_winner,
+                      winner_recipe)
     assert Timings.from_dict(json.loads(json.dumps(timings.to_dict()))) == timings
+    assert timings.word_winner == ("openvino", "int8", winner_recipe)
 
 
 @pytest.fixture(scope="module")
@@ -165,6 +167,81 @@ def test_fastest_opens_a_sentence_backend_only_where_it_wins_its_gate(
     assert again.timings is not None and again.timings.sentence_winner == timings.sentence_winner
     assert again.sentences is not None
     assert (again.sentences.backend is again.backend) is (opened.sentences.backend is opened.backend)
+
+
+def _sentence_recipe_fastest(backends: dict[tuple[str, str, str], object], *args: object,
+                             **kwargs: object) -> dict[tuple[str, str, str], tuple[float, float]]:
+    """time_candidates' figures where int8's sentence recipe is ten times faster than every other candidate."""
+    return {key: (1.0, 1.0) if key == SENTENCE_RECIPE else (10.0, 10.0) for key in backends}
+
+
+def _int8_machine() -> Machine:
+    return machine(this_machine().cpu_flags | {"avx512_vnni"}, this_machine().installed)
+
+
+@pytest.mark.slow  # quantises the tiny model with NNCF, both recipes
+@pytest.mark.skipif(not {"openvino", "nncf"} <= this_machine().installed, reason="int8 needs openvino and nncf")
+def test_a_recipe_that_passes_the_word_gate_serves_words_where_it_is_fastest(
+    tiny_bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each use goes to the fastest candidate that passes its gate, whatever use a recipe was made for: here the
+    sentence recipe serves both, one backend; the verdict, its word recipe included, survives the cache, and
+    workers opened from the resolved options run it too."""
+    monkeypatch.setenv("BERTONNX_HOME", str(tmp_path / "home"))
+    monkeypatch.setattr(measure, "time_candidates", _sentence_recipe_fastest)
+    bundle = load_bundle(tiny_bundle)
+    tokenizer = Tokenizer.from_file(bundle.tokenizer_path, bundle.max_length)
+    options = LoadOptions(precision="fastest", threads=1, min_fidelity=0.0)  # every gate passes
+    opened = open_backend(bundle, tokenizer, options, _int8_machine())
+    assert opened.choice.recipe == "sentences" and opened.timings is not None
+    assert opened.timings.word_winner == SENTENCE_RECIPE
+    assert opened.fidelity is not None and opened.fidelity.gate.metric == "word_mean_cosine"  # held to the word gate
+    assert opened.sentences is not None and opened.sentences.backend is opened.backend  # one backend, both uses
+    embedder = Embedder(bundle, opened.backend, tokenizer, bundle.load_table(), opened=opened)
+    assert embedder.runtime_info().serves["words"].label == "openvino int8, sentences recipe"
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("timed again")
+
+    monkeypatch.setattr(measure, "time_candidates", refuse)
+    again = open_backend(bundle, tokenizer, options, _int8_machine())
+    assert again.choice.recipe == "sentences" and again.sentences is not None
+    assert again.sentences.backend is again.backend
+
+    pinned = embedder.resolved(options)
+    assert (pinned.precision, pinned.words_recipe) == ("int8", "sentences")
+    opened_worker = open_backend(bundle, tokenizer, pinned, _int8_machine())
+    worker = Embedder(bundle, opened_worker.backend, tokenizer, bundle.load_table(), opened=opened_worker)
+    for found, expected in zip(worker.contextual(TEXTS), embedder.contextual(TEXTS)):
+        assert np.array_equal(found.vectors, expected.vectors)
+    assert np.array_equal(worker.sentences(TEXTS), embedder.sentences(TEXTS))
+
+
+@pytest.mark.slow  # quantises the tiny model with NNCF, both recipes
+@pytest.mark.skipif(not {"openvino", "nncf"} <= this_machine().installed, reason="int8 needs openvino and nncf")
+def test_a_recipe_under_the_word_gate_never_serves_words_however_fast(
+    tiny_bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bertonnx.backends import gate
+    from bertonnx.fidelity import GATES, Gate
+
+    monkeypatch.setenv("BERTONNX_HOME", str(tmp_path / "home"))
+    monkeypatch.setattr(measure, "time_candidates", _sentence_recipe_fastest)
+    monkeypatch.setitem(GATES, "int8", Gate("word_mean_cosine", 1.01))  # no int8 recipe passes the word gate
+    monkeypatch.setattr(gate, "SENTENCE_GATE", Gate("sentence_min_cosine", 0.0))  # every one the sentence gate
+    bundle = load_bundle(tiny_bundle)
+    tokenizer = Tokenizer.from_file(bundle.tokenizer_path, bundle.max_length)
+    opened = open_backend(bundle, tokenizer, LoadOptions(precision="fastest", threads=1), _int8_machine())
+    assert opened.choice.precision != "int8" and opened.timings is not None
+    assert opened.timings.sentence_winner == SENTENCE_RECIPE  # the fastest serves what its gate allows: sentences
+    assert opened.sentences is not None and opened.sentences.backend is not opened.backend
+
+
+def test_a_words_recipe_that_is_no_recipe_is_one_clear_error(tiny_bundle: Path) -> None:
+    from bertonnx.errors import OptionError
+
+    with pytest.raises(OptionError, match="words_recipe must be one of words, sentences"):
+        Embedder.load(tiny_bundle, LoadOptions(backend="onnxruntime", precision="fp32", words_recipe="tokens"))
 
 
 def test_a_jobs_fingerprint_names_a_sentence_backend_of_its_own(

@@ -55,6 +55,7 @@ def embed_files(
         "workers": workers.count,
         "threads": workers.threads,
         "backend": {"backend": load.backend, "precision": load.precision, "provider": load.provider}
-        | ({} if load.sentences_on is None else {"sentences_on": load.sentences_on}),
+        | ({} if load.sentences_on is None else {"sentences_on": load.sentences_on})
+        | ({} if load.words_recipe is None else {"words_recipe": load.words_recipe}),
     }
     return write_output(rows, Path(out_dir), width, shards, inputs, job, force)
