@@ -61,8 +61,8 @@ class BertonnxContextual:
 
 
 def _recipe_embedder(spec: SystemSpec) -> Embedder:
-    """OpenVINO int8 by a recipe kind no load option names (the sentence recipe serves sentence vectors under
-    `fastest` alone), held to that use's gate, as `fastest` holds it."""
+    """OpenVINO int8 by a recipe kind named, held to the gate of the use it was made for (the sentence recipe to
+    the sentence gate: under `fastest` it serves words only where it passes theirs too)."""
     from bertonnx.backends.choose import Choice
     from bertonnx.backends.open import open_choice
     from bertonnx.bundle import load_bundle
