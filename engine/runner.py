@@ -189,7 +189,7 @@ class Runner:
 def as_list(texts: Sequence[TextInput]) -> list[TextInput]:
     """Texts as a list; one string is refused (it would be read as a list of one-letter texts)."""
     if isinstance(texts, str):
-        raise TypeError("pass a list of texts, not one string: contextual(['the king is wise.'])")
+        raise TypeError(f"pass a list of texts, not one string: [{texts[:40]!r}] rather than {texts[:40]!r}")
     return list(texts)
 
 

@@ -197,6 +197,8 @@ def test_a_single_string_is_refused_not_iterated(tiny: Embedder) -> None:
         tiny.contextual("the king")
     with pytest.raises(TypeError, match="not one string"):
         tiny.static("king")
+    with pytest.raises(TypeError, match=r"not one string: \['the king'\] rather than 'the king'"):
+        tiny.sentences("the king")
 
 
 @pytest.mark.slow

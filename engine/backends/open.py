@@ -53,11 +53,14 @@ def open_backend(
 
     Raises:
         BackendError: not installed, not runnable here, or (FidelityGateError) under the gate.
+        OptionError: options that contradict each other (an ONNX Runtime provider for OpenVINO, a malformed pin).
     """
     options = options or LoadOptions()
     machine = machine or this_machine()
     _check_words_recipe(options.words_recipe)
     backend, precision, provider = options.backend, options.precision, options.provider
+    if provider not in ("auto", "cpu") and backend not in ("auto", "onnxruntime"):  # every backend runs on the CPU
+        raise OptionError(f"provider {provider!r} is one of ONNX Runtime's; backend {backend!r} runs on the CPU")
     if provider != "auto" and backend == "auto":
         backend = "onnxruntime"
     on_gpu = provider == "auto" and "onnxruntime" in machine.installed and CUDA in machine.ort_providers

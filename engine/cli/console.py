@@ -62,6 +62,8 @@ def as_flag(fix: Fix) -> str:
 
 
 def one_line(error: BaseException) -> str:
+    if isinstance(error, OSError) and error.strerror and error.filename:  # "[Errno 28] ..." as people read it
+        return f"{error.filename}: {error.strerror[0].lower()}{error.strerror[1:]}"
     text = (error.render(as_flag) if isinstance(error, BertonnxError) else str(error)).strip()
     return text.splitlines()[0] if text else type(error).__name__
 

@@ -34,7 +34,6 @@ from bertonnx.cli.options import (
     SentencesFlag,
     StaticFlag,
     TypeLevelFiles,
-    UnknownChoice,
     UnknownOption,
     job_options,
     load_options,
@@ -61,11 +60,12 @@ def embed(
     sentences: SentencesFlag = False,
     input_path: Annotated[str, typer.Option("--input", "-i", help="UTF-8 input file, or - for stdin")] = "-",
     output: Annotated[
-        Path | None, typer.Option("--output", "-o", help="Output: .npy .npz .txt .bin (word2vec) .jsonl")
+        Path | None, typer.Option("--output", "-o", help="Output: .npy .npz .txt .bin (word2vec) .jsonl; "
+                                  "none or - : JSON lines to stdout")
     ] = None,
     pooling: PoolingOption = PoolingChoice.mean,
     normalize: NormalizeOption = False,
-    unknown: UnknownOption = UnknownChoice.error,
+    unknown: UnknownOption = None,
     long_text: LongTextOption = LongTextChoice.window,
     on_error: OnErrorOption = OnErrorChoice.fail,
     max_length: MaxLengthOption = None,
@@ -118,6 +118,8 @@ def embed(
     flags = JobFlags(static, contextual, sentences, type_level, pooling, normalize, unknown, long_text, on_error,
                      max_length, corpus, templates, max_contexts, postprocess, prior, context)
     options = job_options(flags, chunk_lines)
+    if output == Path("-"):  # as -i - reads stdin, -o - writes stdout
+        output = None
     load = load_options(backend, precision, provider, threads, batch_tokens, min_fidelity=min_fidelity)
     if isinstance(options, TypeLevelOptions):
         _type_level(bundle, TypeLevelFiles(input_path, corpus or [], output), options, load, resume, force)

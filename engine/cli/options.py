@@ -68,8 +68,9 @@ SentencesFlag = Annotated[bool, typer.Option("--sentences", help="One text per l
 PoolingOption = Annotated[PoolingChoice, typer.Option(help="Word pooling; for --sentences: mean or cls")]
 NormalizeOption = Annotated[bool, typer.Option(help="--sentences: unit-length vectors")]
 UnknownOption = Annotated[
-    UnknownChoice, typer.Option(help="--static, --type-level: a word mapping to [UNK] is an error, or is embedded "
-                                "as [UNK] (type-level: from templates), or gets 0")
+    UnknownChoice | None,
+    typer.Option(help="--static, --type-level: a word mapping to [UNK] is an error (the default), or is embedded "
+                      "as [UNK] (type-level: from templates), or gets 0", show_default=False),
 ]
 LongTextOption = Annotated[LongTextChoice, typer.Option(help="Texts over the model maximum")]
 OnErrorOption = Annotated[OnErrorChoice, typer.Option(help="A bad line stops the job, or is skipped and reported")]
@@ -123,7 +124,7 @@ class JobFlags:
     type_level: bool
     pooling: PoolingChoice  # type: ignore[valid-type]
     normalize: bool
-    unknown: UnknownChoice  # type: ignore[valid-type]
+    unknown: UnknownChoice | None  # type: ignore[valid-type]  # None: not given (an error, where it applies)
     long_text: LongTextChoice  # type: ignore[valid-type]
     on_error: OnErrorChoice  # type: ignore[valid-type]
     max_length: int | None
@@ -167,16 +168,24 @@ def job_options(flags: JobFlags, chunk_lines: int = DEFAULT_CHUNK_LINES) -> Bulk
         return TypeLevelOptions(
             templates=read_templates(flags.templates) if flags.templates is not None else None,
             max_contexts=flags.max_contexts, postprocess=flags.postprocess, pooling=flags.pooling.value,
-            unknown=flags.unknown.value, chunk_lines=chunk_lines, prior=flags.prior, context=flags.context,
+            unknown=(flags.unknown or UnknownChoice.error).value, chunk_lines=chunk_lines, prior=flags.prior,
+            context=flags.context,
         )
     if (flags.corpus or flags.templates is not None or flags.max_contexts != DEFAULT_MAX_CONTEXTS
             or flags.postprocess != "none" or flags.prior != DEFAULT_PRIOR or flags.context != DEFAULT_CONTEXT):
         raise OptionError("--corpus, --templates, --max-contexts, --prior, --context and --postprocess go with "
                           "--type-level")
     if len(modes) != 1:
-        raise OptionError("choose exactly one of --static, --contextual, --sentences")
+        raise OptionError("choose exactly one of --static, --contextual, --sentences, --type-level")
+    ignored = [flag for flag, given in (("--normalize", flags.normalize and modes[0] != "sentences"),
+                                        ("--unknown", flags.unknown is not None and modes[0] != "static")) if given]
+    if ignored:
+        raise OptionError(f"{', '.join(ignored)} do{'es' if len(ignored) == 1 else ''} not apply to --{modes[0]}"
+                          + (" (a contextual vector of a word read as [UNK] still reads its context; its row is "
+                             "flagged unknown)" if "--unknown" in ignored else ""))
     return BulkOptions(
-        mode=modes[0], pooling=flags.pooling.value, unknown=flags.unknown.value, long_text=flags.long_text.value,
+        mode=modes[0], pooling=flags.pooling.value, unknown=(flags.unknown or UnknownChoice.error).value,
+        long_text=flags.long_text.value,
         normalize=flags.normalize, on_error=flags.on_error.value, chunk_lines=chunk_lines, max_length=flags.max_length,
     )
 

@@ -157,6 +157,10 @@ class VectorSink:
         suffix_of(out)
         if out.is_dir():
             raise OutputError(f"{out}: expected an output file path, found a directory")
+        if out.parent.exists() and not out.parent.is_dir():
+            raise OutputError(f"{out}: {out.parent} is a file, not a folder")
+        if out.parent.is_dir() and not os.access(out.parent, os.W_OK | os.X_OK):
+            raise OutputError(f"{out}: its folder {out.parent} is not writable")
         _remove_temps(out.parent, output_files(out))
         if claim(out, output_files(out), resume, force):
             checkpoint = _check_same_job(partial_dir(out), spec)

@@ -56,7 +56,7 @@ def read_lines(stream: BinaryIO, name: str, first_number: int = 1, offset: int =
             text = raw[bom:].decode("utf-8")
         except UnicodeDecodeError as error:
             raise BadLineError(
-                f"{name}: line {number} is not valid UTF-8 (byte offset {offset + bom + error.start})"
+                f"{name}: line {number} is not valid UTF-8 (byte {offset + bom + error.start} of the input)"
             ) from error
         offset += len(raw)
         yield Line(number=number, text=text.rstrip("\r\n"), end_byte=offset, start_byte=offset - len(raw))

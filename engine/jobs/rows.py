@@ -75,6 +75,11 @@ class BulkOptions:
             check_positive("max_length", self.max_length)
             if self.mode != "sentences":
                 raise OptionError(f"max_length applies to sentences only, not {self.mode}")
+        if self.normalize and self.mode != "sentences":
+            raise OptionError(f"normalize applies to sentences only, not {self.mode}")
+        if self.unknown != "error" and self.mode != "static":
+            raise OptionError(f"unknown applies to static vectors only, not {self.mode}: a contextual vector of a "
+                              "word read as [UNK] still reads its context (its row is flagged unknown)")
 
     @property
     def word_pooling(self) -> WordPooling:

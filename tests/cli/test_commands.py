@@ -62,13 +62,46 @@ def test_export_then_info(tiny_model: Path, tmp_path: Path) -> None:
         (["embed", "{bundle}", "--static", "--pooling", "nonsense", "-i", "{words}"],
          "Invalid value for '--pooling'", 2),
         (["embed", "{bundle}", "--statc", "-i", "{words}"], "No such option: --statc", 2),
+        (["embed", "{bundle}", "-i", "{words}"], "exactly one of --static, --contextual, --sentences, --type-level", 2),
+        # an option of another mode is refused, never silently ignored
+        (["embed", "{bundle}", "--static", "--normalize", "-i", "{words}"], "--normalize does not apply to --static",
+         2),
+        (["embed", "{bundle}", "--contextual", "--normalize", "-i", "{words}"], "--normalize does not apply", 2),
+        (["embed", "{bundle}", "--contextual", "--unknown", "error", "-i", "{words}"],
+         "--unknown does not apply to --contextual", 2),
+        (["embed", "{bundle}", "--sentences", "--unknown", "zero", "-i", "{words}"],
+         "--unknown does not apply to --sentences", 2),
+        (["embed", "{bundle}", "--contextual", "--provider", "cuda", "--backend", "openvino", "-i", "{words}"],
+         "provider 'cuda' is one of ONNX Runtime's; backend 'openvino' runs on the CPU", 2),
+        (["embed", "{bundle}", "--static", "-i", "{words}", "-o", "{words}/out.npy"],
+         "{words}/out.npy: {words} is a file, not a folder", 1),
     ],
 )
 def test_bad_requests_are_one_line_errors(
     args: list[str], message: str, code: int, tiny_bundle: Path, words_file: Path, tmp_path: Path
 ) -> None:
     filled = [a.format(tmp=tmp_path, bundle=tiny_bundle, words=words_file) for a in args]
-    one_line_error(run(*filled), message, code)
+    one_line_error(run(*filled), message.format(tmp=tmp_path, words=words_file), code)
+
+
+def test_the_cpu_provider_goes_with_any_backend(tiny_bundle: Path, words_file: Path) -> None:
+    result = run("embed", tiny_bundle, "--sentences", "--provider", "cpu", "--backend", "openvino", "-i", words_file)
+    assert result.exit_code == 0, result.output
+    assert "by openvino" in result.stderr
+
+
+def test_dash_as_the_output_writes_json_lines_to_stdout(tiny_bundle: Path, words_file: Path) -> None:
+    result = run("embed", tiny_bundle, "--static", "-i", words_file, "-o", "-")
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [row["key"] for row in rows] == WORDS.split()
+
+
+def test_an_os_error_reads_as_its_file_and_reason() -> None:
+    from bertonnx.cli.console import one_line
+
+    error = FileNotFoundError(2, "No such file or directory", "/proc/x.npy")
+    assert one_line(error) == "/proc/x.npy: no such file or directory"
 
 
 def test_existing_bundle_is_refused_without_force(tiny_model: Path, tiny_bundle: Path) -> None:
@@ -173,7 +206,7 @@ def test_non_utf8_input_names_line_and_byte_offset(tiny_bundle: Path, tmp_path: 
     path.write_bytes("king\nqueen\ncaf\xe9\n".encode("latin-1"))
     out = tmp_path / "out.npy"
     one_line_error(run("embed", tiny_bundle, "--static", "-i", path, "-o", out),
-                   "line 3 is not valid UTF-8 (byte offset 14)")
+                   "line 3 is not valid UTF-8 (byte 14 of the input)")
     assert not out.exists()
 
 

@@ -136,6 +136,21 @@ def test_max_length_refusals(tiny_bundle: Path, tmp_path: Path, args: list[str],
     assert "%" not in result.stderr  # no bar before an error that comes at once
 
 
+@pytest.mark.parametrize("mode,choices,message", [
+    ("static", {"normalize": True}, "normalize applies to sentences only, not static"),
+    ("contextual", {"normalize": True}, "normalize applies to sentences only, not contextual"),
+    ("contextual", {"unknown": "zero"}, "unknown applies to static vectors only, not contextual"),
+    ("sentences", {"unknown": "unk"}, "unknown applies to static vectors only, not sentences"),
+])
+def test_an_option_of_another_mode_is_refused_by_the_library_too(mode: str, choices: dict[str, object],
+                                                                message: str) -> None:
+    from bertonnx.errors import OptionError
+    from bertonnx.jobs.rows import BulkOptions
+
+    with pytest.raises(OptionError, match=message):
+        BulkOptions(mode=mode, **choices)  # type: ignore[arg-type]
+
+
 def test_help_says_one_mode_is_required() -> None:
     for command in ("embed", "embed-distributed"):
         result = run(command, "--help")
@@ -211,13 +226,13 @@ def test_non_utf8_in_a_later_chunk_names_line_and_byte_offset(tiny_bundle: Path,
     out = tmp_path / "out.npy"
     one_line_error(run("embed", tiny_bundle, "--static", "-i", source, "-o", out, "--chunk-lines", "2",
                        "--unknown", "unk"),
-                   "line 5 is not valid UTF-8 (byte offset 28)")
+                   "line 5 is not valid UTF-8 (byte 28 of the input)")
     assert not out.exists()
 
 
 def test_non_utf8_on_stdin_names_line_and_byte_offset(tiny_bundle: Path) -> None:
     one_line_error(run("embed", tiny_bundle, "--contextual", stdin=b"the king\n\xff queen\n"),
-                   "stdin: line 2 is not valid UTF-8 (byte offset 9)")
+                   "stdin: line 2 is not valid UTF-8 (byte 9 of the input)")
 
 
 def test_a_byte_order_mark_is_not_part_of_the_first_word(tiny_bundle: Path, tmp_path: Path) -> None:
@@ -228,7 +243,7 @@ def test_a_byte_order_mark_is_not_part_of_the_first_word(tiny_bundle: Path, tmp_
     assert read_vectors(out)[0] == ["king", "queen"]
     source.write_bytes(b"\xef\xbb\xbfcaf\xe9\n")  # offsets still count the mark's three bytes
     one_line_error(run("embed", tiny_bundle, "--static", "-i", source, "-o", out, "--force"),
-                   "line 1 is not valid UTF-8 (byte offset 6)")
+                   "line 1 is not valid UTF-8 (byte 6 of the input)")
 
 
 @pytest.mark.parametrize("mode", ["contextual", "sentences"])
@@ -277,7 +292,7 @@ def test_bulk_output_does_not_depend_on_chunk_lines(tiny: Embedder, tmp_path: Pa
 def test_each_bulk_row_names_the_line_it_came_from(tiny: Embedder, lines: list[str], mode: str) -> None:
     """Rows.ids maps every row back to its line and word: each kept line's rows, in order, equal the line alone."""
     chunk = [Line(number=10 + index, text=text, end_byte=0) for index, text in enumerate(lines)]
-    options = BulkOptions(mode=mode, on_error="skip", unknown="unk")
+    options = BulkOptions(mode=mode, on_error="skip", unknown="unk" if mode == "static" else "error")
     report = BulkReport()
     rows = embed_lines(tiny, chunk, options, report)
     skipped = {number for number, _ in report.skipped}

@@ -422,7 +422,7 @@ def test_spans_read_lines_as_bertonnx_embed_does(tmp_path: Path) -> None:
     read = [(line.number, line.text) for span in plan.spans for line in inputs_module._span_lines(span)]
     assert read == [(1, "one"), (2, "two"), (3, f"{bom}three"), (4, ""), (5, "five")]
     (tmp_path / "bad.txt").write_bytes(b"fine\nbad \xff\n")
-    with pytest.raises(ValueError, match=r"bad.txt: line 2 is not valid UTF-8 \(byte offset 9\)"):
+    with pytest.raises(ValueError, match=r"bad.txt: line 2 is not valid UTF-8 \(byte 9 of the input\)"):
         plan_inputs([tmp_path / "bad.txt"])
 
 
