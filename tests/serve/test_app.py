@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import base64
 import json
+import queue
 import re
-import selectors
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -611,16 +612,29 @@ def test_the_start_up_line_names_what_runs() -> None:
 
 
 def _wait_for_url(process: subprocess.Popen[str], timeout: float = 120) -> tuple[str, str]:
-    """Read the server's log until uvicorn says where it listens; the URL and the log so far."""
+    """Read the server's log until uvicorn says where it listens; the URL and the log so far.
+
+    A thread reads the lines: select() on the pipe would miss a line already in the text stream's buffer (the
+    serving line and uvicorn's may come in one read), and then wait out the timeout with the URL in hand."""
     assert process.stderr is not None
-    selector = selectors.DefaultSelector()
-    selector.register(process.stderr, selectors.EVENT_READ)
+    stream = process.stderr
+    lines: queue.Queue[str] = queue.Queue()
+
+    def read() -> None:
+        for line in stream:
+            lines.put(line)
+            if "running on" in line:
+                return  # the rest stays in the stream for communicate()
+        lines.put("")  # the server exited
+
+    threading.Thread(target=read, daemon=True).start()
     deadline = time.monotonic() + timeout
     log = []
     while time.monotonic() < deadline:
-        if not selector.select(timeout=deadline - time.monotonic()):
+        try:
+            line = lines.get(timeout=deadline - time.monotonic())
+        except queue.Empty:
             break
-        line = process.stderr.readline()
         if not line:
             break
         log.append(line)
