@@ -105,11 +105,41 @@ def _check_folder(source: Source) -> None:
         raise ExportError(f"{config}: names no model_type; expected one of {', '.join(SUPPORTED_MODEL_TYPES)}")
 
 
+HUB_PROBE_SECONDS = 5.0
+
+
+def _check_hub_reachable(source: Source) -> None:
+    """A hub id with no network fails at once, in one line: huggingface_hub would retry for ~30 s and log each try.
+    A model already in the local Hugging Face cache, or HF_HUB_OFFLINE set, needs no network."""
+    import os
+    import socket
+    from urllib.parse import urlsplit
+
+    if Path(source.location).is_dir() or os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
+        return
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        if isinstance(try_to_load_from_cache(source.location, "config.json"), str):
+            return
+    except Exception:  # an id huggingface_hub refuses is for from_pretrained to name
+        return
+    endpoint = os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
+    parts = urlsplit(endpoint)
+    host, port = parts.hostname or "huggingface.co", parts.port or (80 if parts.scheme == "http" else 443)
+    try:
+        socket.create_connection((host, port), timeout=HUB_PROBE_SECONDS).close()
+    except OSError as error:
+        raise ExportError(f"{source.name}: cannot reach {endpoint} to download it ({_first_line(error)}); "
+                          "pass a local model folder instead, or set HF_ENDPOINT to a mirror") from error
+
+
 def load_model(source: Source) -> LoadedModel:
     """Load config, weights and fast tokenizer, refusing anything that is not an encoder."""
     from transformers import AutoConfig, AutoModel, AutoTokenizer
 
     _check_folder(source)
+    _check_hub_reachable(source)
     try:
         config = AutoConfig.from_pretrained(source.location)
     except OSError as error:

@@ -120,6 +120,24 @@ def test_missing_model_folder_is_a_clear_error(model: str, message: str, tmp_pat
         export_bundle(model, tmp_path / "x")
 
 
+def test_a_hub_id_without_a_network_fails_at_once_in_one_line(tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+    import time
+
+    with socket.socket() as closed:  # a port nothing listens on: the connection is refused at once
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # an empty hub cache: nothing to load offline
+    started = time.monotonic()
+    with pytest.raises(ExportError, match=rf"someone/some-bert: cannot reach http://127.0.0.1:{port} to download it"):
+        export_bundle("someone/some-bert", tmp_path / "x")
+    assert time.monotonic() - started < 30  # not huggingface_hub's retries
+    assert not (tmp_path / "x").exists()
+
+
 def test_a_model_that_is_not_an_encoder_is_refused(tmp_path: Path) -> None:
     from transformers import GPT2Config
 
