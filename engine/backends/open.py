@@ -172,9 +172,9 @@ def _measured(bundle: Bundle, tokenizer: Tokenizer, options: LoadOptions, machin
     measure.write_timings(path, key, verdict_now)
     timings = replace(verdict_now, policy=policy, trials=trials + untried)
     chosen = opened_all[word_winner]
-    fidelity = None if chosen.fidelity is None else _regated(chosen.fidelity, word_gate)
-    words = replace(chosen, choice=Choice(*winner, reason=timings.reason, recipe=winner_recipe), fidelity=fidelity,
-                    timings=timings)
+    if winner_recipe != "words" and chosen.fidelity is not None:  # made for another use: shown under the word gate
+        chosen = replace(chosen, fidelity=_regated(chosen.fidelity, word_gate))
+    words = replace(chosen, choice=Choice(*winner, reason=timings.reason, recipe=winner_recipe), timings=timings)
     if sentence_winner is None:
         return words
     return replace(words, sentences=_as_sentences(opened_all[sentence_winner], options.min_fidelity))
