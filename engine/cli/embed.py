@@ -175,12 +175,14 @@ def embed(
 
 
 def _table_only(options: BulkOptions, load: LoadOptions) -> bool:
-    """Static vectors are table rows: with no backend asked for by name, no model is opened, compiled or timed
-    (one asked for is opened as asked, and fails as it would elsewhere)."""
+    """Static vectors are table rows: with no backend or precision asked for by name, no model is opened, compiled
+    or timed, `fastest` included (the table is the fastest path; quantising for it would take a minute for
+    nothing). One asked for by name is opened as asked, and fails as it would elsewhere."""
     from bertonnx.backends.base import check_threads
 
     check_threads(load.threads)  # a bad number is refused whether or not a backend would take it
-    asked = (load.backend, load.precision, load.provider, load.min_fidelity) != ("auto", "auto", "auto", None)
+    precision = "auto" if load.precision == "fastest" else load.precision
+    asked = (load.backend, precision, load.provider, load.min_fidelity) != ("auto", "auto", "auto", None)
     return options.mode == "static" and not asked
 
 

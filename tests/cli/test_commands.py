@@ -84,6 +84,19 @@ def test_bad_requests_are_one_line_errors(
     one_line_error(run(*filled), message.format(tmp=tmp_path, words=words_file), code)
 
 
+@pytest.mark.parametrize("load,opened", [([], False), (["--precision", "fastest"], False),
+                                         (["--backend", "onnxruntime"], True), (["--precision", "fp32"], True)])
+def test_static_vectors_open_a_model_only_where_one_is_asked_for_by_name(
+    tiny_bundle: Path, words_file: Path, monkeypatch: pytest.MonkeyPatch, load: list[str], opened: bool
+) -> None:
+    calls = []
+    real = Embedder.load.__func__  # type: ignore[attr-defined]
+    monkeypatch.setattr(Embedder, "load", classmethod(lambda cls, *a, **k: calls.append(a) or real(cls, *a, **k)))
+    result = run("embed", tiny_bundle, "--static", *load, "-i", words_file)
+    assert result.exit_code == 0, result.output
+    assert bool(calls) is opened
+
+
 def test_the_cpu_provider_goes_with_any_backend(tiny_bundle: Path, words_file: Path) -> None:
     result = run("embed", tiny_bundle, "--sentences", "--provider", "cpu", "--backend", "openvino", "-i", words_file)
     assert result.exit_code == 0, result.output
