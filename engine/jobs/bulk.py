@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterator
 from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Literal
 
 import numpy as np
 
@@ -241,7 +241,8 @@ class FileJob:
         finishing = False
         try:
             with open_input(self.source, start_byte) as (stream, name):
-                lines = read_lines(stream, name, first_number=kept_lines + 1, offset=start_byte)
+                lines = read_lines(stream, name, first_number=kept_lines + 1, offset=start_byte,
+                                   undecodable=_undecodable(self.options))
                 _pipeline(self.embedder, lines, self.options, report, writer)
             finishing = True
             report.output = self.sink.finish(_position(writer.last))
@@ -295,6 +296,11 @@ def embed_file(
     return FileJob.open(embedder, source, out, options, resume, force, checkpoint_seconds).run(progress)
 
 
+def _undecodable(options: BulkOptions) -> Literal["raise", "mark"]:
+    """A line that is not UTF-8 fails the job, or where bad lines are skipped, is skipped and reported."""
+    return "mark" if options.on_error == "skip" else "raise"
+
+
 def embed_to_stream(embedder: Embedder, source: Path | None, stream: BinaryIO, options: BulkOptions,
                     progress: Progress | None = None) -> BulkReport:
     """Embed `source` (None: stdin) and write JSON lines (key, line, word, unknown, vector) to `stream`.
@@ -305,7 +311,8 @@ def embed_to_stream(embedder: Embedder, source: Path | None, stream: BinaryIO, o
     started = time.perf_counter()
     report = BulkReport()
     with open_input(source) as (handle, name):
-        _pipeline(embedder, read_lines(handle, name), options, report, _StreamWriter(stream, report, progress))
+        _pipeline(embedder, read_lines(handle, name, undecodable=_undecodable(options)), options, report,
+                  _StreamWriter(stream, report, progress))
     report.lines_this_run, report.rows = report.lines, report.rows_this_run
     report.seconds = time.perf_counter() - started
     return report

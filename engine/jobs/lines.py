@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Literal
 
 from bertonnx.errors import BadLineError
 
@@ -36,9 +36,12 @@ class Line:
     text: str
     end_byte: int  # offset just past this line, for progress and resume
     start_byte: int = 0  # offset of its first byte, for progress inside a very long line
+    bad_byte: int | None = None  # where read with undecodable="mark": the offset of its first byte that is not
+    # UTF-8 (its text is then empty); None: the line is UTF-8
 
 
-def read_lines(stream: BinaryIO, name: str, first_number: int = 1, offset: int = 0) -> Iterator[Line]:
+def read_lines(stream: BinaryIO, name: str, first_number: int = 1, offset: int = 0,
+               undecodable: Literal["raise", "mark"] = "raise") -> Iterator[Line]:
     """Lines as text without their line ending (LF or CRLF); a missing final newline is fine.
 
     A byte-order mark at the start of the input (as Windows editors write) is
@@ -46,20 +49,26 @@ def read_lines(stream: BinaryIO, name: str, first_number: int = 1, offset: int =
 
     Args:
         first_number, offset: the line number and byte offset `stream` starts at (a resumed job seeks).
+        undecodable: a line that is not UTF-8 raises, or ("mark", for a job that skips bad lines) comes with
+            its `bad_byte` set and no text: never decoded with replacement characters into a wrong vector.
 
     Raises:
-        BadLineError: a line is not UTF-8, naming the line and the byte offset.
+        BadLineError: a line is not UTF-8 (undecodable="raise"), naming the line and the byte offset.
     """
     for number, raw in enumerate(stream, start=first_number):
         bom = len(codecs.BOM_UTF8) if offset == 0 and raw.startswith(codecs.BOM_UTF8) else 0
+        bad = None
         try:
             text = raw[bom:].decode("utf-8")
         except UnicodeDecodeError as error:
-            raise BadLineError(
-                f"{name}: line {number} is not valid UTF-8 (byte {offset + bom + error.start} of the input)"
-            ) from error
+            if undecodable == "raise":
+                raise BadLineError(
+                    f"{name}: line {number} is not valid UTF-8 (byte {offset + bom + error.start} of the input)"
+                ) from error
+            text, bad = "", offset + bom + error.start
         offset += len(raw)
-        yield Line(number=number, text=text.rstrip("\r\n"), end_byte=offset, start_byte=offset - len(raw))
+        yield Line(number=number, text=text.rstrip("\r\n"), end_byte=offset, start_byte=offset - len(raw),
+                   bad_byte=bad)
 
 
 def slices(lines: Iterator[Line], max_lines: int | None = None, max_chars: int | None = None) -> Iterator[list[Line]]:

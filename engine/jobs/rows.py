@@ -155,7 +155,8 @@ def prepare(embedder: Embedder, chunks: Iterator[list[Line]], options: BulkOptio
     for lines in chunks:
         problems: dict[int, Problem] = {}
         for index, line in enumerate(lines):
-            problem = _text_problem(line.text, options.mode)
+            problem = _text_problem(line.text, options.mode) if line.bad_byte is None else Problem(
+                f"is not valid UTF-8 (byte {line.bad_byte} of the input)")
             if problem is not None:
                 problems[index] = problem
         clean = [index for index in range(len(lines)) if index not in problems]

@@ -235,6 +235,24 @@ def test_non_utf8_on_stdin_names_line_and_byte_offset(tiny_bundle: Path) -> None
                    "stdin: line 2 is not valid UTF-8 (byte 9 of the input)")
 
 
+@pytest.mark.parametrize("mode", ["static", "contextual", "sentences"])
+def test_on_error_skip_skips_a_line_that_is_not_utf8_and_names_it(tiny_bundle: Path, tmp_path: Path,
+                                                                  mode: str) -> None:
+    """One bad byte in a million lines need not stop a job that was told to skip bad lines; never a vector of
+    replacement characters."""
+    source = tmp_path / "bad.txt"
+    source.write_bytes(b"king\nqu\xe9en\nqueen\n")
+    out = tmp_path / "out.jsonl"
+    result = run("embed", tiny_bundle, f"--{mode}", "--backend", "onnxruntime", "-i", source, "-o", out,
+                 "--on-error", "skip")
+    assert result.exit_code == 0, result.output
+    assert "skipped line 2: is not valid UTF-8 (byte 7 of the input)" in result.stderr
+    assert [json.loads(row)["line"] for row in out.read_text(encoding="utf-8").splitlines()] == [1, 3]
+    piped = run("embed", tiny_bundle, f"--{mode}", "--backend", "onnxruntime", "--on-error", "skip",
+                stdin=b"king\nqu\xe9en\nqueen\n")
+    assert piped.exit_code == 0 and [json.loads(row)["line"] for row in piped.stdout.splitlines()] == [1, 3]
+
+
 def test_a_byte_order_mark_is_not_part_of_the_first_word(tiny_bundle: Path, tmp_path: Path) -> None:
     source = tmp_path / "bom.txt"
     source.write_bytes(b"\xef\xbb\xbfking\r\nqueen\r\n")
