@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import sys
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -141,7 +145,7 @@ def embed(
     if output is None:
         assert data is not None
         try:
-            with data as stream:
+            with data as stream, _terminate_as_interrupt():
                 _hint_terminal(source)
                 # rows shown on a terminal and a bar drawn beside them would garble each other: no bar there
                 bar = LineProgress(err, f"embedding ({options.mode})", total)
@@ -152,10 +156,10 @@ def embed(
             _quiet_stdout()
             _leave_now()
             return
-        except KeyboardInterrupt:
-            say_error("interrupted")
-            _leave_if_stranded(130)
-            raise typer.Exit(130) from None
+        except KeyboardInterrupt as stop:
+            say_error(_stopped(stop))
+            _leave_if_stranded(_exit_code(stop))
+            raise typer.Exit(_exit_code(stop)) from None
         _summary(report, _served_by(embedder, options.mode))
         return
     if resume and not partial_dir(output).exists():
@@ -164,13 +168,13 @@ def embed(
     job = FileJob.open(embedder, source, output, options, resume=resume, force=force)
     try:
         _hint_terminal(source)
-        with LineProgress(err, f"embedding ({options.mode})", total) as bar:
+        with LineProgress(err, f"embedding ({options.mode})", total) as bar, _terminate_as_interrupt():
             report = job.run(progress=bar.update, expected_size=_say_if_large)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:
         say_error(_interrupted(_count(job.kept_lines, "line") if job.kept_lines else "", output,
-                               stdin=source is None))
-        _leave_if_stranded(130)
-        raise typer.Exit(130) from None
+                               stdin=source is None, stopped=_stopped(stop)))
+        _leave_if_stranded(_exit_code(stop))
+        raise typer.Exit(_exit_code(stop)) from None
     _summary(report, _served_by(embedder, options.mode))
 
 
@@ -222,14 +226,45 @@ def _size(count: int) -> str:
     return f"{value:,.1f} TB"
 
 
-def _interrupted(kept: str, output: Path, stdin: bool = False) -> str:
+def _interrupted(kept: str, output: Path, stdin: bool = False, stopped: str = "interrupted") -> str:
     """What an interrupt leaves: `kept` (e.g. '15,360 lines') in the work folder for --resume, or nothing."""
     if stdin:
-        return ("interrupted: nothing was kept, as a job reading standard input cannot resume; "
+        return (f"{stopped}: nothing was kept, as a job reading standard input cannot resume; "
                 "run the command again")
     if not kept:
-        return "interrupted before the first checkpoint: nothing was kept; the same command starts again"
-    return (f"interrupted: {kept} kept in {partial_dir(output)}; the same command with --resume continues it")
+        return f"{stopped} before the first checkpoint: nothing was kept; the same command starts again"
+    return (f"{stopped}: {kept} kept in {partial_dir(output)}; the same command with --resume continues it")
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM during a job (a scheduler, `timeout`, `kill`): stopped as Ctrl-C stops it, with what is kept said."""
+
+
+@contextlib.contextmanager
+def _terminate_as_interrupt() -> Iterator[None]:
+    """Inside, SIGTERM raises Terminated in the main thread, as SIGINT raises KeyboardInterrupt: the job's own
+    interrupt path keeps its last checkpoint and says so, instead of dying silently with a work folder."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, frame: object) -> None:
+        raise Terminated
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _stopped(stop: KeyboardInterrupt) -> str:
+    return "terminated" if isinstance(stop, Terminated) else "interrupted"
+
+
+def _exit_code(stop: KeyboardInterrupt) -> int:
+    """128 + the signal's number, as a shell reports a job the signal ended: 143 for SIGTERM, 130 for SIGINT."""
+    return 128 + (signal.SIGTERM if isinstance(stop, Terminated) else signal.SIGINT)
 
 
 def _type_level(
@@ -271,15 +306,16 @@ def _type_level(
         bars[what].update(done, lines)
 
     try:
-        report = job.run(progress)
-    except KeyboardInterrupt:
+        with _terminate_as_interrupt():
+            report = job.run(progress)
+    except KeyboardInterrupt as stop:
         for bar in bars.values():  # the bar stops first, so the message is the last thing on the screen
             bar.__exit__(None, None, None)
         bars.clear()
         kept = [_count(job.kept_lines, "corpus line") if job.kept_lines else "",
                 _count(job.kept_words, "word") + " from templates" if job.kept_words else ""]
-        say_error(_interrupted(" and ".join(part for part in kept if part), output))
-        raise typer.Exit(130) from None
+        say_error(_interrupted(" and ".join(part for part in kept if part), output, stopped=_stopped(stop)))
+        raise typer.Exit(_exit_code(stop)) from None
     finally:
         for bar in bars.values():
             bar.__exit__(None, None, None)

@@ -86,6 +86,38 @@ def test_ctrl_c_before_the_first_checkpoint_says_nothing_was_kept_and_leaves_not
     assert not partial_dir(out).exists() and not any(path.exists() for path in output_files(out))
 
 
+@pytest.mark.slow
+def test_sigterm_stops_a_job_as_ctrl_c_does_and_it_resumes(tiny_bundle: Path, tmp_path: Path) -> None:
+    """A scheduler's SIGTERM (or `timeout`): the job keeps its last checkpoint, says so, and exits 143."""
+    source = tmp_path / "in.txt"
+    source.write_text(corpus(40_000))
+    out = tmp_path / "out.npy"
+    log = tmp_path / "stderr.txt"
+    command = [*EVERY_SLICE, "embed", str(tiny_bundle), "--contextual", "-i", str(source), "-o", str(out), *LOAD,
+               "--chunk-lines", "512"]
+    with log.open("w") as stderr:
+        job = subprocess.Popen(command, stderr=stderr)
+        try:
+            lines_done = re.compile(r"^embedding \(contextual\): ([\d,]+) lines")
+            wait_for(lambda: any(int(found.group(1).replace(",", "")) >= 1536 for found in
+                                 map(lines_done.match, log.read_text().splitlines()) if found), job, "1,536 lines")
+            job.send_signal(signal.SIGTERM)
+            job.wait(timeout=300)
+        finally:
+            job.kill()
+            job.wait()
+    text = log.read_text()
+    assert job.returncode == 143, text
+    [line] = error_lines(text)
+    assert re.fullmatch(rf"error: terminated: [\d,]+ lines kept in {re.escape(str(partial_dir(out)))}; the same "
+                        r"command with --resume continues it", line), text
+    assert "Traceback" not in text and not out.exists()
+    resumed = run("embed", tiny_bundle, "--contextual", "-i", source, "-o", out, *LOAD, "--chunk-lines", "512",
+                  "--resume")
+    assert resumed.exit_code == 0, resumed.output
+    assert "lines kept from the killed run" in resumed.stderr and "40,000 lines" in resumed.stderr
+
+
 def test_a_resume_counts_the_kept_lines_with_separators(tiny_bundle: Path, tmp_path: Path,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     """'15360 lines kept' lacked them: 1,024 or more lines kept say '1,0xx lines kept from the killed run'."""
