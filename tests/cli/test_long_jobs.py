@@ -51,6 +51,21 @@ def wait_for(condition: Callable[[], bool], process: subprocess.Popen[bytes], wh
         time.sleep(0.02)
 
 
+def signal_when(command: list[str], log: Path, ready: Callable[[str], bool], what: str,
+                sig: signal.Signals) -> tuple[int, str]:
+    """Run `command` (stderr to `log`) and send it `sig` once `ready(stderr so far)`: its exit status and stderr."""
+    with log.open("w") as stderr:
+        job = subprocess.Popen(command, stderr=stderr)
+        try:
+            wait_for(lambda: ready(log.read_text()), job, what)
+            job.send_signal(sig)
+            job.wait(timeout=300)
+        finally:
+            job.kill()
+            job.wait()
+    return job.returncode, log.read_text()
+
+
 def error_lines(text: str) -> list[str]:
     return [line for line in text.splitlines() if line.startswith("error:")]
 
@@ -68,18 +83,10 @@ def test_ctrl_c_before_the_first_checkpoint_says_nothing_was_kept_and_leaves_not
     out = tmp_path / "out.npy"
     log = tmp_path / "stderr.txt"
     command = [*EVERY_SLICE, "embed", str(tiny_bundle), "--contextual", "-i", str(source), "-o", str(out), *LOAD]
-    with log.open("w") as stderr:  # no checkpoint by lines before 20,000 lines, none by time before 60 s
-        job = subprocess.Popen(command, stderr=stderr)
-        try:
-            wait_for(lambda: any(PROGRESS.match(line) for line in log.read_text().splitlines()), job,
-                     "progress line")
-            job.send_signal(signal.SIGINT)
-            job.wait(timeout=300)
-        finally:
-            job.kill()
-            job.wait()
-    text = log.read_text()
-    assert job.returncode == 130, text
+    # no checkpoint by lines before 20,000 lines, none by time before 60 s
+    code, text = signal_when(command, log, lambda text: any(map(PROGRESS.match, text.splitlines())),
+                             "progress line", signal.SIGINT)
+    assert code == 130, text
     assert error_lines(text) == ["error: interrupted before the first checkpoint: nothing was kept; the same "
                                  "command starts again"], text
     assert "Traceback" not in text
@@ -95,19 +102,14 @@ def test_sigterm_stops_a_job_as_ctrl_c_does_and_it_resumes(tiny_bundle: Path, tm
     log = tmp_path / "stderr.txt"
     command = [*EVERY_SLICE, "embed", str(tiny_bundle), "--contextual", "-i", str(source), "-o", str(out), *LOAD,
                "--chunk-lines", "512"]
-    with log.open("w") as stderr:
-        job = subprocess.Popen(command, stderr=stderr)
-        try:
-            lines_done = re.compile(r"^embedding \(contextual\): ([\d,]+) lines")
-            wait_for(lambda: any(int(found.group(1).replace(",", "")) >= 1536 for found in
-                                 map(lines_done.match, log.read_text().splitlines()) if found), job, "1,536 lines")
-            job.send_signal(signal.SIGTERM)
-            job.wait(timeout=300)
-        finally:
-            job.kill()
-            job.wait()
-    text = log.read_text()
-    assert job.returncode == 143, text
+    lines_done = re.compile(r"^embedding \(contextual\): ([\d,]+) lines")
+
+    def past_checkpoints(text: str) -> bool:
+        return any(int(found.group(1).replace(",", "")) >= 1536 for found in map(lines_done.match, text.splitlines())
+                   if found)
+
+    code, text = signal_when(command, log, past_checkpoints, "1,536 lines", signal.SIGTERM)
+    assert code == 143, text
     [line] = error_lines(text)
     assert re.fullmatch(rf"error: terminated: [\d,]+ lines kept in {re.escape(str(partial_dir(out)))}; the same "
                         r"command with --resume continues it", line), text
