@@ -43,7 +43,7 @@ from bertonnx.cli.options import (
     load_options,
     made_by,
 )
-from bertonnx.cli.progress import LineProgress
+from bertonnx.cli.progress import LineProgress, slow_load_notice
 from bertonnx.errors import OptionError, OutputError
 from bertonnx.io.checkpoints import partial_dir
 from bertonnx.io.formats import suffix_of
@@ -140,7 +140,11 @@ def embed(
         problem = "not a regular file (use -i - for a pipe or stdin)" if source.exists() else "no such input file"
         raise CliError(f"{source}: {problem}")
     data = data_stdout() if output is None else None  # before anything loads: stdout carries vectors alone
-    embedder = Embedder.table_only(bundle) if _table_only(options, load) else Embedder.load(bundle, load)
+    if _table_only(options, load):
+        embedder = Embedder.table_only(bundle)
+    else:
+        with slow_load_notice(err, f"opening {bundle}"):
+            embedder = Embedder.load(bundle, load)
     total = source.stat().st_size if source is not None else None
     if output is None:
         assert data is not None
@@ -291,7 +295,8 @@ def _type_level(
     if not vocabulary.is_file():
         raise CliError(f"{vocabulary}: {'not a regular file' if vocabulary.exists() else 'no such vocabulary file'}")
     paths = expand_paths(files.corpus, "corpus")
-    embedder = Embedder.load(bundle, load)
+    with slow_load_notice(err, f"opening {bundle}"):
+        embedder = Embedder.load(bundle, load)
     if resume and not partial_dir(output).exists():
         say(f"nothing to resume for {output}: starting it")
     job = TypeLevelJob(embedder, vocabulary, paths, output, options).open(resume=resume, force=force)

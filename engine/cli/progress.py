@@ -9,6 +9,7 @@ known, the share done and an ETA), so that a long job in a log is not silent.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -27,6 +28,28 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 from rich.text import Text
+
+SLOW_LOAD_SECONDS = 3.0
+"""A load still running after this long says why it may take a while (a first load builds caches)."""
+
+
+@contextmanager
+def slow_load_notice(console: Console, what: str) -> Iterator[None]:
+    """Inside, a load that is still running after SLOW_LOAD_SECONDS prints one line saying why, once: a first
+    load on a machine compiles the graph and, under `fastest`, quantises and times its candidates (about a minute),
+    and a silent minute reads as a hang. A quick load prints nothing."""
+    def notice() -> None:
+        console.print(f"{what}: a first load on this machine compiles, and may quantise and time its candidates "
+                      "(a minute or so under --precision fastest); later loads read the cache",
+                      markup=False, highlight=False, soft_wrap=True)
+
+    timer = threading.Timer(SLOW_LOAD_SECONDS, notice)
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
 
 
 @contextmanager

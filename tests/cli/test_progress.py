@@ -95,3 +95,23 @@ def test_no_bar_before_an_error_that_comes_at_once(
     else:
         one_line_error(result, "line 1 is blank")
     assert "%" not in result.stderr and "lines/s" not in result.stderr
+
+
+def test_a_slow_load_says_why_once_and_a_quick_one_says_nothing(tiny_bundle: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """A first `fastest` load quantises and times for a minute: silence there reads as a hang."""
+    import time
+
+    from bertonnx.cli import progress
+    from bertonnx.embedder import Embedder
+
+    real = Embedder.load.__func__  # type: ignore[attr-defined]
+    monkeypatch.setattr(Embedder, "load", classmethod(lambda cls, *a, **k: time.sleep(0.5) or real(cls, *a, **k)))
+    monkeypatch.setattr(progress, "SLOW_LOAD_SECONDS", 0.05)
+    slow = run("embed", tiny_bundle, "--sentences", "--backend", "onnxruntime", stdin="the king\n")
+    assert slow.exit_code == 0, slow.output
+    assert slow.stderr.count("a first load on this machine compiles") == 1
+    assert slow.stdout.count("\n") == 1  # the rows alone on stdout
+    monkeypatch.setattr(progress, "SLOW_LOAD_SECONDS", 60.0)
+    quick = run("embed", tiny_bundle, "--sentences", "--backend", "onnxruntime", stdin="the king\n")
+    assert quick.exit_code == 0 and "first load" not in quick.stderr
