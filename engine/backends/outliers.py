@@ -194,11 +194,19 @@ def _smooth(matmuls: list[Any], top: np.ndarray, alpha: float, fold: bool) -> No
         matmul.input(1).replace_source_output(ops.constant(weight * scale[:, None]).output(0))
 
 
-def _without(top: np.ndarray, neurons: int) -> np.ndarray:
-    """`top` without the `neurons` largest channels (those _split moved to the side), in order."""
+def _side_channels(top: np.ndarray, neurons: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """(the `neurons` channels of largest `top`, the rest), each in order: what _split moves to the side and
+    keeps; None where nothing moves (no neurons asked, or a block this narrow has no few outliers to speak of)."""
     if not neurons or top.size < 4 * neurons:
-        return top
-    return top[np.setdiff1d(np.arange(top.size), np.argsort(top)[::-1][:neurons])]
+        return None
+    out = np.sort(np.argsort(top)[::-1][:neurons])
+    return out, np.setdiff1d(np.arange(top.size), out)
+
+
+def _without(top: np.ndarray, neurons: int) -> np.ndarray:
+    """`top` without the channels _split moved to the side, in order."""
+    split = _side_channels(top, neurons)
+    return top if split is None else top[split[1]]
 
 
 def _split(ffn: tuple[Any, ...], top: np.ndarray, neurons: int) -> None:
@@ -207,10 +215,10 @@ def _split(ffn: tuple[Any, ...], top: np.ndarray, neurons: int) -> None:
 
     ops, factory = folds.ops(), NodeFactory("opset13")
     up, up_bias, activation, down, down_bias = ffn
-    if top.size < 4 * neurons:  # a block this narrow has no few outliers to speak of
+    split = _side_channels(top, neurons)
+    if split is None:
         return
-    out = np.sort(np.argsort(top)[::-1][:neurons])
-    keep = np.setdiff1d(np.arange(top.size), out)
+    out, keep = split
     w_up = folds.data(up.input_value(1))
     port = folds.constant_port(up_bias)
     b_up = folds.data(up_bias.input_value(port))
