@@ -140,11 +140,7 @@ def embed(
         problem = "not a regular file (use -i - for a pipe or stdin)" if source.exists() else "no such input file"
         raise CliError(f"{source}: {problem}")
     data = data_stdout() if output is None else None  # before anything loads: stdout carries vectors alone
-    if _table_only(options, load):
-        embedder = Embedder.table_only(bundle)
-    else:
-        with slow_load_notice(err, f"opening {bundle}"):
-            embedder = Embedder.load(bundle, load)
+    embedder = Embedder.table_only(bundle) if _table_only(options, load) else _load(bundle, load)
     total = source.stat().st_size if source is not None else None
     if output is None:
         assert data is not None
@@ -180,6 +176,14 @@ def embed(
         _leave_if_stranded(_exit_code(stop))
         raise typer.Exit(_exit_code(stop)) from None
     _summary(report, _served_by(embedder, options.mode))
+
+
+def _load(bundle: Path, load: LoadOptions) -> Embedder:
+    """Embedder.load, saying why on stderr where a first load on this machine takes a while."""
+    from bertonnx.embedder import Embedder
+
+    with slow_load_notice(err, f"opening {bundle}"):
+        return Embedder.load(bundle, load)
 
 
 def _table_only(options: BulkOptions, load: LoadOptions) -> bool:
@@ -275,7 +279,6 @@ def _type_level(
     bundle: Path, files: TypeLevelFiles, options: TypeLevelOptions, load: LoadOptions, resume: bool, force: bool
 ) -> None:
     """--type-level: the vocabulary in -i, the corpus files, the vector file in -o."""
-    from bertonnx.embedder import Embedder
     from bertonnx.io.paths import expand_paths
     from bertonnx.type_level.job import TypeLevelJob
 
@@ -295,8 +298,7 @@ def _type_level(
     if not vocabulary.is_file():
         raise CliError(f"{vocabulary}: {'not a regular file' if vocabulary.exists() else 'no such vocabulary file'}")
     paths = expand_paths(files.corpus, "corpus")
-    with slow_load_notice(err, f"opening {bundle}"):
-        embedder = Embedder.load(bundle, load)
+    embedder = _load(bundle, load)
     if resume and not partial_dir(output).exists():
         say(f"nothing to resume for {output}: starting it")
     job = TypeLevelJob(embedder, vocabulary, paths, output, options).open(resume=resume, force=force)
@@ -339,7 +341,7 @@ def _type_level(
         notes.append(f"{report.resumed_lines:,} corpus lines kept from the killed run")
     notes.append(f"{report.seconds:,.1f} s")
     say(f"{_count(report.words, 'type-level vector')} -> {output} + {report.files[0].name} ({'; '.join(notes)}); "
-        f"contextual vectors by {embedder.runtime_info().serves['words'].label}")
+        f"contextual vectors {_served_by(embedder, 'contextual')}")
 
 
 def _leave_now() -> None:
