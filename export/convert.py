@@ -115,7 +115,7 @@ def _check_hub_reachable(source: Source) -> None:
     import socket
     from urllib.parse import urlsplit
 
-    if Path(source.location).is_dir() or os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
+    if Path(source.location).is_dir() or os.environ.get("HF_HUB_OFFLINE", "").upper() in ("1", "ON", "YES", "TRUE"):
         return
     try:
         from huggingface_hub import try_to_load_from_cache

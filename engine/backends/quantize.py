@@ -5,12 +5,12 @@ The calibration texts are prose from the docstrings of Python's standard library
 embedding lookups (Gather) stay fp32: quantising the word-embedding table would
 move every token's input, and the static path must stay exact anyway.
 
-Two recipe kinds, one per use (RECIPE_KINDS): "words" is held to the int8 word gate
-(mean word cosine against fp32); it first splits each feed-forward block's outlier neurons
+Two recipe kinds, one made for each use (RECIPE_KINDS): "words", made for the int8 word gate
+(mean word cosine against fp32), first splits each feed-forward block's outlier neurons
 off into a small float block (outliers.py) and then quantises every other MatMul (without
 int8 dot products, with 7-bit weights); "sentences" quantises every MatMul, faster but rougher per
-token, and serves only mean-pooled sentence vectors, held to the sentence gate
-(bertonnx.fidelity.SENTENCE_GATE). A recipe is data (Int8Recipe) whose name keys
+token, made for the sentence gate (bertonnx.fidelity.SENTENCE_GATE). Under `fastest` either serves
+any use whose gate it passes (backends/open.py). A recipe is data (Int8Recipe) whose name keys
 the cached graph and its fidelity figures: a new recipe is a new name.
 """
 
@@ -53,7 +53,8 @@ GRAPH_FILE = "model.xml"
 
 
 RECIPE_KINDS = ("words", "sentences")
-"""The use each int8 recipe is made for, and held to the gate of: word and token vectors, or sentence vectors."""
+"""The use each int8 recipe is made for, word and token vectors or sentence vectors; it may serve the other too,
+held to that use's gate."""
 
 
 @dataclass(frozen=True)
